@@ -1,0 +1,43 @@
+"""Error classes whose type alone decides retry or give up."""
+
+from __future__ import annotations
+
+
+class FanoutError(Exception):
+    """Base of the pipeline's own errors."""
+
+    status: int | None = None
+
+
+class TransientError(FanoutError):
+    """Worth retrying later: 429, 5xx, timeouts, broken bodies, storage hiccups."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class PermanentError(FanoutError):
+    """Retrying cannot help: 400/401/403/404, or input that does not validate."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class BadManifest(PermanentError):
+    """The seed manifest is not what the contract describes."""
+
+
+class BadTask(PermanentError):
+    """A task object does not hold a task body this stage understands."""
+
+
+class SettingsError(ValueError):
+    """A setting is missing or out of range; the message names it."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Unknown exceptions count as transient: losing a task to a bug is worse than retrying."""
+    return not isinstance(error, PermanentError)

@@ -1,0 +1,222 @@
+"""Per-environment settings: one frozen, validated object per environment.
+
+They come from ``cdk.json`` context (``environments: {name: {...}}``). The stack,
+the local runtime (environment ``local`` unless ``--env`` says otherwise) and the
+CLI read them through ``load_environment``; nothing deep in the code reads
+``os.environ``. Every error names the setting it is about.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fanout_core.errors import SettingsError
+from fanout_core.stages import STAGE_NAMES
+
+LAMBDA_MAX_TIMEOUT_S = 900
+LAMBDA_MIN_UNRESERVED = 100
+MIN_EVENT_AGE_S, MAX_EVENT_AGE_S = 60, 21600
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSettings:
+    reserved_concurrency: int = 4
+    memory_mb: int = 512
+    timeout_s: int = 300
+    retry_attempts: int = 2
+    """Lambda's own asynchronous retries (0-2)."""
+    max_event_age_s: int = 21600
+    units_per_task: int = 1
+    """How many sibling units (warriors, troops or data groups) one task object carries."""
+    rate_weight: float = 1.0
+    """This stage's share of the Hermes rate budget, relative to the other stages."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentSettings:
+    name: str
+    account: str | None = None
+    region: str | None = None
+    hermes_url: str = "http://127.0.0.1:8080"
+    token_secret_name: str = ""
+    hermes_rate_limit: float = 500.0
+    """Calls per second Hermes allows the pipeline's token, across every stage."""
+    hermes_page_size: int = 100
+    max_attempts: int = 6
+    """Attempts per task before a failure record is written (the retry extension)."""
+    retry_base_delay_s: float = 60.0
+    retry_max_delay_s: float = 900.0
+    account_concurrency_limit: int = 1000
+    stages: Mapping[str, StageSettings] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageSettings:
+        return self.stages[name]
+
+    def rate_share(self, stage_name: str) -> float:
+        """Calls/s one stage may make in total; instances divide it by their concurrency."""
+        total = sum(s.rate_weight for s in self.stages.values())
+        return self.hermes_rate_limit * self.stages[stage_name].rate_weight / total
+
+    def instance_rate(self, stage_name: str) -> float:
+        """Calls/s one concurrent instance of a stage may make so that all together stay under R."""
+        return self.rate_share(stage_name) / self.stages[stage_name].reserved_concurrency
+
+
+_STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}
+_ENV_FIELDS = {f for f in EnvironmentSettings.__dataclass_fields__} - {"name", "stages"}
+
+
+def _int(where: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{where} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SettingsError(f"{where} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _num(where: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SettingsError(f"{where} must be a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise SettingsError(f"{where} must be between {lo} and {hi}, got {value}")
+    return float(value)
+
+
+def _stage(env: str, name: str, raw: Any) -> StageSettings:
+    where = f"environments.{env}.stages.{name}"
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"{where} must be an object")
+    unknown = set(raw) - _STAGE_FIELDS
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    d = StageSettings()
+    return StageSettings(
+        reserved_concurrency=_int(
+            f"{where}.reserved_concurrency", raw.get("reserved_concurrency", d.reserved_concurrency), 1, 1000
+        ),
+        memory_mb=_int(f"{where}.memory_mb", raw.get("memory_mb", d.memory_mb), 128, 10240),
+        timeout_s=_int(
+            f"{where}.timeout_s", raw.get("timeout_s", d.timeout_s), 1, LAMBDA_MAX_TIMEOUT_S
+        ),
+        retry_attempts=_int(f"{where}.retry_attempts", raw.get("retry_attempts", d.retry_attempts), 0, 2),
+        max_event_age_s=_int(
+            f"{where}.max_event_age_s",
+            raw.get("max_event_age_s", d.max_event_age_s),
+            MIN_EVENT_AGE_S,
+            MAX_EVENT_AGE_S,
+        ),
+        units_per_task=_int(f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000),
+        rate_weight=_num(f"{where}.rate_weight", raw.get("rate_weight", d.rate_weight), 0.001, 1e6),
+    )
+
+
+def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
+    """Validate one environment's raw settings (a mapping from cdk.json)."""
+    where = f"environments.{name}"
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"{where} must be an object")
+    unknown = set(raw) - _ENV_FIELDS - {"stages"}
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    raw_stages = raw.get("stages", {})
+    if not isinstance(raw_stages, Mapping):
+        raise SettingsError(f"{where}.stages must be an object")
+    extra = set(raw_stages) - set(STAGE_NAMES)
+    if extra:
+        raise SettingsError(
+            f"{where}.stages: unknown stage(s) {', '.join(sorted(extra))}; stages are {', '.join(STAGE_NAMES)}"
+        )
+    stages = {s: _stage(name, s, raw_stages.get(s, {})) for s in STAGE_NAMES}
+    d = EnvironmentSettings(name=name)
+    account_limit = _int(
+        f"{where}.account_concurrency_limit",
+        raw.get("account_concurrency_limit", d.account_concurrency_limit),
+        LAMBDA_MIN_UNRESERVED + 1,
+        1_000_000,
+    )
+    reserved = sum(s.reserved_concurrency for s in stages.values())
+    if account_limit - reserved < LAMBDA_MIN_UNRESERVED:
+        raise SettingsError(
+            f"{where}.stages.*.reserved_concurrency add up to {reserved}, which leaves "
+            f"{account_limit - reserved} of the account's {account_limit} unreserved; "
+            f"Lambda requires at least {LAMBDA_MIN_UNRESERVED}"
+        )
+    for key in ("account", "region", "token_secret_name", "hermes_url"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SettingsError(f"{where}.{key} must be a string, got {value!r}")
+    hermes_url = raw.get("hermes_url", d.hermes_url)
+    if not hermes_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{where}.hermes_url must be an http(s) URL, got {hermes_url!r}")
+    base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
+    top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
+    if top < base:
+        raise SettingsError(f"{where}.retry_max_delay_s ({top}) is below retry_base_delay_s ({base})")
+    return EnvironmentSettings(
+        name=name,
+        account=raw.get("account"),
+        region=raw.get("region"),
+        hermes_url=hermes_url.rstrip("/"),
+        token_secret_name=raw.get("token_secret_name", f"fanout/{name}/hermes-token"),
+        hermes_rate_limit=_num(
+            f"{where}.hermes_rate_limit", raw.get("hermes_rate_limit", d.hermes_rate_limit), 0.1, 1e6
+        ),
+        hermes_page_size=_int(
+            f"{where}.hermes_page_size", raw.get("hermes_page_size", d.hermes_page_size), 1, 1000
+        ),
+        max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
+        retry_base_delay_s=base,
+        retry_max_delay_s=top,
+        account_concurrency_limit=account_limit,
+        stages=MappingProxyType(stages),
+    )
+
+
+def parse_environments(context: Any) -> dict[str, EnvironmentSettings]:
+    if not isinstance(context, Mapping) or not context:
+        raise SettingsError("environments must be a non-empty object of name -> settings")
+    return {name: parse_environment(name, raw) for name, raw in context.items()}
+
+
+def select_environment(context: Any, name: str) -> EnvironmentSettings:
+    if not isinstance(context, Mapping) or name not in context:
+        known = ", ".join(sorted(context)) if isinstance(context, Mapping) else "none"
+        raise SettingsError(f"unknown environment {name!r}; environments in cdk.json: {known}")
+    return parse_environment(name, context[name])
+
+
+def load_environment(name: str, cdk_json: str | Path) -> EnvironmentSettings:
+    """The environment ``name`` from a cdk.json file's ``context.environments``."""
+    try:
+        doc = json.loads(Path(cdk_json).read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read settings from {cdk_json}: {exc}") from exc
+    return select_environment(doc.get("context", {}).get("environments"), name)
+
+
+def environment_to_raw(env: EnvironmentSettings) -> dict[str, Any]:
+    """The raw form ``parse_environment`` accepts: how the stack hands settings to Lambda."""
+    raw: dict[str, Any] = {k: getattr(env, k) for k in sorted(_ENV_FIELDS)}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    raw["stages"] = {
+        name: {k: getattr(s, k) for k in sorted(_STAGE_FIELDS)} for name, s in env.stages.items()
+    }
+    return raw
+
+
+def environment_to_json(env: EnvironmentSettings) -> str:
+    return json.dumps(environment_to_raw(env), sort_keys=True, separators=(",", ":"))
+
+
+def environment_from_json(name: str, text: str) -> EnvironmentSettings:
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"environment {name!r}: settings are not JSON: {exc}") from exc
+    return parse_environment(name, raw)
