@@ -1,0 +1,56 @@
+"""The Lambda's configuration, read from its environment once per cold start.
+
+The stack sets these variables; this module is the only deployed code that reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fanout_core.errors import SettingsError
+from fanout_core.settings import EnvironmentSettings, environment_from_json
+from fanout_core.stages import Stage, stage_named
+
+ENV_NAME = "FANOUT_ENV_NAME"
+ENV_SETTINGS = "FANOUT_SETTINGS"
+ENV_BUCKET = "FANOUT_BUCKET"
+ENV_STAGE = "FANOUT_STAGE"
+ENV_TOKEN_SECRET = "HERMES_TOKEN_SECRET"
+"""Name or ARN of the Secrets Manager secret holding the Hermes bearer token."""
+ENV_TOKEN = "HERMES_TOKEN"
+"""The token itself; for tests and local use only (the stack never sets it)."""
+ENV_RETRY_QUEUE_URL = "FANOUT_RETRY_QUEUE_URL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambdaConfig:
+    stage: Stage
+    bucket: str
+    settings: EnvironmentSettings
+    token_secret: str | None
+    token: str | None
+    retry_queue_url: str | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> LambdaConfig:
+        env = os.environ if environ is None else environ
+        missing = [k for k in (ENV_NAME, ENV_SETTINGS, ENV_BUCKET, ENV_STAGE) if not env.get(k)]
+        if missing:
+            raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
+        if not env.get(ENV_TOKEN_SECRET) and not env.get(ENV_TOKEN):
+            raise SettingsError(f"set {ENV_TOKEN_SECRET} (or {ENV_TOKEN} outside AWS)")
+        try:
+            stage = stage_named(env[ENV_STAGE])
+        except KeyError as exc:
+            raise SettingsError(f"{ENV_STAGE}: {exc.args[0]}") from None
+        return cls(
+            stage=stage,
+            bucket=env[ENV_BUCKET],
+            settings=environment_from_json(env[ENV_NAME], env[ENV_SETTINGS]),
+            token_secret=env.get(ENV_TOKEN_SECRET) or None,
+            token=env.get(ENV_TOKEN) or None,
+            retry_queue_url=env.get(ENV_RETRY_QUEUE_URL) or None,
+        )
