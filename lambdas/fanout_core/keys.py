@@ -161,4 +161,4 @@ def parse_data_key(key: str) -> DataPath:
     return DataPath(*values)
 
 
-__all__ = ["STAGES", "encode_id", "decode_id"]
+__all__ = ["STAGES", "decode_id", "encode_id"]

@@ -98,20 +98,27 @@ def _stage(env: str, name: str, raw: Any) -> StageSettings:
     d = StageSettings()
     return StageSettings(
         reserved_concurrency=_int(
-            f"{where}.reserved_concurrency", raw.get("reserved_concurrency", d.reserved_concurrency), 1, 1000
+            f"{where}.reserved_concurrency",
+            raw.get("reserved_concurrency", d.reserved_concurrency),
+            1,
+            1000,
         ),
         memory_mb=_int(f"{where}.memory_mb", raw.get("memory_mb", d.memory_mb), 128, 10240),
         timeout_s=_int(
             f"{where}.timeout_s", raw.get("timeout_s", d.timeout_s), 1, LAMBDA_MAX_TIMEOUT_S
         ),
-        retry_attempts=_int(f"{where}.retry_attempts", raw.get("retry_attempts", d.retry_attempts), 0, 2),
+        retry_attempts=_int(
+            f"{where}.retry_attempts", raw.get("retry_attempts", d.retry_attempts), 0, 2
+        ),
         max_event_age_s=_int(
             f"{where}.max_event_age_s",
             raw.get("max_event_age_s", d.max_event_age_s),
             MIN_EVENT_AGE_S,
             MAX_EVENT_AGE_S,
         ),
-        units_per_task=_int(f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000),
+        units_per_task=_int(
+            f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000
+        ),
         rate_weight=_num(f"{where}.rate_weight", raw.get("rate_weight", d.rate_weight), 0.001, 1e6),
     )
 
@@ -130,7 +137,8 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     extra = set(raw_stages) - set(STAGE_NAMES)
     if extra:
         raise SettingsError(
-            f"{where}.stages: unknown stage(s) {', '.join(sorted(extra))}; stages are {', '.join(STAGE_NAMES)}"
+            f"{where}.stages: unknown stage(s) {', '.join(sorted(extra))}; "
+            f"stages are {', '.join(STAGE_NAMES)}"
         )
     stages = {s: _stage(name, s, raw_stages.get(s, {})) for s in STAGE_NAMES}
     d = EnvironmentSettings(name=name)
@@ -154,10 +162,16 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     hermes_url = raw.get("hermes_url", d.hermes_url)
     if not hermes_url.startswith(("http://", "https://")):
         raise SettingsError(f"{where}.hermes_url must be an http(s) URL, got {hermes_url!r}")
-    base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
-    top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
+    base = _num(
+        f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900
+    )
+    top = _num(
+        f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900
+    )
     if top < base:
-        raise SettingsError(f"{where}.retry_max_delay_s ({top}) is below retry_base_delay_s ({base})")
+        raise SettingsError(
+            f"{where}.retry_max_delay_s ({top}) is below retry_base_delay_s ({base})"
+        )
     return EnvironmentSettings(
         name=name,
         account=raw.get("account"),
@@ -165,7 +179,10 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         hermes_url=hermes_url.rstrip("/"),
         token_secret_name=raw.get("token_secret_name", f"fanout/{name}/hermes-token"),
         hermes_rate_limit=_num(
-            f"{where}.hermes_rate_limit", raw.get("hermes_rate_limit", d.hermes_rate_limit), 0.1, 1e6
+            f"{where}.hermes_rate_limit",
+            raw.get("hermes_rate_limit", d.hermes_rate_limit),
+            0.1,
+            1e6,
         ),
         hermes_page_size=_int(
             f"{where}.hermes_page_size", raw.get("hermes_page_size", d.hermes_page_size), 1, 1000

@@ -9,6 +9,7 @@ loses the race learns so and triggers nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -109,10 +110,8 @@ class LocalDirStorage:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
-        except FileNotFoundError:
-            pass
 
     def list(self, prefix: str) -> Iterator[str]:
         # Walk only the folder the prefix names, then filter by the rest of it.

@@ -1,0 +1,328 @@
+"""The Hermes API client: one pooled session, every page, transient told from permanent.
+
+It keeps to ``shared/hermes-api.yaml``: identifiers percent-encoded as one path
+segment, bearer token, ``page_size``/``page_token`` pagination until a null token,
+429 honoured via Retry-After, 5xx/timeouts/broken bodies retried a few times with
+backoff inside the task's time budget, 400/401/403/404 never retried.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from fanout_core.errors import PermanentError, TransientError
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
+MAX_RETRY_AFTER_S = 300.0
+"""A Retry-After above this is absurd; it is clamped rather than obeyed."""
+
+_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    "warrior": {"warrior_id": (str,), "name": (str,)},
+    "troop": {"troop_id": (str,), "service": (str,)},
+    "data_group": {"data_group_id": (str,), "name": (str,)},
+    "record": {"ts": (str,), "metric": (str,), "value": (int, float, type(None))},
+}
+_OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
+    "record": {"unit": (str, type(None))},
+}
+
+
+class PacerLike(Protocol):
+    def acquire(self) -> float: ...
+    def on_throttled(self, retry_after: float | None) -> None: ...
+    def on_success(self) -> None: ...
+
+
+@dataclass
+class CallStats:
+    """Counters the summary, the metrics and the benchmarks read; thread-safe."""
+
+    calls: int = 0
+    throttled: int = 0
+    transient_errors: int = 0
+    retries: int = 0
+    paced_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "throttled": self.throttled,
+                "transient_errors": self.transient_errors,
+                "retries": self.retries,
+                "paced_s": self.paced_s,
+            }
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), clamped.
+
+    Missing or unreadable gives None (the caller's own backoff applies); negative or
+    past dates give 0; absurd values are clamped to ``MAX_RETRY_AFTER_S``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class HermesClient:
+    """A Hermes client shared by every task of one process (the session pools connections)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        page_size: int = 100,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 20.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.2,
+        backoff_cap_s: float = 10.0,
+        max_page_bytes: int = 32 * 1024 * 1024,
+        pool_size: int = 64,
+        pacer: PacerLike | None = None,
+        stats: CallStats | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        self.base_url = base_url.rstrip("/")
+        self.page_size = page_size
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.max_page_bytes = max_page_bytes
+        self.pacer = pacer
+        self.stats = stats if stats is not None else CallStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._deadline = threading.local()
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        self.session = session
+
+    # -- time budget ---------------------------------------------------------------
+    def set_deadline(self, deadline: float | None) -> None:
+        """The monotonic time by which this thread's task must be done (None: no limit)."""
+        self._deadline.value = deadline
+
+    def _time_left(self) -> float:
+        deadline = getattr(self._deadline, "value", None)
+        return float("inf") if deadline is None else deadline - self._clock()
+
+    # -- the four lists -------------------------------------------------------------
+    def list_warriors(self) -> Iterator[dict[str, Any]]:
+        return self._pages(("warriors",), "warrior")
+
+    def list_troops(self, warrior_id: str) -> Iterator[dict[str, Any]]:
+        return self._pages(("warriors", warrior_id, "troops"), "troop")
+
+    def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]:
+        return self._pages(
+            ("warriors", warrior_id, "troops", troop_id, "data_groups"), "data_group"
+        )
+
+    def list_records(
+        self, warrior_id: str, troop_id: str, data_group_id: str
+    ) -> Iterator[dict[str, Any]]:
+        path = ("warriors", warrior_id, "troops", troop_id, "data_groups", data_group_id, "data")
+        return self._pages(path, "record")
+
+    # -- mechanics ----------------------------------------------------------------
+    def url_for(self, segments: tuple[str, ...]) -> str:
+        return self.base_url + "/v1/" + "/".join(quote(s, safe="") for s in segments)
+
+    def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
+        url = self.url_for(segments)
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"page_size": self.page_size}
+            if token is not None:
+                params["page_token"] = token
+            page = self._get_with_retries(url, params)
+            items, token = _validate_page(page, kind, url, self.page_size)
+            yield from items
+            if token is None:
+                return
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+
+    def _get_with_retries(self, url: str, params: Mapping[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(url, params)
+            except TransientError as exc:
+                self.stats.add(transient_errors=1)
+                if exc.status == 429 and self.pacer is not None:
+                    self.pacer.on_throttled(exc.retry_after)
+                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                attempt += 1
+                if attempt > self.max_retries or delay >= self._time_left() - 1.0:
+                    raise
+                self.stats.add(retries=1)
+                self._sleep(delay)
+
+    def _get_once(self, url: str, params: Mapping[str, Any]) -> Any:
+        if self.pacer is not None:
+            waited = self.pacer.acquire()
+            if waited:
+                self.stats.add(paced_s=waited)
+        self.stats.add(calls=1)
+        left = self._time_left()
+        timeout = (
+            self.timeout
+            if left == float("inf")
+            else (
+                min(self.timeout[0], max(left, 0.1)),
+                min(self.timeout[1], max(left, 0.1)),
+            )
+        )
+        try:
+            response = self.session.get(url, params=params, timeout=timeout, stream=True)
+        except requests.Timeout as exc:
+            raise TransientError(f"timeout calling {url}: {exc}") from exc
+        except requests.RequestException as exc:
+            raise TransientError(f"connection failed calling {url}: {exc}") from exc
+        with response:
+            status = response.status_code
+            try:
+                body = self._read_capped(response, url)
+            except requests.RequestException as exc:
+                raise TransientError(f"reading the body of {url} failed: {exc}") from exc
+        if status == 200:
+            try:
+                decoded = json.loads(body)
+            except ValueError as exc:
+                raise TransientError(
+                    f"{url} answered 200 with a body that is not JSON ({len(body)} bytes): {exc}",
+                    status=200,
+                ) from None
+            if self.pacer is not None:
+                self.pacer.on_success()
+            return decoded
+        message = _error_message(body)
+        if status == 429:
+            self.stats.add(throttled=1)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise TransientError(
+                f"{url}: 429 rate limited{message}", status=429, retry_after=retry_after
+            )
+        if status in PERMANENT_STATUSES:
+            raise PermanentError(f"{url}: {status}{message}", status=status)
+        if status in TRANSIENT_STATUSES or status >= 500:
+            raise TransientError(f"{url}: {status}{message}", status=status)
+        raise PermanentError(f"{url}: unexpected status {status}{message}", status=status)
+
+    def _read_capped(self, response: requests.Response, url: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_page_bytes:
+            raise PermanentError(
+                f"{url}: a {int(declared)}-byte page is larger than the "
+                f"{self.max_page_bytes}-byte cap",
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > self.max_page_bytes:
+                raise PermanentError(
+                    f"{url}: page larger than the {self.max_page_bytes}-byte cap",
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        return f" ({doc.get('error')}: {doc.get('message')})" if isinstance(doc, dict) else ""
+    except ValueError:
+        return ""
+
+
+def _validate_page(
+    page: Any, kind: str, url: str, page_size: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Check a page against the contract; a broken one is transient (it may be a glitch)."""
+    if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+        raise TransientError(f"{url}: page is not an object with an items list", status=200)
+    if "next_page_token" not in page:
+        raise TransientError(f"{url}: page has no next_page_token", status=200)
+    token = page["next_page_token"]
+    if token is not None and (not isinstance(token, str) or not token):
+        raise TransientError(f"{url}: next_page_token is neither null nor a string", status=200)
+    items = page["items"]
+    if len(items) > page_size:
+        raise PermanentError(
+            f"{url}: page holds {len(items)} items, more than the page_size {page_size} asked for",
+            status=200,
+        )
+    required = _SCHEMAS[kind]
+    optional = _OPTIONAL.get(kind, {})
+    for item in items:
+        if not isinstance(item, dict):
+            raise TransientError(f"{url}: a {kind} item is not an object", status=200)
+        for name, types in required.items():
+            if (
+                name not in item
+                or not isinstance(item[name], types)
+                or isinstance(item[name], bool)
+            ):
+                raise TransientError(
+                    f"{url}: a {kind} item has no valid {name!r}: {item!r}"[:300], status=200
+                )
+        for name, types in optional.items():
+            if name in item and not isinstance(item[name], types):
+                raise TransientError(
+                    f"{url}: a {kind} item has an invalid {name!r}"[:300], status=200
+                )
+        if kind != "record":
+            ident = item[next(iter(required))]
+            if not 1 <= len(ident) <= 128 or "/" in ident:
+                raise PermanentError(f"{url}: identifier {ident!r} breaks the contract", status=200)
+    return items, token
