@@ -22,6 +22,7 @@ from fanout_core.stages import STAGE_NAMES
 LAMBDA_MAX_TIMEOUT_S = 900
 LAMBDA_MIN_UNRESERVED = 100
 MIN_EVENT_AGE_S, MAX_EVENT_AGE_S = 60, 21600
+REMOVAL_POLICIES = ("retain", "destroy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,9 @@ class EnvironmentSettings:
     retry_base_delay_s: float = 60.0
     retry_max_delay_s: float = 900.0
     account_concurrency_limit: int = 1000
+    removal_policy: str = "retain"
+    """What ``cdk destroy`` does to the bucket: ``retain`` keeps the data, ``destroy``
+    empties and deletes it (for throw-away environments)."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -162,6 +166,12 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     hermes_url = raw.get("hermes_url", d.hermes_url)
     if not hermes_url.startswith(("http://", "https://")):
         raise SettingsError(f"{where}.hermes_url must be an http(s) URL, got {hermes_url!r}")
+    removal_policy = raw.get("removal_policy", d.removal_policy)
+    if removal_policy not in REMOVAL_POLICIES:
+        raise SettingsError(
+            f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, "
+            f"got {removal_policy!r}"
+        )
     base = _num(
         f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900
     )
@@ -191,6 +201,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         retry_base_delay_s=base,
         retry_max_delay_s=top,
         account_concurrency_limit=account_limit,
+        removal_policy=removal_policy,
         stages=MappingProxyType(stages),
     )
 
