@@ -1,0 +1,70 @@
+"""``fanout demo``: the whole crawl on one machine against the bundled simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from fanout_core.storage import Storage
+from fanout_core.tasks import manifest_body
+
+from fanout.runner import find_settings, print_table, start_run, summary_rows
+from fanout.simulator import SimConfig, Universe, run_in_subprocess
+
+DEMO_TOKEN = "demo-token"
+
+
+def run_demo(
+    args: argparse.Namespace,
+    storage_from_args: Callable[[argparse.Namespace], tuple[Storage, str]],
+    concurrency: dict[str, int],
+) -> int:
+    config = SimConfig.from_size(
+        args.size, awkward_ids=args.awkward_ids, token=DEMO_TOKEN, rate_limit=args.rate_limit
+    )
+    universe = Universe(config)
+    settings = find_settings(args.env, args.config)
+    if args.rate_limit:
+        settings = replace(settings, hermes_rate_limit=args.rate_limit)
+    storage, where = storage_from_args(args)
+    run_id = args.run_id or "demo-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    expected_calls = universe.expected_calls(settings.hermes_page_size)
+    print(
+        f"fanout demo: {config.warriors} warriors x {config.troops_per_warrior} troops x "
+        f"{config.groups_per_troop} data groups, about {expected_calls} API calls; run {run_id}",
+        file=sys.stderr,
+    )
+    with run_in_subprocess(config) as url:
+        print(f"hermes simulator at {url}; bucket at {where}", file=sys.stderr)
+        outcome = start_run(
+            storage,
+            settings,
+            run_id=run_id,
+            manifest=manifest_body(None),
+            hermes_url=url,
+            token=DEMO_TOKEN,
+            concurrency=concurrency,
+            pacing=not args.no_pacing,
+            progress=None if args.quiet else sys.stderr,
+        )
+    rows = summary_rows(
+        outcome,
+        f"{where}/data/run={run_id}/" if "://" not in where else f"{where}data/run={run_id}/",
+    )
+    expected_rows = sum(1 for _ in universe.expected_rows())
+    written = sum(c.records for c in outcome.report.stages.values())
+    rows.append(
+        (
+            "rows expected",
+            f"{expected_rows} (the simulator's truth){'' if written == expected_rows else ' - MISMATCH'}",
+        )
+    )
+    if args.json:
+        print(json.dumps(dict(rows), indent=2))
+    else:
+        print_table(rows)
+    return 0 if outcome.report.ok and written == expected_rows else 1

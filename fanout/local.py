@@ -1,0 +1,283 @@
+"""The local runtime: the pipeline core under S3-notification and Lambda semantics.
+
+Writing a task object dispatches it to the stage whose prefix matches, as the
+bucket's notifications would; each stage runs at most its reserved concurrency of
+tasks at once; a task that raises is retried with jittered exponential backoff
+(the retry extension, with short delays locally) and then leaves one failure
+record. A run started again over the same bucket resumes: tasks with a done marker
+or a failure record are not run again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
+from fanout_core.retry import RetryPolicy, failure_record_for, now_iso, write_failure
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import STAGES, Stage, stage_for_key
+from fanout_core.storage import Storage
+
+from fanout.status import run_status
+
+
+class NotifyingStorage:
+    """A storage adapter that tells the runtime of every object created under a stage prefix."""
+
+    def __init__(self, inner: Storage, notify: Callable[[str], None]):
+        self.inner = inner
+        self._notify = notify
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def put(self, key: str, body: bytes) -> None:
+        self.inner.put(key, body)
+        if stage_for_key(key) is not None:
+            self._notify(key)
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        created = self.inner.put_if_absent(key, body)
+        if created and stage_for_key(key) is not None:
+            self._notify(key)
+        return created
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str) -> Any:
+        return self.inner.list(prefix)
+
+
+@dataclass
+class StageCounts:
+    started: int = 0
+    finished: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retries: int = 0
+    children: int = 0
+    files: int = 0
+    records: int = 0
+    unit_failures: int = 0
+    in_flight: int = 0
+    queued: int = 0
+
+
+@dataclass
+class RunReport:
+    stages: dict[str, StageCounts] = field(default_factory=lambda: {s.name: StageCounts() for s in STAGES})
+    elapsed_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    """Task keys that ended with a failure record in this run (whole task or some units)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass(order=True)
+class _Event:
+    due: float
+    seq: int
+    key: str = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+    first_attempt_at: str | None = field(compare=False, default=None)
+
+
+class LocalRuntime:
+    """Runs tasks until none is queued, running or waiting for a retry."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: EnvironmentSettings,
+        hermes_for_stage: Callable[[Stage], Hermes],
+        *,
+        concurrency: dict[str, int] | None = None,
+        policy: RetryPolicy | None = None,
+        duplicate_rate: float = 0.0,
+        seed: int | None = None,
+        on_change: Callable[[RunReport], None] | None = None,
+        task_timeout_s: Callable[[Stage], float] | None = None,
+    ):
+        self.settings = settings
+        self.storage = NotifyingStorage(storage, self.notify)
+        self.policy = policy or RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        )
+        self.concurrency = {
+            s.name: (concurrency or {}).get(s.name) or settings.stage(s.name).reserved_concurrency
+            for s in STAGES
+        }
+        self.duplicate_rate = duplicate_rate
+        self._rng = random.Random(seed)
+        self._hermes = {s.name: hermes_for_stage(s) for s in STAGES}
+        self._on_change = on_change
+        self.report = RunReport()
+        self._lock = threading.Condition()
+        self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in STAGES}
+        self._delayed: list[_Event] = []
+        self._seq = itertools.count()
+        self._outstanding = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._started = time.monotonic()
+
+    # -- events ---------------------------------------------------------------------
+    def notify(self, key: str) -> None:
+        """An object was created at ``key``: deliver its event (sometimes twice, if asked)."""
+        copies = 2 if self.duplicate_rate and self._rng.random() < self.duplicate_rate else 1
+        for _ in range(copies):
+            self._enqueue(_Event(0.0, next(self._seq), key))
+
+    def _enqueue(self, event: _Event) -> None:
+        stage = stage_for_key(event.key)
+        if stage is None:
+            return
+        with self._lock:
+            self._outstanding += 1
+            if event.due > time.monotonic():
+                heapq.heappush(self._delayed, event)
+            else:
+                self._ready[stage.name].append(event)
+                self.report.stages[stage.name].queued += 1
+            self._lock.notify_all()
+
+    def resume(self, run_id: str) -> int:
+        """Queue every task of ``run_id`` that has neither a done marker nor a failure record."""
+        status = run_status(self.storage.inner, run_id)
+        pending = [key for stage in status.stages for key in stage.pending]
+        for key in pending:
+            self._enqueue(_Event(0.0, next(self._seq), key))
+        return len(pending)
+
+    # -- running --------------------------------------------------------------------
+    def run(self, initial: Iterable[str] = ()) -> RunReport:
+        """Deliver ``initial`` keys' events, then run until the pipeline is idle."""
+        self._started = time.monotonic()
+        for key in initial:
+            self._enqueue(_Event(0.0, next(self._seq), key))
+        for stage in STAGES:
+            for i in range(self.concurrency[stage.name]):
+                t = threading.Thread(
+                    target=self._worker, args=(stage,), name=f"{stage.name}-{i}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+        timer = threading.Thread(target=self._timer, name="retry-timer", daemon=True)
+        timer.start()
+        with self._lock:
+            while self._outstanding > 0:
+                self._lock.wait(timeout=0.5)
+            self._stopping = True
+            self._lock.notify_all()
+        for t in [*self._threads, timer]:
+            t.join(timeout=5)
+        self._threads.clear()
+        self.report.elapsed_s = time.monotonic() - self._started
+        self._changed()
+        return self.report
+
+    def _timer(self) -> None:
+        with self._lock:
+            while not self._stopping:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0].due <= now:
+                    event = heapq.heappop(self._delayed)
+                    stage = stage_for_key(event.key)
+                    assert stage is not None
+                    self._ready[stage.name].append(event)
+                    self.report.stages[stage.name].queued += 1
+                    self._lock.notify_all()
+                wait = self._delayed[0].due - now if self._delayed else 0.5
+                self._lock.wait(timeout=min(max(wait, 0.001), 0.5))
+
+    def _worker(self, stage: Stage) -> None:
+        ready = self._ready[stage.name]
+        counts = self.report.stages[stage.name]
+        while True:
+            with self._lock:
+                while not ready and not self._stopping:
+                    self._lock.wait(timeout=0.5)
+                if self._stopping:
+                    return
+                event = ready.popleft()
+                counts.queued -= 1
+                counts.in_flight += 1
+                counts.started += 1
+            try:
+                self._attempt(stage, event)
+            finally:
+                with self._lock:
+                    counts.in_flight -= 1
+                    self._outstanding -= 1
+                    self._lock.notify_all()
+                self._changed()
+
+    def _attempt(self, stage: Stage, event: _Event) -> None:
+        counts = self.report.stages[stage.name]
+        first = event.first_attempt_at or now_iso()
+        ctx = TaskContext(storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings)
+        try:
+            result = run_task(event.key, ctx, attempts=event.attempt, first_attempt_at=first)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            self._failed_attempt(stage, event, exc, first)
+            return
+        with self._lock:
+            self._count(counts, result)
+
+    def _count(self, counts: StageCounts, result: TaskResult) -> None:
+        if result.skipped:
+            counts.skipped += 1
+            return
+        counts.finished += 1
+        counts.children += result.children
+        counts.files += result.files
+        counts.records += result.records
+        if result.failed_units:
+            counts.unit_failures += len(result.failed_units)
+            self.report.failures.append(result.key)
+
+    def _failed_attempt(self, stage: Stage, event: _Event, exc: Exception, first: str) -> None:
+        counts = self.report.stages[stage.name]
+        if self.policy.should_retry(exc, event.attempt):
+            delay = self.policy.delay(event.attempt, self._rng)
+            with self._lock:
+                counts.retries += 1
+            self._enqueue(
+                _Event(time.monotonic() + delay, next(self._seq), event.key, event.attempt + 1, first)
+            )
+            return
+        record = failure_record_for(event.key, exc, attempts=event.attempt, first_attempt_at=first)
+        try:
+            write_failure(self.storage, record)
+        except Exception:  # the record itself could not be written: try again shortly
+            traceback.print_exc()
+            retry = _Event(time.monotonic() + 1.0, next(self._seq), event.key, event.attempt, first)
+            self._enqueue(retry)
+            return
+        with self._lock:
+            counts.failed += 1
+            self.report.failures.append(event.key)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self.report.elapsed_s = time.monotonic() - self._started
+            self._on_change(self.report)

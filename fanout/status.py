@@ -1,0 +1,78 @@
+"""Run status read from the bucket alone, so it is the same for a local and a deployed run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fanout_core import keys
+from fanout_core.stages import DATA_PREFIX, MANIFEST_PREFIX, STAGES, Stage
+from fanout_core.storage import Storage
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    written: int = 0
+    finished: int = 0
+    failed: int = 0
+    pending: list[str] = field(default_factory=list)
+
+    @property
+    def open(self) -> int:
+        return len(self.pending)
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    seeded: bool
+    stages: list[StageStatus]
+    data_files: int
+
+    @property
+    def complete(self) -> bool:
+        """Every task has finished or has a failure record (and the run was seeded)."""
+        return self.seeded and all(s.open == 0 for s in self.stages)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.stages)
+
+
+def _stage_tasks(storage: Storage, stage: Stage, run_id: str) -> list[str]:
+    found = [k for k in storage.list(keys.run_prefix(stage, run_id)) if k.endswith(".json")]
+    if stage.input_prefix == MANIFEST_PREFIX:
+        seed = keys.manifest_key(run_id)
+        if storage.exists(seed):
+            found.insert(0, seed)
+    return found
+
+
+def run_status(storage: Storage, run_id: str) -> RunStatus:
+    keys.check_run_id(run_id)
+    stages = []
+    for stage in STAGES:
+        tasks = _stage_tasks(storage, stage, run_id)
+        done = set(storage.list(keys.done_key(keys.run_prefix(stage, run_id))))
+        failed = set(storage.list(keys.failed_key(keys.run_prefix(stage, run_id))))
+        if stage.input_prefix == MANIFEST_PREFIX:
+            seed = keys.manifest_key(run_id)
+            for marker, bucket in ((keys.done_key(seed), done), (keys.failed_key(seed), failed)):
+                if storage.exists(marker):
+                    bucket.add(marker)
+        status = StageStatus(stage.name, written=len(tasks))
+        for key in tasks:
+            if keys.failed_key(key) in failed:
+                status.failed += 1
+            elif keys.done_key(key) in done:
+                status.finished += 1
+            else:
+                status.pending.append(key)
+        stages.append(status)
+    data_files = sum(1 for k in storage.list(f"{DATA_PREFIX}run={run_id}/") if k.endswith(".parquet"))
+    return RunStatus(
+        run_id=run_id,
+        seeded=storage.exists(keys.manifest_key(run_id)),
+        stages=stages,
+        data_files=data_files,
+    )
