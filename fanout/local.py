@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
-from fanout_core.retry import RetryPolicy, failure_record_for, now_iso, write_failure
+from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, stage_for_key
 from fanout_core.storage import Storage
@@ -231,17 +231,39 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        first = event.first_attempt_at or now_iso()
         ctx = TaskContext(storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings)
+        attempt = Attempt(
+            key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
+        )
+
+        def work(a: Attempt) -> TaskResult:
+            return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
+
         try:
-            result = run_task(event.key, ctx, attempts=event.attempt, first_attempt_at=first)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-            self._failed_attempt(stage, event, exc, first)
-            return
-        with self._lock:
-            self._count(counts, result)
+            outcome = attempt_task(attempt, work, self.storage, self.policy, self._rng)
+        except Exception:  # the failure record could not be written: try again shortly
+            traceback.print_exc()
+            outcome = RetryLater(attempt, 1.0, RuntimeError("failure record not written"))
+        if isinstance(outcome, Finished):
+            with self._lock:
+                self._count(counts, outcome.result)
+        elif isinstance(outcome, RetryLater):
+            with self._lock:
+                counts.retries += 1
+            nxt = outcome.attempt
+            self._enqueue(
+                _Event(
+                    time.monotonic() + outcome.delay_s,
+                    next(self._seq),
+                    nxt.key,
+                    nxt.number,
+                    nxt.first_attempt_at,
+                )
+            )
+        else:
+            with self._lock:
+                counts.failed += 1
+                self.report.failures.append(event.key)
 
     def _count(self, counts: StageCounts, result: TaskResult) -> None:
         if result.skipped:
@@ -254,28 +276,6 @@ class LocalRuntime:
         if result.failed_units:
             counts.unit_failures += len(result.failed_units)
             self.report.failures.append(result.key)
-
-    def _failed_attempt(self, stage: Stage, event: _Event, exc: Exception, first: str) -> None:
-        counts = self.report.stages[stage.name]
-        if self.policy.should_retry(exc, event.attempt):
-            delay = self.policy.delay(event.attempt, self._rng)
-            with self._lock:
-                counts.retries += 1
-            self._enqueue(
-                _Event(time.monotonic() + delay, next(self._seq), event.key, event.attempt + 1, first)
-            )
-            return
-        record = failure_record_for(event.key, exc, attempts=event.attempt, first_attempt_at=first)
-        try:
-            write_failure(self.storage, record)
-        except Exception:  # the record itself could not be written: try again shortly
-            traceback.print_exc()
-            retry = _Event(time.monotonic() + 1.0, next(self._seq), event.key, event.attempt, first)
-            self._enqueue(retry)
-            return
-        with self._lock:
-            counts.failed += 1
-            self.report.failures.append(event.key)
 
     def _changed(self) -> None:
         if self._on_change is not None:

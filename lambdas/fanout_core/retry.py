@@ -108,3 +108,63 @@ def read_failure(storage: Storage, task_key: str) -> FailureRecord | None:
         return FailureRecord.from_bytes(storage.get(keys.failed_key(task_key)))
     except NoSuchKey:
         return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One try of one task: the key, which try this is, and when the first one began."""
+
+    key: str
+    number: int = 1
+    first_attempt_at: str = field(default_factory=now_iso)
+
+    def next(self) -> Attempt:
+        return Attempt(key=self.key, number=self.number + 1, first_attempt_at=self.first_attempt_at)
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: Any
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    attempt: Attempt
+    """The next try, to be made after ``delay_s``."""
+    delay_s: float
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    record: FailureRecord
+
+
+AttemptOutcome = Finished | RetryLater | GaveUp
+
+
+def attempt_task(
+    attempt: Attempt,
+    work: Any,
+    storage: Storage,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> AttemptOutcome:
+    """The retry-extension wrapper: run ``work(attempt)`` and decide what follows a failure.
+
+    Both runtimes call it: the local one schedules ``RetryLater`` on its timer, the
+    Lambda one sends it to the stage's retry queue with a delivery delay, so no
+    function sleeps through a backoff. Writing the failure record is the last step of
+    giving up; if that write fails the error propagates and the runtime's own retry
+    (Lambda's, or the local timer's) takes over, so the task is never dropped silently.
+    """
+    try:
+        return Finished(work(attempt))
+    except Exception as exc:
+        if policy.should_retry(exc, attempt.number):
+            return RetryLater(attempt.next(), policy.delay(attempt.number, rng), exc)
+        record = failure_record_for(
+            attempt.key, exc, attempts=attempt.number, first_attempt_at=attempt.first_attempt_at
+        )
+        write_failure(storage, record)
+        return GaveUp(record)
