@@ -12,9 +12,7 @@ class FanoutError(Exception):
 class TransientError(FanoutError):
     """Worth retrying later: 429, 5xx, timeouts, broken bodies, storage hiccups."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after

@@ -159,13 +159,9 @@ class HermesClient:
         return self._pages(("warriors", warrior_id, "troops"), "troop")
 
     def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]:
-        return self._pages(
-            ("warriors", warrior_id, "troops", troop_id, "data_groups"), "data_group"
-        )
+        return self._pages(("warriors", warrior_id, "troops", troop_id, "data_groups"), "data_group")
 
-    def list_records(
-        self, warrior_id: str, troop_id: str, data_group_id: str
-    ) -> Iterator[dict[str, Any]]:
+    def list_records(self, warrior_id: str, troop_id: str, data_group_id: str) -> Iterator[dict[str, Any]]:
         path = ("warriors", warrior_id, "troops", troop_id, "data_groups", data_group_id, "data")
         return self._pages(path, "record")
 
@@ -247,9 +243,7 @@ class HermesClient:
         if status == 429:
             self.stats.add(throttled=1)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise TransientError(
-                f"{url}: 429 rate limited{message}", status=429, retry_after=retry_after
-            )
+            raise TransientError(f"{url}: 429 rate limited{message}", status=429, retry_after=retry_after)
         if status in PERMANENT_STATUSES:
             raise PermanentError(f"{url}: {status}{message}", status=status)
         if status in TRANSIENT_STATUSES or status >= 500:
@@ -260,8 +254,7 @@ class HermesClient:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_page_bytes:
             raise PermanentError(
-                f"{url}: a {int(declared)}-byte page is larger than the "
-                f"{self.max_page_bytes}-byte cap",
+                f"{url}: a {int(declared)}-byte page is larger than the {self.max_page_bytes}-byte cap",
                 status=response.status_code,
             )
         chunks: list[bytes] = []
@@ -285,9 +278,7 @@ def _error_message(body: bytes) -> str:
         return ""
 
 
-def _validate_page(
-    page: Any, kind: str, url: str, page_size: int
-) -> tuple[list[dict[str, Any]], str | None]:
+def _validate_page(page: Any, kind: str, url: str, page_size: int) -> tuple[list[dict[str, Any]], str | None]:
     """Check a page against the contract; a broken one is transient (it may be a glitch)."""
     if not isinstance(page, dict) or not isinstance(page.get("items"), list):
         raise TransientError(f"{url}: page is not an object with an items list", status=200)
@@ -308,19 +299,13 @@ def _validate_page(
         if not isinstance(item, dict):
             raise TransientError(f"{url}: a {kind} item is not an object", status=200)
         for name, types in required.items():
-            if (
-                name not in item
-                or not isinstance(item[name], types)
-                or isinstance(item[name], bool)
-            ):
+            if name not in item or not isinstance(item[name], types) or isinstance(item[name], bool):
                 raise TransientError(
                     f"{url}: a {kind} item has no valid {name!r}: {item!r}"[:300], status=200
                 )
         for name, types in optional.items():
             if name in item and not isinstance(item[name], types):
-                raise TransientError(
-                    f"{url}: a {kind} item has an invalid {name!r}"[:300], status=200
-                )
+                raise TransientError(f"{url}: a {kind} item has an invalid {name!r}"[:300], status=200)
         if kind != "record":
             ident = item[next(iter(required))]
             if not 1 <= len(ident) <= 128 or "/" in ident:

@@ -75,9 +75,7 @@ def troops_task_key(run_id: str, warrior_id: str, index: int, redrive: int = 0) 
     return f"troops/run={run_id}/warrior={encode_id(warrior_id)}/{part_name(index, redrive)}.json"
 
 
-def data_groups_task_key(
-    run_id: str, warrior_id: str, troop_id: str, index: int, redrive: int = 0
-) -> str:
+def data_groups_task_key(run_id: str, warrior_id: str, troop_id: str, index: int, redrive: int = 0) -> str:
     return (
         f"data_groups/run={run_id}/warrior={encode_id(warrior_id)}/"
         f"troop={encode_id(troop_id)}/{part_name(index, redrive)}.json"

@@ -149,8 +149,7 @@ def _split_manifest(key: str, body: bytes, ctx: TaskContext, result: TaskResult)
     manifest = parse_manifest(body)
     if manifest.warriors is None:
         warriors = [
-            check_id(w["warrior_id"], "warrior_id", PermanentError)
-            for w in ctx.hermes.list_warriors()
+            check_id(w["warrior_id"], "warrior_id", PermanentError) for w in ctx.hermes.list_warriors()
         ]
         if not warriors:
             raise PermanentError("Hermes lists no warriors")
@@ -183,9 +182,7 @@ def _warriors_part(key: str, body: bytes, ctx: TaskContext, result: TaskResult) 
             continue
         for index, batch in enumerate(chunks(troops, per_task)):
             task = TroopsTask(part.run_id, warrior_id, tuple(batch))
-            _create(
-                ctx, result, keys.troops_task_key(part.run_id, warrior_id, index), task.to_bytes()
-            )
+            _create(ctx, result, keys.troops_task_key(part.run_id, warrior_id, index), task.to_bytes())
 
 
 def _troops(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None:
@@ -195,9 +192,7 @@ def _troops(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None
         try:
             groups = sorted(
                 {
-                    DataGroup(
-                        check_id(g["data_group_id"], "data_group_id", PermanentError), g["name"]
-                    )
+                    DataGroup(check_id(g["data_group_id"], "data_group_id", PermanentError), g["name"])
                     for g in ctx.hermes.list_data_groups(task.warrior_id, troop.troop_id)
                 },
                 key=lambda g: g.data_group_id,
@@ -211,12 +206,8 @@ def _troops(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None
             result.failed_units.append(_unit_failure(ids, exc))
             continue
         for index, batch in enumerate(chunks(groups, per_task)):
-            child = DataGroupsTask(
-                task.run_id, task.warrior_id, troop.troop_id, troop.service, tuple(batch)
-            )
-            child_key = keys.data_groups_task_key(
-                task.run_id, task.warrior_id, troop.troop_id, index
-            )
+            child = DataGroupsTask(task.run_id, task.warrior_id, troop.troop_id, troop.service, tuple(batch))
+            child_key = keys.data_groups_task_key(task.run_id, task.warrior_id, troop.troop_id, index)
             _create(ctx, result, child_key, child.to_bytes())
 
 
@@ -228,9 +219,7 @@ def _data_groups(key: str, body: bytes, ctx: TaskContext, result: TaskResult) ->
     fetched: list[tuple[str, list[dict[str, Any]]]] = []
     for group in task.data_groups:
         try:
-            records = list(
-                ctx.hermes.list_records(task.warrior_id, task.troop_id, group.data_group_id)
-            )
+            records = list(ctx.hermes.list_records(task.warrior_id, task.troop_id, group.data_group_id))
         except PermanentError as exc:
             ids = {
                 "warrior_id": task.warrior_id,

@@ -108,21 +108,15 @@ def _stage(env: str, name: str, raw: Any) -> StageSettings:
             1000,
         ),
         memory_mb=_int(f"{where}.memory_mb", raw.get("memory_mb", d.memory_mb), 128, 10240),
-        timeout_s=_int(
-            f"{where}.timeout_s", raw.get("timeout_s", d.timeout_s), 1, LAMBDA_MAX_TIMEOUT_S
-        ),
-        retry_attempts=_int(
-            f"{where}.retry_attempts", raw.get("retry_attempts", d.retry_attempts), 0, 2
-        ),
+        timeout_s=_int(f"{where}.timeout_s", raw.get("timeout_s", d.timeout_s), 1, LAMBDA_MAX_TIMEOUT_S),
+        retry_attempts=_int(f"{where}.retry_attempts", raw.get("retry_attempts", d.retry_attempts), 0, 2),
         max_event_age_s=_int(
             f"{where}.max_event_age_s",
             raw.get("max_event_age_s", d.max_event_age_s),
             MIN_EVENT_AGE_S,
             MAX_EVENT_AGE_S,
         ),
-        units_per_task=_int(
-            f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000
-        ),
+        units_per_task=_int(f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000),
         rate_weight=_num(f"{where}.rate_weight", raw.get("rate_weight", d.rate_weight), 0.001, 1e6),
     )
 
@@ -169,19 +163,12 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     removal_policy = raw.get("removal_policy", d.removal_policy)
     if removal_policy not in REMOVAL_POLICIES:
         raise SettingsError(
-            f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, "
-            f"got {removal_policy!r}"
+            f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, got {removal_policy!r}"
         )
-    base = _num(
-        f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900
-    )
-    top = _num(
-        f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900
-    )
+    base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
+    top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
     if top < base:
-        raise SettingsError(
-            f"{where}.retry_max_delay_s ({top}) is below retry_base_delay_s ({base})"
-        )
+        raise SettingsError(f"{where}.retry_max_delay_s ({top}) is below retry_base_delay_s ({base})")
     return EnvironmentSettings(
         name=name,
         account=raw.get("account"),

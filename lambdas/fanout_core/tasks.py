@@ -133,9 +133,7 @@ class TroopsTask:
         parsed = []
         for i, t in enumerate(troops):
             if not isinstance(t, dict) or not isinstance(t.get("service"), str):
-                raise BadTask(
-                    f"troops task: troops[{i}] must be an object with troop_id and service"
-                )
+                raise BadTask(f"troops task: troops[{i}] must be an object with troop_id and service")
             parsed.append(Troop(check_id(t.get("troop_id"), f"troops[{i}].troop_id"), t["service"]))
         return cls(
             check_id(doc["run_id"], "run_id"),
@@ -165,9 +163,7 @@ class DataGroupsTask:
                 "warrior_id": self.warrior_id,
                 "troop_id": self.troop_id,
                 "service": self.service,
-                "data_groups": [
-                    {"data_group_id": g.data_group_id, "name": g.name} for g in self.data_groups
-                ],
+                "data_groups": [{"data_group_id": g.data_group_id, "name": g.name} for g in self.data_groups],
             }
         )
 
@@ -184,13 +180,9 @@ class DataGroupsTask:
         parsed = []
         for i, g in enumerate(groups):
             if not isinstance(g, dict) or not isinstance(g.get("name"), str):
-                raise BadTask(
-                    f"{what}: data_groups[{i}] must be an object with data_group_id and name"
-                )
+                raise BadTask(f"{what}: data_groups[{i}] must be an object with data_group_id and name")
             parsed.append(
-                DataGroup(
-                    check_id(g.get("data_group_id"), f"data_groups[{i}].data_group_id"), g["name"]
-                )
+                DataGroup(check_id(g.get("data_group_id"), f"data_groups[{i}].data_group_id"), g["name"])
             )
         return cls(
             check_id(doc["run_id"], "run_id"),
