@@ -20,8 +20,12 @@ def check_id(value: Any, what: str, error: type[FanoutError] = BadTask) -> str:
         raise error(f"{what} must be a string, got {type(value).__name__} {value!r}"[:300])
     if not 1 <= len(value) <= MAX_ID_LEN:
         raise error(f"{what} must be 1 to {MAX_ID_LEN} characters, got {len(value)}")
-    if "/" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    # Control characters are Unicode's Cc: C0, DEL and C1 (U+0080..U+009F).
+    if "/" in value or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
         raise error(f"{what} {value!r} holds '/' or a control character")
+    # A lone surrogate is no character: it cannot be encoded as UTF-8 into a key or a body.
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise error(f"{what} {value!r} holds a lone surrogate, which is not a character")
     return value
 
 
