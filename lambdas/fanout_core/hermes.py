@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -92,6 +93,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         if when is None:
             return None
+        if when.tzinfo is None:  # asctime dates carry no zone; every HTTP-date is GMT
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None
