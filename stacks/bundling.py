@@ -1,0 +1,332 @@
+"""Build the Lambda bundle with pip alone: no Docker engine, here or on a user's laptop.
+
+One recipe, used three ways: CDK's *local* bundling (``LocalPipBundler``, the image
+is never pulled), ``bench/package.py`` (sizes and cold imports) and the bundle test
+(which builds it for this machine's Python and runs the handlers from it alone).
+
+The recipe: ``pip install --target`` of ``requirements.txt`` for the Lambda
+platform, with explicit ``manylinux_2_*`` tags (pip picks current wheels for another
+platform only when it is told every tag the platform accepts) and
+``--only-binary=:all:`` (nothing is compiled here for a machine it cannot run on);
+then the deployed packages from ``lambdas/`` are copied in and the result is
+trimmed of what no import needs (tests, caches, headers, stubs, most dist-info).
+``.so`` files are never touched: numpy fails to load once they are stripped.
+
+Packages the Lambda Python runtime already provides (boto3 and its own
+dependencies) are left out; what ``requests`` needs (urllib3, certifi, idna,
+charset-normalizer) stays, and so does ``python-dateutil``, pinned ``<3`` in
+requirements.txt because the runtime's botocore imports the bundle's copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+ROOT = Path(__file__).resolve().parent.parent
+LAMBDAS_DIR = ROOT / "lambdas"
+REQUIREMENTS = ROOT / "requirements.txt"
+DEPLOYED_PACKAGES: tuple[str, ...] = ("fanout_core", "fanout_aws")
+"""The project's own packages under ``lambdas/`` that go into the bundle."""
+
+LAMBDA_PYTHON_VERSION = "3.14"
+"""The Lambda runtime's Python; ``stacks.constructs.stage_function.RUNTIME`` matches it.
+pip resolves cp314 manylinux aarch64 wheels for every dependency (numpy, pandas,
+cramjam, fastparquet), so the newest runtime is usable."""
+
+PROVIDED_BY_RUNTIME: frozenset[str] = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
+"""Distributions the Lambda Python runtime ships; bundling them only adds size and
+shadows the runtime's tested copies. urllib3, python-dateutil and six are also in
+the runtime, but ``requests``/``pandas`` need them and the bundle brings its own."""
+
+RECIPE_VERSION = "1"
+"""Bump when the recipe changes in a way the hashed inputs do not show."""
+
+Arch = Literal["aarch64", "x86_64"]
+GLIBC_MINORS = range(17, 35)
+"""manylinux_2_17 (the old manylinux2014) up to manylinux_2_34 (Amazon Linux 2023's glibc)."""
+
+_TRIM_DIRS = frozenset({"__pycache__", "tests", "test", "include", "bin"})
+"""Directory names removed anywhere in the bundle (``include`` holds C headers)."""
+_TRIM_SUFFIXES = (".pyc", ".pyo", ".pyi", ".h", ".hpp", ".c", ".cpp", ".pyx", ".pxd")
+_DIST_INFO_KEEP = frozenset({"METADATA", "entry_points.txt", "top_level.txt"})
+"""What stays of a ``*.dist-info``: ``importlib.metadata`` versions and entry points
+(fsspec registers implementations through them); license files stay too."""
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def normalize(name: str) -> str:
+    """PEP 503 normalized distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def host_arch() -> Arch:
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return "aarch64"
+    if machine in ("x86_64", "amd64"):
+        return "x86_64"
+    raise RuntimeError(f"no manylinux wheels for this machine ({machine})")
+
+
+def host_python_version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def platform_tags(arch: Arch) -> list[str]:
+    """Every manylinux tag Lambda's glibc accepts; pip needs them all spelled out."""
+    return [f"manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS] + [f"manylinux2014_{arch}"]
+
+
+def runtime_requirements(requirements: Path = REQUIREMENTS) -> list[str]:
+    """requirements.txt lines to install: comments dropped, runtime-provided ones left out."""
+    lines = []
+    for raw in requirements.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _REQ_NAME.match(line)
+        if match and normalize(match.group(1)) in PROVIDED_BY_RUNTIME:
+            continue
+        lines.append(line)
+    return lines
+
+
+def pip_command(target: Path, requirements_file: Path, *, arch: Arch, python_version: str) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        "-r",
+        str(requirements_file),
+    ]
+    for tag in platform_tags(arch):
+        command += ["--platform", tag]
+    return command
+
+
+def _source_files(lambdas_dir: Path) -> Iterator[Path]:
+    for package in DEPLOYED_PACKAGES:
+        for path in sorted((lambdas_dir / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                yield path
+
+
+def asset_hash(
+    *,
+    arch: Arch,
+    python_version: str,
+    lambdas_dir: Path = LAMBDAS_DIR,
+    requirements: Path = REQUIREMENTS,
+) -> str:
+    """Stable hash of everything the bundle is made of, so CDK rebuilds exactly when
+    the requirements, the deployed sources, the target or the recipe change."""
+    digest = hashlib.sha256()
+    digest.update(f"recipe={RECIPE_VERSION};arch={arch};python={python_version}\n".encode())
+    digest.update("\n".join(runtime_requirements(requirements)).encode())
+    for path in _source_files(lambdas_dir):
+        digest.update(b"\0" + path.relative_to(lambdas_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def trim(root: Path) -> int:
+    """Remove what no import needs; returns the bytes removed. ``.so`` files are kept."""
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(root, topdown=True):
+        here = Path(dirpath)
+        for name in list(dirnames):
+            if name in _TRIM_DIRS:
+                removed += _tree_size(here / name)
+                shutil.rmtree(here / name)
+                dirnames.remove(name)
+        in_dist_info = here.name.endswith(".dist-info")
+        for name in filenames:
+            path = here / name
+            drop = name.endswith(_TRIM_SUFFIXES) or (
+                in_dist_info and name not in _DIST_INFO_KEEP and "LICEN" not in name.upper()
+            )
+            if drop:
+                removed += path.stat().st_size
+                path.unlink()
+    return removed
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _installed(root: Path) -> dict[str, str]:
+    found = {}
+    for dist in root.glob("*.dist-info"):
+        name, _, version = dist.name[: -len(".dist-info")].partition("-")
+        found[normalize(name)] = version
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleReport:
+    """What a build produced; sizes in bytes."""
+
+    path: Path
+    arch: Arch
+    python_version: str
+    size_unzipped: int
+    size_zipped: int | None
+    files: int
+    trimmed: int
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "arch": self.arch,
+            "python_version": self.python_version,
+            "size_unzipped": self.size_unzipped,
+            "size_zipped": self.size_zipped,
+            "files": self.files,
+            "trimmed": self.trimmed,
+            "packages": self.packages,
+        }
+
+
+def zipped_size(root: Path) -> int:
+    """Size of the bundle zipped as CDK uploads it (deflate), measured in a temp file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "bundle.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(root).as_posix())
+        return archive.stat().st_size
+
+
+def build_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    platform_arch: Literal["aarch64", "x86_64", "host"] = "aarch64",
+    python_version: str | None = None,
+    lambdas_dir: Path = LAMBDAS_DIR,
+    requirements: Path = REQUIREMENTS,
+    measure_zip: bool = False,
+) -> BundleReport:
+    """Build the bundle into ``out_dir`` (created; must be empty if it exists).
+
+    ``platform_arch="host"`` builds for this machine and, unless ``python_version``
+    says otherwise, this interpreter, so the result can be imported here.
+    """
+    out = Path(out_dir)
+    arch: Arch = host_arch() if platform_arch == "host" else platform_arch
+    version = python_version or (host_python_version() if platform_arch == "host" else LAMBDA_PYTHON_VERSION)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise FileExistsError(f"bundle directory {out} is not empty")
+    with tempfile.TemporaryDirectory() as tmp:
+        req_file = Path(tmp) / "requirements.txt"
+        req_file.write_text("\n".join(runtime_requirements(requirements)) + "\n")
+        command = pip_command(out, req_file, arch=arch, python_version=version)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"pip could not build the {arch}/cp{version} bundle "
+                f"(exit {done.returncode}):\n{done.stderr[-4000:]}"
+            )
+    for name in PROVIDED_BY_RUNTIME:
+        # Defensive: a dependency pulling boto3 in would be caught here, not in Lambda.
+        for path in (out / name, *out.glob(f"{name}-*.dist-info")):
+            if path.exists():
+                shutil.rmtree(path)
+    for package in DEPLOYED_PACKAGES:
+        shutil.copytree(
+            lambdas_dir / package,
+            out / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    trimmed = trim(out)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    return BundleReport(
+        path=out,
+        arch=arch,
+        python_version=version,
+        size_unzipped=sum(p.stat().st_size for p in files),
+        size_zipped=zipped_size(out) if measure_zip else None,
+        files=len(files),
+        trimmed=trimmed,
+        packages=_installed(out),
+    )
+
+
+@jsii.implements(ILocalBundling)
+class LocalPipBundler:
+    """CDK local bundling: runs the recipe in-process instead of in a container."""
+
+    def __init__(self, *, arch: Arch, python_version: str) -> None:
+        self.arch: Arch = arch
+        self.python_version = python_version
+
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **_options: Any) -> bool:
+        """Always handles the bundling (there is no Docker fallback to defer to).
+
+        jsii passes the ``BundlingOptions`` as keywords; the recipe needs none of them.
+        """
+        build_bundle(output_dir, platform_arch=self.arch, python_version=self.python_version)
+        return True
+
+
+def lambda_code(*, arch: Arch = "aarch64", python_version: str = LAMBDA_PYTHON_VERSION) -> lambda_.Code:
+    """The one asset the three stage functions share (one upload, one hash)."""
+    return lambda_.Code.from_asset(
+        str(LAMBDAS_DIR),
+        asset_hash=asset_hash(arch=arch, python_version=python_version),
+        asset_hash_type=AssetHashType.CUSTOM,
+        bundling=BundlingOptions(
+            # Never pulled: local bundling always succeeds or raises.
+            image=DockerImage.from_registry("none"),
+            local=LocalPipBundler(arch=arch, python_version=python_version),
+        ),
+    )
+
+
+def iter_sizes(root: Path, depth: int = 1) -> Iterable[tuple[str, int]]:
+    """Sizes of the bundle's top-level entries, largest first (for the benchmark)."""
+    sizes = []
+    for entry in root.iterdir():
+        size = _tree_size(entry) if entry.is_dir() else entry.stat().st_size
+        sizes.append((entry.name, size))
+    return sorted(sizes, key=lambda item: -item[1])
+
+
+__all__: Sequence[str] = (
+    "LAMBDA_PYTHON_VERSION",
+    "BundleReport",
+    "LocalPipBundler",
+    "asset_hash",
+    "build_bundle",
+    "lambda_code",
+)

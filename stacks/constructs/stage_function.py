@@ -1,0 +1,118 @@
+"""One pipeline stage as a Lambda function, with its failure destination and its logs.
+
+Used once per entry of the stage table. It creates what belongs to the stage alone;
+the stack wires it to the bucket and grants it access, so every permission is
+visible in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from fanout_core.settings import StageSettings
+from fanout_core.stages import Stage
+from stacks.nag import LAMBDA_BASIC_EXECUTION, acknowledge, managed_policy_finding
+
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+"""The newest Python runtime for which every dependency has manylinux aarch64 wheels
+(checked with pip; see ``stacks.bundling.LAMBDA_PYTHON_VERSION``, which must match)."""
+ARCHITECTURE = lambda_.Architecture.ARM_64
+FAILURE_RETENTION = Duration.days(14)
+"""SQS's maximum: failed events wait for the retry extension or a redrive this long."""
+FAILURE_MAX_RECEIVES = 5
+"""Reads of a failure message before it moves to the stage's dead-letter queue."""
+
+
+class StageFunction(Construct):
+    """A stage's function, its async-invoke settings and its on-failure queue.
+
+    Attributes: ``stage``, ``function``, ``log_group``, ``failure_queue`` (the
+    on-failure destination) and ``failure_dlq`` (where unreadable failures end).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: Stage,
+        settings: StageSettings,
+        code: lambda_.Code,
+        environment: Mapping[str, str],
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        tracing: bool = False,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.stage = stage
+
+        self.failure_dlq = sqs.Queue(
+            self,
+            "FailureDlq",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=FAILURE_RETENTION,
+            removal_policy=removal_policy,
+        )
+        acknowledge(
+            self.failure_dlq,
+            "SQS3",
+            "This queue is itself the dead-letter queue of the stage's failure queue; "
+            "a dead-letter queue of its own would only move the same messages again.",
+        )
+        self.failure_queue = sqs.Queue(
+            self,
+            "FailureQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=FAILURE_RETENTION,
+            # A consumer that re-triggers a failed task must finish before the
+            # message reappears; the stage's own timeout is a generous bound.
+            visibility_timeout=Duration.seconds(max(settings.timeout_s, 60)),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=FAILURE_MAX_RECEIVES, queue=self.failure_dlq
+            ),
+            removal_policy=removal_policy,
+        )
+
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=f"fanout {stage.name}: {stage.description}"[:256],
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=stage.handler,
+            code=code,
+            memory_size=settings.memory_mb,
+            timeout=Duration.seconds(settings.timeout_s),
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            environment=dict(environment),
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=self.log_group,
+            tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
+            # Asynchronous invocation (how S3 calls it): Lambda's own retries and
+            # event age, then the event goes to the failure queue, not into the void.
+            retry_attempts=settings.retry_attempts,
+            max_event_age=Duration.seconds(settings.max_event_age_s),
+            on_failure=destinations.SqsDestination(self.failure_queue),
+        )
+        role = self.function.role
+        if role is not None:
+            acknowledge(
+                role,
+                managed_policy_finding("IAM4", LAMBDA_BASIC_EXECUTION),
+                "AWSLambdaBasicExecutionRole only lets the function write its own "
+                "CloudWatch log streams; every data permission is an inline, "
+                "prefix-scoped statement added by the stack.",
+            )

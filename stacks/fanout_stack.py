@@ -1,0 +1,264 @@
+"""``Fanout-<env>``: the whole chain, from a manifest under ``amazon_warriors/`` to Parquet
+under ``data/``, composed from the stage table and one environment's settings.
+
+The constructs create resources; this class only composes them, wires the bucket's
+notifications and the retry queues to the functions, and grants each function the
+least it needs. All of that derives from ``STAGES``: no prefix is typed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from fanout_aws import config as lambda_env
+from fanout_core.settings import EnvironmentSettings, environment_to_json
+from fanout_core.stages import (
+    ARCHIVE_PREFIX,
+    DATA_PREFIX,
+    DONE_PREFIX,
+    FAILED_PREFIX,
+    MANIFEST_PREFIX,
+    STAGES,
+    Stage,
+)
+from stacks.constructs.bucket import PipelineBucket
+from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
+from stacks.constructs.stage_function import StageFunction
+from stacks.nag import (
+    LAMBDA_BASIC_EXECUTION,
+    acknowledge,
+    managed_policy_finding,
+    resource_finding,
+)
+
+TASK_SUFFIX = ".json"
+INTERMEDIATE_EXPIRY = Duration.days(30)
+"""Task objects and done markers: a run is long over, and ``fanout status`` done, by then."""
+FAILURE_EXPIRY = Duration.days(365)
+ARCHIVE_EXPIRY = Duration.days(90)
+RETRY_BATCH_SIZE = 1
+"""One task attempt per retry-queue invocation: a task may use the whole timeout."""
+
+
+def stack_name(env_name: str) -> str:
+    return f"Fanout-{env_name}"
+
+
+@dataclass(frozen=True)
+class StageAccess:
+    """The S3 access one stage's function gets: object-key prefixes, each ending in ``*``."""
+
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    list: tuple[str, ...]
+
+
+def stage_access(stage: Stage) -> StageAccess:
+    """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
+
+    - read its task objects (``<input>*``) and check its done markers
+      (``HeadObject`` on ``done/<input>*``, which needs ``s3:GetObject``);
+    - write its children (``<output>*``), its done markers and its failure records;
+    - ``s3:ListBucket`` limited to the prefixes it checks with ``HeadObject``, so a
+      missing key answers 404 rather than 403;
+    - data_groups also checks whether its Parquet output exists (``HeadObject`` on
+      ``data/*``) before writing it again after a crash.
+    """
+    done = f"{DONE_PREFIX}{stage.input_prefix}*"
+    failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
+    read = [f"{stage.input_prefix}*", done]
+    write = [f"{stage.output_prefix}*", done, failed]
+    listed = [done]
+    if stage.input_prefix == MANIFEST_PREFIX:
+        # The warriors stage splits a seed manifest into parts written back under its
+        # own input prefix (amazon_warriors/run=<run>/part-NNNNN.json): one deliberate
+        # hop of self-triggering, far below Lambda's recursive-loop cut-off.
+        write.append(f"{MANIFEST_PREFIX}run=*")
+    if stage.output_prefix == DATA_PREFIX:
+        read.append(f"{DATA_PREFIX}*")
+        listed.append(f"{DATA_PREFIX}*")
+    return StageAccess(read=tuple(read), write=tuple(write), list=tuple(listed))
+
+
+class FanoutStack(Stack):
+    """One environment's pipeline.
+
+    Attributes: ``settings``, ``storage`` (``PipelineBucket``), ``bucket``,
+    ``token_secret``, ``stage_functions`` (stage name -> ``StageFunction``),
+    ``monitoring``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentSettings,
+        code: lambda_.Code,
+        tracing: bool = False,
+    ) -> None:
+        env = (
+            Environment(account=settings.account, region=settings.region)
+            if settings.account or settings.region
+            else None
+        )
+        super().__init__(
+            scope,
+            construct_id,
+            env=env,
+            description=f"fanout pipeline, environment {settings.name} (S3-event-chained Lambdas)",
+        )
+        self.settings = settings
+        retain = settings.removal_policy == "retain"
+        removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+
+        self.storage = PipelineBucket(
+            self,
+            "Storage",
+            intermediate_prefixes=[
+                *(s.input_prefix for s in STAGES),
+                DONE_PREFIX,
+            ],
+            intermediate_expiry=INTERMEDIATE_EXPIRY,
+            failure_prefix=FAILED_PREFIX,
+            failure_expiry=FAILURE_EXPIRY,
+            archive_prefix=ARCHIVE_PREFIX,
+            archive_expiry=ARCHIVE_EXPIRY,
+            never_expire=[DATA_PREFIX],
+            removal_policy=removal,
+        )
+        self.bucket: s3.Bucket = self.storage.bucket
+
+        # Created by hand before the first deploy (docs/deploy.md); looked up by name
+        # so the token never passes through CloudFormation.
+        self.token_secret = secretsmanager.Secret.from_secret_name_v2(
+            self, "HermesToken", settings.token_secret_name
+        )
+
+        settings_json = environment_to_json(settings)
+        self.stage_functions: dict[str, StageFunction] = {}
+        for stage in STAGES:
+            stage_fn = StageFunction(
+                self,
+                stage.function_id,
+                stage=stage,
+                settings=settings.stage(stage.name),
+                code=code,
+                environment={
+                    lambda_env.ENV_NAME: settings.name,
+                    lambda_env.ENV_SETTINGS: settings_json,
+                    lambda_env.ENV_BUCKET: self.bucket.bucket_name,
+                    lambda_env.ENV_STAGE: stage.name,
+                    lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
+                },
+                log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
+                removal_policy=removal,
+                tracing=tracing,
+            )
+            self.stage_functions[stage.name] = stage_fn
+            self._wire(stage, stage_fn)
+
+        self.monitoring = PipelineMonitoring(
+            self,
+            "Monitoring",
+            dashboard_name=stack_name(settings.name),
+            stages=[
+                MonitoredStage(
+                    name=name,
+                    function=sf.function,
+                    failure_queue=sf.failure_queue,
+                    failure_dlq=sf.failure_dlq,
+                )
+                for name, sf in self.stage_functions.items()
+            ],
+        )
+        self._acknowledge_cdk_helpers()
+
+        CfnOutput(self, "BucketName", value=self.bucket.bucket_name)
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+        CfnOutput(self, "DashboardUrl", value=dashboard_url(self.monitoring.dashboard.dashboard_name))
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+
+    def _wire(self, stage: Stage, stage_fn: StageFunction) -> None:
+        fn = stage_fn.function
+        # S3 -> function, filtered to this stage's input prefix. The stage table
+        # guarantees no two stages' prefixes overlap (S3 would reject the config).
+        self.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(fn),
+            s3.NotificationKeyFilter(prefix=stage.input_prefix, suffix=TASK_SUFFIX),
+        )
+        # The retry extension: transient failures are re-sent to the stage's queue
+        # with a delivery delay, and Lambda's on-failure records land there too; the
+        # queue feeds the same function (partial batch failures keep the rest).
+        fn.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, stage_fn.failure_queue.queue_url)
+        stage_fn.failure_queue.grant_send_messages(fn)
+        reserved = self.settings.stage(stage.name).reserved_concurrency
+        fn.add_event_source(
+            sources.SqsEventSource(
+                stage_fn.failure_queue,
+                batch_size=RETRY_BATCH_SIZE,
+                report_batch_item_failures=True,
+                # At least 2 is the API's floor; more than the reserved concurrency
+                # would only be throttled.
+                max_concurrency=max(2, reserved),
+            )
+        )
+        self.token_secret.grant_read(fn)
+        self._grant_s3(stage, fn)
+
+    def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
+        access = stage_access(stage)
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadOwnPrefixes",
+                actions=["s3:GetObject"],
+                resources=[self.bucket.arn_for_objects(p) for p in access.read],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteOwnPrefixes",
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(p) for p in access.write],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ListOwnPrefixes",
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": list(access.list)}},
+            )
+        )
+        role = fn.role
+        assert role is not None
+        bucket_arn = f"<{self.resolve(self.storage.data_logical_id)}.Arn>"
+        for prefix in sorted({*access.read, *access.write}):
+            acknowledge(
+                role,
+                resource_finding("IAM5", f"{bucket_arn}/{prefix}"),
+                f"{prefix} is a key prefix owned by the {stage.name} stage's work; its "
+                "task keys are created at run time, so the prefix is the narrowest grant.",
+            )
+
+    def _acknowledge_cdk_helpers(self) -> None:
+        """Findings on the helper functions CDK itself adds, acknowledged on each helper."""
+        notifications = self.node.try_find_child("BucketNotificationsHandler050a0587b7544547bf325f094a3db834")
+        if notifications is not None:
+            acknowledge(
+                notifications,
+                managed_policy_finding("IAM4", LAMBDA_BASIC_EXECUTION),
+                "CDK's bucket-notifications helper runs once per deploy with the "
+                "AWSLambdaBasicExecutionRole managed policy for its own logs.",
+            )
