@@ -61,6 +61,28 @@ def _add_concurrency_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
+def _add_stale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="SECONDS",
+        help="a pending task older than this counts as lost "
+        "(default: the stage's maximum event age plus its retry window, from --env)",
+    )
+
+
+def _stale_after(args: argparse.Namespace) -> Any:
+    from fanout.runner import find_settings
+    from fanout.status import stale_after_s
+
+    if args.stale_after is not None:
+        if args.stale_after < 0:
+            raise UsageError("--stale-after must be >= 0")
+        return lambda _stage: args.stale_after
+    settings = find_settings(args.env, args.config)
+    return lambda stage: stale_after_s(settings, stage)
+
+
 def storage_from_args(args: argparse.Namespace) -> tuple[Storage, str]:
     if args.bucket and args.bucket_dir:
         raise UsageError("give --bucket or --bucket-dir, not both")
@@ -157,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return _local_run(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "redrive":
+            return _redrive(args)
         if args.command == "hermes":
             from fanout import simulator
 
@@ -169,10 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local_run(args: argparse.Namespace) -> int:
+    from fanout.runner import find_settings, print_table, start_run, summary_rows
     from fanout_core.errors import BadManifest
     from fanout_core.tasks import parse_manifest
-
-    from fanout.runner import find_settings, print_table, start_run, summary_rows
 
     path = Path(args.manifest)
     name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
@@ -226,7 +249,7 @@ def _status(args: argparse.Namespace) -> int:
         raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
     storage, where = storage_from_args(args)
     try:
-        status = run_status(storage, args.run_id)
+        status = run_status(storage, args.run_id, stale_after=_stale_after(args))
     except FanoutError as exc:
         raise UsageError(str(exc)) from exc
     if args.json:
@@ -251,17 +274,74 @@ def _status(args: argparse.Namespace) -> int:
         print(f"run {status.run_id} in {where}")
         if not status.seeded:
             print("  no manifest for this run")
-        print(f"  {'stage':<12} {'written':>8} {'finished':>9} {'failed':>7} {'pending':>8}")
+        print(f"  {'stage':<12} {'written':>8} {'finished':>9} {'failed':>7} {'pending':>8} {'stale':>6}")
         for s in status.stages:
-            print(f"  {s.stage:<12} {s.written:>8} {s.finished:>9} {s.failed:>7} {s.open:>8}")
+            print(
+                f"  {s.stage:<12} {s.written:>8} {s.finished:>9} {s.failed:>7} {s.open:>8} {len(s.stale):>6}"
+            )
         print(f"  data files: {status.data_files}")
         print(f"  complete: {'yes' if status.complete else 'no'}")
         pending = [k for s in status.stages for k in s.pending][: args.show_pending]
         for key in pending:
             print(f"    pending: {key}")
+        if status.stale:
+            print(
+                f"  {len(status.stale)} task(s) look lost; "
+                f"`fanout redrive {status.run_id} --stale` re-triggers them"
+            )
     if not status.complete:
         return EXIT_INCOMPLETE
     return EXIT_FAILURES if status.failed else EXIT_OK
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from fanout.redrive import describe, redrive
+    from fanout.runner import find_settings, print_table, start_run, summary_rows
+
+    if not RUN_ID_RE.fullmatch(args.run_id):
+        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    storage, where = storage_from_args(args)
+    stale_after = _stale_after(args) if args.stale else None
+
+    def do(target: Storage) -> Any:
+        return redrive(
+            target,
+            args.run_id,
+            stage=args.stage,
+            error_class=args.error_class,
+            stale=args.stale,
+            stale_after=stale_after,
+        )
+
+    if args.bucket or not args.hermes_url:
+        if not args.bucket and not args.hermes_url:
+            raise UsageError(
+                "locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)"
+            )
+        done = describe(do(storage))
+        print(json.dumps(done, indent=2) if args.json else f"redrive of {args.run_id} in {where}: {done}")
+        return EXIT_OK
+    token = os.environ.get("HERMES_TOKEN")
+    if not token:
+        raise UsageError("set HERMES_TOKEN to the Hermes bearer token")
+    outcome = start_run(
+        storage,
+        find_settings(args.env, args.config),
+        run_id=args.run_id,
+        manifest=None,
+        hermes_url=args.hermes_url,
+        token=token,
+        concurrency=_concurrency(args),
+        pacing=not args.no_pacing,
+        progress=None if args.quiet else sys.stderr,
+        prepare=do,
+    )
+    rows = [("redrive", str(describe(outcome.extra["prepared"]))), *summary_rows(outcome, where)]
+    if args.json:
+        print(json.dumps(dict(rows), indent=2))
+    else:
+        print_table(rows)
+    return EXIT_OK if outcome.report.ok else EXIT_FAILURES
 
 
 def _timestamp() -> str:

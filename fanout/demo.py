@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from fanout_core.storage import Storage
-from fanout_core.tasks import manifest_body
-
 from fanout.runner import find_settings, print_table, start_run, summary_rows
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
+from fanout_core.storage import Storage
+from fanout_core.tasks import manifest_body
 
 DEMO_TOKEN = "demo-token"
 

@@ -21,13 +21,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout.status import run_status
 from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, stage_for_key
 from fanout_core.storage import Storage
-
-from fanout.status import run_status
 
 
 class NotifyingStorage:
@@ -53,6 +52,9 @@ class NotifyingStorage:
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
+
+    def last_modified(self, key: str) -> float | None:
+        return self.inner.last_modified(key)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)

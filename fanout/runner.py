@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fanout.local import LocalRuntime, RunReport
 from fanout_core import keys
 from fanout_core.errors import BadManifest, SettingsError
 from fanout_core.hermes import CallStats, HermesClient
@@ -23,8 +24,6 @@ from fanout_core.settings import EnvironmentSettings, load_environment, parse_en
 from fanout_core.stages import STAGES, Stage
 from fanout_core.storage import NoSuchKey, Storage
 from fanout_core.tasks import parse_manifest
-
-from fanout.local import LocalRuntime, RunReport
 
 
 def find_settings(env: str = "local", config: str | Path | None = None) -> EnvironmentSettings:
@@ -119,6 +118,7 @@ def start_run(
     seed: int | None = None,
     progress: TextIO | None = None,
     wrap_storage: Callable[[Storage], Storage] | None = None,
+    prepare: Callable[[Storage], Any] | None = None,
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished."""
     seeded = manifest is not None and seed_manifest(storage, run_id, manifest)
@@ -134,6 +134,7 @@ def start_run(
         on_change=printer.update if printer else None,
     )
     resumed = runtime.resume(run_id) - int(seeded)
+    prepared = prepare(runtime.storage) if prepare is not None else None
     if printer:
         printer.start()
     try:
@@ -141,7 +142,9 @@ def start_run(
     finally:
         if printer:
             printer.stop(runtime.report)
-    return RunOutcome(run_id=run_id, report=report, stats=stats, resumed=resumed)
+    return RunOutcome(
+        run_id=run_id, report=report, stats=stats, resumed=resumed, extra={"prepared": prepared}
+    )
 
 
 class ProgressPrinter:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanout_core import keys
+from fanout_core.retry import RetryPolicy
+from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import DATA_PREFIX, MANIFEST_PREFIX, STAGES, Stage
 from fanout_core.storage import Storage
 
@@ -16,6 +20,8 @@ class StageStatus:
     finished: int = 0
     failed: int = 0
     pending: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    """Pending tasks older than the stale threshold: most likely lost in flight."""
 
     @property
     def open(self) -> int:
@@ -38,6 +44,10 @@ class RunStatus:
     def failed(self) -> int:
         return sum(s.failed for s in self.stages)
 
+    @property
+    def stale(self) -> list[str]:
+        return [k for s in self.stages for k in s.stale]
+
 
 def _stage_tasks(storage: Storage, stage: Stage, run_id: str) -> list[str]:
     found = [k for k in storage.list(keys.run_prefix(stage, run_id)) if k.endswith(".json")]
@@ -48,8 +58,34 @@ def _stage_tasks(storage: Storage, stage: Stage, run_id: str) -> list[str]:
     return found
 
 
-def run_status(storage: Storage, run_id: str) -> RunStatus:
+def stale_after_s(settings: EnvironmentSettings, stage: str) -> float:
+    """How long a task may stay pending before it counts as lost.
+
+    Lambda keeps an event for up to the maximum event age, then our retries may take
+    up to ``max_attempts`` backoffs and runs; past all of that nothing will run it.
+    """
+    st = settings.stage(stage)
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=settings.retry_max_delay_s,
+    )
+    backoffs = sum(
+        min(policy.max_delay_s, policy.base_delay_s * 2 ** (n - 1)) for n in range(1, policy.max_attempts)
+    )
+    return st.max_event_age_s + backoffs + st.timeout_s * policy.max_attempts
+
+
+def run_status(
+    storage: Storage,
+    run_id: str,
+    *,
+    stale_after: Callable[[str], float] | None = None,
+    now: float | None = None,
+) -> RunStatus:
+    """Count each stage's tasks; with ``stale_after`` (seconds per stage), find the lost ones."""
     keys.check_run_id(run_id)
+    clock = time.time() if now is None else now
     stages = []
     for stage in STAGES:
         tasks = _stage_tasks(storage, stage, run_id)
@@ -68,6 +104,10 @@ def run_status(storage: Storage, run_id: str) -> RunStatus:
                 status.finished += 1
             else:
                 status.pending.append(key)
+                if stale_after is not None:
+                    written_at = storage.last_modified(key)
+                    if written_at is not None and clock - written_at > stale_after(stage.name):
+                        status.stale.append(key)
         stages.append(status)
     data_files = sum(1 for k in storage.list(f"{DATA_PREFIX}run={run_id}/") if k.endswith(".parquet"))
     return RunStatus(

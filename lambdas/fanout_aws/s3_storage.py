@@ -207,6 +207,18 @@ class S3Storage:
         except BotoCoreError as exc:
             raise translate(exc, f"HeadObject {key!r}") from exc
 
+    def last_modified(self, key: str) -> float | None:
+        """Epoch seconds of the object's LastModified; None if it does not exist."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise translate(exc, f"HeadObject {key!r}") from exc
+        except BotoCoreError as exc:
+            raise translate(exc, f"HeadObject {key!r}") from exc
+        return float(head["LastModified"].timestamp())
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -37,6 +37,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def last_modified(self, key: str) -> float | None:
+        """Epoch seconds the object was last written; None if it does not exist."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the object; absent is fine."""
         ...
@@ -108,6 +112,12 @@ class LocalDirStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def last_modified(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
