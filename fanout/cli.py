@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", help="manifest file; its name without .json is the run id")
     run.add_argument("--hermes-url", required=True, help="Hermes base URL (token from $HERMES_TOKEN)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    chaos = run.add_argument_group("fault injection (to prove that nothing is lost)")
+    chaos.add_argument("--duplicate-rate", type=float, default=0.0, help="share of events delivered twice")
+    chaos.add_argument(
+        "--storage-fault-rate", type=float, default=0.0, help="share of reads/writes that fail transiently"
+    )
+    chaos.add_argument("--fault-seed", type=int, help="seed for the injected faults")
     _add_storage_args(run)
     _add_settings_args(run)
     _add_concurrency_args(run)
@@ -155,7 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--show-pending", type=int, default=5, metavar="N", help="list up to N unfinished tasks"
     )
+    _add_stale_args(status)
     _add_storage_args(status)
+    _add_settings_args(status)
+
+    redrive = sub.add_parser("redrive", help="re-trigger failed (and lost) tasks of a run")
+    redrive.add_argument("run_id")
+    redrive.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
+    redrive.add_argument("--error-class", help="only failures of this error class (e.g. TransientError)")
+    redrive.add_argument(
+        "--stale", action="store_true", help="also re-trigger tasks pending past the threshold"
+    )
+    redrive.add_argument("--hermes-url", help="with --bucket-dir: run the redriven tasks locally to the end")
+    redrive.add_argument("--json", action="store_true")
+    _add_stale_args(redrive)
+    _add_storage_args(redrive)
+    _add_settings_args(redrive)
+    _add_concurrency_args(redrive)
 
     hermes = sub.add_parser("hermes", help="the bundled Hermes simulator")
     hermes_sub = hermes.add_subparsers(dest="hermes_command", required=True)
@@ -219,6 +241,15 @@ def _local_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = find_settings(args.env, args.config)
     storage, where = storage_from_args(args)
+    if not 0 <= args.duplicate_rate <= 1 or not 0 <= args.storage_fault_rate < 1:
+        raise UsageError("--duplicate-rate must be in [0, 1] and --storage-fault-rate in [0, 1)")
+    wrap = None
+    if args.storage_fault_rate:
+        from fanout.faults import FlakyStorage
+
+        def wrap(inner: Storage) -> Storage:
+            return FlakyStorage(inner, args.storage_fault_rate, seed=args.fault_seed)
+
     try:
         outcome = start_run(
             storage,
@@ -230,6 +261,9 @@ def _local_run(args: argparse.Namespace) -> int:
             concurrency=_concurrency(args),
             pacing=not args.no_pacing,
             progress=None if args.quiet else sys.stderr,
+            duplicate_rate=args.duplicate_rate,
+            seed=args.fault_seed,
+            wrap_storage=wrap,
         )
     except BadManifest as exc:
         print(f"fanout: bad manifest: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from fanout.audit import count_rows
 from fanout.runner import find_settings, print_table, start_run, summary_rows
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
 from fanout_core.storage import Storage
@@ -55,7 +56,7 @@ def run_demo(
         f"{where}/data/run={run_id}/" if "://" not in where else f"{where}data/run={run_id}/",
     )
     expected_rows = sum(1 for _ in universe.expected_rows())
-    written = sum(c.records for c in outcome.report.stages.values())
+    written, _files = count_rows(storage, run_id)
     rows.append(
         (
             "rows expected",

@@ -96,6 +96,7 @@ def make_clients(
             hermes_url,
             token,
             page_size=settings.hermes_page_size,
+            read_timeout=settings.hermes_timeout_s,
             pacer=pacer,
             stats=stats[stage.name],
             pool_size=max(8, workers),

@@ -57,6 +57,7 @@ class StageRuntime:
             settings.hermes_url,
             token,
             page_size=settings.hermes_page_size,
+            read_timeout=settings.hermes_timeout_s,
             pacer=Pacer(settings.instance_rate(config.stage.name)),
             stats=stats,
             pool_size=4,

@@ -49,6 +49,8 @@ class EnvironmentSettings:
     hermes_rate_limit: float = 500.0
     """Calls per second Hermes allows the pipeline's token, across every stage."""
     hermes_page_size: int = 100
+    hermes_timeout_s: float = 20.0
+    """Read timeout of one Hermes call; a call past it is a transient failure."""
     max_attempts: int = 6
     """Attempts per task before a failure record is written (the retry extension)."""
     retry_base_delay_s: float = 60.0
@@ -183,6 +185,9 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         ),
         hermes_page_size=_int(
             f"{where}.hermes_page_size", raw.get("hermes_page_size", d.hermes_page_size), 1, 1000
+        ),
+        hermes_timeout_s=_num(
+            f"{where}.hermes_timeout_s", raw.get("hermes_timeout_s", d.hermes_timeout_s), 0.01, 900
         ),
         max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
         retry_base_delay_s=base,

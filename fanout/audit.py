@@ -1,0 +1,93 @@
+"""Compare what a run wrote under ``data/`` with what Hermes holds, row for row.
+
+The demo, the end-to-end tests and the benchmarks all ask the same question, "is
+every record there exactly once?", so they share this one answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fanout_core.output import read_parquet_bytes
+from fanout_core.storage import Storage
+
+Row = tuple[str, str, str, str, int, str, float | None, str | None]
+"""(warrior_id, troop_id, service, data_group_id, ts as epoch microseconds, metric, value, unit)"""
+
+
+def _micros(ts: Any) -> int:
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return round(ts.timestamp() * 1_000_000)
+
+
+def normalize(row: Iterable[Any]) -> Row:
+    w, t, s, g, ts, metric, value, unit = row
+    value = None if value is None or value != value else float(value)
+    unit = None if unit is None or unit != unit else str(unit)
+    return (str(w), str(t), str(s), str(g), _micros(ts), str(metric), value, unit)
+
+
+def output_rows(storage: Storage, run_id: str) -> tuple[list[Row], int]:
+    """Every row under ``data/run=<run_id>/`` and the number of files read."""
+    rows: list[Row] = []
+    files = 0
+    for key in storage.list(f"data/run={run_id}/"):
+        if not key.endswith(".parquet"):
+            continue
+        files += 1
+        frame = read_parquet_bytes(storage.get(key))
+        if (frame["run_id"] != run_id).any():
+            raise AssertionError(f"{key} holds rows of another run")
+        cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+        rows.extend(normalize(r) for r in frame[cols].itertuples(index=False, name=None))
+    return rows, files
+
+
+@dataclass
+class Comparison:
+    expected: int
+    found: int
+    missing: list[Row]
+    unexpected: list[Row]
+    duplicated: list[Row]
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.duplicated)
+
+    def summary(self) -> str:
+        return (
+            f"{self.found} rows found, {self.expected} expected: {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.duplicated)} written twice"
+        )
+
+
+def compare(found: Iterable[Row], expected: Iterable[Iterable[Any]]) -> Comparison:
+    have = Counter(found)
+    want = Counter(normalize(r) for r in expected)
+    return Comparison(
+        expected=sum(want.values()),
+        found=sum(have.values()),
+        missing=sorted((want - have).elements(), key=repr)[:50],
+        unexpected=sorted((r for r in have if r not in want), key=repr)[:50],
+        duplicated=sorted((r for r, n in have.items() if n > want.get(r, 0) and r in want), key=repr)[:50],
+    )
+
+
+def count_rows(storage: Storage, run_id: str) -> tuple[int, int]:
+    """Rows and files under ``data/run=<run_id>/``, from the Parquet footers alone (cheap)."""
+    import io
+
+    import fastparquet
+
+    rows = files = 0
+    for key in storage.list(f"data/run={run_id}/"):
+        if key.endswith(".parquet"):
+            files += 1
+            rows += fastparquet.ParquetFile(io.BytesIO(storage.get(key))).count()
+    return rows, files

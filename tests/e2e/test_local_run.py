@@ -1,0 +1,165 @@
+"""The local runtime end to end: exact output, injected faults, redrive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fanout_core import keys
+from fanout_core.retry import FailureRecord
+from fanout_core.storage import LocalDirStorage
+from fanout_core.tasks import manifest_body
+
+from fanout.audit import compare, output_rows
+from fanout.faults import FlakyStorage
+from fanout.redrive import redrive
+from fanout.runner import start_run
+from fanout.simulator import SimConfig, Universe
+
+from .conftest import TOKEN, fast_settings
+
+
+def _run(store, url, run_id="r1", manifest=None, settings=None, **kw):
+    return start_run(
+        store,
+        settings or fast_settings(),
+        run_id=run_id,
+        manifest=manifest_body(manifest) if manifest is not False else None,
+        hermes_url=url,
+        token=TOKEN,
+        **kw,
+    )
+
+
+def test_a_local_run_writes_exactly_the_simulators_truth(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    store = LocalDirStorage(tmp_path)
+    outcome = _run(store, simulator(config))
+    rows, files = output_rows(store, "r1")
+    comparison = compare(rows, Universe(config).expected_rows())
+    assert comparison.exact, comparison.summary()
+    assert outcome.report.ok
+    assert files == outcome.report.stages["data_groups"].files
+
+
+def test_every_api_call_a_crawl_needs_is_made_once(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN)
+    outcome = _run(LocalDirStorage(tmp_path), simulator(config))
+    assert outcome.calls == Universe(config).expected_calls(100)
+
+
+def test_a_chosen_list_of_warriors_crawls_only_those(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    universe = Universe(config)
+    chosen = universe.warriors()[1]["warrior_id"]
+    store = LocalDirStorage(tmp_path)
+    _run(store, simulator(config), manifest=[chosen])
+    rows, _ = output_rows(store, "r1")
+    expected = [r for r in universe.expected_rows() if r[0] == chosen]
+    assert compare(rows, expected).exact
+
+
+def test_an_empty_data_group_leaves_a_countable_file_with_no_rows(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN, empty_group_every=1)
+    store = LocalDirStorage(tmp_path)
+    settings = fast_settings(stages={"data_groups": {"units_per_task": 1}})
+    _run(store, simulator(config), settings=settings)
+    rows, files = output_rows(store, "r1")
+    assert rows == []
+    assert files == config.warriors * config.troops_per_warrior * config.groups_per_troop
+
+
+def test_the_bucket_directory_mirrors_the_keys_under_each_prefix(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN)
+    _run(LocalDirStorage(tmp_path), simulator(config))
+    top = {p.name for p in tmp_path.iterdir()}
+    assert {"amazon_warriors", "troops", "data_groups", "data", "done"} <= top
+    assert (tmp_path / "amazon_warriors" / "r1.json").is_file()
+    assert list((tmp_path / "data" / "run=r1").glob("warrior=*/troop=*/part-*.parquet"))
+
+
+def _bad_ids(universe: Universe) -> tuple[str, str, str]:
+    w0, w1, w2 = (w["warrior_id"] for w in universe.warriors()[:3])
+    troop = universe.troops(w1)[0]["troop_id"]
+    t2 = universe.troops(w2)[1]["troop_id"]
+    group = universe.data_groups(w2, t2)[0]["data_group_id"]
+    return w0, troop, group
+
+
+def test_injected_faults_lose_nothing_and_write_nothing_twice_and_redrive_completes(
+    simulator, tmp_path: Path
+):
+    """The fault-injection suite: 20% 5xx, 10% 429, timeouts, duplicate events, flaky
+    storage and ids that answer 404, all at once; then the cause is cleared and redrive
+    finishes the run."""
+    clean = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True, fault_seed=3)
+    bad = _bad_ids(Universe(clean))
+    faulty = SimConfig.from_size(
+        "tiny",
+        token=TOKEN,
+        awkward_ids=True,
+        fault_seed=3,
+        error_rate_5xx=0.2,
+        error_rate_429=0.1,
+        hang_rate=0.02,
+        hang_s=0.5,
+        not_found_ids=frozenset(bad),
+    )
+    store = LocalDirStorage(tmp_path)
+    flaky: list[FlakyStorage] = []
+
+    def wrap(inner):
+        flaky.append(FlakyStorage(inner, 0.05, seed=5))
+        return flaky[0]
+
+    settings = fast_settings(hermes_timeout_s=0.2, max_attempts=12)
+    outcome = _run(
+        store, simulator(faulty), settings=settings, duplicate_rate=0.3, seed=11, wrap_storage=wrap
+    )
+    rows, _ = output_rows(store, "r1")
+    comparison = compare(rows, Universe(faulty).expected_rows(exclude_not_found=True))
+    assert comparison.exact, comparison.summary()
+    assert flaky[0].injected > 0
+    assert sum(c.skipped for c in outcome.report.stages.values()) > 0  # duplicates arrived
+    failed_ids = set()
+    for key in store.list("failed/"):
+        record = FailureRecord.from_bytes(store.get(key))
+        assert record.status == 404
+        for unit in record.units:
+            failed_ids.add(unit.get("data_group_id") or unit.get("troop_id") or unit["warrior_id"])
+    assert failed_ids == set(bad)
+
+    outcome = start_run(
+        store,
+        fast_settings(),
+        run_id="r1",
+        manifest=None,
+        hermes_url=simulator(clean),
+        token=TOKEN,
+        prepare=lambda s: redrive(s, "r1"),
+    )
+    assert outcome.report.ok
+    assert list(store.list("failed/")) == []
+    rows, _ = output_rows(store, "r1")
+    comparison = compare(rows, Universe(clean).expected_rows())
+    assert comparison.exact, comparison.summary()
+
+
+def test_a_task_that_keeps_failing_transiently_gets_one_failure_record(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN, error_rate_5xx=1.0)
+    store = LocalDirStorage(tmp_path)
+    settings = fast_settings(max_attempts=3)
+    outcome = _run(store, simulator(config), settings=settings)
+    assert outcome.report.failures == [keys.manifest_key("r1")]
+    record = FailureRecord.from_bytes(store.get(keys.failed_key(keys.manifest_key("r1"))))
+    assert (record.attempts, record.transient, record.error_class) == (3, True, "TransientError")
+    assert outcome.report.stages["warriors"].retries == 2
+
+
+def test_a_run_started_again_fetches_nothing_it_already_finished(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN)
+    url = simulator(config)
+    store = LocalDirStorage(tmp_path)
+    _run(store, url)
+    again = _run(store, url)
+    assert again.calls == 0
+    assert again.report.ok
