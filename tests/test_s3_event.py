@@ -10,6 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
 from fanout_aws.s3_event import (
     S3Object,
     decode_s3_event,
@@ -17,9 +21,6 @@ from fanout_aws.s3_event import (
     parse_s3_event,
     s3_event_for,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from moto import mock_aws
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "fanout-data-123456789012"

@@ -24,13 +24,14 @@ import pytest
 from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from fanout_aws.s3_storage import S3Storage, make_client
-from fanout_core.errors import PermanentError, TransientError
-from fanout_core.storage import LocalDirStorage, NoSuchKey, Storage
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 from moto.s3.responses import S3Response
+
+from fanout_aws.s3_storage import S3Storage, make_client
+from fanout_core.errors import PermanentError, TransientError
+from fanout_core.storage import LocalDirStorage, NoSuchKey, Storage
 
 BUCKET = "fanout-test-bucket"
 """For tests that never reach a bucket; the others get their own from ``bucket``."""

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
 from fanout_core.errors import PermanentError, TransientError
 from fanout_core.storage import NoSuchKey
 

@@ -17,15 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout_aws import metrics
+from fanout_aws.config import LambdaConfig
+from fanout_aws.retry_queue import SqsRetryQueue, attempts_in_event, attempts_in_message
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pacing import Pacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.storage import Storage
-
-from fanout_aws import metrics
-from fanout_aws.config import LambdaConfig
-from fanout_aws.retry_queue import SqsRetryQueue, attempts_in_event, attempts_in_message
 
 log = logging.getLogger("fanout")
 SAFETY_MARGIN_S = 10.0

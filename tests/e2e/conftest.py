@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fanout_core.settings import EnvironmentSettings, parse_environment
 
 from fanout.simulator import HermesSimulator, SimConfig
+from fanout_core.settings import EnvironmentSettings, parse_environment
 
 TOKEN = "e2e-token"
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fanout_core.storage import LocalDirStorage
 
 from fanout.audit import compare, output_rows
 from fanout.simulator import SimConfig, Universe
+from fanout_core.storage import LocalDirStorage
 
 from .conftest import TOKEN, fanout_cli
 

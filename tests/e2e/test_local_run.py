@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fanout_core import keys
-from fanout_core.retry import FailureRecord
-from fanout_core.storage import LocalDirStorage
-from fanout_core.tasks import manifest_body
-
 from fanout.audit import compare, output_rows
 from fanout.faults import FlakyStorage
 from fanout.redrive import redrive
 from fanout.runner import start_run
 from fanout.simulator import SimConfig, Universe
+from fanout_core import keys
+from fanout_core.retry import FailureRecord
+from fanout_core.storage import LocalDirStorage
+from fanout_core.tasks import manifest_body
 
 from .conftest import TOKEN, fast_settings
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
+
+from fanout.simulator import HermesSimulator, SimConfig
 from fanout_aws import config as env_names
 from fanout_aws.s3_storage import S3Storage
 from fanout_core.settings import environment_to_json, parse_environment
 from fanout_core.stages import STAGES, stage_for_key
-from moto import mock_aws
-
-from fanout.simulator import HermesSimulator, SimConfig
 
 BUCKET = "fanout-test-bucket"
 REGION = "us-east-1"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from fanout.simulator import SimConfig, Universe
 from fanout_aws.s3_event import s3_event_for
 from fanout_core import keys
 from fanout_core.output import read_parquet_bytes
 from fanout_core.retry import FailureRecord
 from fanout_core.tasks import manifest_body
-
-from fanout.simulator import SimConfig, Universe
 
 from .conftest import BUCKET, TOKEN, drain, invoke
 
@@ -199,6 +199,7 @@ def test_metrics_are_printed_as_embedded_metric_format(deployment, monkeypatch, 
 
 def test_the_token_is_read_from_secrets_manager(aws):
     import boto3
+
     from fanout_aws.stage_handler import read_secret
 
     client = boto3.client("secretsmanager", region_name="us-east-1")
