@@ -192,7 +192,8 @@ def test_redrive_after_the_cause_is_fixed_completes_the_run(simulator, tmp_path:
         fanout_cli("redrive", "fixme", "--bucket-dir", bucket, "--hermes-url", fixed, "--quiet", "--json")
     )
     assert code == 0, err
-    code, out, _ = _finish(fanout_cli("status", "fixme", "--bucket-dir", bucket, "--json"))
+    assert "'created': 1" in json.loads(out)["redrive"]
+    code, _out, _ = _finish(fanout_cli("status", "fixme", "--bucket-dir", bucket, "--json"))
     assert code == 0
     rows, _ = output_rows(LocalDirStorage(bucket), "fixme")
     assert compare(rows, universe.expected_rows()).exact
