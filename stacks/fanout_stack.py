@@ -185,8 +185,9 @@ class FanoutStack(Stack):
         self._acknowledge_cdk_helpers()
 
         CfnOutput(self, "BucketName", value=self.bucket.bucket_name)
-        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
-        CfnOutput(self, "DashboardUrl", value=dashboard_url(self.monitoring.dashboard.dashboard_name))
+        dashboard_name = stack_name(settings.name)
+        CfnOutput(self, "DashboardName", value=dashboard_name)
+        CfnOutput(self, "DashboardUrl", value=dashboard_url(dashboard_name))
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
     def _wire(self, stage: Stage, stage_fn: StageFunction) -> None:

@@ -58,9 +58,8 @@ def acknowledged_findings(stack: Stack) -> list[AcknowledgedFinding]:
         for entry in construct.node.metadata:
             if entry.type != Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
                 continue
-            data = entry.data if isinstance(entry.data, list) else [entry.data]
-            for item in data:
-                rule = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
-                reason = item.get("reason") if isinstance(item, dict) else getattr(item, "reason", None)
+            # The metadata holds {rule id: reason}, one entry per acknowledge() call.
+            data = entry.data if isinstance(entry.data, dict) else {}
+            for rule, reason in data.items():
                 found.append(AcknowledgedFinding(construct.node.path, str(rule), str(reason)))
     return found

@@ -3,7 +3,8 @@
 Intermediate prefixes (the task objects, done markers, archived failure records)
 expire; ``data/`` never does, and neither does anything else not named here. The
 access logs go to a separate bucket, since a bucket cannot log into itself without
-logging its own log writes.
+logging its own log writes. (cdk-nag's S1 recognises a log target by its bucket
+policy for the logging service, so the log bucket needs no acknowledgement.)
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Sequence
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-
-from stacks.nag import acknowledge
 
 ACCESS_LOG_PREFIX = "data-bucket/"
 ACCESS_LOG_EXPIRY = Duration.days(90)
@@ -62,12 +61,6 @@ class PipelineBucket(Construct):
             lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=access_log_expiry)],
             removal_policy=removal_policy,
             auto_delete_objects=destroy,
-        )
-        acknowledge(
-            self.access_logs,
-            "S1",
-            "This is the server-access-log target of the data bucket; logging it as well "
-            "would need a third bucket and add nothing an investigation needs.",
         )
 
         rules = [
