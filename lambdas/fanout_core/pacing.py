@@ -61,9 +61,13 @@ class Pacer:
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429: slow down, and hold every caller for Retry-After."""
         with self._lock:
+            now = self._clock()
+            # Bring the bucket up to now first, or the time since the last acquire (the
+            # throttled request's own round trip) is credited after the drain below.
+            self._refill(now)
             self.rate = max(self._min_rate, self.rate / 2)
             if retry_after:
-                self._paused_until = max(self._paused_until, self._clock() + retry_after)
+                self._paused_until = max(self._paused_until, now + retry_after)
             self._tokens = min(self._tokens, 0.0)
 
     def on_success(self) -> None:
