@@ -77,6 +77,7 @@ def run_task(
     stage = stage_for_key(key)
     if stage is None:
         raise BadTask(f"{key!r} is under no stage's prefix")
+    keys.run_id_of_task_key(key)  # a key without a valid run id is refused before any work
     started = time.monotonic()
     result = TaskResult(stage=stage.name, key=key)
     if ctx.storage.exists(keys.done_key(key)):
@@ -127,6 +128,13 @@ def run_task(
     return result
 
 
+def _check_run(key: str, body_run_id: str) -> None:
+    """A task body must belong to the run its key is filed under (outputs follow the key)."""
+    run_id = keys.run_id_of_task_key(key)
+    if body_run_id != run_id:
+        raise BadTask(f"task body names run {body_run_id!r}, but its key {key!r} is in run {run_id!r}")
+
+
 def _summary(failed: list[dict[str, Any]]) -> tuple[str, str, int | None]:
     first = failed[0]
     more = f" (and {len(failed) - 1} more unit(s))" if len(failed) > 1 else ""
@@ -167,6 +175,7 @@ def _split_manifest(key: str, body: bytes, ctx: TaskContext, result: TaskResult)
 
 def _warriors_part(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None:
     part = WarriorsPart.from_bytes(body)
+    _check_run(key, part.run_id)
     per_task = ctx.settings.stage("troops").units_per_task
     for warrior_id in part.warriors:
         try:
@@ -187,6 +196,7 @@ def _warriors_part(key: str, body: bytes, ctx: TaskContext, result: TaskResult) 
 
 def _troops(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None:
     task = TroopsTask.from_bytes(body)
+    _check_run(key, task.run_id)
     per_task = ctx.settings.stage("data_groups").units_per_task
     for troop in task.troops:
         try:
@@ -213,6 +223,7 @@ def _troops(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None
 
 def _data_groups(key: str, body: bytes, ctx: TaskContext, result: TaskResult) -> None:
     task = DataGroupsTask.from_bytes(body)
+    _check_run(key, task.run_id)
     out_key = keys.data_key_for_task(key)
     if ctx.storage.exists(out_key):
         return  # a previous attempt wrote the output and died before its done marker
