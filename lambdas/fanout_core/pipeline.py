@@ -225,8 +225,9 @@ def _data_groups(key: str, body: bytes, ctx: TaskContext, result: TaskResult) ->
     task = DataGroupsTask.from_bytes(body)
     _check_run(key, task.run_id)
     out_key = keys.data_key_for_task(key)
-    if ctx.storage.exists(out_key):
-        return  # a previous attempt wrote the output and died before its done marker
+    # No shortcut when out_key exists: an attempt that died after the Parquet but before
+    # the failure record would lose its failed units. Refetching recomputes them, and
+    # put_if_absent below keeps the first file.
     fetched: list[tuple[str, list[dict[str, Any]]]] = []
     for group in task.data_groups:
         try:
