@@ -426,3 +426,13 @@ def test_stack_environment_follows_settings(synth: Synth) -> None:
         assert synth.stack.account == synth.settings.account
     if synth.settings.region:
         assert synth.stack.region == synth.settings.region
+
+
+def test_function_environment_fits_lambdas_4_kb_limit(synth: Synth) -> None:
+    for stage in STAGES:
+        variables = synth.doc["Resources"][_function_id(synth, stage)]["Properties"]["Environment"][
+            "Variables"
+        ]
+        # Tokens resolve to at most a queue URL or bucket name; 200 bytes covers either.
+        size = sum(len(k) + (len(v) if isinstance(v, str) else 200) for k, v in variables.items())
+        assert size < 4096, size
