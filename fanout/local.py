@@ -82,6 +82,8 @@ class StageCounts:
 class RunReport:
     stages: dict[str, StageCounts] = field(default_factory=lambda: {s.name: StageCounts() for s in STAGES})
     elapsed_s: float = 0.0
+    duplicates: int = 0
+    """Events delivered a second time on purpose (``duplicate_rate``)."""
     failures: list[str] = field(default_factory=list)
     """Task keys that ended with a failure record in this run (whole task or some units)."""
 
@@ -144,6 +146,9 @@ class LocalRuntime:
     def notify(self, key: str) -> None:
         """An object was created at ``key``: deliver its event (sometimes twice, if asked)."""
         copies = 2 if self.duplicate_rate and self._rng.random() < self.duplicate_rate else 1
+        if copies == 2:
+            with self._lock:
+                self.report.duplicates += 1
         for _ in range(copies):
             self._enqueue(_Event(0.0, next(self._seq), key))
 

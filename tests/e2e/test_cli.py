@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fanout.audit import compare, output_rows
+from fanout.runner import find_settings
 from fanout.simulator import SimConfig, Universe
 from fanout_core.storage import LocalDirStorage
 
@@ -111,15 +112,19 @@ def test_a_run_killed_with_sigkill_twice_resumes_with_no_row_missing_or_doubled(
     """Workers killed mid-task, under injected faults and duplicate events: the run
     started again with the same manifest and bucket completes exactly."""
     config = SimConfig.from_size(
-        "demo", token=TOKEN, awkward_ids=True, warriors=4, latency_s=0.004, error_rate_5xx=0.05, fault_seed=9
+        "demo", token=TOKEN, awkward_ids=True, warriors=6, latency_s=0.008, error_rate_5xx=0.05, fault_seed=9
     )
     url = simulator(config)
     bucket = tmp_path / "b"
     path = _manifest(tmp_path, "killed.json", {"warriors": "all"})
     args = ["local", "run", str(path), "--hermes-url", url, "--bucket-dir", str(bucket), "--quiet", "--json"]
+    args += ["--data-groups-concurrency", "4"]
     chaos = ["--duplicate-rate", "0.2", "--storage-fault-rate", "0.02", "--fault-seed", "4"]
     store = LocalDirStorage(bucket)
-    for threshold in (20, 60):
+    settings = find_settings("local")
+    per_task = settings.stage("data_groups").units_per_task
+    tasks = config.warriors * config.troops_per_warrior * -(-config.groups_per_troop // per_task)
+    for threshold in (tasks // 5, tasks // 2):
         proc = fanout_cli(*args, *chaos)
         _wait_for(lambda t=threshold: len(list(store.list("done/data_groups/"))) >= t)
         proc.send_signal(signal.SIGKILL)
