@@ -26,8 +26,12 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 FAILURE_RETENTION = Duration.days(14)
 """SQS's maximum: failed events wait for the retry extension or a redrive this long."""
-FAILURE_MAX_RECEIVES = 5
-"""Reads of a failure message before it moves to the stage's dead-letter queue."""
+FAILURE_MAX_RECEIVES = 10
+"""Receives of a retry message before it moves to the stage's dead-letter queue. The
+queue's consumer shares the stage's reserved concurrency with S3's invocations, and a
+throttled poll also counts as a receive, so this is generous."""
+VISIBILITY_TIMEOUTS = 6
+"""AWS's guidance for a queue feeding a function: six times the function's timeout."""
 
 
 class StageFunction(Construct):
@@ -68,9 +72,9 @@ class StageFunction(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=FAILURE_RETENTION,
-            # A consumer that re-triggers a failed task must finish before the
-            # message reappears; the stage's own timeout is a generous bound.
-            visibility_timeout=Duration.seconds(max(settings.timeout_s, 60)),
+            # The queue feeds the stage's own function: a message must not reappear
+            # while an invocation (or its throttled retries) still holds it.
+            visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUTS * settings.timeout_s),
             dead_letter_queue=sqs.DeadLetterQueue(
                 max_receive_count=FAILURE_MAX_RECEIVES, queue=self.failure_dlq
             ),

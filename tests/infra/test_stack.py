@@ -129,8 +129,9 @@ def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> N
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
             "Fn::GetAtt": [synth.logical_id(sf.failure_dlq), "Arn"]
         }
-        # The queue's visibility timeout must cover the function's timeout (an ESM requirement).
-        assert queue["VisibilityTimeout"] >= synth.settings.stage(stage.name).timeout_s
+        # The queue feeds the function: visibility at least 6x its timeout (AWS guidance).
+        assert queue["VisibilityTimeout"] >= 6 * synth.settings.stage(stage.name).timeout_s
+        assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
     for policy in synth.resources("AWS::SQS::QueuePolicy").values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(
