@@ -1,0 +1,282 @@
+"""Rate limit: does fanout run at Hermes' limit R, not below it and not above it?
+
+``python -m bench.ratelimit [--calls 20000] [--rate 200] [--json]``
+
+The simulator (its own process) enforces R calls/s with a token bucket and answers 429
+with Retry-After past it; R is set well below what this machine can do, so the limit and
+not the CPU is the ceiling. fanout's local runtime crawls it twice, each time against a
+fresh simulator: with pacing (the ``local`` settings with ``hermes_rate_limit = R``) and
+with pacing off (only the stages' concurrency caps), to show what pacing buys.
+
+Figures per run: accepted calls/s (answered with anything but 429) over R, for the whole
+run and for its middle 80 % (the steady state, without ramp-up and tail), the share of
+calls answered 429, retries (by the client and by the runtime), the run's time against
+the ideal ``calls / R``, and whether the rows written equal the simulator's truth.
+Targets (issue 5): accepted >= 0.95 R, <= 1 % 429s, nothing lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import TOKEN, RequestCounter, machine, print_table
+from fanout.simulator import SIZES, SimConfig, Universe, run_in_subprocess
+
+PAGE_SIZE = 100
+RUN_ID = "ratelimit"
+CALLS_PER_WARRIOR = 1 + 20 + 20 * 50
+"""The full preset's calls per warrior: its troops list, 20 data-group lists, 1,000 record lists."""
+
+
+def shape(calls: int, size: str | None, latency_ms: float, rate: float, burst: float | None) -> SimConfig:
+    """A universe of about ``calls`` calls: the full preset with fewer warriors (or a named preset)."""
+    common: dict[str, Any] = {
+        "token": TOKEN,
+        "latency_s": latency_ms / 1000.0,
+        "rate_limit": rate,
+        "rate_burst": burst,
+    }
+    if size:
+        return SimConfig.from_size(size, **common)
+    warriors = max(1, round((calls - 1) / CALLS_PER_WARRIOR))
+    return SimConfig.from_size("full", warriors=warriors, **common)
+
+
+class Sampler:
+    """Samples the transport's (requests, 429s) once per ``interval_s``, for the steady-state rate."""
+
+    def __init__(self, counter: RequestCounter, interval_s: float = 0.5):
+        self.counter = counter
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rate-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sample()
+
+    def _sample(self) -> None:
+        calls, throttled = self.counter.snapshot()
+        self.samples.append((time.monotonic(), calls, throttled))
+
+    def _loop(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def steady_rate(self, lo: float = 0.1, hi: float = 0.9) -> float | None:
+        """Accepted calls/s between ``lo`` and ``hi`` of the run's duration."""
+        if len(self.samples) < 4:
+            return None
+        t0, t1 = self.samples[0][0], self.samples[-1][0]
+        a = min(self.samples, key=lambda s: abs(s[0] - (t0 + lo * (t1 - t0))))
+        b = min(self.samples, key=lambda s: abs(s[0] - (t0 + hi * (t1 - t0))))
+        if b[0] <= a[0]:
+            return None
+        return ((b[1] - b[2]) - (a[1] - a[2])) / (b[0] - a[0])
+
+
+def run_once(config: SimConfig, rate: float, pacing: bool, work: Path) -> dict[str, Any]:
+    """One crawl of a fresh rate-limited simulator by fanout's local runtime."""
+    from fanout.audit import compare, output_rows
+    from fanout.runner import find_settings, start_run
+    from fanout_core.storage import LocalDirStorage
+    from fanout_core.tasks import manifest_body
+
+    settings = dataclasses.replace(find_settings("local"), hermes_rate_limit=rate)
+    out = work / ("paced" if pacing else "unpaced")
+    storage = LocalDirStorage(out)
+    load_before = machine()["load_1m"]
+    with run_in_subprocess(config) as url, RequestCounter() as counter, Sampler(counter) as sampler:
+        outcome = start_run(
+            storage,
+            settings,
+            run_id=RUN_ID,
+            manifest=manifest_body(None),
+            hermes_url=url,
+            token=TOKEN,
+            pacing=pacing,
+        )
+    report = outcome.report
+    elapsed = report.elapsed_s
+    universe = Universe(config)
+    needed = universe.expected_calls(PAGE_SIZE)
+    found, files = output_rows(storage, RUN_ID)
+    comparison = compare(found, universe.expected_rows())
+    del found
+    calls, throttled = outcome.calls, outcome.throttled
+    accepted = calls - throttled
+    steady = sampler.steady_rate()
+    task_retries = sum(c.retries for c in report.stages.values())
+    return {
+        "pacing": pacing,
+        "rate_limit": rate,
+        "elapsed_s": round(elapsed, 2),
+        "ideal_s": round(needed / rate, 2),
+        "time_vs_ideal": round(elapsed / (needed / rate), 3),
+        "calls": calls,
+        "calls_needed": needed,
+        "accepted_per_s": round(accepted / elapsed, 1),
+        "accepted_vs_rate": round(accepted / elapsed / rate, 3),
+        "steady_accepted_vs_rate": round(steady / rate, 3) if steady is not None else None,
+        "throttled": throttled,
+        "throttled_share": round(throttled / calls, 4) if calls else 0.0,
+        "transport_requests": counter.value,
+        "transport_429s": counter.throttled,
+        "client_retries": outcome.client_retries,
+        "task_retries": task_retries,
+        "paced_s": round(sum(s.paced_s for s in outcome.stats.values()), 1),
+        "per_stage": {
+            name: {"calls": s.calls, "throttled": s.throttled, "rate_share": settings.rate_share(name)}
+            for name, s in outcome.stats.items()
+        },
+        "failures": len(report.failures),
+        "rows_expected": comparison.expected,
+        "rows_found": comparison.found,
+        "files": files,
+        "rows_exact": comparison.exact,
+        "verify": comparison.summary(),
+        "load_1m_before": load_before,
+        "load_1m_after": machine()["load_1m"],
+    }
+
+
+def judge(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "target": f"accepted calls/s >= 0.95 R ({'paced' if r['pacing'] else 'unpaced'})",
+            "value": f"{r['accepted_vs_rate']:.3f} R (steady {r['steady_accepted_vs_rate']} R)",
+            "met": r["accepted_vs_rate"] >= 0.95,
+        },
+        {
+            "target": f"429s <= 1% of calls ({'paced' if r['pacing'] else 'unpaced'})",
+            "value": f"{100 * r['throttled_share']:.2f} %",
+            "met": r["throttled_share"] <= 0.01,
+        },
+        {
+            "target": f"nothing lost ({'paced' if r['pacing'] else 'unpaced'})",
+            "value": r["verify"],
+            "met": r["rows_exact"] and r["failures"] == 0,
+        },
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = shape(args.calls, args.size, args.latency_ms, args.rate, args.rate_burst)
+    needed = Universe(config).expected_calls(PAGE_SIZE)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    sys.stderr.write(
+        f"ratelimit: {needed:,} calls at R = {args.rate:g}/s (ideal {needed / args.rate:.1f} s), "
+        f"simulator bucket {config.burst:g}; runs: {', '.join(modes)}\n"
+    )
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="fanout-ratelimit-"))
+    try:
+        for mode in modes:
+            if mode not in ("paced", "unpaced"):
+                raise SystemExit(f"unknown mode {mode!r}: paced or unpaced")
+            sys.stderr.write(f"  {mode}: crawling (load {machine()['load_1m']}) ...\n")
+            r = run_once(config, args.rate, mode == "paced", work)
+            sys.stderr.write(f"  {mode}: {r['elapsed_s']} s, {r['verify']}\n")
+            results.append(r)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "benchmark": "ratelimit",
+        "machine": machine(),
+        "rate_limit": args.rate,
+        "simulator_burst": config.burst,
+        "calls_needed": needed,
+        "warriors": config.warriors,
+        "runs": results,
+        "targets": [t for r in results for t in judge(r)],
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(
+        f"ratelimit: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s; "
+        f"{m['cpus']} cores, load {m['load_1m']} at the end"
+    )
+    headers = [
+        "run",
+        "elapsed s",
+        "ideal s",
+        "x ideal",
+        "accepted/s",
+        "/ R",
+        "steady / R",
+        "calls",
+        "429s",
+        "429 %",
+        "client retries",
+        "task retries",
+        "rows exact",
+        "load before",
+    ]
+    rows = [
+        [
+            "paced" if r["pacing"] else "unpaced",
+            r["elapsed_s"],
+            r["ideal_s"],
+            r["time_vs_ideal"],
+            r["accepted_per_s"],
+            r["accepted_vs_rate"],
+            r["steady_accepted_vs_rate"],
+            r["calls"],
+            r["throttled"],
+            100 * r["throttled_share"],
+            r["client_retries"],
+            r["task_retries"],
+            r["rows_exact"] and r["failures"] == 0,
+            r["load_1m_before"],
+        ]
+        for r in result["runs"]
+    ]
+    print_table(headers, rows, digits=2)
+    print()
+    print_table(
+        ["target", "this run", "met"], [[t["target"], t["value"], t["met"]] for t in result["targets"]]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.ratelimit", description=__doc__.split("\n")[0])
+    p.add_argument("--calls", type=int, default=20_000, help="about this many calls (default 20,000)")
+    p.add_argument("--rate", type=float, default=200.0, help="Hermes' limit R in calls/s (default 200)")
+    p.add_argument("--rate-burst", type=float, default=None, help="simulator bucket (default R/10)")
+    p.add_argument("--size", choices=SIZES, default=None, help="a named preset instead of --calls")
+    p.add_argument("--latency-ms", type=float, default=0.5, help="simulator latency per request")
+    p.add_argument("--modes", default="paced,unpaced", help="which runs, in order")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return 0 if all(r["rows_exact"] for r in result["runs"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

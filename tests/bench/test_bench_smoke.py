@@ -1,0 +1,89 @@
+"""The benchmarks run end to end at a tiny size and report well-formed, truthful figures.
+
+No timing is asserted (the machine is shared; the figures are for the benchmark runs to
+quote): only that each benchmark completes, counts what it should and that every peer's
+rows equal the simulator's truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from bench import ratelimit, throughput  # noqa: E402
+from fanout.simulator import SimConfig, Universe  # noqa: E402
+
+TINY = SimConfig.from_size("tiny")
+TINY_CALLS = Universe(TINY).expected_calls(100)
+TINY_ROWS = sum(1 for _ in Universe(TINY).expected_rows())
+
+
+def run_json(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def check_peer(peer: dict[str, Any]) -> None:
+    assert peer["rows"] == TINY_ROWS
+    assert peer["rows_exact"], peer["verify"]
+    assert peer["verify"]["rows_found"] == TINY_ROWS
+    assert peer["calls"] == TINY_CALLS
+    for figure in ("wall_s", "calls_per_s", "cpu_s_per_1k_calls", "peak_rss_mb", "x_fanout"):
+        assert isinstance(peer[figure], int | float) and peer[figure] > 0, figure
+    assert peer["files"] == peer["verify"]["files_found"] > 0
+
+
+@pytest.mark.slow
+def test_throughput_fanout_and_plain_write_exactly_the_truth(capsys):
+    code, result = run_json(throughput.main, ["--size", "tiny", "--peers", "fanout,plain"], capsys)
+    assert code == 0
+    assert result["expected"] == {"calls": TINY_CALLS, "rows": TINY_ROWS}
+    peers = {p["peer"]: p for p in result["peers"]}
+    assert set(peers) == {"fanout", "plain"}
+    for peer in peers.values():
+        check_peer(peer)
+    assert peers["fanout"]["calls_reported"] == TINY_CALLS  # the runtime's own count agrees
+    assert peers["fanout"]["x_fanout"] == 1.0
+    groups = TINY.warriors * TINY.troops_per_warrior * TINY.groups_per_troop
+    assert peers["plain"]["files"] == groups  # one file per data group
+    assert peers["fanout"]["files"] < groups  # units_per_task groups per file
+    assert {t["target"] for t in result["targets"]} >= {"fanout wall <= 0.5 x plain wall"}
+
+
+@pytest.mark.slow
+def test_throughput_dlt_peer_writes_exactly_the_truth(capsys):
+    pytest.importorskip("dlt")
+    code, result = run_json(throughput.main, ["--size", "tiny", "--peers", "fanout,dlt"], capsys)
+    assert code == 0
+    peers = {p["peer"]: p for p in result["peers"]}
+    check_peer(peers["dlt"])
+
+
+@pytest.mark.slow
+def test_ratelimit_reports_paced_and_unpaced_runs(capsys):
+    code, result = run_json(ratelimit.main, ["--size", "tiny", "--rate", "400"], capsys)
+    assert code == 0
+    runs = {("paced" if r["pacing"] else "unpaced"): r for r in result["runs"]}
+    assert set(runs) == {"paced", "unpaced"}
+    for r in runs.values():
+        assert r["rows_exact"] and r["failures"] == 0, r["verify"]
+        assert r["calls_needed"] == TINY_CALLS
+        assert r["calls"] >= TINY_CALLS  # 429s and retries only add calls
+        assert r["transport_requests"] == r["calls"]
+        assert 0.0 <= r["throttled_share"] <= 1.0
+        assert r["elapsed_s"] > 0 and r["ideal_s"] == round(TINY_CALLS / 400, 2)
+    assert len(result["targets"]) == 6
+
+
+def test_ratelimit_shape_has_about_the_calls_asked_for():
+    for calls in (4_000, 20_000):
+        config = ratelimit.shape(calls, None, 0.5, 200.0, None)
+        assert abs(Universe(config).expected_calls(100) - calls) <= ratelimit.CALLS_PER_WARRIOR / 2
