@@ -43,6 +43,7 @@ def records_to_parquet(
     service: str,
     groups: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     fetched_at: datetime,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[bytes, int]:
     """Parquet bytes for the records of ``groups`` (data_group_id, records); and the row count.
 
@@ -87,6 +88,7 @@ def records_to_parquet(
         object_encoding="utf8",
         stats=False,
         write_index=False,
+        custom_metadata=metadata or None,
     )
     return buffer.getvalue(), n
 
@@ -104,6 +106,11 @@ def _has_snappy() -> bool:
         except Exception:
             _SNAPPY = False
     return _SNAPPY
+
+
+def read_metadata(body: bytes) -> dict[str, str]:
+    """The key-value metadata of a file's footer (no row is read)."""
+    return dict(fastparquet.ParquetFile(io.BytesIO(body)).key_value_metadata)
 
 
 def read_parquet_bytes(body: bytes) -> pd.DataFrame:

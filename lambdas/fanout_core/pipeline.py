@@ -12,6 +12,7 @@ in the task's failure record, while its siblings are finished.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from fanout_core.tasks import (
     dumps,
     parse_manifest,
 )
+
+FAILED_UNITS_METADATA = "fanout.failed_units"
+"""Parquet footer key listing the task's failed units, so a rerun can restore its record."""
 
 
 class Hermes(Protocol):
@@ -225,9 +229,16 @@ def _data_groups(key: str, body: bytes, ctx: TaskContext, result: TaskResult) ->
     task = DataGroupsTask.from_bytes(body)
     _check_run(key, task.run_id)
     out_key = keys.data_key_for_task(key)
-    # No shortcut when out_key exists: an attempt that died after the Parquet but before
-    # the failure record would lose its failed units. Refetching recomputes them, and
-    # put_if_absent below keeps the first file.
+    if ctx.storage.exists(out_key):
+        # A previous attempt wrote the output and died before its done marker, maybe
+        # before its failure record too. Its footer names the units that had failed, so
+        # nothing is fetched again; a refetch could even disagree with the file (a 404
+        # since fixed) and silently lose that unit's rows.
+        from fanout_core.output import read_metadata
+
+        footer = read_metadata(ctx.storage.get(out_key))
+        result.failed_units.extend(json.loads(footer.get(FAILED_UNITS_METADATA, "[]")))
+        return
     fetched: list[tuple[str, list[dict[str, Any]]]] = []
     for group in task.data_groups:
         try:
@@ -254,6 +265,7 @@ def _data_groups(key: str, body: bytes, ctx: TaskContext, result: TaskResult) ->
         service=task.service,
         groups=fetched,
         fetched_at=ctx.clock(),
+        metadata={FAILED_UNITS_METADATA: json.dumps(result.failed_units, sort_keys=True)},
     )
     if ctx.storage.put_if_absent(out_key, data):
         result.files += 1

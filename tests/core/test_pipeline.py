@@ -337,6 +337,23 @@ def test_a_rerun_after_a_crash_before_the_failure_record_still_records_the_faile
     assert failure(store, key).units == expected
 
 
+def test_a_rerun_after_such_a_crash_takes_the_failed_units_from_the_footer_not_a_refetch(
+    store, fake_hermes, ctx_for
+) -> None:
+    # Refetching could disagree with the file (the 404 fixed meanwhile): the group would then
+    # be in neither the Parquet nor a failure record. The footer keeps the first answer.
+    broken = world(fake_hermes, not_found={"g2"})
+    key = data_groups_task(store)
+    run_task(key, ctx_for(broken))
+    expected = failure(store, key).units
+    store.delete(keys.done_key(key))
+    store.delete(keys.failed_key(key))
+    fixed = world(fake_hermes)
+    run_task(key, ctx_for(fixed))
+    assert fixed.total_calls() == 0
+    assert failure(store, key).units == expected
+
+
 # --- one unit fails permanently --------------------------------------------------------------
 
 
