@@ -350,7 +350,7 @@ def test_a_rerun_after_such_a_crash_takes_the_failed_units_from_the_footer_not_a
     store.delete(keys.failed_key(key))
     fixed = world(fake_hermes)
     run_task(key, ctx_for(fixed))
-    assert fixed.total_calls() == 0
+    assert fixed.total_calls == 0
     assert failure(store, key).units == expected
 
 
