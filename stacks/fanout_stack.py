@@ -66,13 +66,12 @@ class StageAccess:
 def stage_access(stage: Stage) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
-    - read its task objects (``<input>*``) and check its done markers
-      (``HeadObject`` on ``done/<input>*``, which needs ``s3:GetObject``);
+    - read its task objects (``<input>*``) and its done markers (``done/<input>*``);
     - write its children (``<output>*``), its done markers and its failure records;
-    - ``s3:ListBucket`` limited to the prefixes it checks with ``HeadObject``, so a
-      missing key answers 404 rather than 403;
-    - data_groups also checks whether its Parquet output exists (``HeadObject`` on
-      ``data/*``) before writing it again after a crash.
+    - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
+      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
+    - data_groups also checks whether its Parquet output exists (``data/*``) and reads
+      its footer after a crash, before writing it again.
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"

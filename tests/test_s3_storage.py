@@ -308,7 +308,7 @@ CALLS: dict[str, tuple[str, Callable[[S3Storage], object]]] = {
     "get": ("get_object", lambda s: s.get("k")),
     "put": ("put_object", lambda s: s.put("k", b"x")),
     "put_if_absent": ("put_object", lambda s: s.put_if_absent("k", b"x")),
-    "exists": ("head_object", lambda s: s.exists("k")),
+    "exists": ("list_objects_v2", lambda s: s.exists("k")),
     "delete": ("delete_object", lambda s: s.delete("k")),
     "list": ("list_objects_v2", lambda s: list(s.list("p/"))),
 }
@@ -363,11 +363,20 @@ def test_get_maps_no_such_key_to_the_cores_no_such_key() -> None:
         storage.get("k")
 
 
-def test_exists_is_false_on_a_bare_404() -> None:
+def test_exists_lists_with_the_key_as_prefix_so_a_prefix_scoped_grant_covers_it() -> None:
     storage, stubber = _stubbed()
-    stubber.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    expected = {"Bucket": BUCKET, "Prefix": "done/troops/k.json", "MaxKeys": 1}
+    stubber.add_response("list_objects_v2", {"KeyCount": 0}, expected)
     with stubber:
-        assert storage.exists("k") is False
+        assert storage.exists("done/troops/k.json") is False
+    stubber.assert_no_pending_responses()
+
+
+def test_exists_is_false_when_only_a_longer_key_shares_the_prefix() -> None:
+    storage, stubber = _stubbed()
+    stubber.add_response("list_objects_v2", {"KeyCount": 1, "Contents": [{"Key": "k.json.bak"}]})
+    with stubber:
+        assert storage.exists("k.json") is False
 
 
 def test_a_body_cut_short_mid_read_is_transient() -> None:

@@ -194,19 +194,21 @@ class S3Storage:
             raise translate(exc, f"PutObject(If-None-Match) {key!r}") from exc
 
     def exists(self, key: str) -> bool:
-        """HeadObject. A HEAD response has no body, so real S3 cannot say *what* is
-        missing: a missing bucket also reads as False here (moto, which sends a body,
-        says NoSuchBucket). And S3 answers 403, not 404, for a missing key when the
-        caller lacks ``s3:ListBucket``, which surfaces as ``PermanentError``."""
+        """ListObjectsV2 with the key as prefix, not HeadObject.
+
+        S3 answers a HEAD of a missing key with 403 unless the caller may list the
+        bucket, and whether a ListBucket grant limited by ``s3:prefix`` counts for that
+        is not documented. A listing whose prefix is the key itself is covered by
+        exactly that grant, so each stage needs no wider permission than its prefixes.
+        """
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         except ClientError as exc:
-            if error_code(exc) in _NOT_FOUND_CODES:
-                return False
-            raise translate(exc, f"HeadObject {key!r}") from exc
+            raise translate(exc, f"ListObjectsV2 {key!r}") from exc
         except BotoCoreError as exc:
-            raise translate(exc, f"HeadObject {key!r}") from exc
+            raise translate(exc, f"ListObjectsV2 {key!r}") from exc
+        contents = page.get("Contents") or []
+        return bool(contents) and contents[0].get("Key") == key
 
     def last_modified(self, key: str) -> float | None:
         """Epoch seconds of the object's LastModified; None if it does not exist."""
