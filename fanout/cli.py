@@ -9,6 +9,7 @@ failure, 1 complete with failures, 3 not complete yet, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fanout.workers import StorageSpec, default_processes
 from fanout_core.errors import FanoutError, SettingsError
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
-from fanout_core.storage import LocalDirStorage, Storage
+from fanout_core.storage import Storage
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 DEFAULT_BUCKET_DIR = "fanout-data"
@@ -58,6 +60,12 @@ def _add_concurrency_args(p: argparse.ArgumentParser) -> None:
             help=f"tasks of stage {name} run at once (default: its reserved concurrency)",
         )
     p.add_argument("--no-pacing", action="store_true", help="no client-side rate pacing (cap only)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes for the Parquet-writing stage (default: one per core; 1: threads only)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
@@ -83,19 +91,39 @@ def _stale_after(args: argparse.Namespace) -> Any:
     return lambda stage: stale_after_s(settings, stage)
 
 
-def storage_from_args(args: argparse.Namespace) -> tuple[Storage, str]:
+def spec_from_args(args: argparse.Namespace) -> StorageSpec:
+    """Where the bucket is, as a spec that worker processes can open too."""
     if args.bucket and args.bucket_dir:
         raise UsageError("give --bucket or --bucket-dir, not both")
-    if args.bucket:
-        from fanout_aws.s3_storage import S3Storage
-
-        return S3Storage(
-            args.bucket, endpoint_url=args.s3_endpoint_url, region=args.region
-        ), f"s3://{args.bucket}/"
-    if args.s3_endpoint_url:
+    if args.s3_endpoint_url and not args.bucket:
         raise UsageError("--s3-endpoint-url needs --bucket")
-    root = Path(args.bucket_dir or DEFAULT_BUCKET_DIR)
-    return LocalDirStorage(root), str(root.resolve())
+    fault_rate = getattr(args, "storage_fault_rate", 0.0) or 0.0
+    if not 0 <= fault_rate < 1:
+        raise UsageError("--storage-fault-rate must be in [0, 1)")
+    return StorageSpec(
+        bucket_dir=None if args.bucket else str(Path(args.bucket_dir or DEFAULT_BUCKET_DIR)),
+        bucket=args.bucket,
+        endpoint_url=args.s3_endpoint_url,
+        region=args.region,
+        fault_rate=fault_rate,
+        fault_seed=getattr(args, "fault_seed", None),
+    )
+
+
+def storage_from_args(args: argparse.Namespace, *, faults: bool = True) -> tuple[Storage, str]:
+    spec = spec_from_args(args)
+    if not faults:
+        spec = dataclasses.replace(spec, fault_rate=0.0)
+    where = f"s3://{spec.bucket}/" if spec.bucket else str(Path(spec.bucket_dir or "").resolve())
+    return spec.build(), where
+
+
+def _processes(args: argparse.Namespace) -> int:
+    if args.processes is None:
+        return default_processes()
+    if args.processes < 1:
+        raise UsageError("--processes must be at least 1")
+    return int(args.processes)
 
 
 def _concurrency(args: argparse.Namespace) -> dict[str, int]:
@@ -196,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from fanout.demo import run_demo
 
-            return run_demo(args, storage_from_args, _concurrency(args))
+            return run_demo(
+                args, storage_from_args, _concurrency(args), _processes(args), spec_from_args(args)
+            )
         if args.command == "local":
             return _local_run(args)
         if args.command == "status":
@@ -240,16 +270,18 @@ def _local_run(args: argparse.Namespace) -> int:
         print("fanout: set HERMES_TOKEN to the Hermes bearer token", file=sys.stderr)
         return EXIT_USAGE
     settings = find_settings(args.env, args.config)
-    storage, where = storage_from_args(args)
-    if not 0 <= args.duplicate_rate <= 1 or not 0 <= args.storage_fault_rate < 1:
-        raise UsageError("--duplicate-rate must be in [0, 1] and --storage-fault-rate in [0, 1)")
+    spec = spec_from_args(args)
+    # The seed is written without injected faults; the runtime and its workers get them.
+    storage, where = storage_from_args(args, faults=False)
     wrap = None
-    if args.storage_fault_rate:
+    if spec.fault_rate:
         from fanout.faults import FlakyStorage
 
         def wrap(inner: Storage) -> Storage:
-            return FlakyStorage(inner, args.storage_fault_rate, seed=args.fault_seed)
+            return FlakyStorage(inner, spec.fault_rate, seed=spec.fault_seed)
 
+    if not 0 <= args.duplicate_rate <= 1:
+        raise UsageError("--duplicate-rate must be in [0, 1]")
     try:
         outcome = start_run(
             storage,
@@ -263,6 +295,8 @@ def _local_run(args: argparse.Namespace) -> int:
             progress=None if args.quiet else sys.stderr,
             duplicate_rate=args.duplicate_rate,
             seed=args.fault_seed,
+            processes=_processes(args),
+            storage_spec=spec,
             wrap_storage=wrap,
         )
     except BadManifest as exc:
@@ -369,6 +403,8 @@ def _redrive(args: argparse.Namespace) -> int:
         pacing=not args.no_pacing,
         progress=None if args.quiet else sys.stderr,
         prepare=do,
+        processes=_processes(args),
+        storage_spec=spec_from_args(args),
     )
     rows = [("redrive", str(describe(outcome.extra["prepared"]))), *summary_rows(outcome, where)]
     if args.json:

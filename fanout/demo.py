@@ -12,6 +12,7 @@ from dataclasses import replace
 from fanout.audit import count_rows
 from fanout.runner import find_settings, print_table, start_run, summary_rows
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
+from fanout.workers import StorageSpec
 from fanout_core.storage import Storage
 from fanout_core.tasks import manifest_body
 
@@ -22,6 +23,8 @@ def run_demo(
     args: argparse.Namespace,
     storage_from_args: Callable[[argparse.Namespace], tuple[Storage, str]],
     concurrency: dict[str, int],
+    processes: int = 1,
+    storage_spec: StorageSpec | None = None,
 ) -> int:
     config = SimConfig.from_size(
         args.size, awkward_ids=args.awkward_ids, token=DEMO_TOKEN, rate_limit=args.rate_limit
@@ -50,6 +53,8 @@ def run_demo(
             concurrency=concurrency,
             pacing=not args.no_pacing,
             progress=None if args.quiet else sys.stderr,
+            processes=processes,
+            storage_spec=storage_spec,
         )
     rows = summary_rows(
         outcome,

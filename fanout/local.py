@@ -115,8 +115,10 @@ class LocalRuntime:
         duplicate_rate: float = 0.0,
         seed: int | None = None,
         on_change: Callable[[RunReport], None] | None = None,
-        task_timeout_s: Callable[[Stage], float] | None = None,
+        leaf: Callable[[str, int, str], TaskResult] | None = None,
     ):
+        """``leaf``, if given, runs the Parquet-writing stage's tasks elsewhere (worker
+        processes, see ``fanout.workers``); retries and failure records stay here."""
         self.settings = settings
         self.storage = NotifyingStorage(storage, self.notify)
         self.policy = policy or RetryPolicy(
@@ -132,6 +134,7 @@ class LocalRuntime:
         self._rng = random.Random(seed)
         self._hermes = {s.name: hermes_for_stage(s) for s in STAGES}
         self._on_change = on_change
+        self._leaf = leaf
         self.report = RunReport()
         self._lock = threading.Condition()
         self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in STAGES}
@@ -243,7 +246,11 @@ class LocalRuntime:
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
 
+        leaf = self._leaf if stage.writes_parquet else None
+
         def work(a: Attempt) -> TaskResult:
+            if leaf is not None:
+                return leaf(a.key, a.number, a.first_attempt_at)
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fanout.local import LocalRuntime, RunReport
+from fanout.workers import LeafPool, StorageSpec, make_worker_spec
 from fanout_core import keys
 from fanout_core.errors import BadManifest, SettingsError
 from fanout_core.hermes import CallStats, HermesClient
@@ -120,32 +121,71 @@ def start_run(
     progress: TextIO | None = None,
     wrap_storage: Callable[[Storage], Storage] | None = None,
     prepare: Callable[[Storage], Any] | None = None,
+    processes: int = 1,
+    storage_spec: StorageSpec | None = None,
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished."""
     seeded = manifest is not None and seed_manifest(storage, run_id, manifest)
     factory, stats = make_clients(settings, hermes_url, token, pacing=pacing, concurrency=concurrency)
     printer = ProgressPrinter(progress, stats) if progress is not None else None
-    runtime = LocalRuntime(
-        wrap_storage(storage) if wrap_storage else storage,
-        settings,
-        factory,
-        concurrency=concurrency,
-        duplicate_rate=duplicate_rate,
-        seed=seed,
-        on_change=printer.update if printer else None,
+    pool = (
+        _leaf_pool(settings, storage_spec, hermes_url, token, concurrency, pacing, processes, stats)
+        if processes > 1
+        else None
     )
-    resumed = runtime.resume(run_id) - int(seeded)
-    prepared = prepare(runtime.storage) if prepare is not None else None
-    if printer:
-        printer.start()
     try:
-        report = runtime.run()
-    finally:
+        runtime = LocalRuntime(
+            wrap_storage(storage) if wrap_storage else storage,
+            settings,
+            factory,
+            concurrency=concurrency,
+            duplicate_rate=duplicate_rate,
+            seed=seed,
+            on_change=printer.update if printer else None,
+            leaf=pool.run if pool else None,
+        )
+        resumed = runtime.resume(run_id) - int(seeded)
+        prepared = prepare(runtime.storage) if prepare is not None else None
         if printer:
-            printer.stop(runtime.report)
+            printer.start()
+        try:
+            report = runtime.run()
+        finally:
+            if printer:
+                printer.stop(runtime.report)
+    finally:
+        if pool:
+            pool.close()
     return RunOutcome(
         run_id=run_id, report=report, stats=stats, resumed=resumed, extra={"prepared": prepared}
     )
+
+
+def _leaf_pool(
+    settings: EnvironmentSettings,
+    storage_spec: StorageSpec | None,
+    hermes_url: str,
+    token: str,
+    concurrency: dict[str, int] | None,
+    pacing: bool,
+    processes: int,
+    stats: dict[str, CallStats],
+) -> LeafPool:
+    """Worker processes for the Parquet-writing stage, its concurrency split among them."""
+    if storage_spec is None:
+        raise ValueError("worker processes need a StorageSpec to open the bucket themselves")
+    leaf = next(s for s in STAGES if s.writes_parquet)
+    workers = (concurrency or {}).get(leaf.name) or settings.stage(leaf.name).reserved_concurrency
+    processes = min(processes, workers)
+    spec = make_worker_spec(
+        storage=storage_spec,
+        settings=settings,
+        hermes_url=hermes_url,
+        token=token,
+        threads=-(-workers // processes),
+        rate=settings.rate_share(leaf.name) / processes if pacing else None,
+    )
+    return LeafPool(spec, processes, stats[leaf.name])
 
 
 class ProgressPrinter:

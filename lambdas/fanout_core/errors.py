@@ -8,6 +8,10 @@ class FanoutError(Exception):
 
     status: int | None = None
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields survive pickling (the local runtime's worker processes).
+        return (type(self), (str(self),), dict(self.__dict__))
+
 
 class TransientError(FanoutError):
     """Worth retrying later: 429, 5xx, timeouts, broken bodies, storage hiccups."""

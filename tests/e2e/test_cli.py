@@ -101,6 +101,14 @@ def test_a_missing_token_is_a_usage_error(tmp_path: Path):
     assert "HERMES_TOKEN" in err
 
 
+def _children(pid: int) -> list[int]:
+    """Processes the runtime started (its leaf-stage workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def _wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -118,7 +126,7 @@ def test_a_run_killed_with_sigkill_twice_resumes_with_no_row_missing_or_doubled(
     bucket = tmp_path / "b"
     path = _manifest(tmp_path, "killed.json", {"warriors": "all"})
     args = ["local", "run", str(path), "--hermes-url", url, "--bucket-dir", str(bucket), "--quiet", "--json"]
-    args += ["--data-groups-concurrency", "4"]
+    args += ["--data-groups-concurrency", "4", "--processes", "2"]
     chaos = ["--duplicate-rate", "0.2", "--storage-fault-rate", "0.02", "--fault-seed", "4"]
     store = LocalDirStorage(bucket)
     settings = find_settings("local")
@@ -127,9 +135,12 @@ def test_a_run_killed_with_sigkill_twice_resumes_with_no_row_missing_or_doubled(
     for threshold in (tasks // 5, tasks // 2):
         proc = fanout_cli(*args, *chaos)
         _wait_for(lambda t=threshold: len(list(store.list("done/data_groups/"))) >= t)
+        workers = _children(proc.pid)
+        assert workers  # the leaf stage runs in worker processes: they must not outlive the kill
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        _wait_for(lambda w=workers: not any(Path(f"/proc/{pid}").exists() for pid in w), timeout=10)
     code, out, _ = _finish(fanout_cli("status", "killed", "--bucket-dir", str(bucket)))
     assert code == 3  # not complete after the kills
     code, out, err = _finish(fanout_cli(*args, *chaos))
