@@ -162,3 +162,51 @@ def test_a_run_started_again_fetches_nothing_it_already_finished(simulator, tmp_
     again = _run(store, url)
     assert again.calls == 0
     assert again.report.ok
+
+
+def _spawned_workers() -> list[int]:
+    import os
+
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                found.append(int(pid))
+    return found
+
+
+def test_a_leaf_worker_process_killed_mid_task_is_replaced_and_nothing_is_lost(simulator, tmp_path: Path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from fanout.workers import StorageSpec
+
+    config = SimConfig.from_size("demo", token=TOKEN, awkward_ids=True, warriors=4, latency_s=0.01)
+    url = simulator(config)
+    store = LocalDirStorage(tmp_path)
+    settings = fast_settings(stages={"data_groups": {"reserved_concurrency": 4, "units_per_task": 6}})
+    outcome: list = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            _run(
+                store, url, settings=settings, processes=2, storage_spec=StorageSpec(bucket_dir=str(tmp_path))
+            )
+        )
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while len(list(store.list("done/data_groups/"))) < 10:
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.02)
+    victims = _spawned_workers()
+    assert victims
+    os.kill(victims[0], signal.SIGKILL)
+    runner.join(timeout=120)
+    assert outcome and outcome[0].report.ok
+    assert outcome[0].report.stages["data_groups"].retries >= 1  # its tasks were failed over
+    rows, _ = output_rows(store, "r1")
+    comparison = compare(rows, Universe(config).expected_rows())
+    assert comparison.exact, comparison.summary()
