@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from fanout_core.errors import TransientError
@@ -84,7 +85,8 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(spec: WorkerSpec, index: int, jobs: Any, replies: Any) -> None:
+def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
+    """One worker process: jobs arrive on its own pipe, ``spec.threads`` threads run them."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     settings = environment_from_json(spec.env_name, spec.settings_json)
     storage = spec.storage.build(process_index=index)
@@ -99,23 +101,20 @@ def _worker_main(spec: WorkerSpec, index: int, jobs: Any, replies: Any) -> None:
         pool_size=max(4, spec.threads),
     )
     ctx = TaskContext(storage=storage, hermes=hermes, settings=settings)
-    lock = threading.Lock()
+    send_lock = threading.Lock()
     reported = stats.snapshot()
+    jobs: queue.Queue[tuple[int, str, int, str] | None] = queue.Queue()
 
-    def unreported() -> dict[str, float]:
-        """Counts since the last reply of this process (threads share one client)."""
+    def reply(job_id: int, result: TaskResult | None, error: BaseException | None) -> None:
         nonlocal reported
-        with lock:
+        with send_lock:  # counts since the last reply: the threads share one client
             now = stats.snapshot()
             delta = {k: now[k] - reported[k] for k in now}
             reported = now
-        return delta
+            conn.send(_Reply(job_id, result, error, delta))
 
     def loop() -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
+        while (job := jobs.get()) is not None:
             job_id, key, attempts, first = job
             result: TaskResult | None = None
             error: BaseException | None = None
@@ -123,102 +122,127 @@ def _worker_main(spec: WorkerSpec, index: int, jobs: Any, replies: Any) -> None:
                 result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
             except Exception as exc:
                 error = exc
-            if error is not None:
-                try:  # the queue pickles in a background thread, where a failure is lost
+                try:
                     pickle.dumps(error)
-                except Exception:
-                    error = TransientError(f"{type(error).__name__}: {error}")
-            replies.put(_Reply(job_id, result, error, unreported()))
+                except Exception:  # an error that would not pickle: send what it said
+                    error = TransientError(f"{type(exc).__name__}: {exc}")
+            reply(job_id, result, error)
 
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(spec.threads)]
     for t in threads:
         t.start()
+    while True:  # the pipe is ours alone, so a killed sibling can hold no lock we need
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            job = None
+        if job is None:
+            for _ in threads:
+                jobs.put(None)
+            break
+        jobs.put(job)
     for t in threads:
         t.join()
 
 
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Connection
+    jobs: dict[int, Future[TaskResult]]
+    send_lock: threading.Lock
+
+
 class LeafPool:
-    """``processes`` worker processes x ``threads`` threads running ``run_task``."""
+    """``processes`` worker processes x ``threads`` threads running ``run_task``.
+
+    Each worker has a pipe of its own and the pool knows which jobs each one holds, so
+    a worker killed mid-task fails exactly its own jobs (as transient: the runtime
+    retries them, and run_task is idempotent) and is replaced; nothing else stalls.
+    """
 
     def __init__(self, spec: WorkerSpec, processes: int, stats: CallStats):
         self._mp = multiprocessing.get_context("spawn")  # never fork a process that has threads
         self._spec = spec
-        self._jobs = self._mp.Queue()
-        self._replies = self._mp.Queue()
         self._stats = stats
         self._ids = itertools.count()
-        self._futures: dict[int, Future[TaskResult]] = {}
         self._lock = threading.Lock()
         self._closing = False
-        self._procs = [self._start(i) for i in range(processes)]
+        self._workers = [self._start(i) for i in range(processes)]
         self._collector = threading.Thread(target=self._collect, name="leaf-replies", daemon=True)
         self._collector.start()
 
-    def _start(self, index: int) -> Any:
-        proc = self._mp.Process(
-            target=_worker_main, args=(self._spec, index, self._jobs, self._replies), daemon=True
-        )
+    def _start(self, index: int) -> _Worker:
+        parent, child = self._mp.Pipe(duplex=True)
+        proc = self._mp.Process(target=_worker_main, args=(self._spec, index, child), daemon=True)
         proc.start()
-        return proc
+        child.close()
+        return _Worker(proc=proc, conn=parent, jobs={}, send_lock=threading.Lock())
 
     def run(self, key: str, attempts: int, first_attempt_at: str) -> TaskResult:
-        """Run one task in a worker process; raises what the task raised."""
+        """Run one task in the least busy worker process; raises what the task raised."""
         future: Future[TaskResult] = Future()
         job = next(self._ids)
         with self._lock:
-            self._futures[job] = future
-        self._jobs.put((job, key, attempts, first_attempt_at))
+            worker = min(self._workers, key=lambda w: len(w.jobs))
+            worker.jobs[job] = future
+        try:
+            with worker.send_lock:
+                worker.conn.send((job, key, attempts, first_attempt_at))
+        except OSError:
+            self._lost(worker)
         return future.result()
 
     def _collect(self) -> None:
-        checked = time.monotonic()
-        while True:
-            try:
-                reply = self._replies.get(timeout=0.5)
-            except queue.Empty:
-                reply = False
-            if reply is None:
-                return
-            if time.monotonic() - checked > 0.5:
-                checked = time.monotonic()
-                self._replace_dead_workers()
-            if reply is False:
-                continue
-            self._stats.add(**reply.stats)
-            with self._lock:
-                future = self._futures.pop(reply.job, None)
-            if future is None:
-                continue  # failed over already (a worker died); this late answer is moot
-            if reply.error is not None:
-                future.set_exception(reply.error)
-            else:
-                future.set_result(reply.result)
+        while not self._closing:
+            conns: dict[Any, _Worker] = {w.conn: w for w in self._workers}
+            for conn in wait(list(conns), timeout=0.5):
+                worker = conns[conn]
+                try:
+                    reply: _Reply = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._lost(worker)
+                    continue
+                self._stats.add(**reply.stats)
+                with self._lock:
+                    future = worker.jobs.pop(reply.job, None)
+                if future is None:
+                    continue
+                if reply.error is not None or reply.result is None:
+                    future.set_exception(reply.error or RuntimeError("a worker replied with nothing"))
+                else:
+                    future.set_result(reply.result)
+            for worker in list(self._workers):
+                if not worker.proc.is_alive():
+                    self._lost(worker)
 
-    def _replace_dead_workers(self) -> None:
-        """A worker killed mid-task took its jobs with it: fail every pending job as
-        transient (the runtime retries them; run_task is idempotent) and start a new one."""
-        dead = [i for i, p in enumerate(self._procs) if not p.is_alive()]
-        if not dead or self._closing:
-            return
+    def _lost(self, worker: _Worker) -> None:
+        """A dead worker: fail its jobs as transient and start a replacement."""
         with self._lock:
-            pending, self._futures = self._futures, {}
+            if worker not in self._workers:
+                return
+            index = self._workers.index(worker)
+            pending, worker.jobs = worker.jobs, {}
+            if not self._closing:
+                self._workers[index] = self._start(index)
         for future in pending.values():
             future.set_exception(TransientError("a leaf worker process died while the task ran"))
-        for i in dead:
-            self._procs[i] = self._start(i)
+        worker.conn.close()
 
     def close(self) -> None:
         self._closing = True
-        for _ in range(len(self._procs) * self._spec.threads):
-            self._jobs.put(None)
-        for p in self._procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-        self._replies.put(None)
         self._collector.join(timeout=5)
-        self._jobs.close()
-        self._replies.close()
+        for worker in self._workers:
+            try:
+                with worker.send_lock:
+                    worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in self._workers:
+            worker.proc.join(timeout=10)
+            if worker.proc.is_alive():
+                worker.proc.kill()
+            worker.conn.close()
 
 
 def default_processes() -> int:
