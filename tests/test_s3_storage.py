@@ -148,6 +148,7 @@ def test_exists_follows_put_and_delete(storage: Storage) -> None:
 
 def test_delete_of_a_missing_key_is_fine(storage: Storage) -> None:
     storage.delete("a/never-written.json")
+    assert not storage.exists("a/never-written.json")
 
 
 def test_exists_is_false_for_a_folder_like_prefix(storage: Storage) -> None:
