@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fanout.budget import SharedBudget
 from fanout.local import LocalRuntime, RunReport
 from fanout.workers import LeafPool, StorageSpec, make_worker_spec
 from fanout_core import keys
 from fanout_core.errors import BadManifest, SettingsError
 from fanout_core.hermes import CallStats, HermesClient
-from fanout_core.pacing import NoPacer, Pacer
+from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings, load_environment, parse_environment
 from fanout_core.stages import STAGES, Stage
 from fanout_core.storage import NoSuchKey, Storage
@@ -85,25 +86,32 @@ def make_clients(
     hermes_url: str,
     token: str,
     *,
-    pacing: bool = True,
+    budget: SharedBudget | None = None,
     concurrency: dict[str, int] | None = None,
 ) -> tuple[Callable[[Stage], HermesClient], dict[str, CallStats]]:
+    """One client per stage; all pace against ``budget`` (None: no pacing)."""
     stats = {s.name: CallStats() for s in STAGES}
 
     def factory(stage: Stage) -> HermesClient:
         workers = (concurrency or {}).get(stage.name) or settings.stage(stage.name).reserved_concurrency
-        pacer = Pacer(settings.rate_share(stage.name), burst=max(1.0, workers)) if pacing else NoPacer()
         return HermesClient(
             hermes_url,
             token,
             page_size=settings.hermes_page_size,
             read_timeout=settings.hermes_timeout_s,
-            pacer=pacer,
+            pacer=budget.pacer() if budget is not None else NoPacer(),
             stats=stats[stage.name],
             pool_size=max(8, workers),
         )
 
     return factory, stats
+
+
+def make_budget(settings: EnvironmentSettings, concurrency: dict[str, int] | None) -> SharedBudget:
+    """The run's one rate budget: R from the settings, a burst of one call per worker."""
+    caps = [(concurrency or {}).get(s.name) or settings.stage(s.name).reserved_concurrency for s in STAGES]
+    burst = max(1.0, min(float(sum(caps)), settings.hermes_rate_limit / 20))
+    return SharedBudget(settings.hermes_rate_limit, burst)
 
 
 def start_run(
@@ -126,10 +134,11 @@ def start_run(
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished."""
     seeded = manifest is not None and seed_manifest(storage, run_id, manifest)
-    factory, stats = make_clients(settings, hermes_url, token, pacing=pacing, concurrency=concurrency)
+    budget = make_budget(settings, concurrency) if pacing else None
+    factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=concurrency)
     printer = ProgressPrinter(progress, stats) if progress is not None else None
     pool = (
-        _leaf_pool(settings, storage_spec, hermes_url, token, concurrency, pacing, processes, stats)
+        _leaf_pool(settings, storage_spec, hermes_url, token, concurrency, budget, processes, stats)
         if processes > 1
         else None
     )
@@ -167,7 +176,7 @@ def _leaf_pool(
     hermes_url: str,
     token: str,
     concurrency: dict[str, int] | None,
-    pacing: bool,
+    budget: SharedBudget | None,
     processes: int,
     stats: dict[str, CallStats],
 ) -> LeafPool:
@@ -183,7 +192,7 @@ def _leaf_pool(
         hermes_url=hermes_url,
         token=token,
         threads=-(-workers // processes),
-        rate=settings.rate_share(leaf.name) / processes if pacing else None,
+        budget=budget,
     )
     return LeafPool(spec, processes, stats[leaf.name])
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from fanout.budget import SharedBudget
 from fanout_core.errors import TransientError
 from fanout_core.hermes import CallStats, HermesClient
-from fanout_core.pacing import NoPacer, Pacer
+from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.settings import EnvironmentSettings, environment_from_json, environment_to_json
 from fanout_core.storage import LocalDirStorage, Storage
@@ -66,8 +67,8 @@ class WorkerSpec:
     hermes_url: str
     token: str
     threads: int
-    rate: float | None
-    """Calls/s this process may make (its share of the stage's), or None: no pacing."""
+    budget: SharedBudget | None
+    """The run's shared rate budget, or None: no pacing."""
 
 
 @dataclass
@@ -96,7 +97,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         spec.token,
         page_size=settings.hermes_page_size,
         read_timeout=settings.hermes_timeout_s,
-        pacer=Pacer(spec.rate, burst=max(1.0, spec.threads)) if spec.rate else NoPacer(),
+        pacer=spec.budget.pacer() if spec.budget is not None else NoPacer(),
         stats=stats,
         pool_size=max(4, spec.threads),
     )
@@ -260,7 +261,7 @@ def make_worker_spec(
     hermes_url: str,
     token: str,
     threads: int,
-    rate: float | None,
+    budget: SharedBudget | None,
 ) -> WorkerSpec:
     return WorkerSpec(
         storage=storage,
@@ -269,5 +270,5 @@ def make_worker_spec(
         hermes_url=hermes_url,
         token=token,
         threads=threads,
-        rate=rate,
+        budget=budget,
     )
