@@ -3,6 +3,10 @@
 No timing is asserted (the machine is shared; the figures are for the benchmark runs to
 quote): only that each benchmark completes, counts what it should and that every peer's
 rows equal the simulator's truth.
+
+The dlt peer is not run here: dlt (with pyarrow) lives only in the benchmark's own
+venv (requirements-bench.txt), never in the test environment; bench/throughput.py
+checks its rows against the truth every time it runs.
 """
 
 from __future__ import annotations
@@ -56,15 +60,6 @@ def test_throughput_fanout_and_plain_write_exactly_the_truth(capsys):
     assert peers["plain"]["files"] == groups  # one file per data group
     assert peers["fanout"]["files"] < groups  # units_per_task groups per file
     assert {t["target"] for t in result["targets"]} >= {"fanout wall <= 0.5 x plain wall"}
-
-
-@pytest.mark.slow
-def test_throughput_dlt_peer_writes_exactly_the_truth(capsys):
-    pytest.importorskip("dlt")
-    code, result = run_json(throughput.main, ["--size", "tiny", "--peers", "fanout,dlt"], capsys)
-    assert code == 0
-    peers = {p["peer"]: p for p in result["peers"]}
-    check_peer(peers["dlt"])
 
 
 @pytest.mark.slow
