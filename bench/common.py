@@ -1,8 +1,9 @@
 """What every benchmark shares: a measured window, per-process figures, peer processes, tables.
 
 Why a peer runs in a process of its own: CPU seconds and peak RSS are only comparable
-when each crawler is alone in its process (the simulator runs in yet another one), and
-``os.wait4`` hands the parent exactly that child's rusage. Inside the child,
+when each crawler is alone in its process (the simulator runs in yet another one):
+``os.wait4`` hands the parent exactly that child's CPU (with its reaped worker
+processes), and the child reports the peak RSS of its own process tree. Inside the child,
 :class:`Window` measures the crawl itself (wall, CPU of the process and of any children
 it waited for), excluding interpreter start-up and imports.
 
@@ -53,6 +54,59 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += _tree(int(child))
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeRss:
+    """Peak of the summed RSS of this process and all its descendants, sampled every 0.2 s.
+
+    fanout's local runtime runs its Parquet-writing stage in worker processes, so the
+    memory a machine must hold is the sum over the tree, not any one process's peak.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tree-rss", daemon=True)
+
+    def sample(self) -> None:
+        total = sum(_rss_kb(pid) for pid in _tree(os.getpid()))
+        self.peak_mb = max(self.peak_mb, total / 1024)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> TreeRss:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
 
 
 @dataclass
@@ -138,12 +192,15 @@ class RequestCounter:
 
 @dataclass
 class ProcessFigures:
-    """What the parent learns from ``os.wait4``: exit code, CPU and peak RSS of that child."""
+    """What the parent learns from ``os.wait4``: exit code, wall and CPU seconds of that child."""
 
     exit_code: int
     wall_s: float
     cpu_s: float
-    peak_rss_mb: float
+    maxrss_mb: float
+    """ru_maxrss as wait4 reports it: on Linux at least the parent's RSS when it forked the
+    child, since exec carries the old image's high-water mark over. Peers report their
+    own VmHWM instead (see peak_rss_mb)."""
     stderr_tail: str = ""
 
 
@@ -182,7 +239,7 @@ def run_child(
         exit_code=proc.returncode,
         wall_s=time.perf_counter() - started,
         cpu_s=_cpu(usage),
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        maxrss_mb=usage.ru_maxrss / 1024,
         stderr_tail=tail,
     )
 
@@ -220,13 +277,14 @@ def _peer_child(module_name: str) -> int:
     spec = json.loads(sys.stdin.read())
     module = importlib.import_module(module_name)
     counter = RequestCounter().install()
-    with Window() as window:
+    with TreeRss() as tree, Window() as window:
         report = module.run_peer(spec)
     report.update(
         wall_s=window.wall_s,
         cpu_s=window.cpu_s,
         http_requests=counter.value,
         peak_rss_mb_in_process=peak_rss_mb(),
+        peak_rss_mb_tree=max(tree.peak_mb, peak_rss_mb()),
     )
     Path(spec["result_file"]).write_text(json.dumps(report))
     return 0

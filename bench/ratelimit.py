@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
+import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import TOKEN, RequestCounter, machine, print_table
+from bench.common import TOKEN, machine, print_table
 from fanout.simulator import SIZES, SimConfig, Universe, run_in_subprocess
+from fanout.workers import default_processes
 
 PAGE_SIZE = 100
 RUN_ID = "ratelimit"
@@ -51,37 +53,36 @@ def shape(calls: int, size: str | None, latency_ms: float, rate: float, burst: f
     return SimConfig.from_size("full", warriors=warriors, **common)
 
 
-class Sampler:
-    """Samples the transport's (requests, 429s) once per ``interval_s``, for the steady-state rate."""
+class ProgressTap(io.TextIOBase):
+    """A stream for start_run's progress lines that keeps (time, calls, 429s) from each.
 
-    def __init__(self, counter: RequestCounter, interval_s: float = 0.5):
-        self.counter = counter
-        self.interval_s = interval_s
+    The runtime's own counters include its worker processes (a transport counter in this
+    process would miss them), and its progress printer reports them every 2 s.
+    """
+
+    LINE = re.compile(r"\| (\d+) calls \([\d.]+/s\) 429s (\d+)")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rate-sampler", daemon=True)
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
+    def isatty(self) -> bool:
+        return False
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sample()
+    def writable(self) -> bool:
+        return True
 
-    def _sample(self) -> None:
-        calls, throttled = self.counter.snapshot()
-        self.samples.append((time.monotonic(), calls, throttled))
-
-    def _loop(self) -> None:
-        self._sample()
-        while not self._stop.wait(self.interval_s):
-            self._sample()
+    def write(self, text: str) -> int:
+        now = time.monotonic()
+        for line in text.splitlines():
+            match = self.LINE.search(line)
+            if match:
+                self.samples.append((now, int(match.group(1)), int(match.group(2))))
+        return len(text)
 
     def steady_rate(self, lo: float = 0.1, hi: float = 0.9) -> float | None:
-        """Accepted calls/s between ``lo`` and ``hi`` of the run's duration."""
-        if len(self.samples) < 4:
+        """Accepted calls/s between ``lo`` and ``hi`` of the sampled span (None if too short)."""
+        if len(self.samples) < 5:
             return None
         t0, t1 = self.samples[0][0], self.samples[-1][0]
         a = min(self.samples, key=lambda s: abs(s[0] - (t0 + lo * (t1 - t0))))
@@ -91,18 +92,50 @@ class Sampler:
         return ((b[1] - b[2]) - (a[1] - a[2])) / (b[0] - a[0])
 
 
-def run_once(config: SimConfig, rate: float, pacing: bool, work: Path) -> dict[str, Any]:
+def parse_weights(text: str | None) -> dict[str, float]:
+    """``warriors=1,troops=1,data_groups=48`` -> {stage: rate_weight}."""
+    weights: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            name, _, value = part.partition("=")
+            weights[name.strip()] = float(value)
+    return weights
+
+
+def bench_settings(rate: float, weights: dict[str, float] | None = None) -> Any:
+    """The ``local`` settings with Hermes' limit R and, if given, other stage rate weights."""
+    from fanout.runner import find_settings
+
+    settings = find_settings("local")
+    stages = dict(settings.stages)
+    for name, weight in (weights or {}).items():
+        if name not in stages:
+            raise SystemExit(f"unknown stage {name!r} in --weights; stages are {', '.join(stages)}")
+        stages[name] = dataclasses.replace(stages[name], rate_weight=weight)
+    return dataclasses.replace(settings, hermes_rate_limit=rate, stages=stages)
+
+
+def run_once(
+    config: SimConfig,
+    rate: float,
+    pacing: bool,
+    work: Path,
+    weights: dict[str, float] | None = None,
+    processes: int = 1,
+) -> dict[str, Any]:
     """One crawl of a fresh rate-limited simulator by fanout's local runtime."""
     from fanout.audit import compare, output_rows
-    from fanout.runner import find_settings, start_run
+    from fanout.runner import start_run
+    from fanout.workers import StorageSpec
     from fanout_core.storage import LocalDirStorage
     from fanout_core.tasks import manifest_body
 
-    settings = dataclasses.replace(find_settings("local"), hermes_rate_limit=rate)
+    settings = bench_settings(rate, weights)
     out = work / ("paced" if pacing else "unpaced")
     storage = LocalDirStorage(out)
     load_before = machine()["load_1m"]
-    with run_in_subprocess(config) as url, RequestCounter() as counter, Sampler(counter) as sampler:
+    tap = ProgressTap()
+    with run_in_subprocess(config) as url:
         outcome = start_run(
             storage,
             settings,
@@ -111,6 +144,9 @@ def run_once(config: SimConfig, rate: float, pacing: bool, work: Path) -> dict[s
             hermes_url=url,
             token=TOKEN,
             pacing=pacing,
+            progress=tap,  # type: ignore[arg-type]
+            processes=processes,
+            storage_spec=StorageSpec(bucket_dir=str(out)),
         )
     report = outcome.report
     elapsed = report.elapsed_s
@@ -121,7 +157,7 @@ def run_once(config: SimConfig, rate: float, pacing: bool, work: Path) -> dict[s
     del found
     calls, throttled = outcome.calls, outcome.throttled
     accepted = calls - throttled
-    steady = sampler.steady_rate()
+    steady = tap.steady_rate()
     task_retries = sum(c.retries for c in report.stages.values())
     return {
         "pacing": pacing,
@@ -136,13 +172,17 @@ def run_once(config: SimConfig, rate: float, pacing: bool, work: Path) -> dict[s
         "steady_accepted_vs_rate": round(steady / rate, 3) if steady is not None else None,
         "throttled": throttled,
         "throttled_share": round(throttled / calls, 4) if calls else 0.0,
-        "transport_requests": counter.value,
-        "transport_429s": counter.throttled,
+        "processes": processes,
         "client_retries": outcome.client_retries,
         "task_retries": task_retries,
         "paced_s": round(sum(s.paced_s for s in outcome.stats.values()), 1),
         "per_stage": {
-            name: {"calls": s.calls, "throttled": s.throttled, "rate_share": settings.rate_share(name)}
+            name: {
+                "calls": s.calls,
+                "throttled": s.throttled,
+                # Each stage's fixed share on Lambda; a local run shares one budget at R.
+                "lambda_share_of_r": round(settings.rate_share(name) / rate, 4),
+            }
             for name, s in outcome.stats.items()
         },
         "failures": len(report.failures),
@@ -180,9 +220,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = shape(args.calls, args.size, args.latency_ms, args.rate, args.rate_burst)
     needed = Universe(config).expected_calls(PAGE_SIZE)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    processes = args.processes or default_processes()
     sys.stderr.write(
         f"ratelimit: {needed:,} calls at R = {args.rate:g}/s (ideal {needed / args.rate:.1f} s), "
-        f"simulator bucket {config.burst:g}; runs: {', '.join(modes)}\n"
+        f"simulator bucket {config.burst:g}; fanout processes {processes}; runs: {', '.join(modes)}\n"
     )
     results = []
     work = Path(tempfile.mkdtemp(prefix="fanout-ratelimit-"))
@@ -191,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if mode not in ("paced", "unpaced"):
                 raise SystemExit(f"unknown mode {mode!r}: paced or unpaced")
             sys.stderr.write(f"  {mode}: crawling (load {machine()['load_1m']}) ...\n")
-            r = run_once(config, args.rate, mode == "paced", work)
+            r = run_once(config, args.rate, mode == "paced", work, parse_weights(args.weights), processes)
             sys.stderr.write(f"  {mode}: {r['elapsed_s']} s, {r['verify']}\n")
             results.append(r)
     finally:
@@ -203,6 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "simulator_burst": config.burst,
         "calls_needed": needed,
         "warriors": config.warriors,
+        "weights": parse_weights(args.weights) or None,
+        "processes": processes,
         "runs": results,
         "targets": [t for r in results for t in judge(r)],
     }
@@ -211,8 +254,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(
-        f"ratelimit: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s; "
-        f"{m['cpus']} cores, load {m['load_1m']} at the end"
+        f"ratelimit: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s; fanout "
+        f"processes {result['processes']}; {m['cpus']} cores, load {m['load_1m']} at the end"
     )
     headers = [
         "run",
@@ -251,6 +294,19 @@ def print_report(result: dict[str, Any]) -> None:
     ]
     print_table(headers, rows, digits=2)
     print()
+    stage_rows = []
+    for r in result["runs"]:
+        for name, s in r["per_stage"].items():
+            stage_rows.append(
+                [
+                    f"{'paced' if r['pacing'] else 'unpaced'} {name}",
+                    s["lambda_share_of_r"],
+                    s["calls"],
+                    s["throttled"],
+                ]
+            )
+    print_table(["run / stage", "Lambda share of R", "calls", "429s"], stage_rows, digits=3)
+    print()
     print_table(
         ["target", "this run", "met"], [[t["target"], t["value"], t["met"]] for t in result["targets"]]
     )
@@ -263,7 +319,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-burst", type=float, default=None, help="simulator bucket (default R/10)")
     p.add_argument("--size", choices=SIZES, default=None, help="a named preset instead of --calls")
     p.add_argument("--latency-ms", type=float, default=0.5, help="simulator latency per request")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="fanout's worker processes for the Parquet stage (default: one per core; 1: threads only)",
+    )
     p.add_argument("--modes", default="paced,unpaced", help="which runs, in order")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="stage rate weights instead of the local settings', e.g. warriors=1,troops=1,data_groups=48",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return p
 

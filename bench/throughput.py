@@ -8,10 +8,12 @@ CPU seconds and peak RSS are that crawler's alone. Then its output is read back 
 compared with the simulator's truth: a fast crawler that loses rows is not fast.
 
 Figures per peer: wall time of the crawl (start to last file on disk, without interpreter
-start-up), its ratio to fanout's, HTTP requests sent (counted at the transport, the same
-way for every peer), calls/s, CPU seconds per 1,000 calls (the crawler's process only),
-peak RSS, files and rows written, whether the rows equal the truth, and the simulator's
-own CPU seconds during that peer's crawl (it shares the 2 cores).
+start-up), its ratio to fanout's, API calls made (the crawler's own count; dlt's is counted
+at the transport, where the plain crawler's and a threads-only fanout's counts agree with
+it), calls/s, CPU seconds per 1,000 calls (the crawler's process and its worker
+processes, not the simulator), peak RSS summed over the crawler's process tree, files and
+rows written, whether the rows equal the truth, and the simulator's own CPU seconds
+during that peer's crawl (it shares the 2 cores).
 
 The dlt peer needs dlt, which is not in the dev requirements: install
 requirements-bench.txt into a venv and pass its interpreter with ``--dlt-python``
@@ -37,6 +39,7 @@ from typing import Any
 
 from bench.common import TOKEN, PeerRun, machine, print_table, run_peer_process
 from fanout.simulator import SIZES, SimConfig, Universe, run_in_subprocess
+from fanout.workers import default_processes
 
 PEERS = {
     "fanout": "bench.throughput",
@@ -69,6 +72,7 @@ def fanout_settings(concurrency: int | None = None) -> tuple[Any, dict[str, int]
 def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     """fanout's local runtime through ``start_run``, on a fresh LocalDirStorage."""
     from fanout.runner import start_run
+    from fanout.workers import StorageSpec
     from fanout_core.storage import LocalDirStorage
     from fanout_core.tasks import manifest_body
 
@@ -81,6 +85,8 @@ def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
         hermes_url=spec["url"],
         token=spec["token"],
         concurrency=caps,
+        processes=spec["processes"],
+        storage_spec=StorageSpec(bucket_dir=spec["out_dir"]),
     )
     report = outcome.report
     return {
@@ -91,6 +97,7 @@ def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
         "ok": report.ok,
         "task_retries": sum(c.retries for c in report.stages.values()),
         "stage_concurrency": caps,
+        "processes": spec["processes"],
         "runtime_elapsed_s": report.elapsed_s,
     }
 
@@ -208,6 +215,7 @@ def run_one(
     concurrency: int,
     concurrency_override: int | None,
     python: str | None,
+    processes: int = 1,
 ) -> tuple[PeerRun, float, float]:
     """One peer against a fresh simulator; returns its figures, the simulator's CPU and the load."""
     out_dir = work / name
@@ -217,6 +225,7 @@ def run_one(
         "out_dir": str(out_dir),
         "concurrency": concurrency,
         "concurrency_override": concurrency_override,
+        "processes": processes,
         "run_id": RUN_ID,
     }
     load_before = os.getloadavg()[0]
@@ -241,12 +250,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
     verify_mode = args.verify
+    processes = args.processes or default_processes()
     log = sys.stderr
     log.write(
         f"throughput: {config.warriors} warriors x {config.troops_per_warrior} troops x "
         f"{config.groups_per_troop} groups x {config.records_per_group} records = {expected_calls:,} "
-        f"calls, {expected_rows:,} rows; concurrency {concurrency} {caps}; "
-        f"latency {args.latency_ms} ms\n"
+        f"calls, {expected_rows:,} rows; concurrency {concurrency} {caps}; fanout processes "
+        f"{processes}; latency {args.latency_ms} ms\n"
     )
     results: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
@@ -265,19 +275,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             load_after = os.getloadavg()[0]
             log.write(f"  {name}: {report['wall_s']:.1f} s; checking the output ({verify_mode}) ...\n")
             check = verify(name, work / name, config, expected_rows, verify_mode)
-            calls = report["http_requests"]
+            # fanout's leaf workers are processes of their own, which the transport counter
+            # (patched into the peer's main process) does not see: prefer the peer's count.
+            calls = report["calls"] if report.get("calls") is not None else report["http_requests"]
             results.append(
                 {
                     "peer": name,
                     "wall_s": round(report["wall_s"], 2),
                     "calls": calls,
                     "calls_reported": report.get("calls"),
+                    "http_requests_main_process": report["http_requests"],
                     "calls_per_s": round(calls / report["wall_s"], 1),
                     "cpu_s": round(report["cpu_s"], 2),
                     "cpu_s_per_1k_calls": round(1000 * report["cpu_s"] / calls, 3) if calls else None,
                     "process_cpu_s": round(peer.process.cpu_s, 2),
                     "process_wall_s": round(peer.process.wall_s, 2),
-                    "peak_rss_mb": round(peer.process.peak_rss_mb, 1),
+                    # Summed over the peer's process tree (fanout's worker processes); not
+                    # wait4's ru_maxrss, which on Linux also counts the parent's RSS at fork.
+                    "peak_rss_mb": round(report["peak_rss_mb_tree"], 1),
+                    "peak_rss_mb_main": round(report["peak_rss_mb_in_process"], 1),
                     "files": report["files"],
                     "rows": report["rows"],
                     "rows_exact": bool(check["rows_exact"]) and report["rows"] == expected_rows,
@@ -288,7 +304,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "details": {
                         k: v
                         for k, v in report.items()
-                        if k not in ("wall_s", "cpu_s", "http_requests", "files", "rows", "calls")
+                        if k
+                        not in (
+                            "wall_s",
+                            "cpu_s",
+                            "http_requests",
+                            "files",
+                            "rows",
+                            "calls",
+                            "peak_rss_mb_in_process",
+                            "peak_rss_mb_tree",
+                        )
                     },
                 }
             )
@@ -317,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rate_limit": None,
         },
         "expected": {"calls": expected_calls, "rows": expected_rows},
-        "concurrency": {"total": concurrency, "fanout_stages": caps},
+        "concurrency": {"total": concurrency, "fanout_stages": caps, "fanout_processes": processes},
         "peers": results,
         "targets": targets(by_name),
     }
@@ -366,7 +392,8 @@ def print_report(result: dict[str, Any]) -> None:
     m, e = result["machine"], result["expected"]
     print(
         f"throughput: {e['calls']:,} calls, {e['rows']:,} rows expected; concurrency "
-        f"{result['concurrency']['total']}; {m['cpus']} cores, load {m['load_1m']} at the end"
+        f"{result['concurrency']['total']}, fanout processes {result['concurrency']['fanout_processes']}; "
+        f"{m['cpus']} cores, load {m['load_1m']} at the end"
     )
     headers = [
         "peer",
@@ -418,6 +445,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warriors", type=int, default=None, help="override the preset's warriors (scale)")
     p.add_argument("--peers", default="fanout,plain,dlt", help="comma-separated, run in this order")
     p.add_argument("--concurrency", type=int, default=None, help="total concurrency (default: fanout's)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="fanout's worker processes for the Parquet stage (default: one per core, as the CLI; "
+        "1: threads only)",
+    )
     p.add_argument("--latency-ms", type=float, default=0.5, help="simulator latency per request")
     p.add_argument(
         "--verify",
