@@ -26,5 +26,17 @@ lint: $(STAMP)
 test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n 2 -q
 
+# Benchmarks (not part of the tests): dlt, a peer, lives in a venv of its own.
+.venv-bench/.installed: requirements-bench.txt $(STAMP)
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet -r requirements-bench.txt
+	touch .venv-bench/.installed
+
+bench: $(STAMP) .venv-bench/.installed
+	$(BIN)/python -m bench.throughput --size full --dlt-python .venv-bench/bin/python
+	$(BIN)/python -m bench.ratelimit
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.package
+	$(BIN)/python -m bench.rss -- $(BIN)/fanout demo --size full --quiet
+
 clean:
 	rm -rf $(VENV) cdk.out fanout-data .pytest_cache .mypy_cache .ruff_cache
