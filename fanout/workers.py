@@ -11,6 +11,7 @@ the runtime.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import multiprocessing
 import os
@@ -89,6 +90,8 @@ def _exit_with_parent(parent: int) -> None:
 def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     """One worker process: jobs arrive on its own pipe, ``spec.threads`` threads run them."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # pandas and fastparquet take a second to import: do it while the first tasks fetch.
+    threading.Thread(target=importlib.import_module, args=("fanout_core.output",), daemon=True).start()
     settings = environment_from_json(spec.env_name, spec.settings_json)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
