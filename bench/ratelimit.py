@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "weights": parse_weights(args.weights) or None,
         "processes": processes,
         "runs": results,
-        "targets": [t for r in results for t in judge(r)],
+        # The targets are fanout's, i.e. the paced run's; the unpaced run is the comparison.
+        "targets": [t for r in results if r["pacing"] for t in judge(r)],
     }
 
 

@@ -270,7 +270,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results.append({"peer": "dlt", "skipped": "dlt is not installed"})
                     continue
             log.write(f"  {name}: crawling (load {os.getloadavg()[0]:.2f}) ...\n")
-            peer, sim_cpu, load_before = run_one(name, config, work, concurrency, args.concurrency, python)
+            peer, sim_cpu, load_before = run_one(
+                name, config, work, concurrency, args.concurrency, python, processes=processes
+            )
             report = peer.report
             load_after = os.getloadavg()[0]
             log.write(f"  {name}: {report['wall_s']:.1f} s; checking the output ({verify_mode}) ...\n")
