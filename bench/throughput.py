@@ -44,8 +44,11 @@ from fanout.workers import default_processes
 PEERS = {
     "fanout": "bench.throughput",
     "plain": "bench.plain_crawler",
+    "plain-pyarrow": "bench.plain_crawler",
     "dlt": "bench.dlt_crawler",
 }
+NEEDS_BENCH_VENV = {"dlt": "dlt", "plain-pyarrow": "pyarrow"}
+"""Peers that need a package from requirements-bench.txt (run with --dlt-python)."""
 RUN_ID = "bench"
 PAGE_SIZE = 100
 
@@ -227,6 +230,7 @@ def run_one(
         "concurrency_override": concurrency_override,
         "processes": processes,
         "run_id": RUN_ID,
+        "writer": "pyarrow" if name == "plain-pyarrow" else "fastparquet",
     }
     load_before = os.getloadavg()[0]
     before = _children_cpu()
@@ -263,11 +267,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for name in peers:
             python = None
-            if name == "dlt":
+            if name in NEEDS_BENCH_VENV:
                 python = dlt_interpreter(args.dlt_python)
                 if python is None:
-                    log.write("  dlt: skipped (dlt is not installed; see requirements-bench.txt)\n")
-                    results.append({"peer": "dlt", "skipped": "dlt is not installed"})
+                    why = f"{NEEDS_BENCH_VENV[name]} is not installed"
+                    log.write(f"  {name}: skipped ({why}; see requirements-bench.txt)\n")
+                    results.append({"peer": name, "skipped": why})
                     continue
             log.write(f"  {name}: crawling (load {os.getloadavg()[0]:.2f}) ...\n")
             peer, sim_cpu, load_before = run_one(
@@ -373,6 +378,14 @@ def targets(by_name: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "met": fanout["wall_s"] <= 0.5 * by_name["plain"]["wall_s"],
             }
         )
+    if "plain-pyarrow" in by_name:
+        out.append(
+            {
+                "target": "(extra) fanout wall <= 0.5 x plain-pyarrow wall",
+                "value": f"{fanout['wall_s']:.1f} s vs 0.5 x {by_name['plain-pyarrow']['wall_s']:.1f} s",
+                "met": fanout["wall_s"] <= 0.5 * by_name["plain-pyarrow"]["wall_s"],
+            }
+        )
     out.append(
         {
             "target": "fanout peak RSS <= 400 MB",
@@ -445,7 +458,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=SIZES, default="full", help="simulator preset (default full)")
     p.add_argument("--warriors", type=int, default=None, help="override the preset's warriors (scale)")
-    p.add_argument("--peers", default="fanout,plain,dlt", help="comma-separated, run in this order")
+    p.add_argument(
+        "--peers",
+        default="fanout,plain,dlt",
+        help="comma-separated, run in this order; also plain-pyarrow (the plain crawler writing with "
+        "pyarrow, from the bench venv)",
+    )
     p.add_argument("--concurrency", type=int, default=None, help="total concurrency (default: fanout's)")
     p.add_argument(
         "--processes",
@@ -462,7 +480,11 @@ def parser() -> argparse.ArgumentParser:
         help="every row (full), footer counts + a sample of files (sample), footer counts (count); "
         "auto: full up to 5,000 files, else sample",
     )
-    p.add_argument("--dlt-python", default=None, help="interpreter with dlt installed for the dlt peer")
+    p.add_argument(
+        "--dlt-python",
+        default=None,
+        help="interpreter with requirements-bench.txt installed, for the dlt and plain-pyarrow peers",
+    )
     p.add_argument("--keep", action="store_true", help="keep the output folders")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return p
