@@ -15,27 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _tree(pid: int) -> list[int]:
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += _tree(int(child))
-    return found
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from bench.common import _rss_kb, _tree
 
 
 def measure(argv: list[str], interval: float = 0.2, exclude: tuple[str, ...] = ()) -> dict[str, float]:

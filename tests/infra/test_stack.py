@@ -118,6 +118,7 @@ def test_retry_queue_feeds_its_own_function(synth: Synth) -> None:
                 },
             },
         )
+    assert len(synth.resources("AWS::Lambda::EventSourceMapping")) == len(STAGES)
 
 
 def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> None:
@@ -199,6 +200,12 @@ def test_s3_may_invoke_each_stage_function_from_this_bucket_only(synth: Synth) -
                 "SourceAccount": {"Ref": "AWS::AccountId"},
             },
         )
+    s3_permissions = [
+        r
+        for r in synth.resources("AWS::Lambda::Permission").values()
+        if r["Properties"]["Principal"] == "s3.amazonaws.com"
+    ]
+    assert len(s3_permissions) == len(STAGES)
 
 
 # --- IAM ---------------------------------------------------------------------------
