@@ -127,8 +127,8 @@ def run_once(
     from fanout.audit import compare, output_rows
     from fanout.runner import start_run
     from fanout.workers import StorageSpec
+    from fanout_core.bodies import manifest_body
     from fanout_core.storage import LocalDirStorage
-    from fanout_core.tasks import manifest_body
 
     settings = bench_settings(rate, weights)
     out = work / ("paced" if pacing else "unpaced")

@@ -76,8 +76,8 @@ def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     """fanout's local runtime through ``start_run``, on a fresh LocalDirStorage."""
     from fanout.runner import start_run
     from fanout.workers import StorageSpec
+    from fanout_core.bodies import manifest_body
     from fanout_core.storage import LocalDirStorage
-    from fanout_core.tasks import manifest_body
 
     settings, caps = fanout_settings(spec.get("concurrency_override"))
     outcome = start_run(

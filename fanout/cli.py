@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _local_run(args: argparse.Namespace) -> int:
     from fanout.runner import find_settings, print_table, start_run, summary_rows
+    from fanout_core.bodies import parse_manifest
     from fanout_core.errors import BadManifest
-    from fanout_core.tasks import parse_manifest
 
     path = Path(args.manifest)
     name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name

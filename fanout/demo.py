@@ -13,8 +13,8 @@ from fanout.audit import count_rows
 from fanout.runner import find_settings, print_table, start_run, summary_rows
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
 from fanout.workers import StorageSpec
+from fanout_core.bodies import manifest_body
 from fanout_core.storage import Storage
-from fanout_core.tasks import manifest_body
 
 DEMO_TOKEN = "demo-token"
 

@@ -25,11 +25,11 @@ from typing import Any
 
 from fanout.status import run_status
 from fanout_core import keys
+from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart
 from fanout_core.errors import BadTask
-from fanout_core.retry import FailureRecord, now_iso
+from fanout_core.failures import FailureRecord, now_iso
 from fanout_core.stages import STAGES, Stage, stage_named
 from fanout_core.storage import NoSuchKey, Storage
-from fanout_core.tasks import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart
 
 _GENERATION = re.compile(r"~redrive-(\d+)\.json$")
 

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fanout.budget import SharedBudget
 from fanout.local import LocalRuntime, RunReport
+from fanout.shared_pacing import SharedBudget
 from fanout.workers import LeafPool, StorageSpec, make_worker_spec
 from fanout_core import keys
+from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest, SettingsError
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings, load_environment, parse_environment
 from fanout_core.stages import STAGES, Stage
 from fanout_core.storage import NoSuchKey, Storage
-from fanout_core.tasks import parse_manifest
 
 
 def find_settings(env: str = "local", config: str | Path | None = None) -> EnvironmentSettings:

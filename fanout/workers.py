@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from fanout.budget import SharedBudget
+from fanout.shared_pacing import SharedBudget
 from fanout_core.errors import TransientError
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pacing import NoPacer

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from fanout_aws.s3_event import parse_s3_event
-from fanout_core.retry import Attempt, now_iso
+from fanout_core.failures import now_iso
+from fanout_core.retry import Attempt
 
 MAX_DELAY_S = 900
 """SQS's longest delivery delay; longer backoffs are capped to it."""

@@ -20,12 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fanout_core import keys
-from fanout_core.errors import BadTask, PermanentError
-from fanout_core.retry import FailureRecord, describe, now_iso, write_failure
-from fanout_core.settings import EnvironmentSettings
-from fanout_core.stages import stage_for_key
-from fanout_core.storage import NoSuchKey, Storage
-from fanout_core.tasks import (
+from fanout_core.bodies import (
     DataGroup,
     DataGroupsTask,
     Troop,
@@ -36,6 +31,11 @@ from fanout_core.tasks import (
     dumps,
     parse_manifest,
 )
+from fanout_core.errors import BadTask, PermanentError
+from fanout_core.failures import FailureRecord, describe, now_iso, write_failure
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import stage_for_key
+from fanout_core.storage import NoSuchKey, Storage
 
 FAILED_UNITS_METADATA = "fanout.failed_units"
 """Parquet footer key listing the task's failed units, so a rerun can restore its record."""

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from fanout_core import keys
+from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart, manifest_body
 from fanout_core.errors import BadManifest, BadTask, PermanentError, TransientError
+from fanout_core.failures import FailureRecord
 from fanout_core.output import COLUMNS, read_parquet_bytes
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
-from fanout_core.retry import FailureRecord
 from fanout_core.stages import stage_for_key
 from fanout_core.storage import LocalDirStorage
-from fanout_core.tasks import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart, manifest_body
 
 RUN = "r1"
 FETCHED_AT = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)

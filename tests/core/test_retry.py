@@ -15,18 +15,8 @@ from hypothesis import strategies as st
 
 from fanout_core import keys
 from fanout_core.errors import BadManifest, BadTask, PermanentError, TransientError
-from fanout_core.retry import (
-    Attempt,
-    FailureRecord,
-    Finished,
-    GaveUp,
-    RetryLater,
-    RetryPolicy,
-    attempt_task,
-    failure_record_for,
-    read_failure,
-    write_failure,
-)
+from fanout_core.failures import FailureRecord, failure_record_for, read_failure, write_failure
+from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.storage import LocalDirStorage
 
 TASK_KEY = keys.troops_task_key("r1", "a b", 0)

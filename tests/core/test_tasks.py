@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from fanout_core.errors import BadManifest, BadTask
-from fanout_core.tasks import (
+from fanout_core.bodies import (
     DataGroup,
     DataGroupsTask,
     Manifest,
@@ -24,6 +23,7 @@ from fanout_core.tasks import (
     manifest_body,
     parse_manifest,
 )
+from fanout_core.errors import BadManifest, BadTask
 
 AWKWARD = ("a b", "a+b", "a=b", "o'brien", "100%", "Ωμέγα", "戦士")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fanout.audit import compare, output_rows
 from fanout.simulator import SimConfig, Universe
-from fanout_core.retry import FailureRecord
+from fanout_core.failures import FailureRecord
 from fanout_core.storage import LocalDirStorage
 
 from .conftest import fanout_cli

@@ -10,9 +10,9 @@ from fanout.redrive import redrive
 from fanout.runner import start_run
 from fanout.simulator import SimConfig, Universe
 from fanout_core import keys
-from fanout_core.retry import FailureRecord
+from fanout_core.bodies import manifest_body
+from fanout_core.failures import FailureRecord
 from fanout_core.storage import LocalDirStorage
-from fanout_core.tasks import manifest_body
 
 from .conftest import TOKEN, fast_settings
 

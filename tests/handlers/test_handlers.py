@@ -9,9 +9,9 @@ import pytest
 from fanout.simulator import SimConfig, Universe
 from fanout_aws.s3_event import s3_event_for
 from fanout_core import keys
+from fanout_core.bodies import manifest_body
+from fanout_core.failures import FailureRecord
 from fanout_core.output import read_parquet_bytes
-from fanout_core.retry import FailureRecord
-from fanout_core.tasks import manifest_body
 
 from .conftest import BUCKET, TOKEN, drain, invoke
 

@@ -11,11 +11,11 @@ import pytest
 from fanout.redrive import redrive
 from fanout.status import run_status, stale_after_s
 from fanout_core import keys
+from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, manifest_body
 from fanout_core.errors import PermanentError, TransientError
-from fanout_core.retry import FailureRecord, failure_record_for, write_failure
+from fanout_core.failures import FailureRecord, failure_record_for, write_failure
 from fanout_core.settings import parse_environment
 from fanout_core.storage import LocalDirStorage
-from fanout_core.tasks import DataGroup, DataGroupsTask, Troop, TroopsTask, manifest_body
 
 RUN = "r1"
 

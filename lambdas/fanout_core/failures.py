@@ -1,0 +1,91 @@
+"""Failure records: the one object a task that gave up leaves, at ``failed/<task key>``.
+
+It holds everything a redrive needs (run, stage, key, kind, error, attempts, the failed
+units), so an operator needs nothing else to see why a task failed and to try again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fanout_core import keys
+from fanout_core.bodies import dumps
+from fanout_core.errors import is_transient
+from fanout_core.stages import stage_for_key
+from fanout_core.storage import NoSuchKey, Storage
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(kw_only=True)
+class FailureRecord:
+    run_id: str | None
+    stage: str | None
+    task_key: str
+    kind: str
+    """``task``: the whole task gave up; ``units``: some of its units failed permanently."""
+    error_class: str
+    message: str
+    status: int | None
+    transient: bool
+    attempts: int
+    first_attempt_at: str
+    last_attempt_at: str
+    units: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return dumps(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> FailureRecord:
+        return cls(**json.loads(body))
+
+
+def describe(error: BaseException) -> tuple[str, str, int | None]:
+    return type(error).__name__, str(error)[:2000], getattr(error, "status", None)
+
+
+def failure_record_for(
+    task_key: str,
+    error: BaseException,
+    *,
+    attempts: int,
+    first_attempt_at: str,
+    last_attempt_at: str | None = None,
+) -> FailureRecord:
+    stage = stage_for_key(task_key)
+    try:
+        run_id: str | None = keys.run_id_of_task_key(task_key)
+    except Exception:
+        run_id = None
+    error_class, message, status = describe(error)
+    return FailureRecord(
+        run_id=run_id,
+        stage=stage.name if stage else None,
+        task_key=task_key,
+        kind="task",
+        error_class=error_class,
+        message=message,
+        status=status,
+        transient=is_transient(error),
+        attempts=attempts,
+        first_attempt_at=first_attempt_at,
+        last_attempt_at=last_attempt_at or now_iso(),
+    )
+
+
+def write_failure(storage: Storage, record: FailureRecord) -> None:
+    """Write the task's one failure record (a later one for the same task replaces it)."""
+    storage.put(keys.failed_key(record.task_key), record.to_bytes())
+
+
+def read_failure(storage: Storage, task_key: str) -> FailureRecord | None:
+    try:
+        return FailureRecord.from_bytes(storage.get(keys.failed_key(task_key)))
+    except NoSuchKey:
+        return None
