@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import TOKEN, machine, print_table
+from fanout.leaf_workers import default_processes
 from fanout.simulator import SIZES, SimConfig, Universe, run_in_subprocess
-from fanout.workers import default_processes
 
 PAGE_SIZE = 100
 RUN_ID = "ratelimit"
@@ -104,7 +104,7 @@ def parse_weights(text: str | None) -> dict[str, float]:
 
 def bench_settings(rate: float, weights: dict[str, float] | None = None) -> Any:
     """The ``local`` settings with Hermes' limit R and, if given, other stage rate weights."""
-    from fanout.runner import find_settings
+    from fanout.settings_files import find_settings
 
     settings = find_settings("local")
     stages = dict(settings.stages)
@@ -125,8 +125,8 @@ def run_once(
 ) -> dict[str, Any]:
     """One crawl of a fresh rate-limited simulator by fanout's local runtime."""
     from fanout.audit import compare, output_rows
-    from fanout.runner import start_run
-    from fanout.workers import StorageSpec
+    from fanout.bucket import StorageSpec
+    from fanout.start_run import start_run
     from fanout_core.bodies import manifest_body
     from fanout_core.storage import LocalDirStorage
 

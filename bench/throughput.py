@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import TOKEN, PeerRun, machine, print_table, run_peer_process
+from fanout.leaf_workers import default_processes
 from fanout.simulator import SIZES, SimConfig, Universe, run_in_subprocess
-from fanout.workers import default_processes
 
 PEERS = {
     "fanout": "bench.throughput",
@@ -61,7 +61,7 @@ def fanout_settings(concurrency: int | None = None) -> tuple[Any, dict[str, int]
 
     ``concurrency`` (a total) scales every stage's reserved concurrency in proportion.
     """
-    from fanout.runner import find_settings
+    from fanout.settings_files import find_settings
 
     settings = find_settings("local")
     settings = dataclasses.replace(settings, hermes_rate_limit=max(settings.hermes_rate_limit, 100_000.0))
@@ -74,8 +74,8 @@ def fanout_settings(concurrency: int | None = None) -> tuple[Any, dict[str, int]
 
 def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     """fanout's local runtime through ``start_run``, on a fresh LocalDirStorage."""
-    from fanout.runner import start_run
-    from fanout.workers import StorageSpec
+    from fanout.bucket import StorageSpec
+    from fanout.start_run import start_run
     from fanout_core.bodies import manifest_body
     from fanout_core.storage import LocalDirStorage
 

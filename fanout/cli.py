@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fanout.workers import StorageSpec, default_processes
+from fanout.bucket import StorageSpec
+from fanout.leaf_workers import default_processes
 from fanout_core.errors import FanoutError, SettingsError
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
@@ -80,7 +81,7 @@ def _add_stale_args(p: argparse.ArgumentParser) -> None:
 
 
 def _stale_after(args: argparse.Namespace) -> Any:
-    from fanout.runner import find_settings
+    from fanout.settings_files import find_settings
     from fanout.status import stale_after_s
 
     if args.stale_after is not None:
@@ -245,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local_run(args: argparse.Namespace) -> int:
-    from fanout.runner import find_settings, print_table, start_run, summary_rows
+    from fanout.progress import print_table, summary_rows
+    from fanout.settings_files import find_settings
+    from fanout.start_run import start_run
     from fanout_core.bodies import parse_manifest
     from fanout_core.errors import BadManifest
 
@@ -307,7 +310,7 @@ def _local_run(args: argparse.Namespace) -> int:
         print(json.dumps(dict(rows), indent=2))
     else:
         print_table(rows)
-    return EXIT_OK if outcome.report.ok else EXIT_FAILURES
+    return EXIT_OK if outcome.ok else EXIT_FAILURES
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -363,8 +366,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
+    from fanout.progress import print_table, summary_rows
     from fanout.redrive import describe, redrive
-    from fanout.runner import find_settings, print_table, start_run, summary_rows
+    from fanout.settings_files import find_settings
+    from fanout.start_run import start_run
 
     if not RUN_ID_RE.fullmatch(args.run_id):
         raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
@@ -406,12 +411,12 @@ def _redrive(args: argparse.Namespace) -> int:
         processes=_processes(args),
         storage_spec=spec_from_args(args),
     )
-    rows = [("redrive", str(describe(outcome.extra["prepared"]))), *summary_rows(outcome, where)]
+    rows = [("redrive", str(describe(outcome.prepared))), *summary_rows(outcome, where)]
     if args.json:
         print(json.dumps(dict(rows), indent=2))
     else:
         print_table(rows)
-    return EXIT_OK if outcome.report.ok else EXIT_FAILURES
+    return EXIT_OK if outcome.ok else EXIT_FAILURES
 
 
 def _timestamp() -> str:

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from fanout.audit import count_rows
-from fanout.runner import find_settings, print_table, start_run, summary_rows
+from fanout.bucket import StorageSpec
+from fanout.progress import print_table, summary_rows
+from fanout.settings_files import find_settings
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
-from fanout.workers import StorageSpec
+from fanout.start_run import start_run
 from fanout_core.bodies import manifest_body
 from fanout_core.storage import Storage
 
@@ -72,4 +74,4 @@ def run_demo(
         print(json.dumps(dict(rows), indent=2))
     else:
         print_table(rows)
-    return 0 if outcome.report.ok and written == expected_rows else 1
+    return 0 if outcome.ok and written == expected_rows else 1

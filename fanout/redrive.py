@@ -18,20 +18,17 @@ any point leaves either the record (redrive again, same keys) or the new task.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.status import run_status
 from fanout_core import keys
-from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart
-from fanout_core.errors import BadTask
+from fanout_core.bodies import TaskBody
+from fanout_core.errors import BadTask, FanoutError
 from fanout_core.failures import FailureRecord, now_iso
-from fanout_core.stages import STAGES, Stage, stage_named
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import NoSuchKey, Storage
-
-_GENERATION = re.compile(r"~redrive-(\d+)\.json$")
 
 
 @dataclass
@@ -43,44 +40,30 @@ class RedriveResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _next_generation(task_key: str) -> int:
-    match = _GENERATION.search(task_key)
-    return int(match.group(1)) + 1 if match else 1
-
-
-def _units_task(stage: Stage, record: FailureRecord, original: bytes) -> bytes:
-    """A task body like ``original`` holding only the record's failed units."""
-    units = record.units
-    if stage.name == "warriors":
-        part = WarriorsPart.from_bytes(original)
-        return WarriorsPart(part.run_id, tuple(u["warrior_id"] for u in units)).to_bytes()
-    if stage.name == "troops":
-        troops = TroopsTask.from_bytes(original)
-        failed = {u["troop_id"] for u in units}
-        kept = tuple(t for t in troops.troops if t.troop_id in failed)
-        return TroopsTask(
-            troops.run_id, troops.warrior_id, kept or tuple(Troop(u["troop_id"], u["service"]) for u in units)
-        ).to_bytes()
-    groups = DataGroupsTask.from_bytes(original)
-    failed = {u["data_group_id"] for u in units}
-    kept_groups = tuple(g for g in groups.data_groups if g.data_group_id in failed)
-    if not kept_groups:
-        kept_groups = tuple(DataGroup(u["data_group_id"], u.get("name", "")) for u in units)
-    return DataGroupsTask(
-        groups.run_id, groups.warrior_id, groups.troop_id, groups.service, kept_groups
-    ).to_bytes()
+def _units_task(body: TaskBody, record: FailureRecord) -> TaskBody:
+    """A task body like ``body`` holding only the record's failed units."""
+    unit_type = type(body).unit_type
+    failed = [unit_type.from_fields(u) for u in record.units]
+    wanted = {u.id for u in failed}
+    kept = tuple(u for u in body.units if u.id in wanted)
+    return body.with_units(kept or tuple(failed))
 
 
 def select_failures(
-    storage: Storage, run_id: str, *, stage: str | None = None, error_class: str | None = None
+    storage: Storage,
+    run_id: str,
+    *,
+    stage: str | None = None,
+    error_class: str | None = None,
+    table: StageTable = STAGES,
 ) -> list[FailureRecord]:
     keys.check_run_id(run_id)
-    stages = [stage_named(stage)] if stage else list(STAGES)
+    stages = [table.named(stage)] if stage else list(table)
     found: list[FailureRecord] = []
     for st in stages:
-        record_keys = list(storage.list(keys.failed_key(keys.run_prefix(st, run_id))))
-        if st.name == "warriors":
-            seed_record = keys.failed_key(keys.manifest_key(run_id))
+        record_keys = list(storage.list(keys.failed_key(st.run_prefix(run_id))))
+        if st is table.first:
+            seed_record = table.seed(run_id).failed_key
             if storage.exists(seed_record):
                 record_keys.insert(0, seed_record)
         for rk in record_keys:
@@ -103,13 +86,14 @@ def redrive(
     stale: bool = False,
     stale_after: Callable[[str], float] | None = None,
     stamp: Callable[[], str] = now_iso,
+    table: StageTable = STAGES,
 ) -> RedriveResult:
     """Re-trigger the selected failed tasks (and, with ``stale``, the lost ones)."""
     result = RedriveResult()
-    for record in select_failures(storage, run_id, stage=stage, error_class=error_class):
-        _redrive_record(storage, record, result, stamp())
+    for record in select_failures(storage, run_id, stage=stage, error_class=error_class, table=table):
+        _redrive_record(storage, table, record, result, stamp())
     if stale:
-        status = run_status(storage, run_id, stale_after=stale_after or (lambda _s: 0.0))
+        status = run_status(storage, run_id, stale_after=stale_after or (lambda _s: 0.0), table=table)
         for st in status.stages:
             if stage and st.stage != stage:
                 continue
@@ -123,7 +107,9 @@ def redrive(
     return result
 
 
-def _redrive_record(storage: Storage, record: FailureRecord, result: RedriveResult, stamp: str) -> None:
+def _redrive_record(
+    storage: Storage, table: StageTable, record: FailureRecord, result: RedriveResult, stamp: str
+) -> None:
     task_key = record.task_key
     failed_key = keys.failed_key(task_key)
     try:
@@ -131,18 +117,22 @@ def _redrive_record(storage: Storage, record: FailureRecord, result: RedriveResu
     except NoSuchKey:
         result.skipped.append((task_key, "the task object is gone"))
         return
+    units_body: TaskBody | None = None
+    if record.kind == "units" and record.units:
+        try:
+            address = table.parse(task_key)
+            if address.is_seed:
+                raise BadTask("a seed manifest has no units")
+            units_body = _units_task(address.stage.body.from_bytes(original), record)
+        except (FanoutError, KeyError) as exc:
+            result.skipped.append((task_key, f"cannot rebuild its failed units: {exc}"))
+            return
     archive = keys.archived_failure_key(task_key, stamp.replace(":", ""))
     storage.put(archive, record.to_bytes())
     result.archived.append(archive)
-    if record.kind == "units" and record.units:
-        stage = stage_named(record.stage or "")
-        try:
-            body = _units_task(stage, record, original)
-        except (BadTask, KeyError) as exc:
-            result.skipped.append((task_key, f"cannot rebuild its failed units: {exc}"))
-            return
-        new_key = keys.redrive_key(task_key, _next_generation(task_key))
-        storage.put_if_absent(new_key, body)
+    if units_body is not None:
+        new_key = address.redriven(address.redrive + 1).key
+        storage.put_if_absent(new_key, units_body.to_bytes())
         result.created.append(new_key)
     else:
         storage.put(task_key, original)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fanout_core import keys
 from fanout_core.retry import RetryPolicy
 from fanout_core.settings import EnvironmentSettings
-from fanout_core.stages import DATA_PREFIX, MANIFEST_PREFIX, STAGES, Stage
+from fanout_core.stages import STAGES, TASK_SUFFIX, Stage, StageTable
 from fanout_core.storage import Storage
 
 
@@ -18,7 +18,8 @@ class StageStatus:
     stage: str
     written: int = 0
     finished: int = 0
-    failed: int = 0
+    failed_keys: list[str] = field(default_factory=list)
+    """Tasks with a failure record (the whole task, or some of its units)."""
     pending: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     """Pending tasks older than the stale threshold: most likely lost in flight."""
@@ -26,6 +27,10 @@ class StageStatus:
     @property
     def open(self) -> int:
         return len(self.pending)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_keys)
 
 
 @dataclass
@@ -45,14 +50,18 @@ class RunStatus:
         return sum(s.failed for s in self.stages)
 
     @property
+    def failed_keys(self) -> list[str]:
+        return [k for s in self.stages for k in s.failed_keys]
+
+    @property
     def stale(self) -> list[str]:
         return [k for s in self.stages for k in s.stale]
 
 
-def _stage_tasks(storage: Storage, stage: Stage, run_id: str) -> list[str]:
-    found = [k for k in storage.list(keys.run_prefix(stage, run_id)) if k.endswith(".json")]
-    if stage.input_prefix == MANIFEST_PREFIX:
-        seed = keys.manifest_key(run_id)
+def _stage_tasks(storage: Storage, table: StageTable, stage: Stage, run_id: str) -> list[str]:
+    found = [k for k in storage.list(stage.run_prefix(run_id)) if k.endswith(TASK_SUFFIX)]
+    if stage is table.first:
+        seed = table.seed(run_id).key
         if storage.exists(seed):
             found.insert(0, seed)
     return found
@@ -65,11 +74,7 @@ def stale_after_s(settings: EnvironmentSettings, stage: str) -> float:
     up to ``max_attempts`` backoffs and runs; past all of that nothing will run it.
     """
     st = settings.stage(stage)
-    policy = RetryPolicy(
-        max_attempts=settings.max_attempts,
-        base_delay_s=settings.retry_base_delay_s,
-        max_delay_s=settings.retry_max_delay_s,
-    )
+    policy = RetryPolicy.from_settings(settings)
     backoffs = sum(
         min(policy.max_delay_s, policy.base_delay_s * 2 ** (n - 1)) for n in range(1, policy.max_attempts)
     )
@@ -82,24 +87,25 @@ def run_status(
     *,
     stale_after: Callable[[str], float] | None = None,
     now: float | None = None,
+    table: StageTable = STAGES,
 ) -> RunStatus:
     """Count each stage's tasks; with ``stale_after`` (seconds per stage), find the lost ones."""
     keys.check_run_id(run_id)
     clock = time.time() if now is None else now
+    seed = table.seed(run_id)
     stages = []
-    for stage in STAGES:
-        tasks = _stage_tasks(storage, stage, run_id)
-        done = set(storage.list(keys.done_key(keys.run_prefix(stage, run_id))))
-        failed = set(storage.list(keys.failed_key(keys.run_prefix(stage, run_id))))
-        if stage.input_prefix == MANIFEST_PREFIX:
-            seed = keys.manifest_key(run_id)
-            for marker, bucket in ((keys.done_key(seed), done), (keys.failed_key(seed), failed)):
+    for stage in table:
+        tasks = _stage_tasks(storage, table, stage, run_id)
+        done = set(storage.list(keys.done_key(stage.run_prefix(run_id))))
+        failed = set(storage.list(keys.failed_key(stage.run_prefix(run_id))))
+        if stage is table.first:
+            for marker, bucket in ((seed.done_key, done), (seed.failed_key, failed)):
                 if storage.exists(marker):
                     bucket.add(marker)
         status = StageStatus(stage.name, written=len(tasks))
         for key in tasks:
             if keys.failed_key(key) in failed:
-                status.failed += 1
+                status.failed_keys.append(key)
             elif keys.done_key(key) in done:
                 status.finished += 1
             else:
@@ -109,10 +115,10 @@ def run_status(
                     if written_at is not None and clock - written_at > stale_after(stage.name):
                         status.stale.append(key)
         stages.append(status)
-    data_files = sum(1 for k in storage.list(f"{DATA_PREFIX}run={run_id}/") if k.endswith(".parquet"))
+    data_files = sum(1 for k in storage.list(table.output_run_prefix(run_id)) if k.endswith(".parquet"))
     return RunStatus(
         run_id=run_id,
-        seeded=storage.exists(keys.manifest_key(run_id)),
+        seeded=storage.exists(seed.key),
         stages=stages,
         data_files=data_files,
     )

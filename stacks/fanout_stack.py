@@ -24,12 +24,13 @@ from fanout_aws import config as lambda_env
 from fanout_core.settings import EnvironmentSettings, environment_to_json
 from fanout_core.stages import (
     ARCHIVE_PREFIX,
-    DATA_PREFIX,
     DONE_PREFIX,
     FAILED_PREFIX,
-    MANIFEST_PREFIX,
+    PLANS_PREFIX,
     STAGES,
+    TASK_SUFFIX,
     Stage,
+    StageTable,
 )
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
@@ -41,7 +42,6 @@ from stacks.nag import (
     resource_finding,
 )
 
-TASK_SUFFIX = ".json"
 INTERMEDIATE_EXPIRY = Duration.days(30)
 """Task objects and done markers: a run is long over, and ``fanout status`` done, by then."""
 FAILURE_EXPIRY = Duration.days(365)
@@ -63,29 +63,37 @@ class StageAccess:
     list: tuple[str, ...]
 
 
-def stage_access(stage: Stage) -> StageAccess:
+def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
     - read its task objects (``<input>*``) and its done markers (``done/<input>*``);
     - write its children (``<output>*``), its done markers and its failure records;
+    - a listing stage reads and writes its plans (``plans/<input>*``): the children it
+      decided on once, reused by every later attempt;
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
       ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
-    - data_groups also checks whether its Parquet output exists (``data/*``) and reads
-      its footer after a crash, before writing it again.
+    - the leaf stage also checks whether its Parquet output exists and reads its footer
+      after a crash, before writing it again.
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
+    output = table.output_prefix_of(stage)
     read = [f"{stage.input_prefix}*", done]
-    write = [f"{stage.output_prefix}*", done, failed]
+    write = [f"{output}*", done, failed]
     listed = [done]
-    if stage.input_prefix == MANIFEST_PREFIX:
-        # The warriors stage splits a seed manifest into parts written back under its
-        # own input prefix (amazon_warriors/run=<run>/part-NNNNN.json): one deliberate
-        # hop of self-triggering, far below Lambda's recursive-loop cut-off.
-        write.append(f"{MANIFEST_PREFIX}run=*")
-    if stage.output_prefix == DATA_PREFIX:
-        read.append(f"{DATA_PREFIX}*")
-        listed.append(f"{DATA_PREFIX}*")
+    if stage is table.first:
+        # The first stage splits a seed manifest into parts written back under its own
+        # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
+        # self-triggering, far below Lambda's recursive-loop cut-off.
+        write.append(f"{stage.input_prefix}run=*")
+    if stage is table.leaf:
+        read.append(f"{output}*")
+        listed.append(f"{output}*")
+    else:
+        plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
+        read.append(plans)
+        write.append(plans)
+        listed.append(plans)
     return StageAccess(read=tuple(read), write=tuple(write), list=tuple(listed))
 
 
@@ -127,13 +135,14 @@ class FanoutStack(Stack):
             intermediate_prefixes=[
                 *(s.input_prefix for s in STAGES),
                 DONE_PREFIX,
+                PLANS_PREFIX,
             ],
             intermediate_expiry=INTERMEDIATE_EXPIRY,
             failure_prefix=FAILED_PREFIX,
             failure_expiry=FAILURE_EXPIRY,
             archive_prefix=ARCHIVE_PREFIX,
             archive_expiry=ARCHIVE_EXPIRY,
-            never_expire=[DATA_PREFIX],
+            never_expire=[STAGES.output_prefix],
             removal_policy=removal,
         )
         self.bucket: s3.Bucket = self.storage.bucket

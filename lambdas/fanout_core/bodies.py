@@ -1,16 +1,20 @@
-"""The bodies of the objects under each stage's prefix, parsed into typed values.
+"""Task bodies: what the object under each stage's prefix holds, parsed into typed values.
 
-Every parser rejects what the contract does not describe with a message that says
-what is wrong, so a bad object becomes one clear failure record and nothing else.
+A body names its run, the ids of the path above its units (its ``path``, one id per
+folder level of its key) and its units, the things one task fetches: warriors, troops
+or data groups. Every parser rejects what the contract does not describe with a
+message that says what is wrong, so a bad object becomes one clear failure record and
+nothing else. ``dumps`` is the canonical JSON of every object the pipeline writes, so
+the same value always has the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self
 
-from fanout_core.errors import BadManifest, BadTask, FanoutError
+from fanout_core.errors import BadManifest, BadTask, FanoutError, PermanentError
 
 MAX_ID_LEN = 128
 
@@ -85,10 +89,153 @@ def manifest_body(warriors: list[str] | None) -> bytes:
     return dumps({"warriors": "all" if warriors is None else list(warriors)})
 
 
+# --- units: the things a task fetches ---------------------------------------------------
+
+
+class Unit(Protocol):
+    """One warrior, troop or data group: an id and the attributes its listing gave."""
+
+    @property
+    def id(self) -> str: ...
+    def fields(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Warrior:
+    warrior_id: str
+
+    @property
+    def id(self) -> str:
+        return self.warrior_id
+
+    def fields(self) -> dict[str, str]:
+        return {"warrior_id": self.warrior_id}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Warrior:
+        """A unit from a Hermes list item; an id that breaks the contract is permanent."""
+        return cls(check_id(item["warrior_id"], "warrior_id", PermanentError))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Warrior:
+        return cls(check_id(fields.get("warrior_id"), "warrior_id"))
+
+
+@dataclass(frozen=True)
+class Troop:
+    troop_id: str
+    service: str
+
+    @property
+    def id(self) -> str:
+        return self.troop_id
+
+    def fields(self) -> dict[str, str]:
+        return {"troop_id": self.troop_id, "service": self.service}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Troop:
+        return cls(check_id(item["troop_id"], "troop_id", PermanentError), str(item["service"]))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Troop:
+        return cls(check_id(fields.get("troop_id"), "troop_id"), str(fields.get("service", "")))
+
+
+@dataclass(frozen=True)
+class DataGroup:
+    data_group_id: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.data_group_id
+
+    def fields(self) -> dict[str, str]:
+        return {"data_group_id": self.data_group_id, "name": self.name}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> DataGroup:
+        return cls(check_id(item["data_group_id"], "data_group_id", PermanentError), str(item["name"]))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> DataGroup:
+        return cls(check_id(fields.get("data_group_id"), "data_group_id"), str(fields.get("name", "")))
+
+
+# --- task bodies -----------------------------------------------------------------------------
+
+
+class TaskBody(Protocol):
+    """What every stage's body offers the core, whatever its fields are called."""
+
+    unit_type: ClassVar[Any]
+    """The class of its units (``Warrior``, ``Troop``, ``DataGroup``)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The ids above the units, one per folder level of the task's key."""
+        ...
+
+    @property
+    def units(self) -> tuple[Any, ...]: ...
+    def to_bytes(self) -> bytes: ...
+    def with_units(self, units: tuple[Any, ...]) -> Self: ...
+    def unit_ids(self, unit: Any) -> dict[str, str]:
+        """Every id and attribute of one unit, as a failure record lists it."""
+        ...
+
+    def columns(self) -> dict[str, str]:
+        """The output columns every row of this task shares (leaf stages only)."""
+        ...
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Self: ...
+    @classmethod
+    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> Self:
+        """The body of a child task: ``parent`` is the unit whose listing gave ``units``."""
+        ...
+
+
+def _distinct(units: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    """A body never holds one unit twice: a listing's repeats are collapsed before batching."""
+    seen: set[str] = set()
+    for unit in units:
+        if unit.id in seen:
+            raise BadTask(f"{what} names {unit.id!r} twice")
+        seen.add(unit.id)
+    return units
+
+
 @dataclass(frozen=True)
 class WarriorsPart:
     run_id: str
     warriors: tuple[str, ...]
+
+    unit_type: ClassVar[Any] = Warrior
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def units(self) -> tuple[Warrior, ...]:
+        return tuple(Warrior(w) for w in self.warriors)
+
+    def with_units(self, units: tuple[Any, ...]) -> WarriorsPart:
+        return WarriorsPart(self.run_id, tuple(u.id for u in units))
+
+    def unit_ids(self, unit: Any) -> dict[str, str]:
+        return dict(unit.fields())
+
+    def columns(self) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> WarriorsPart:
+        return cls(run_id, tuple(u.id for u in units))
 
     def to_bytes(self) -> bytes:
         return dumps({"run_id": self.run_id, "warriors": list(self.warriors)})
@@ -100,16 +247,12 @@ class WarriorsPart:
         ws = doc["warriors"]
         if not isinstance(ws, list) or not ws:
             raise BadTask("warriors task: warriors must be a non-empty list")
-        return cls(
+        part = cls(
             check_id(doc["run_id"], "run_id"),
             tuple(check_id(w, f"warriors[{i}]") for i, w in enumerate(ws)),
         )
-
-
-@dataclass(frozen=True)
-class Troop:
-    troop_id: str
-    service: str
+        _distinct(part.units, "warriors task")
+        return part
 
 
 @dataclass(frozen=True)
@@ -117,6 +260,30 @@ class TroopsTask:
     run_id: str
     warrior_id: str
     troops: tuple[Troop, ...]
+
+    unit_type: ClassVar[Any] = Troop
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return (self.warrior_id,)
+
+    @property
+    def units(self) -> tuple[Troop, ...]:
+        return self.troops
+
+    def with_units(self, units: tuple[Any, ...]) -> TroopsTask:
+        return TroopsTask(self.run_id, self.warrior_id, tuple(units))
+
+    def unit_ids(self, unit: Any) -> dict[str, str]:
+        return {"warrior_id": self.warrior_id, **unit.fields()}
+
+    def columns(self) -> dict[str, str]:
+        return {"warrior_id": self.warrior_id}
+
+    @classmethod
+    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> TroopsTask:
+        (warrior_id,) = path
+        return cls(run_id, warrior_id, tuple(units))
 
     def to_bytes(self) -> bytes:
         return dumps(
@@ -142,14 +309,8 @@ class TroopsTask:
         return cls(
             check_id(doc["run_id"], "run_id"),
             check_id(doc["warrior_id"], "warrior_id"),
-            tuple(parsed),
+            _distinct(tuple(parsed), "troops task"),
         )
-
-
-@dataclass(frozen=True)
-class DataGroup:
-    data_group_id: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -159,6 +320,30 @@ class DataGroupsTask:
     troop_id: str
     service: str
     data_groups: tuple[DataGroup, ...]
+
+    unit_type: ClassVar[Any] = DataGroup
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return (self.warrior_id, self.troop_id)
+
+    @property
+    def units(self) -> tuple[DataGroup, ...]:
+        return self.data_groups
+
+    def with_units(self, units: tuple[Any, ...]) -> DataGroupsTask:
+        return DataGroupsTask(self.run_id, self.warrior_id, self.troop_id, self.service, tuple(units))
+
+    def unit_ids(self, unit: Any) -> dict[str, str]:
+        return {**self.columns(), **unit.fields()}
+
+    def columns(self) -> dict[str, str]:
+        return {"warrior_id": self.warrior_id, "troop_id": self.troop_id, "service": self.service}
+
+    @classmethod
+    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> DataGroupsTask:
+        warrior_id, troop_id = path
+        return cls(run_id, warrior_id, troop_id, parent.service, tuple(units))
 
     def to_bytes(self) -> bytes:
         return dumps(
@@ -193,7 +378,7 @@ class DataGroupsTask:
             check_id(doc["warrior_id"], "warrior_id"),
             check_id(doc["troop_id"], "troop_id"),
             doc["service"],
-            tuple(parsed),
+            _distinct(tuple(parsed), what),
         )
 
 

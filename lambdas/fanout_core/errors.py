@@ -45,3 +45,8 @@ class SettingsError(ValueError):
 def is_transient(error: BaseException) -> bool:
     """Unknown exceptions count as transient: losing a task to a bug is worse than retrying."""
     return not isinstance(error, PermanentError)
+
+
+def describe(error: BaseException) -> tuple[str, str, int | None]:
+    """An error as a failure record holds it: class name, message, HTTP status."""
+    return type(error).__name__, str(error)[:2000], getattr(error, "status", None)

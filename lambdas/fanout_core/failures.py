@@ -13,8 +13,8 @@ from typing import Any
 
 from fanout_core import keys
 from fanout_core.bodies import dumps
-from fanout_core.errors import is_transient
-from fanout_core.stages import stage_for_key
+from fanout_core.errors import FanoutError, describe, is_transient
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import NoSuchKey, Storage
 
 
@@ -46,10 +46,6 @@ class FailureRecord:
         return cls(**json.loads(body))
 
 
-def describe(error: BaseException) -> tuple[str, str, int | None]:
-    return type(error).__name__, str(error)[:2000], getattr(error, "status", None)
-
-
 def failure_record_for(
     task_key: str,
     error: BaseException,
@@ -57,11 +53,13 @@ def failure_record_for(
     attempts: int,
     first_attempt_at: str,
     last_attempt_at: str | None = None,
+    table: StageTable = STAGES,
 ) -> FailureRecord:
-    stage = stage_for_key(task_key)
+    """The record of a whole task that gave up (its key may even be malformed)."""
+    stage = table.for_key(task_key)
     try:
-        run_id: str | None = keys.run_id_of_task_key(task_key)
-    except Exception:
+        run_id: str | None = table.parse(task_key).run_id
+    except FanoutError:
         run_id = None
     error_class, message, status = describe(error)
     return FailureRecord(

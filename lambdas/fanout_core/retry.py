@@ -13,6 +13,7 @@ from typing import Any
 
 from fanout_core.errors import is_transient
 from fanout_core.failures import FailureRecord, failure_record_for, now_iso, write_failure
+from fanout_core.settings import EnvironmentSettings
 from fanout_core.storage import Storage
 
 
@@ -21,6 +22,14 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay_s: float = 60.0
     max_delay_s: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: EnvironmentSettings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        )
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """After ``attempt`` tries (1-based) ended in ``error``, is another one due?"""

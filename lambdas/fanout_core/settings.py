@@ -55,6 +55,8 @@ class EnvironmentSettings:
     """Attempts per task before a failure record is written (the retry extension)."""
     retry_base_delay_s: float = 60.0
     retry_max_delay_s: float = 900.0
+    max_records_per_task: int = 500_000
+    """Records one leaf task may hold in memory; a data group past it fails as too large."""
     account_concurrency_limit: int = 1000
     removal_policy: str = "retain"
     """What ``cdk destroy`` does to the bucket: ``retain`` keeps the data, ``destroy``
@@ -192,6 +194,12 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
         retry_base_delay_s=base,
         retry_max_delay_s=top,
+        max_records_per_task=_int(
+            f"{where}.max_records_per_task",
+            raw.get("max_records_per_task", d.max_records_per_task),
+            1,
+            100_000_000,
+        ),
         account_concurrency_limit=account_limit,
         removal_policy=removal_policy,
         stages=MappingProxyType(stages),

@@ -1,73 +1,202 @@
-"""The stage table: the one place that names the stages and their prefixes.
+"""The stage table: the one place that names the stages, their prefixes and their work.
 
-The CDK stack (functions, notification filters, IAM scopes), the local runtime
-(dispatch by prefix) and the CLI (status, redrive) all read ``STAGES``.
+Each ``Stage`` says where its tasks live (prefix and the id folders of its keys), what
+body its task objects hold, which Hermes list expands each of its units, and the
+function that does its work. The CDK stack (functions, notification filters, IAM
+scopes), the local runtime (dispatch by prefix), the pipeline core (``run_task``), the
+CLI (status, redrive) and the audit all read a ``StageTable``; ``STAGES`` is the one
+the product runs. Adding a stage or renaming a prefix is a change here (and, for a new
+kind of work, its work function), nowhere else.
+
+The first stage also reads the run's seed manifest, ``<its prefix><run>.json``, which
+it splits into parts of its own units; the last stage's children are output files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-MANIFEST_PREFIX = "amazon_warriors/"
+from fanout_core import keys
+from fanout_core.bodies import DataGroupsTask, TaskBody, TroopsTask, WarriorsPart
+from fanout_core.errors import BadTask
+from fanout_core.fan_out import fan_out
+from fanout_core.records import write_records
+
+if TYPE_CHECKING:
+    from fanout_core.task_context import Hermes, Task, TaskContext, TaskResult
+
 DATA_PREFIX = "data/"
-DONE_PREFIX = "done/"
-FAILED_PREFIX = "failed/"
-ARCHIVE_PREFIX = "archive/"
+DONE_PREFIX = keys.DONE_PREFIX
+FAILED_PREFIX = keys.FAILED_PREFIX
+PLANS_PREFIX = keys.PLANS_PREFIX
+ARCHIVE_PREFIX = keys.ARCHIVE_PREFIX
+TASK_SUFFIX = keys.TASK_SUFFIX
+
+Work = Callable[["Task", "TaskContext", "TaskResult"], None]
+Lister = Callable[["Hermes", tuple[str, ...]], Iterable[dict[str, Any]]]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Stage:
     name: str
     input_prefix: str
-    output_prefix: str
+    levels: tuple[str, ...]
+    """The id folders of its task keys after ``run=``, e.g. ``("warrior", "troop")``."""
+    body: type[TaskBody]
+    work: Work
+    """What one task does: ``fan_out`` (list each unit's children, write child tasks)
+    or ``write_records`` (fetch each unit's records, write Parquet)."""
+    lists: Lister
+    """The Hermes list that expands one unit, given the ids down to it (path + unit id)."""
     handler: str
     """Dotted path of the Lambda entrypoint, ``module.function``."""
-    writes_parquet: bool = False
     description: str = ""
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name!r}, {self.input_prefix!r})"
 
     @property
     def function_id(self) -> str:
         return "".join(part.capitalize() for part in self.name.split("_"))
 
+    @property
+    def writes_parquet(self) -> bool:
+        return self.work is write_records
 
-STAGES: tuple[Stage, ...] = (
-    Stage(
-        name="warriors",
-        input_prefix=MANIFEST_PREFIX,
-        output_prefix="troops/",
-        handler="fanout_aws.handlers.warriors.handler",
-        description="resolve the manifest's warriors, fetch their troops, one task per troop batch",
+    def address(self, run_id: str, ids: tuple[str, ...], part: int) -> keys.TaskAddress:
+        return keys.address_for(self, run_id, ids, part)
+
+    def run_prefix(self, run_id: str) -> str:
+        """Listing prefix of one run's tasks of this stage (the seed is not under it)."""
+        return f"{self.input_prefix}run={keys.check_run_id(run_id)}/"
+
+
+class StageTable:
+    """An ordered chain of stages: each one's children are the next one's tasks."""
+
+    def __init__(
+        self,
+        stages: tuple[Stage, ...],
+        *,
+        seed_lists: Callable[[Hermes], Iterable[dict[str, Any]]],
+        output_prefix: str = DATA_PREFIX,
+    ):
+        prefixes = [s.input_prefix for s in stages] + [output_prefix]
+        for a in prefixes:
+            for b in prefixes:
+                if a is not b and a.startswith(b):
+                    raise ValueError(f"prefixes {a!r} and {b!r} overlap (S3 would refuse the notifications)")
+        if len({s.name for s in stages}) != len(stages):
+            raise ValueError("stage names must be distinct")
+        self.stages = stages
+        self.seed_lists = seed_lists
+        """The Hermes list a seed of ``"all"`` expands to: every unit of the first stage."""
+        self.output_prefix = output_prefix
+
+    def __iter__(self) -> Any:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __getitem__(self, index: int) -> Stage:
+        return self.stages[index]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def first(self) -> Stage:
+        return self.stages[0]
+
+    @property
+    def leaf(self) -> Stage:
+        return self.stages[-1]
+
+    def named(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(self.names)}")
+
+    def child_of(self, stage: Stage) -> Stage | None:
+        """The stage whose tasks ``stage`` creates (None for the leaf)."""
+        index = self.stages.index(stage)
+        return self.stages[index + 1] if index + 1 < len(self.stages) else None
+
+    def output_prefix_of(self, stage: Stage) -> str:
+        child = self.child_of(stage)
+        return child.input_prefix if child else self.output_prefix
+
+    def for_key(self, key: str) -> Stage | None:
+        """The stage an object at ``key`` triggers, as the bucket's notifications would."""
+        for stage in self.stages:
+            if key.startswith(stage.input_prefix) and key.endswith(TASK_SUFFIX):
+                return stage
+        return None
+
+    def parse(self, key: str) -> keys.TaskAddress:
+        """The address of the task at ``key``; BadTask if ``key`` is no task of this table."""
+        if not isinstance(key, str):
+            raise BadTask(f"a task key must be a string, got {type(key).__name__}")
+        stage = self.for_key(key)
+        if stage is None:
+            raise BadTask(f"{key[:300]!r} is under no stage's prefix")
+        return keys.parse_in_stage(key, stage, seeds=stage is self.first)
+
+    def seed(self, run_id: str) -> keys.TaskAddress:
+        """The address of a run's seed manifest."""
+        return keys.seed_address(self.first, run_id)
+
+    def output_run_prefix(self, run_id: str) -> str:
+        return f"{self.output_prefix}run={keys.check_run_id(run_id)}/"
+
+
+STAGES = StageTable(
+    (
+        Stage(
+            name="warriors",
+            input_prefix="amazon_warriors/",
+            levels=(),
+            body=WarriorsPart,
+            work=fan_out,
+            lists=lambda hermes, ids: hermes.list_troops(*ids),
+            handler="fanout_aws.handlers.warriors.handler",
+            description="resolve the manifest's warriors, fetch their troops, one task per troop batch",
+        ),
+        Stage(
+            name="troops",
+            input_prefix="troops/",
+            levels=("warrior",),
+            body=TroopsTask,
+            work=fan_out,
+            lists=lambda hermes, ids: hermes.list_data_groups(*ids),
+            handler="fanout_aws.handlers.troops.handler",
+            description="fetch each troop's data groups, one task per data-group batch",
+        ),
+        Stage(
+            name="data_groups",
+            input_prefix="data_groups/",
+            levels=("warrior", "troop"),
+            body=DataGroupsTask,
+            work=write_records,
+            lists=lambda hermes, ids: hermes.list_records(*ids),
+            handler="fanout_aws.handlers.data_groups.handler",
+            description="fetch each data group's records, write Parquet",
+        ),
     ),
-    Stage(
-        name="troops",
-        input_prefix="troops/",
-        output_prefix="data_groups/",
-        handler="fanout_aws.handlers.troops.handler",
-        description="fetch each troop's data groups, one task per data-group batch",
-    ),
-    Stage(
-        name="data_groups",
-        input_prefix="data_groups/",
-        output_prefix=DATA_PREFIX,
-        handler="fanout_aws.handlers.data_groups.handler",
-        writes_parquet=True,
-        description="fetch each data group's records, write Parquet",
-    ),
+    seed_lists=lambda hermes: hermes.list_warriors(),
 )
-
-STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+STAGE_NAMES: tuple[str, ...] = STAGES.names
+MANIFEST_PREFIX = STAGES.first.input_prefix
 
 
 def stage_named(name: str) -> Stage:
-    for stage in STAGES:
-        if stage.name == name:
-            return stage
-    raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
+    return STAGES.named(name)
 
 
 def stage_for_key(key: str) -> Stage | None:
-    """The stage an object at ``key`` triggers, as the bucket's notifications would."""
-    for stage in STAGES:
-        if key.startswith(stage.input_prefix) and key.endswith(".json"):
-            return stage
-    return None
+    return STAGES.for_key(key)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import task_keys
 
 from fanout_core import keys
 from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart, manifest_body
@@ -85,27 +86,27 @@ def put(store: LocalDirStorage, key: str, body: bytes) -> str:
 
 # The task of each stage over the world above, put in the bucket.
 def seed_task(store: LocalDirStorage) -> str:
-    return put(store, keys.manifest_key(RUN), manifest_body(["w3", "w1", "w2"]))
+    return put(store, task_keys.manifest_key(RUN), manifest_body(["w3", "w1", "w2"]))
 
 
 def seed_all_task(store: LocalDirStorage) -> str:
-    return put(store, keys.manifest_key(RUN), manifest_body(None))
+    return put(store, task_keys.manifest_key(RUN), manifest_body(None))
 
 
 def warriors_task(store: LocalDirStorage, warriors: tuple[str, ...] = ("w1", "w2")) -> str:
-    return put(store, keys.warriors_part_key(RUN, 0), WarriorsPart(RUN, warriors).to_bytes())
+    return put(store, task_keys.warriors_part_key(RUN, 0), WarriorsPart(RUN, warriors).to_bytes())
 
 
 def troops_task(
     store: LocalDirStorage, troops: tuple[Troop, ...] = (Troop("t1", "auth"), Troop("t2", "billing"))
 ) -> str:
-    return put(store, keys.troops_task_key(RUN, "w1", 0), TroopsTask(RUN, "w1", troops).to_bytes())
+    return put(store, task_keys.troops_task_key(RUN, "w1", 0), TroopsTask(RUN, "w1", troops).to_bytes())
 
 
 def data_groups_task(store: LocalDirStorage, groups: tuple[str, ...] = ("g1", "g2", "g3")) -> str:
     names = {"g1": "metrics 1", "g2": "latency 2", "g3": "errors 3"}
     task = DataGroupsTask(RUN, "w1", "t1", "auth", tuple(DataGroup(g, names.get(g, g)) for g in groups))
-    return put(store, keys.data_groups_task_key(RUN, "w1", "t1", 0), task.to_bytes())
+    return put(store, task_keys.data_groups_task_key(RUN, "w1", "t1", 0), task.to_bytes())
 
 
 STAGE_TASKS = {
@@ -136,8 +137,8 @@ def test_a_seed_list_is_split_into_sorted_parts_of_units_per_task(store, fake_he
     hermes = world(fake_hermes)
     result = run_task(seed_task(store), ctx_for(hermes))
     assert children(store, f"amazon_warriors/run={RUN}/") == {
-        keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
-        keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
+        task_keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
+        task_keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
     }
     assert result.children == 2
     assert hermes.total_calls == 0
@@ -147,8 +148,8 @@ def test_a_seed_of_all_lists_the_warriors_once_and_splits_them(store, fake_herme
     hermes = world(fake_hermes)
     result = run_task(seed_all_task(store), ctx_for(hermes))
     assert children(store, f"amazon_warriors/run={RUN}/") == {
-        keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
-        keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
+        task_keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
+        task_keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
     }
     assert result.children == 2
     assert hermes.calls == {"list_warriors": 1}
@@ -162,7 +163,7 @@ def test_a_seed_of_all_with_no_warriors_is_permanent(store, fake_hermes, ctx_for
 
 
 def test_a_seed_that_is_not_a_manifest_is_bad_manifest(store, fake_hermes, ctx_for) -> None:
-    key = put(store, keys.manifest_key(RUN), b'{"warriors": []}')
+    key = put(store, task_keys.manifest_key(RUN), b'{"warriors": []}')
     with pytest.raises(BadManifest, match="empty list"):
         run_task(key, ctx_for(world(fake_hermes)))
 
@@ -181,11 +182,11 @@ def test_the_done_marker_counts_what_the_task_created(store, fake_hermes, ctx_fo
 def test_a_warriors_part_writes_one_troops_task_per_troop_batch(store, fake_hermes, ctx_for) -> None:
     result = run_task(warriors_task(store), ctx_for(world(fake_hermes)))
     assert children(store, "troops/") == {
-        keys.troops_task_key(RUN, "w1", 0): TroopsTask(
+        task_keys.troops_task_key(RUN, "w1", 0): TroopsTask(
             RUN, "w1", (Troop("t1", "auth"), Troop("t2", "billing"))
         ).to_bytes(),
-        keys.troops_task_key(RUN, "w1", 1): TroopsTask(RUN, "w1", (Troop("t3", "search"),)).to_bytes(),
-        keys.troops_task_key(RUN, "w2", 0): TroopsTask(RUN, "w2", (Troop("t4", "ledger"),)).to_bytes(),
+        task_keys.troops_task_key(RUN, "w1", 1): TroopsTask(RUN, "w1", (Troop("t3", "search"),)).to_bytes(),
+        task_keys.troops_task_key(RUN, "w2", 0): TroopsTask(RUN, "w2", (Troop("t4", "ledger"),)).to_bytes(),
     }
     assert result.children == 3
 
@@ -194,19 +195,19 @@ def test_a_warrior_without_troops_creates_nothing_and_fails_nothing(store, fake_
     key = warriors_task(store, ("w3",))
     result = run_task(key, ctx_for(world(fake_hermes)))
     assert result.children == 0 and result.failed_units == []
-    assert set(store.list("")) == {key, keys.done_key(key)}
+    assert set(store.list("")) == {key, keys.done_key(key), "plans/" + key}
 
 
 def test_a_troops_task_writes_one_data_groups_task_per_group_batch(store, fake_hermes, ctx_for) -> None:
     result = run_task(troops_task(store), ctx_for(world(fake_hermes)))
     assert children(store, "data_groups/") == {
-        keys.data_groups_task_key(RUN, "w1", "t1", 0): DataGroupsTask(
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 0): DataGroupsTask(
             RUN, "w1", "t1", "auth", (DataGroup("g1", "metrics 1"), DataGroup("g2", "latency 2"))
         ).to_bytes(),
-        keys.data_groups_task_key(RUN, "w1", "t1", 1): DataGroupsTask(
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 1): DataGroupsTask(
             RUN, "w1", "t1", "auth", (DataGroup("g3", "errors 3"),)
         ).to_bytes(),
-        keys.data_groups_task_key(RUN, "w1", "t2", 0): DataGroupsTask(
+        task_keys.data_groups_task_key(RUN, "w1", "t2", 0): DataGroupsTask(
             RUN, "w1", "t2", "billing", (DataGroup("g4", "traffic 4"),)
         ).to_bytes(),
     }
@@ -219,7 +220,7 @@ def test_a_troops_task_writes_one_data_groups_task_per_group_batch(store, fake_h
 def test_a_data_groups_task_writes_one_parquet_with_exactly_the_records(store, fake_hermes, ctx_for) -> None:
     key = data_groups_task(store)
     result = run_task(key, ctx_for(world(fake_hermes)))
-    data_key = keys.data_key_for_task(key)
+    data_key = task_keys.data_key_for_task(key)
     assert list(store.list("data/")) == [data_key]
     frame = read_parquet_bytes(store.get(data_key))
     assert tuple(frame.columns) == COLUMNS
@@ -272,7 +273,7 @@ def test_a_data_groups_task_writes_one_parquet_with_exactly_the_records(store, f
 def test_parquet_types_are_utc_timestamps_float_values_and_string_units(store, fake_hermes, ctx_for) -> None:
     key = data_groups_task(store)
     run_task(key, ctx_for(world(fake_hermes)))
-    frame = read_parquet_bytes(store.get(keys.data_key_for_task(key)))
+    frame = read_parquet_bytes(store.get(task_keys.data_key_for_task(key)))
     assert str(frame["ts"].dt.tz) == "UTC" and str(frame["fetched_at"].dt.tz) == "UTC"
     assert frame["value"].dtype == "float64"
     assert frame["unit"].tolist() == ["%", "1/s", None]
@@ -281,7 +282,7 @@ def test_parquet_types_are_utc_timestamps_float_values_and_string_units(store, f
 def test_a_group_with_no_records_still_writes_a_file_with_the_schema(store, fake_hermes, ctx_for) -> None:
     key = data_groups_task(store, ("g2",))
     result = run_task(key, ctx_for(world(fake_hermes)))
-    frame = read_parquet_bytes(store.get(keys.data_key_for_task(key)))
+    frame = read_parquet_bytes(store.get(task_keys.data_key_for_task(key)))
     assert tuple(frame.columns) == COLUMNS
     assert len(frame) == 0
     assert str(frame["ts"].dtype) == "datetime64[us, UTC]" and frame["value"].dtype == "float64"
@@ -396,10 +397,13 @@ def test_a_404_unit_fails_alone_in_one_units_failure_record(
 @pytest.mark.parametrize(
     ("stage", "sibling_outputs"),
     [
-        ("warriors", [keys.troops_task_key(RUN, "w1", 0), keys.troops_task_key(RUN, "w1", 1)]),
+        ("warriors", [task_keys.troops_task_key(RUN, "w1", 0), task_keys.troops_task_key(RUN, "w1", 1)]),
         (
             "troops",
-            [keys.data_groups_task_key(RUN, "w1", "t1", 0), keys.data_groups_task_key(RUN, "w1", "t1", 1)],
+            [
+                task_keys.data_groups_task_key(RUN, "w1", "t1", 0),
+                task_keys.data_groups_task_key(RUN, "w1", "t1", 1),
+            ],
         ),
     ],
 )
@@ -415,7 +419,7 @@ def test_the_siblings_of_a_404_unit_are_finished(
 def test_the_parquet_of_a_task_with_a_404_group_holds_the_other_groups(store, fake_hermes, ctx_for) -> None:
     key = data_groups_task(store)
     result = run_task(key, ctx_for(world(fake_hermes, not_found={"g3"})))
-    frame = read_parquet_bytes(store.get(keys.data_key_for_task(key)))
+    frame = read_parquet_bytes(store.get(task_keys.data_key_for_task(key)))
     assert frame["data_group_id"].tolist() == ["g1", "g1"]
     assert (result.files, result.records) == (1, 2)
 
@@ -455,10 +459,10 @@ def test_a_transient_error_propagates_and_leaves_no_done_marker(
 @pytest.mark.parametrize(
     "key",
     [
-        keys.manifest_key(RUN),
-        keys.warriors_part_key(RUN, 0),
-        keys.troops_task_key(RUN, "w1", 0),
-        keys.data_groups_task_key(RUN, "w1", "t1", 0),
+        task_keys.manifest_key(RUN),
+        task_keys.warriors_part_key(RUN, 0),
+        task_keys.troops_task_key(RUN, "w1", 0),
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 0),
     ],
 )
 def test_a_missing_task_object_is_bad_task(store, fake_hermes, ctx_for, key: str) -> None:
@@ -469,9 +473,9 @@ def test_a_missing_task_object_is_bad_task(store, fake_hermes, ctx_for, key: str
 @pytest.mark.parametrize(
     "key",
     [
-        keys.warriors_part_key(RUN, 0),
-        keys.troops_task_key(RUN, "w1", 0),
-        keys.data_groups_task_key(RUN, "w1", "t1", 0),
+        task_keys.warriors_part_key(RUN, 0),
+        task_keys.troops_task_key(RUN, "w1", 0),
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 0),
     ],
 )
 @pytest.mark.parametrize("body", [b"\x00garbage", b"[]", b'{"run_id": "r1"}'])
@@ -577,8 +581,8 @@ def test_awkward_ids_flow_into_keys_unmangled(store, ctx_for, awkward) -> None:
     drive(store, ctx_for(awkward), seed_all_task(store))
     troop_keys = list(store.list("troops/"))
     assert {keys.decode_id(k.split("/")[2][len("warrior=") :]) for k in troop_keys} == set(AWKWARD_W)
-    paths = {keys.parse_data_key(k) for k in store.list("data/")}
-    assert paths == {keys.DataPath(RUN, w, t) for w in AWKWARD_W for t in AWKWARD_T}
+    paths = {task_keys.parse_data_key(k) for k in store.list("data/")}
+    assert paths == {(RUN, w, t) for w in AWKWARD_W for t in AWKWARD_T}
 
 
 def test_awkward_ids_flow_into_task_bodies_unmangled(store, ctx_for, awkward) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import task_keys
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from fanout_core.failures import FailureRecord, failure_record_for, read_failure
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.storage import LocalDirStorage
 
-TASK_KEY = keys.troops_task_key("r1", "a b", 0)
+TASK_KEY = task_keys.troops_task_key("r1", "a b", 0)
 FIRST_AT = "2020-01-01T08:00:00.000Z"
 
 
@@ -211,9 +212,9 @@ def test_a_very_long_message_is_cut_to_2000_characters(store: LocalDirStorage) -
 @pytest.mark.parametrize(
     ("task_key", "run_id", "stage"),
     [
-        (keys.manifest_key("r9"), "r9", "warriors"),
-        (keys.warriors_part_key("r9", 1), "r9", "warriors"),
-        (keys.data_groups_task_key("r9", "w", "t", 0), "r9", "data_groups"),
+        (task_keys.manifest_key("r9"), "r9", "warriors"),
+        (task_keys.warriors_part_key("r9", 1), "r9", "warriors"),
+        (task_keys.data_groups_task_key("r9", "w", "t", 0), "r9", "data_groups"),
         ("troops/no-run-folder/part-00000.json", None, "troops"),
         ("elsewhere/x.json", None, None),
     ],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fanout.audit import compare, output_rows
-from fanout.runner import find_settings
+from fanout.settings_files import find_settings
 from fanout.simulator import SimConfig, Universe
 from fanout_core.storage import LocalDirStorage
 

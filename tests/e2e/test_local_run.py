@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import task_keys
+
 from fanout.audit import compare, output_rows
 from fanout.faults import FlakyStorage
 from fanout.redrive import redrive
-from fanout.runner import start_run
 from fanout.simulator import SimConfig, Universe
+from fanout.start_run import start_run
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
 from fanout_core.failures import FailureRecord
@@ -148,8 +150,8 @@ def test_a_task_that_keeps_failing_transiently_gets_one_failure_record(simulator
     store = LocalDirStorage(tmp_path)
     settings = fast_settings(max_attempts=3)
     outcome = _run(store, simulator(config), settings=settings)
-    assert outcome.report.failures == [keys.manifest_key("r1")]
-    record = FailureRecord.from_bytes(store.get(keys.failed_key(keys.manifest_key("r1"))))
+    assert outcome.report.failures == [task_keys.manifest_key("r1")]
+    record = FailureRecord.from_bytes(store.get(keys.failed_key(task_keys.manifest_key("r1"))))
     assert (record.attempts, record.transient, record.error_class) == (3, True, "TransientError")
     assert outcome.report.stages["warriors"].retries == 2
 
@@ -182,7 +184,7 @@ def test_a_leaf_worker_process_killed_mid_task_is_replaced_and_nothing_is_lost(s
     import threading
     import time
 
-    from fanout.workers import StorageSpec
+    from fanout.bucket import StorageSpec
 
     config = SimConfig.from_size("demo", token=TOKEN, awkward_ids=True, warriors=4, latency_s=0.01)
     url = simulator(config)

@@ -255,12 +255,14 @@ def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
 
 def test_prefix_grants_follow_the_stage_table() -> None:
     """Reads its input, writes its output, its done markers and failure records, nothing
-    of another stage; warriors alone writes manifest parts back to its own prefix."""
+    of another stage; warriors alone writes manifest parts back to its own prefix; the
+    listing stages alone keep plans, each only its own."""
     for stage in STAGES:
         access = stage_access(stage)
+        output = STAGES.output_prefix_of(stage)
         assert f"{stage.input_prefix}*" in access.read
         assert {
-            f"{stage.output_prefix}*",
+            f"{output}*",
             f"done/{stage.input_prefix}*",
             f"failed/{stage.input_prefix}*",
         } <= set(access.write)
@@ -270,18 +272,21 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             for other in others:
                 if prefix.startswith(other.input_prefix):
                     # Writing the next stage's input is this stage's output.
-                    assert other.input_prefix == stage.output_prefix, (stage.name, prefix)
+                    assert other.input_prefix == output, (stage.name, prefix)
             assert prefix not in ("*", "/*")
         extra = set(access.write) - {
-            f"{stage.output_prefix}*",
+            f"{output}*",
             f"done/{stage.input_prefix}*",
             f"failed/{stage.input_prefix}*",
         }
+        plans = {f"plans/{stage.input_prefix}*"} if stage is not STAGES.leaf else set()
         if stage.name == "warriors":
-            assert extra == {f"{stage.input_prefix}run=*"}
+            assert extra == {f"{stage.input_prefix}run=*"} | plans
         else:
-            assert extra == set()
-        if stage.output_prefix == DATA_PREFIX:
+            assert extra == plans
+        if plans:
+            assert plans <= set(access.read) and plans <= set(access.list)
+        if output == DATA_PREFIX:
             assert f"{DATA_PREFIX}*" in access.read
         else:
             assert not any(p.startswith(DATA_PREFIX) for p in access.read + access.write)
@@ -351,7 +356,7 @@ def test_every_bucket_denies_plain_http(synth: Synth) -> None:
 def test_lifecycle_expires_intermediate_prefixes_but_never_data(synth: Synth) -> None:
     rules = synth.doc["Resources"][_bucket_id(synth)]["Properties"]["LifecycleConfiguration"]["Rules"]
     expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
-    expected = {s.input_prefix for s in STAGES} | {"done/", "failed/", "archive/"}
+    expected = {s.input_prefix for s in STAGES} | {"done/", "failed/", "archive/", "plans/"}
     assert set(expiring) == expected
     for prefix in expiring:
         assert not overlapping(prefix, DATA_PREFIX)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import task_keys
 
 from fanout.redrive import redrive
 from fanout.status import run_status, stale_after_s
@@ -26,13 +27,13 @@ def store(tmp_path: Path) -> LocalDirStorage:
 
 
 def _troops_task(store: LocalDirStorage, index: int = 0) -> str:
-    key = keys.troops_task_key(RUN, "w 1", index)
+    key = task_keys.troops_task_key(RUN, "w 1", index)
     store.put(key, TroopsTask(RUN, "w 1", (Troop("t+1", "auth"), Troop("t=2", "billing"))).to_bytes())
     return key
 
 
 def _groups_task(store: LocalDirStorage) -> str:
-    key = keys.data_groups_task_key(RUN, "w 1", "t+1", 0)
+    key = task_keys.data_groups_task_key(RUN, "w 1", "t+1", 0)
     groups = (DataGroup("g1", "one"), DataGroup("g'2", "two"), DataGroup("g3", "three"))
     store.put(key, DataGroupsTask(RUN, "w 1", "t+1", "auth", groups).to_bytes())
     return key
@@ -53,8 +54,8 @@ def _age(store: LocalDirStorage, key: str, seconds: float) -> None:
 
 
 def test_status_counts_written_finished_failed_and_pending_per_stage(store) -> None:
-    store.put(keys.manifest_key(RUN), manifest_body(None))
-    store.put(keys.done_key(keys.manifest_key(RUN)), b"{}")
+    store.put(task_keys.manifest_key(RUN), manifest_body(None))
+    store.put(keys.done_key(task_keys.manifest_key(RUN)), b"{}")
     done, failed, pending = _troops_task(store, 0), _troops_task(store, 1), _troops_task(store, 2)
     store.put(keys.done_key(done), b"{}")
     write_failure(store, failure_record_for(failed, TransientError("x"), attempts=6, first_attempt_at="t"))
@@ -67,8 +68,8 @@ def test_status_counts_written_finished_failed_and_pending_per_stage(store) -> N
 
 
 def test_a_run_is_complete_only_when_every_task_finished_or_failed(store) -> None:
-    store.put(keys.manifest_key(RUN), manifest_body(None))
-    store.put(keys.done_key(keys.manifest_key(RUN)), b"{}")
+    store.put(task_keys.manifest_key(RUN), manifest_body(None))
+    store.put(keys.done_key(task_keys.manifest_key(RUN)), b"{}")
     key = _troops_task(store)
     assert not run_status(store, RUN).complete
     store.put(keys.done_key(key), b"{}")
@@ -117,11 +118,11 @@ def test_redrive_of_unit_failures_creates_a_sibling_task_of_just_those_units(sto
     key = _groups_task(store)
     _units_failure(store, key, [{"data_group_id": "g'2", "name": "two", "error_class": "PermanentError"}])
     result = redrive(store, RUN)
-    sibling = keys.redrive_key(key, 1)
+    sibling = task_keys.redrive_key(key, 1)
     assert result.created == [sibling]
     task = DataGroupsTask.from_bytes(store.get(sibling))
     assert [g.data_group_id for g in task.data_groups] == ["g'2"]
-    assert keys.data_key_for_task(sibling) != keys.data_key_for_task(key)
+    assert task_keys.data_key_for_task(sibling) != task_keys.data_key_for_task(key)
 
 
 def test_a_redrive_interrupted_before_removing_the_record_writes_nothing_twice(store) -> None:
@@ -169,7 +170,7 @@ def test_redrive_on_a_bucket_rewrites_the_task_object_so_s3_sends_its_event(monk
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="fanout-redrive")
         store = S3Storage("fanout-redrive", client=client)
-        key = keys.troops_task_key(RUN, "w 1", 0)
+        key = task_keys.troops_task_key(RUN, "w 1", 0)
         store.put(key, TroopsTask(RUN, "w 1", (Troop("t", "s"),)).to_bytes())
         written = client.head_object(Bucket="fanout-redrive", Key=key)["LastModified"]
         write_failure(store, failure_record_for(key, TransientError("x"), attempts=6, first_attempt_at="t"))

@@ -22,31 +22,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.status import run_status
+from fanout_core.assembly import stage_concurrency
 from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
-from fanout_core.stages import STAGES, Stage, stage_for_key
+from fanout_core.stages import STAGES, Stage, StageTable
 from fanout_core.storage import Storage
 
 
 class NotifyingStorage:
     """A storage adapter that tells the runtime of every object created under a stage prefix."""
 
-    def __init__(self, inner: Storage, notify: Callable[[str], None]):
+    def __init__(self, inner: Storage, notify: Callable[[str], None], table: StageTable = STAGES):
         self.inner = inner
         self._notify = notify
+        self._table = table
 
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
     def put(self, key: str, body: bytes) -> None:
         self.inner.put(key, body)
-        if stage_for_key(key) is not None:
+        if self._table.for_key(key) is not None:
             self._notify(key)
 
     def put_if_absent(self, key: str, body: bytes) -> bool:
         created = self.inner.put_if_absent(key, body)
-        if created and stage_for_key(key) is not None:
+        if created and self._table.for_key(key) is not None:
             self._notify(key)
         return created
 
@@ -74,6 +76,8 @@ class StageCounts:
     files: int = 0
     records: int = 0
     unit_failures: int = 0
+    duplicates: int = 0
+    """Ids that listings repeated, collapsed into one unit each."""
     in_flight: int = 0
     queued: int = 0
 
@@ -81,6 +85,7 @@ class StageCounts:
 @dataclass
 class RunReport:
     stages: dict[str, StageCounts] = field(default_factory=lambda: {s.name: StageCounts() for s in STAGES})
+    """Per stage name, in the table's order."""
     elapsed_s: float = 0.0
     duplicates: int = 0
     """Events delivered a second time on purpose (``duplicate_rate``)."""
@@ -116,28 +121,23 @@ class LocalRuntime:
         seed: int | None = None,
         on_change: Callable[[RunReport], None] | None = None,
         leaf: Callable[[str, int, str], TaskResult] | None = None,
+        table: StageTable = STAGES,
     ):
         """``leaf``, if given, runs the Parquet-writing stage's tasks elsewhere (worker
-        processes, see ``fanout.workers``); retries and failure records stay here."""
+        processes, see ``fanout.leaf_workers``); retries and failure records stay here."""
         self.settings = settings
-        self.storage = NotifyingStorage(storage, self.notify)
-        self.policy = policy or RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-        )
-        self.concurrency = {
-            s.name: (concurrency or {}).get(s.name) or settings.stage(s.name).reserved_concurrency
-            for s in STAGES
-        }
+        self.table = table
+        self.storage = NotifyingStorage(storage, self.notify, table)
+        self.policy = policy or RetryPolicy.from_settings(settings)
+        self.concurrency = stage_concurrency(settings, table, concurrency)
         self.duplicate_rate = duplicate_rate
         self._rng = random.Random(seed)
-        self._hermes = {s.name: hermes_for_stage(s) for s in STAGES}
+        self._hermes = {s.name: hermes_for_stage(s) for s in table}
         self._on_change = on_change
         self._leaf = leaf
-        self.report = RunReport()
+        self.report = RunReport(stages={s.name: StageCounts() for s in table})
         self._lock = threading.Condition()
-        self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in STAGES}
+        self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in table}
         self._delayed: list[_Event] = []
         self._seq = itertools.count()
         self._outstanding = 0
@@ -156,7 +156,7 @@ class LocalRuntime:
             self._enqueue(_Event(0.0, next(self._seq), key))
 
     def _enqueue(self, event: _Event) -> None:
-        stage = stage_for_key(event.key)
+        stage = self.table.for_key(event.key)
         if stage is None:
             return
         with self._lock:
@@ -170,7 +170,7 @@ class LocalRuntime:
 
     def resume(self, run_id: str) -> int:
         """Queue every task of ``run_id`` that has neither a done marker nor a failure record."""
-        status = run_status(self.storage.inner, run_id)
+        status = run_status(self.storage.inner, run_id, table=self.table)
         pending = [key for stage in status.stages for key in stage.pending]
         for key in pending:
             self._enqueue(_Event(0.0, next(self._seq), key))
@@ -182,7 +182,7 @@ class LocalRuntime:
         self._started = time.monotonic()
         for key in initial:
             self._enqueue(_Event(0.0, next(self._seq), key))
-        for stage in STAGES:
+        for stage in self.table:
             for i in range(self.concurrency[stage.name]):
                 t = threading.Thread(
                     target=self._worker, args=(stage,), name=f"{stage.name}-{i}", daemon=True
@@ -209,7 +209,7 @@ class LocalRuntime:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0].due <= now:
                     event = heapq.heappop(self._delayed)
-                    stage = stage_for_key(event.key)
+                    stage = self.table.for_key(event.key)
                     assert stage is not None
                     self._ready[stage.name].append(event)
                     self.report.stages[stage.name].queued += 1
@@ -241,7 +241,9 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        ctx = TaskContext(storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings)
+        ctx = TaskContext(
+            storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings, table=self.table
+        )
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
@@ -287,6 +289,7 @@ class LocalRuntime:
         counts.children += result.children
         counts.files += result.files
         counts.records += result.records
+        counts.duplicates += result.duplicates
         if result.failed_units:
             counts.unit_failures += len(result.failed_units)
             self.report.failures.append(result.key)

@@ -24,40 +24,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from fanout.bucket import StorageSpec
 from fanout.shared_pacing import SharedBudget
+from fanout_core.assembly import hermes_client
 from fanout_core.errors import TransientError
-from fanout_core.hermes import CallStats, HermesClient
+from fanout_core.hermes import CallStats
 from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.settings import EnvironmentSettings, environment_from_json, environment_to_json
-from fanout_core.storage import LocalDirStorage, Storage
-
-
-@dataclass(frozen=True, kw_only=True)
-class StorageSpec:
-    """How to build the same storage in another process."""
-
-    bucket_dir: str | None = None
-    bucket: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    fault_rate: float = 0.0
-    fault_seed: int | None = None
-
-    def build(self, *, process_index: int = 0) -> Storage:
-        storage: Storage
-        if self.bucket:
-            from fanout_aws.s3_storage import S3Storage
-
-            storage = S3Storage(self.bucket, endpoint_url=self.endpoint_url, region=self.region)
-        else:
-            storage = LocalDirStorage(self.bucket_dir or "fanout-data")
-        if self.fault_rate:
-            from fanout.faults import FlakyStorage
-
-            seed = None if self.fault_seed is None else self.fault_seed + 7919 * process_index
-            storage = FlakyStorage(storage, self.fault_rate, seed=seed)
-        return storage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,11 +69,10 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     settings = environment_from_json(spec.env_name, spec.settings_json)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
-    hermes = HermesClient(
-        spec.hermes_url,
-        spec.token,
-        page_size=settings.hermes_page_size,
-        read_timeout=settings.hermes_timeout_s,
+    hermes = hermes_client(
+        settings,
+        url=spec.hermes_url,
+        token=spec.token,
         pacer=spec.budget.pacer() if spec.budget is not None else NoPacer(),
         stats=stats,
         pool_size=max(4, spec.threads),

@@ -1,0 +1,221 @@
+"""Start (or resume) one local run: build its parts from the settings, seed it, run it to the end.
+
+The CLI, the demo, the tests and the benchmarks all start runs through ``start_run``
+so they exercise exactly the same path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from fanout.bucket import StorageSpec
+from fanout.leaf_workers import LeafPool, make_worker_spec
+from fanout.local_runtime import LocalRuntime, RunReport
+from fanout.progress import ProgressPrinter
+from fanout.shared_pacing import SharedBudget
+from fanout.status import run_status
+from fanout_core.assembly import hermes_client, stage_concurrency
+from fanout_core.bodies import parse_manifest
+from fanout_core.errors import BadManifest
+from fanout_core.hermes import CallStats, HermesClient
+from fanout_core.pacing import NoPacer
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import STAGES, Stage, StageTable
+from fanout_core.storage import NoSuchKey, Storage
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    report: RunReport
+    stats: dict[str, CallStats]
+    resumed: int = 0
+    """Unfinished tasks of an earlier invocation that this one picked up."""
+    prepared: Any = None
+    """What ``start_run``'s ``prepare`` callback returned (a redrive's result, say)."""
+    failure_records: list[str] = field(default_factory=list)
+    """Every task of the run with a failure record in the bucket, whoever wrote it."""
+
+    @property
+    def ok(self) -> bool:
+        """No task of the run has a failure record, in this invocation or an earlier one."""
+        return not self.failure_records
+
+    @property
+    def earlier_failures(self) -> list[str]:
+        """Failure records this invocation found rather than wrote."""
+        mine = set(self.report.failures)
+        return [k for k in self.failure_records if k not in mine]
+
+    @property
+    def calls(self) -> int:
+        return sum(s.calls for s in self.stats.values())
+
+    @property
+    def throttled(self) -> int:
+        return sum(s.throttled for s in self.stats.values())
+
+    @property
+    def client_retries(self) -> int:
+        return sum(s.retries for s in self.stats.values())
+
+
+def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable = STAGES) -> bool:
+    """Validate and write the seed (True if new); a different manifest for the run is an error."""
+    parse_manifest(body)
+    key = table.seed(run_id).key
+    if storage.put_if_absent(key, body):
+        return True
+    try:
+        existing = storage.get(key)
+    except NoSuchKey:  # pragma: no cover - deleted between the two calls
+        existing = b""
+    try:
+        same = json.loads(existing) == json.loads(body)
+    except ValueError:
+        same = False
+    if not same:
+        raise BadManifest(
+            f"run {run_id!r} already has a different manifest at {key}; "
+            "use a new run id, or the same manifest to resume"
+        )
+    return False
+
+
+def make_clients(
+    settings: EnvironmentSettings,
+    hermes_url: str,
+    token: str,
+    *,
+    budget: SharedBudget | None = None,
+    concurrency: dict[str, int],
+    table: StageTable = STAGES,
+) -> tuple[Callable[[Stage], HermesClient], dict[str, CallStats]]:
+    """One client per stage; all pace against ``budget`` (None: no pacing)."""
+    stats = {s.name: CallStats() for s in table}
+
+    def factory(stage: Stage) -> HermesClient:
+        return hermes_client(
+            settings,
+            url=hermes_url,
+            token=token,
+            pacer=budget.pacer() if budget is not None else NoPacer(),
+            stats=stats[stage.name],
+            pool_size=max(8, concurrency[stage.name]),
+        )
+
+    return factory, stats
+
+
+def make_budget(settings: EnvironmentSettings, concurrency: dict[str, int]) -> SharedBudget:
+    """The run's one rate budget: R from the settings, a burst of one call per worker."""
+    burst = max(1.0, min(float(sum(concurrency.values())), settings.hermes_rate_limit / 20))
+    return SharedBudget(settings.hermes_rate_limit, burst)
+
+
+def start_run(
+    storage: Storage,
+    settings: EnvironmentSettings,
+    *,
+    run_id: str,
+    manifest: bytes | None,
+    hermes_url: str,
+    token: str,
+    concurrency: dict[str, int] | None = None,
+    pacing: bool = True,
+    duplicate_rate: float = 0.0,
+    seed: int | None = None,
+    progress: TextIO | None = None,
+    wrap_storage: Callable[[Storage], Storage] | None = None,
+    prepare: Callable[[Storage], Any] | None = None,
+    processes: int = 1,
+    storage_spec: StorageSpec | None = None,
+    table: StageTable = STAGES,
+) -> RunOutcome:
+    """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished."""
+    if manifest is not None:
+        parse_manifest(manifest)
+        table.seed(run_id)  # a bad run id is refused before anything is built
+    caps = stage_concurrency(settings, table, concurrency)
+    budget = make_budget(settings, caps) if pacing else None
+    factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
+    printer = ProgressPrinter(progress, stats, table) if progress is not None else None
+    pool = (
+        _leaf_pool(
+            settings,
+            storage_spec,
+            hermes_url,
+            token,
+            caps[table.leaf.name],
+            budget,
+            processes,
+            stats[table.leaf.name],
+        )
+        if processes > 1
+        else None
+    )
+    try:
+        runtime = LocalRuntime(
+            wrap_storage(storage) if wrap_storage else storage,
+            settings,
+            factory,
+            concurrency=caps,
+            duplicate_rate=duplicate_rate,
+            seed=seed,
+            on_change=printer.update if printer else None,
+            leaf=pool.run if pool else None,
+            table=table,
+        )
+        resumed = runtime.resume(run_id)
+        # The seed is written after the scan for unfinished tasks, without injected faults;
+        # a new one is delivered like any created object.
+        if manifest is not None and seed_manifest(storage, run_id, manifest, table):
+            runtime.notify(table.seed(run_id).key)
+        prepared = prepare(runtime.storage) if prepare is not None else None
+        if printer:
+            printer.start()
+        try:
+            report = runtime.run()
+        finally:
+            if printer:
+                printer.stop(runtime.report)
+    finally:
+        if pool:
+            pool.close()
+    failed = run_status(storage, run_id, table=table).failed_keys
+    return RunOutcome(
+        run_id=run_id,
+        report=report,
+        stats=stats,
+        resumed=resumed,
+        prepared=prepared,
+        failure_records=failed,
+    )
+
+
+def _leaf_pool(
+    settings: EnvironmentSettings,
+    storage_spec: StorageSpec | None,
+    hermes_url: str,
+    token: str,
+    workers: int,
+    budget: SharedBudget | None,
+    processes: int,
+    stats: CallStats,
+) -> LeafPool:
+    """Worker processes for the Parquet-writing stage, its concurrency split among them."""
+    if storage_spec is None:
+        raise ValueError("worker processes need a StorageSpec to open the bucket themselves")
+    processes = min(processes, workers)
+    spec = make_worker_spec(
+        storage=storage_spec,
+        settings=settings,
+        hermes_url=hermes_url,
+        token=token,
+        threads=-(-workers // processes),
+        budget=budget,
+    )
+    return LeafPool(spec, processes, stats)

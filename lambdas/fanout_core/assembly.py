@@ -1,0 +1,49 @@
+"""How a runtime builds the parts of a run from one environment's settings.
+
+The Lambda cold start, the local runtime, its worker processes and the CLI all build
+their Hermes clients, retry policy and per-stage concurrency here, so a setting means
+the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fanout_core.hermes import CallStats, HermesClient, PacerLike
+from fanout_core.retry import RetryPolicy
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import StageTable
+
+
+def hermes_client(
+    settings: EnvironmentSettings,
+    *,
+    url: str,
+    token: str,
+    pacer: PacerLike | None,
+    stats: CallStats,
+    pool_size: int,
+) -> HermesClient:
+    """A client for ``url`` with the environment's page size, timeouts and bounds."""
+    return HermesClient(
+        url,
+        token,
+        page_size=settings.hermes_page_size,
+        read_timeout=settings.hermes_timeout_s,
+        pacer=pacer,
+        stats=stats,
+        pool_size=pool_size,
+    )
+
+
+def retry_policy(settings: EnvironmentSettings) -> RetryPolicy:
+    return RetryPolicy.from_settings(settings)
+
+
+def stage_concurrency(
+    settings: EnvironmentSettings, table: StageTable, overrides: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Tasks each stage runs at once: an override where given, else its reserved concurrency."""
+    return {
+        s.name: (overrides or {}).get(s.name) or settings.stage(s.name).reserved_concurrency for s in table
+    }

@@ -1,0 +1,160 @@
+"""The work of every listing stage: list each unit's children, batch them, write child tasks.
+
+The children are decided once. The first attempt lists every unit, collapses ids a
+listing repeats, sorts and batches the children and writes that decision, create-only,
+as the task's *plan* (``plans/<task key>``) before it creates any child; every later
+attempt and every duplicate delivery reads the plan instead of listing again. So a
+listing that changes while the run is under way cannot shift batch boundaries between
+attempts, and no unit can land in two batches. The seed manifest is split the same way,
+its listing being the manifest's ids or every warrior Hermes lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from fanout_core.bodies import Manifest, TaskBody, chunks, dumps
+from fanout_core.errors import BadTask, PermanentError, describe
+
+if TYPE_CHECKING:
+    from fanout_core.stages import Stage
+    from fanout_core.task_context import Task, TaskContext, TaskResult
+
+
+@dataclass
+class Plan:
+    """A listing task's decision: its children (key and body), failed units, repeats collapsed."""
+
+    children: list[tuple[str, bytes]] = field(default_factory=list)
+    failed_units: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+
+    def to_bytes(self) -> bytes:
+        return dumps(
+            {
+                "children": [{"key": k, "body": json.loads(b)} for k, b in self.children],
+                "failed_units": self.failed_units,
+                "duplicates": self.duplicates,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Plan:
+        try:
+            doc = json.loads(body)
+            return cls(
+                children=[(str(c["key"]), dumps(c["body"])) for c in doc["children"]],
+                failed_units=list(doc["failed_units"]),
+                duplicates=int(doc["duplicates"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadTask(f"the task's plan is unreadable: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """One unit to expand: the ids down to it, the unit itself, how to list its children."""
+
+    ids: tuple[str, ...]
+    unit: Any
+    failure_ids: dict[str, str]
+    listing: Callable[[], Iterable[dict[str, Any]]]
+
+
+def fan_out(task: Task, ctx: TaskContext, result: TaskResult) -> None:
+    """A listing stage's task: each unit's children become the next stage's tasks."""
+    child = ctx.table.child_of(task.stage)
+    body = task.body
+    if child is None or isinstance(body, Manifest):
+        raise BadTask(f"stage {task.stage.name} has no stage below it to fan out to")
+    parents = [
+        _Parent(
+            ids=(*body.path, unit.id),
+            unit=unit,
+            failure_ids=body.unit_ids(unit),
+            listing=partial(task.stage.lists, ctx.hermes, (*body.path, unit.id)),
+        )
+        for unit in body.units
+    ]
+    _carry_out(task, ctx, result, child, parents)
+
+
+def split_seed(task: Task, ctx: TaskContext, result: TaskResult) -> None:
+    """The seed: its warriors (named, or every one Hermes lists) become parts of the first stage."""
+    manifest = task.body
+    assert isinstance(manifest, Manifest)
+    stage = ctx.table.first
+    unit_type = stage.body.unit_type
+
+    def listing() -> Iterable[dict[str, Any]]:
+        if manifest.warriors is not None:
+            return [unit_type(w).fields() for w in manifest.warriors]
+        items = list(ctx.table.seed_lists(ctx.hermes))
+        if not items:
+            raise PermanentError("Hermes lists no warriors")
+        return items
+
+    # A listing error here fails the whole task: the seed has no units of its own.
+    parent = _Parent(ids=(), unit=None, failure_ids={}, listing=listing)
+    _carry_out(task, ctx, result, stage, [parent], whole_task=True)
+
+
+def _carry_out(
+    task: Task,
+    ctx: TaskContext,
+    result: TaskResult,
+    child: Stage,
+    parents: list[_Parent],
+    *,
+    whole_task: bool = False,
+) -> None:
+    plan = _plan(task, ctx, child, parents, whole_task=whole_task)
+    for key, body in plan.children:
+        if ctx.storage.put_if_absent(key, body):
+            result.children += 1
+    result.failed_units.extend(plan.failed_units)
+    result.duplicates += plan.duplicates
+
+
+def _plan(task: Task, ctx: TaskContext, child: Stage, parents: list[_Parent], *, whole_task: bool) -> Plan:
+    """The task's plan: read if an earlier attempt wrote it, else listed, written and kept."""
+    plan_key = task.address.plan_key
+    if ctx.storage.exists(plan_key):  # exists, not a bare get: S3 answers 403 for a missing key
+        return Plan.from_bytes(ctx.storage.get(plan_key))
+    plan = Plan()
+    per_task = ctx.settings.stage(child.name).units_per_task
+    for parent in parents:
+        try:
+            units, repeats = _distinct_sorted(child.body.unit_type.from_item(i) for i in parent.listing())
+        except PermanentError as exc:
+            if whole_task:
+                raise
+            error_class, message, status = describe(exc)
+            plan.failed_units.append(
+                {**parent.failure_ids, "error_class": error_class, "message": message, "status": status}
+            )
+            continue
+        plan.duplicates += repeats
+        for index, batch in enumerate(chunks(units, per_task)):
+            body: TaskBody = child.body.make(task.address.run_id, parent.ids, parent.unit, tuple(batch))
+            address = child.address(task.address.run_id, parent.ids, index)
+            plan.children.append((address.key, body.to_bytes()))
+    if not ctx.storage.put_if_absent(plan_key, plan.to_bytes()):
+        return Plan.from_bytes(ctx.storage.get(plan_key))  # a concurrent attempt decided first
+    return plan
+
+
+def _distinct_sorted(units: Iterable[Any]) -> tuple[list[Any], int]:
+    """Units by id, each id once (its first listing wins); and how many repeats were dropped."""
+    kept: dict[str, Any] = {}
+    repeats = 0
+    for unit in units:
+        if unit.id in kept:
+            repeats += 1
+        else:
+            kept[unit.id] = unit
+    return [kept[i] for i in sorted(kept)], repeats

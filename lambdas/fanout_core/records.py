@@ -1,0 +1,77 @@
+"""The work of the leaf stage: fetch each data group's records and write one Parquet file.
+
+Records are validated per data group: a record the contract does not allow fails its
+group (a permanent unit failure naming the field), and the task's other groups are
+written. The file is created with ``put_if_absent``, so a task that runs twice writes
+it once; its footer names the failed units, so a rerun after a crash restores the
+failure record from the file instead of fetching again (a refetch could disagree with
+the file and silently lose a unit). Records held in memory are capped per task: a
+group that would pass the cap fails as too large, and its redrive, a task of only the
+failed groups, holds fewer records.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fanout_core.bodies import Manifest
+from fanout_core.errors import BadTask, PermanentError, describe
+
+if TYPE_CHECKING:
+    from fanout_core.task_context import Task, TaskContext, TaskResult
+
+FAILED_UNITS_METADATA = "fanout.failed_units"
+"""Parquet footer key listing the task's failed units, so a rerun can restore its record."""
+
+
+class TooManyRecords(PermanentError):
+    """One task would hold more records in memory than ``max_records_per_task``."""
+
+
+def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
+    body = task.body
+    if isinstance(body, Manifest):
+        raise BadTask("a seed manifest holds no data groups")
+    out_key = task.address.output_key(ctx.table.output_prefix_of(task.stage))
+    if ctx.storage.exists(out_key):
+        from fanout_core.output import read_metadata
+
+        footer = read_metadata(ctx.storage.get(out_key))
+        result.failed_units.extend(json.loads(footer.get(FAILED_UNITS_METADATA, "[]")))
+        return
+    cap = ctx.settings.max_records_per_task
+    held = 0
+    fetched: list[tuple[str, list[dict[str, Any]]]] = []
+    for unit in body.units:
+        records: list[dict[str, Any]] = []
+        try:
+            for record in task.stage.lists(ctx.hermes, (*body.path, unit.id)):
+                records.append(record)
+                if held + len(records) > cap:
+                    raise TooManyRecords(
+                        f"data group {unit.id!r} takes the task past {cap} records held in memory "
+                        "(max_records_per_task); its redrive holds only the failed groups"
+                    )
+        except PermanentError as exc:
+            error_class, message, status = describe(exc)
+            result.failed_units.append(
+                {**body.unit_ids(unit), "error_class": error_class, "message": message, "status": status}
+            )
+            continue
+        held += len(records)
+        fetched.append((unit.id, records))
+    if not fetched:
+        return
+    from fanout_core.output import records_to_parquet  # pandas only where Parquet is written
+
+    data, rows = records_to_parquet(
+        run_id=body.run_id,
+        **body.columns(),
+        groups=fetched,
+        fetched_at=ctx.clock(),
+        metadata={FAILED_UNITS_METADATA: json.dumps(result.failed_units, sort_keys=True)},
+    )
+    if ctx.storage.put_if_absent(out_key, data):
+        result.files += 1
+        result.records += rows

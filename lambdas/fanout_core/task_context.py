@@ -1,0 +1,74 @@
+"""What a stage's work is given (``TaskContext``, ``Task``) and what it reports (``TaskResult``).
+
+The core reaches the outside world only through these: the bucket through ``Storage``,
+the API through ``Hermes``; it knows nothing of Lambda, boto3 or event shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fanout_core.bodies import Manifest, TaskBody
+from fanout_core.keys import TaskAddress
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.storage import Storage
+
+if TYPE_CHECKING:
+    from fanout_core.stages import Stage, StageTable
+
+
+class Hermes(Protocol):
+    """What the core needs of the Hermes client (``fanout_core.hermes.HermesClient``)."""
+
+    def list_warriors(self) -> Iterator[dict[str, Any]]: ...
+    def list_troops(self, warrior_id: str) -> Iterator[dict[str, Any]]: ...
+    def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]: ...
+    def list_records(
+        self, warrior_id: str, troop_id: str, data_group_id: str
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+def _default_table() -> StageTable:
+    from fanout_core.stages import STAGES
+
+    return STAGES
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskContext:
+    storage: Storage
+    hermes: Hermes
+    settings: EnvironmentSettings
+    table: StageTable = field(default_factory=_default_table)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task, its key parsed and its body read and checked against that key."""
+
+    address: TaskAddress
+    body: TaskBody | Manifest
+
+    @property
+    def stage(self) -> Stage:
+        return self.address.stage
+
+
+@dataclass(kw_only=True)
+class TaskResult:
+    stage: str
+    key: str
+    skipped: bool = False
+    """The done marker existed: a duplicate delivery, nothing was fetched."""
+    children: int = 0
+    """Child task objects this run created (not counting ones that existed)."""
+    files: int = 0
+    records: int = 0
+    duplicates: int = 0
+    """Ids a listing named more than once, collapsed into one unit each."""
+    failed_units: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
