@@ -2,7 +2,7 @@
 
 Why it exists: the pipeline must be demonstrable and testable without the real Hermes. The
 simulator serves exactly the routes, pagination and error shapes of
-``shared/hermes-api.yaml`` and can misbehave on purpose (rate limits, 5xx, garbage bodies,
+``docs/hermes-api.yaml`` and can misbehave on purpose (rate limits, 5xx, garbage bodies,
 hangs, 404 ids, awkward identifiers) so a crawler's retry and encoding logic is exercised.
 
 Two halves:

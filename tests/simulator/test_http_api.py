@@ -1,4 +1,4 @@
-"""The simulator keeps the API contract: auth, pagination, ids, 404/400."""
+"""The simulator keeps the API contract (docs/hermes-api.yaml): auth, pagination, ids, 404/400."""
 
 from __future__ import annotations
 
