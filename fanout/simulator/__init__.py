@@ -34,7 +34,8 @@ What a crawler author can rely on:
   a 200 whose body is not JSON, a hang of ``hang_s`` before a normal answer.
 
 Modules: :mod:`~fanout.simulator.config` (SimConfig, sizes), :mod:`~fanout.simulator.universe`
-(the truth) and :mod:`~fanout.simulator.records` (record rendering),
+(the truth), :mod:`~fanout.simulator.names` (ids) and :mod:`~fanout.simulator.records`
+(record rendering),
 :mod:`~fanout.simulator.page_tokens`, :mod:`~fanout.simulator.rate_limit`,
 :mod:`~fanout.simulator.faults`, :mod:`~fanout.simulator.stats`,
 :mod:`~fanout.simulator.transport` (HTTP/1.1 plumbing), :mod:`~fanout.simulator.server`

@@ -48,6 +48,53 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-ms", type=float, default=None, help="added to every request")
     g.add_argument("--not-found", action="append", default=None, metavar="ID", help="answer 404 (repeat)")
     g.add_argument("--fault-seed", type=int, default=None)
+    h = parser.add_argument_group("hostile modes (off by default; see SimConfig for the truth under each)")
+    h.add_argument(
+        "--duplicate-ids",
+        action="store_true",
+        default=None,
+        help="troop and data-group listings name the last item of page one again on page two",
+    )
+    h.add_argument(
+        "--changing-listings",
+        action="store_true",
+        default=None,
+        help="odd fetches of a troop's data-group listing add one extra data group, even ones lack it",
+    )
+    h.add_argument(
+        "--cursor-loop",
+        choices=("repeat", "cycle"),
+        default=None,
+        help="looping lists: next_page_token repeats (A -> A) or cycles (A -> B -> A) forever",
+    )
+    h.add_argument(
+        "--cursor-loop-id",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="the list below this id loops (repeat; default: the first data group's records)",
+    )
+    h.add_argument(
+        "--drip-bytes-per-s",
+        type=float,
+        default=None,
+        metavar="N",
+        help="write answers a few bytes at a time, N bytes/s on average",
+    )
+    h.add_argument("--drip-share", type=float, default=None, help="share of answers that drip (default 1.0)")
+    h.add_argument(
+        "--dot-ids",
+        action="store_true",
+        default=None,
+        help='warriors and troops named "." and ".." (served only when sent as %%2E / %%2E%%2E)',
+    )
+    h.add_argument(
+        "--bad-records",
+        action="store_true",
+        default=None,
+        help="four data groups hold one altered record: 10**400, NaN, no metric (invalid), "
+        "lower-case t/z timestamp (valid)",
+    )
     g.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
 
 
@@ -74,6 +121,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "hang_rate": "hang_rate",
         "hang_s": "hang_s",
         "fault_seed": "fault_seed",
+        "duplicate_ids": "duplicate_ids",
+        "changing_listings": "changing_listings",
+        "cursor_loop": "cursor_loop",
+        "drip_bytes_per_s": "drip_bytes_per_s",
+        "drip_share": "drip_share",
+        "dot_ids": "dot_ids",
+        "bad_records": "bad_records",
     }
     for arg, name in direct.items():
         value = getattr(args, arg, None)
@@ -83,6 +137,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         changes["latency_s"] = args.latency_ms / 1000.0
     if getattr(args, "not_found", None):
         changes["not_found_ids"] = frozenset(args.not_found)
+    if getattr(args, "cursor_loop_id", None):
+        changes["cursor_loop_ids"] = frozenset(args.cursor_loop_id)
     changes["token"] = args.token or os.environ.get("HERMES_TOKEN") or "sim-token"
     return dataclasses.replace(base, **changes)
 

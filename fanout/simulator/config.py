@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 SIZES = ("tiny", "demo", "full")
 RetryAfterFormat = Literal["seconds", "http-date"]
+CursorLoop = Literal["repeat", "cycle"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +24,14 @@ class SimConfig:
     shape the HTTP behaviour. Fault rates are shares of authenticated, non-health requests:
     one draw decides between injected 429, 5xx and garbage (so their sum must be <= 1);
     a separate draw decides whether to hang before answering.
+
+    Hostile modes (all off by default; deterministic given ``seed`` and ``fault_seed``) make
+    the server misbehave in ways the contract does not forbid, or does, so a crawler's
+    defences can be tested. Each says what the truth is under it; in short, a test computes
+    the truth with :meth:`Universe.expected_rows` (rows a correct crawler keeps),
+    :meth:`Universe.expected_failures` (units a correct crawler must fail, and why) and,
+    under ``changing_listings``, :meth:`Universe.expected_rows_for` (rows of the data
+    groups the crawler actually recorded).
     """
 
     seed: int = 7
@@ -52,10 +61,72 @@ class SimConfig:
     not_found_ids: frozenset[str] = frozenset()
     fault_seed: int | None = None
 
+    # ---- hostile modes ------------------------------------------------------------------
+    duplicate_ids: bool = False
+    """Every troop listing and data-group listing names one item twice, on two pages: the
+    first page ends early, at ``m = min(page_size, len(list))`` items, and the next page
+    starts with item ``m`` again (so a one-page list becomes two pages). The item's records
+    exist once: ``expected_rows()`` holds each once; ``expected_calls()`` counts the extra
+    pages."""
+    changing_listings: bool = False
+    """Each troop's data-group listing changes between successive fetches of its first page
+    (counted per troop by the server, from 1): odd fetches end with one extra data group
+    (``Universe.extra_data_group(w, t)``) that even fetches lack. Later pages follow the
+    version their first page chose. The extra group's records are served whether or not it
+    was listed. ``expected_rows()``/``expected_calls()`` describe the listings WITHOUT the
+    extra group; for the truth as of the listing a crawler kept, use
+    ``Universe.expected_rows_for(the (warrior, troop, data_group) ids it recorded)``."""
+    cursor_loop: CursorLoop | None = None
+    """The lists below the ids in ``cursor_loop_ids`` never end: their first page's
+    next_page_token A leads to a page (the items after the first page, often none) whose
+    next_page_token is A again ("repeat") or B, whose page leads back to A ("cycle"). Every
+    token is validly signed. A correct crawler fails that unit: ``expected_failures()``
+    names it, ``expected_rows()`` leaves out everything below it, ``expected_calls()``
+    counts only that list's first page."""
+    cursor_loop_ids: frozenset[str] = frozenset()
+    """Parents whose child list loops (a warrior's troops, a troop's data groups, a data
+    group's records). Empty means the records of the first data group in crawl order."""
+    drip_bytes_per_s: float | None = None
+    """Write each chosen answer (status line, headers, body) slowly: pieces of
+    ``max(1, rate // 100)`` bytes, each followed by a pause, averaging this many bytes/s,
+    so a client's per-read socket timeout never fires while the whole answer takes long.
+    Health answers are never dripped. The truth is unchanged."""
+    drip_share: float = 1.0
+    """Share of API answers that drip (drawn reproducibly from ``fault_seed``)."""
+    dot_ids: bool = False
+    """Warriors 0 and 1 are named exactly "." and "..", and so are troops 0 and 1 of every
+    warrior (valid per the contract). They are served when the segment arrives encoded as
+    ``%2E`` / ``%2E%2E``; a raw path with a literal "." or ".." segment, or one normalised
+    away (``/v1/warriors/../troops`` -> ``/v1/troops``), answers 404 like any unknown
+    route. ``SimStats.recent_requests`` shows the raw request lines received. The truth
+    is the ordinary one with these ids."""
+    bad_records: bool = False
+    """Four data groups (the first four non-empty reachable ones in crawl order) each get
+    one altered record, its first: "huge_int_value" (``value`` is the JSON integer literal
+    10**400, too large for a float: INVALID), "lowercase_ts" (``ts`` in lower-case RFC
+    3339 form ``2026-11-27t08:00:00z``: VALID, must be kept), "missing_metric" (no
+    ``metric``: INVALID), "nan_value" (``value`` is the non-JSON literal ``NaN``: INVALID).
+    ``Universe.bad_record_groups()`` maps each group to its kind; a correct crawler rejects
+    the three invalid groups whole: ``expected_failures()`` names them and
+    ``expected_rows()`` leaves them out, but keeps the lower-case record (its ``ts`` as
+    served)."""
+    request_log_size: int = 64
+    """How many raw request lines ``SimStats.recent_requests`` keeps (0: none)."""
+
     def __post_init__(self) -> None:
         # Accept any iterable of ids (a CLI list, a set) but store a frozenset.
         if not isinstance(self.not_found_ids, frozenset):
             object.__setattr__(self, "not_found_ids", frozenset(self.not_found_ids))
+        if not isinstance(self.cursor_loop_ids, frozenset):
+            object.__setattr__(self, "cursor_loop_ids", frozenset(self.cursor_loop_ids))
+        if self.cursor_loop not in (None, "repeat", "cycle"):
+            raise ValueError("cursor_loop must be None, 'repeat' or 'cycle'")
+        if self.drip_bytes_per_s is not None and self.drip_bytes_per_s <= 0:
+            raise ValueError("drip_bytes_per_s must be > 0 (or None for no drip)")
+        if not 0.0 <= self.drip_share <= 1.0:
+            raise ValueError(f"drip_share must be in [0, 1], got {self.drip_share}")
+        if self.request_log_size < 0:
+            raise ValueError("request_log_size must be >= 0")
         for name in ("warriors", "troops_per_warrior", "groups_per_troop", "records_per_group"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -116,10 +187,12 @@ class SimConfig:
         """Serialise for a child process (see :func:`run_in_subprocess`)."""
         data = dataclasses.asdict(self)
         data["not_found_ids"] = sorted(self.not_found_ids)
+        data["cursor_loop_ids"] = sorted(self.cursor_loop_ids)
         return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> SimConfig:
         data = json.loads(text)
         data["not_found_ids"] = frozenset(data.get("not_found_ids", ()))
+        data["cursor_loop_ids"] = frozenset(data.get("cursor_loop_ids", ()))
         return cls(**data)

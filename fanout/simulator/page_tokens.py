@@ -34,14 +34,20 @@ class _PageTokens:
     def _path_hash(path_key: str) -> str:
         return hashlib.blake2b(path_key.encode("utf-8"), digest_size=6).hexdigest()
 
-    def encode(self, path_key: str, offset: int) -> str:
-        payload = json.dumps(
-            {"v": 1, "o": offset, "p": self._path_hash(path_key)}, separators=(",", ":")
-        ).encode()
+    def encode(self, path_key: str, offset: int, state: int = 0) -> str:
+        """A token for ``offset`` in this list; ``state`` (hostile modes only) rides along."""
+        data: dict[str, int | str] = {"v": 1, "o": offset, "p": self._path_hash(path_key)}
+        if state:
+            data["s"] = state
+        payload = json.dumps(data, separators=(",", ":")).encode()
         return _TOKEN_PREFIX + base64.b64encode(payload + self._mac(payload)).decode("ascii")
 
     def decode(self, path_key: str, token: str) -> int:
         """The offset a token points at; ``ValueError`` if it is malformed, tampered or foreign."""
+        return self.decode_state(path_key, token)[0]
+
+    def decode_state(self, path_key: str, token: str) -> tuple[int, int]:
+        """The offset and the state a token carries (see :meth:`encode`)."""
         if not token.startswith(_TOKEN_PREFIX):
             raise ValueError("not a page token of this server")
         try:
@@ -55,6 +61,7 @@ class _PageTokens:
         if data.get("p") != self._path_hash(path_key):
             raise ValueError("page token belongs to another list")
         offset = data.get("o")
-        if not isinstance(offset, int) or offset <= 0:
+        state = data.get("s", 0)
+        if not isinstance(offset, int) or offset <= 0 or not isinstance(state, int):
             raise ValueError("page token offset is invalid")
-        return offset
+        return offset, state

@@ -52,3 +52,37 @@ def _records_json(raw: list[_RawRecord]) -> str:
             f'{{"ts":"{ts}","metric":{metric},"value":{value},"unit":{unit if has_unit else "null"}}}'
         )
     return "[" + ",".join(parts) + "]"
+
+
+BAD_RECORD_KINDS = {
+    "huge_int_value": False,
+    "lowercase_ts": True,
+    "missing_metric": False,
+    "nan_value": False,
+}
+"""The ``bad_records`` defects, each mapped to whether the record still keeps the contract."""
+
+
+def _bad_record_json(kind: str, record: _RawRecord) -> str:
+    """JSON-ish text of one raw record altered by a ``bad_records`` defect (see SimConfig)."""
+    ts, m, k, has_unit = record
+    metric, unit = _METRICS_JSON[m]
+    value = "null" if k is None else _thousandths(k)
+    fields = {"ts": f'"{ts}"', "metric": metric, "value": value, "unit": unit if has_unit else "null"}
+    if kind == "huge_int_value":
+        fields["value"] = "1" + "0" * 400  # a JSON integer no float can hold
+    elif kind == "lowercase_ts":
+        fields["ts"] = f'"{ts.lower()}"'  # RFC 3339 allows "t" and "z": still valid
+    elif kind == "missing_metric":
+        del fields["metric"]
+    elif kind == "nan_value":
+        fields["value"] = "NaN"  # not JSON at all
+    else:
+        raise ValueError(f"unknown bad record kind {kind!r}")
+    return "{" + ",".join(f'"{name}":{text}' for name, text in fields.items()) + "}"
+
+
+def _records_json_bad_first(raw: list[_RawRecord], kind: str) -> str:
+    """Like :func:`_records_json`, with the first record altered by ``kind``."""
+    rest = _records_json(raw[1:])[1:-1]
+    return "[" + _bad_record_json(kind, raw[0]) + ("," + rest if rest else "") + "]"

@@ -7,7 +7,7 @@ Why its own module: tests and benchmarks read these counters to check what a cli
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 
@@ -25,20 +25,26 @@ class SimStats:
     hangs: int = 0
     pages_served: int = 0
     """Successful list responses (every 200 except health and garbage)."""
+    recent_requests: tuple[str, ...] = ()
+    """The raw request lines (``GET /v1/... HTTP/1.1``, path exactly as received) of the
+    last ``SimConfig.request_log_size`` requests, oldest first."""
 
 
 class _Counters:
-    def __init__(self) -> None:
+    def __init__(self, log_size: int = 64) -> None:
         self._lock = threading.Lock()
+        self._log_size = log_size
         self._reset()
 
     def _reset(self) -> None:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
         self.kinds: Counter[str] = Counter()
+        self.recent: deque[str] = deque(maxlen=self._log_size)
 
-    def record(self, status: int, kind: str | None) -> None:
+    def record(self, status: int, kind: str | None, line: str = "") -> None:
         with self._lock:
+            self.recent.append(line)
             self.requests += 1
             self.by_status[status] += 1
             if kind:
@@ -60,6 +66,7 @@ class _Counters:
                 garbage=k["garbage"],
                 hangs=k["hangs"],
                 pages_served=k["page"],
+                recent_requests=tuple(self.recent),
             )
 
     def reset(self) -> None:

@@ -33,6 +33,8 @@ class _Response:
     headers: tuple[tuple[str, str], ...] = ()
     kind: str | None = None
     """What the stats count it as (see SimStats)."""
+    drip: bool = False
+    """Write it slowly (``SimConfig.drip_bytes_per_s``)."""
 
 
 def _json_response(
@@ -200,7 +202,21 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + resp.body)
+        if resp.drip:
+            self._drip(head + resp.body)
+        else:
+            self.wfile.write(head + resp.body)
+
+    def _drip(self, data: bytes) -> None:
+        """Write a few bytes at a time at ``drip_bytes_per_s`` on average (stops on stop())."""
+        rate = self.server.sim.config.drip_bytes_per_s or 1.0
+        piece = max(1, int(rate // 100))
+        pause = piece / rate
+        stopping = self.server.stopping
+        for i in range(0, len(data), piece):
+            self.wfile.write(data[i : i + piece])
+            if stopping.wait(pause):
+                return
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (bad request line, unsupported method) as JSON Error bodies."""
@@ -208,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = HTTPStatus(code)
         error = status.phrase.lower().replace(" ", "_")
         resp = _error_response(status, error, message or status.description)
-        self.server.sim._counters.record(resp.status, None)
+        self.server.sim._counters.record(resp.status, None, self.requestline)
         with contextlib.suppress(OSError):
             self._send(resp)
 
@@ -220,5 +236,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         resp = sim._handle(self)
         # Count before sending, so a client that has its answer also sees it in the stats.
-        sim._counters.record(resp.status, resp.kind)
+        sim._counters.record(resp.status, resp.kind, self.requestline)
         self._send(resp)
