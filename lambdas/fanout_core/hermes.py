@@ -1,6 +1,6 @@
 """The Hermes API client: one pooled session, every page, transient told from permanent.
 
-It keeps to ``shared/hermes-api.yaml``: identifiers percent-encoded as one path
+It keeps to ``docs/hermes-api.yaml``: identifiers percent-encoded as one path
 segment, bearer token, ``page_size``/``page_token`` pagination until a null token,
 429 honoured via Retry-After, 5xx/timeouts/broken bodies retried a few times with
 backoff inside the task's time budget, 400/401/403/404 never retried.

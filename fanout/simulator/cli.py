@@ -1,0 +1,251 @@
+"""Command-line hooks: ``fanout hermes serve`` / ``python -m fanout.simulator`` options, and
+:func:`run_in_subprocess` for benchmarks that need the server out of their process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fanout.simulator.config import SIZES, SimConfig
+from fanout.simulator.server import HermesSimulator
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's options to a (sub)parser; defaults of None mean 'from the preset'."""
+    g = parser.add_argument_group("Hermes simulator")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    g.add_argument("--size", choices=SIZES, default=None, help="data preset (default: small)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--warriors", type=int, default=None)
+    g.add_argument("--troops-per-warrior", type=int, default=None)
+    g.add_argument("--groups-per-troop", type=int, default=None)
+    g.add_argument("--records-per-group", type=int, default=None)
+    g.add_argument("--page-size", type=int, default=None, help="default page size")
+    g.add_argument("--awkward-ids", action="store_true", default=None, help="hostile ids")
+    g.add_argument("--token", default=None, help="bearer token (default: $HERMES_TOKEN, else sim-token)")
+    g.add_argument("--rate-limit", type=float, default=None, help="requests/s per token")
+    g.add_argument("--rate-burst", type=float, default=None, help="token bucket size")
+    g.add_argument("--retry-after-format", choices=("seconds", "http-date"), default=None)
+    g.add_argument("--error-rate-5xx", type=float, default=None)
+    g.add_argument("--error-rate-429", type=float, default=None)
+    g.add_argument("--garbage-rate", type=float, default=None)
+    g.add_argument("--hang-rate", type=float, default=None)
+    g.add_argument("--hang-s", type=float, default=None, help="seconds a hang lasts")
+    g.add_argument("--latency-ms", type=float, default=None, help="added to every request")
+    g.add_argument("--not-found", action="append", default=None, metavar="ID", help="answer 404 (repeat)")
+    g.add_argument("--fault-seed", type=int, default=None)
+    h = parser.add_argument_group("hostile modes (off by default; see SimConfig for the truth under each)")
+    h.add_argument(
+        "--duplicate-ids",
+        action="store_true",
+        default=None,
+        help="troop and data-group listings name the last item of page one again on page two",
+    )
+    h.add_argument(
+        "--changing-listings",
+        action="store_true",
+        default=None,
+        help="odd fetches of a troop's data-group listing add one extra data group, even ones lack it",
+    )
+    h.add_argument(
+        "--cursor-loop",
+        choices=("repeat", "cycle"),
+        default=None,
+        help="looping lists: next_page_token repeats (A -> A) or cycles (A -> B -> A) forever",
+    )
+    h.add_argument(
+        "--cursor-loop-id",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="the list below this id loops (repeat; default: the first data group's records)",
+    )
+    h.add_argument(
+        "--drip-bytes-per-s",
+        type=float,
+        default=None,
+        metavar="N",
+        help="write answers a few bytes at a time, N bytes/s on average",
+    )
+    h.add_argument("--drip-share", type=float, default=None, help="share of answers that drip (default 1.0)")
+    h.add_argument(
+        "--dot-ids",
+        action="store_true",
+        default=None,
+        help='warriors and troops named "." and ".." (served only when sent as %%2E / %%2E%%2E)',
+    )
+    h.add_argument(
+        "--bad-records",
+        action="store_true",
+        default=None,
+        help="four data groups hold one altered record: 10**400, NaN, no metric (invalid), "
+        "lower-case t/z timestamp (valid)",
+    )
+    g.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """A SimConfig from parsed serve arguments: the preset, then every flag given."""
+    if getattr(args, "config_json", None):
+        return SimConfig.from_json(args.config_json)
+    base = SimConfig.from_size(args.size) if args.size else SimConfig()
+    changes: dict[str, Any] = {}
+    direct = {
+        "seed": "seed",
+        "warriors": "warriors",
+        "troops_per_warrior": "troops_per_warrior",
+        "groups_per_troop": "groups_per_troop",
+        "records_per_group": "records_per_group",
+        "page_size": "default_page_size",
+        "awkward_ids": "awkward_ids",
+        "rate_limit": "rate_limit",
+        "rate_burst": "rate_burst",
+        "retry_after_format": "retry_after_format",
+        "error_rate_5xx": "error_rate_5xx",
+        "error_rate_429": "error_rate_429",
+        "garbage_rate": "garbage_rate",
+        "hang_rate": "hang_rate",
+        "hang_s": "hang_s",
+        "fault_seed": "fault_seed",
+        "duplicate_ids": "duplicate_ids",
+        "changing_listings": "changing_listings",
+        "cursor_loop": "cursor_loop",
+        "drip_bytes_per_s": "drip_bytes_per_s",
+        "drip_share": "drip_share",
+        "dot_ids": "dot_ids",
+        "bad_records": "bad_records",
+    }
+    for arg, name in direct.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "latency_ms", None) is not None:
+        changes["latency_s"] = args.latency_ms / 1000.0
+    if getattr(args, "not_found", None):
+        changes["not_found_ids"] = frozenset(args.not_found)
+    if getattr(args, "cursor_loop_id", None):
+        changes["cursor_loop_ids"] = frozenset(args.cursor_loop_id)
+    changes["token"] = args.token or os.environ.get("HERMES_TOKEN") or "sim-token"
+    return dataclasses.replace(base, **changes)
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    """Run the simulator in the foreground until SIGINT or SIGTERM; returns the exit code."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"hermes simulator: {exc}", file=sys.stderr)
+        return 2
+    sim = HermesSimulator(config, host=args.host, port=args.port)
+    try:
+        url = sim.start()
+    except OSError as exc:  # typically the port is taken
+        print(f"hermes simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    calls = sim.universe.expected_calls()
+    print(
+        f"hermes simulator listening on {url} ({config.warriors} warriors, ~{calls} calls for a full crawl)",
+        flush=True,
+    )
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: rely on the caller
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _package_doc() -> str | None:
+    import fanout.simulator
+
+    return fanout.simulator.__doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fanout.simulator``: the same options as ``fanout serve``."""
+    parser = argparse.ArgumentParser(prog="python -m fanout.simulator", description=_package_doc())
+    add_serve_arguments(parser)
+    return serve_from_args(parser.parse_args(argv))
+
+
+@contextlib.contextmanager
+def run_in_subprocess(
+    config: SimConfig | None = None, host: str = "127.0.0.1", timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve ``config`` from a separate Python process; yields the base URL once healthy.
+
+    Benchmarks need this: a server in the client's process competes with it for the GIL.
+    """
+    import urllib.request
+
+    config = config or SimConfig()
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, "-m", "fanout.simulator", "--host", host, "--port", "0"]
+    argv += ["--config-json", config.to_json()]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, env=env)
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + timeout
+            line = b""
+            while not line.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or proc.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(
+                        "simulator subprocess did not start: "
+                        + errors.read().decode("utf-8", "replace")[-2000:]
+                    )
+                ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.2))
+                if ready:
+                    line += os.read(proc.stdout.fileno(), 4096)
+            url = line.decode().split(" listening on ", 1)[1].split()[0]
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield url
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

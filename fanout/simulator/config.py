@@ -1,0 +1,198 @@
+"""What the simulator serves and how badly it behaves, as one frozen, validated value.
+
+Why its own module: the universe, the server and the CLI all read the same config, and a
+child process (``run_in_subprocess``) receives it as JSON, so it must stand alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SIZES = ("tiny", "demo", "full")
+RetryAfterFormat = Literal["seconds", "http-date"]
+CursorLoop = Literal["repeat", "cycle"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """Everything that decides what the simulator serves and how badly it behaves.
+
+    Data knobs (``seed`` .. ``awkward_ids``) define the :class:`Universe`; the rest only
+    shape the HTTP behaviour. Fault rates are shares of authenticated, non-health requests:
+    one draw decides between injected 429, 5xx and garbage (so their sum must be <= 1);
+    a separate draw decides whether to hang before answering.
+
+    Hostile modes (all off by default; deterministic given ``seed`` and ``fault_seed``) make
+    the server misbehave in ways the contract does not forbid, or does, so a crawler's
+    defences can be tested. Each says what the truth is under it; in short, a test computes
+    the truth with :meth:`Universe.expected_rows` (rows a correct crawler keeps),
+    :meth:`Universe.expected_failures` (units a correct crawler must fail, and why) and,
+    under ``changing_listings``, :meth:`Universe.expected_rows_for` (rows of the data
+    groups the crawler actually recorded).
+    """
+
+    seed: int = 7
+    warriors: int = 5
+    troops_per_warrior: int = 4
+    groups_per_troop: int = 5
+    records_per_group: int = 20
+    vary_records: bool = False
+    """Each group gets a deterministic 0..2*records_per_group records instead of exactly n."""
+    empty_group_every: int = 0
+    """When k > 0, every k-th data group (in crawl order, 1-based) has no records."""
+    max_page_size: int = 1000
+    default_page_size: int = 100
+    awkward_ids: bool = False
+    token: str = "sim-token"
+    rate_limit: float | None = None
+    """Requests per second per bearer token (token bucket); None means unlimited."""
+    rate_burst: float | None = None
+    """Bucket size; None means max(1, rate_limit / 10)."""
+    retry_after_format: RetryAfterFormat = "seconds"
+    error_rate_5xx: float = 0.0
+    error_rate_429: float = 0.0
+    garbage_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_s: float = 5.0
+    latency_s: float = 0.0
+    not_found_ids: frozenset[str] = frozenset()
+    fault_seed: int | None = None
+
+    # ---- hostile modes ------------------------------------------------------------------
+    duplicate_ids: bool = False
+    """Every troop listing and data-group listing names one item twice, on two pages: the
+    first page ends early, at ``m = min(page_size, len(list))`` items, and the next page
+    starts with item ``m`` again (so a one-page list becomes two pages). The item's records
+    exist once: ``expected_rows()`` holds each once; ``expected_calls()`` counts the extra
+    pages."""
+    changing_listings: bool = False
+    """Each troop's data-group listing changes between successive fetches of its first page
+    (counted per troop by the server, from 1): odd fetches end with one extra data group
+    (``Universe.extra_data_group(w, t)``) that even fetches lack. Later pages follow the
+    version their first page chose. The extra group's records are served whether or not it
+    was listed. ``expected_rows()``/``expected_calls()`` describe the listings WITHOUT the
+    extra group; for the truth as of the listing a crawler kept, use
+    ``Universe.expected_rows_for(the (warrior, troop, data_group) ids it recorded)``."""
+    cursor_loop: CursorLoop | None = None
+    """The lists below the ids in ``cursor_loop_ids`` never end: their first page's
+    next_page_token A leads to a page (the items after the first page, often none) whose
+    next_page_token is A again ("repeat") or B, whose page leads back to A ("cycle"). Every
+    token is validly signed. A correct crawler fails that unit: ``expected_failures()``
+    names it, ``expected_rows()`` leaves out everything below it, ``expected_calls()``
+    counts only that list's first page."""
+    cursor_loop_ids: frozenset[str] = frozenset()
+    """Parents whose child list loops (a warrior's troops, a troop's data groups, a data
+    group's records). Empty means the records of the first data group in crawl order."""
+    drip_bytes_per_s: float | None = None
+    """Write each chosen answer (status line, headers, body) slowly: pieces of
+    ``max(1, rate // 100)`` bytes, each followed by a pause, averaging this many bytes/s,
+    so a client's per-read socket timeout never fires while the whole answer takes long.
+    Health answers are never dripped. The truth is unchanged."""
+    drip_share: float = 1.0
+    """Share of API answers that drip (drawn reproducibly from ``fault_seed``)."""
+    dot_ids: bool = False
+    """Warriors 0 and 1 are named exactly "." and "..", and so are troops 0 and 1 of every
+    warrior (valid per the contract). They are served when the segment arrives encoded as
+    ``%2E`` / ``%2E%2E``; a raw path with a literal "." or ".." segment, or one normalised
+    away (``/v1/warriors/../troops`` -> ``/v1/troops``), answers 404 like any unknown
+    route. ``SimStats.recent_requests`` shows the raw request lines received. The truth
+    is the ordinary one with these ids."""
+    bad_records: bool = False
+    """Four data groups (the first four non-empty reachable ones in crawl order) each get
+    one altered record, its first: "huge_int_value" (``value`` is the JSON integer literal
+    10**400, too large for a float: INVALID), "lowercase_ts" (``ts`` in lower-case RFC
+    3339 form ``2026-11-27t08:00:00z``: VALID, must be kept), "missing_metric" (no
+    ``metric``: INVALID), "nan_value" (``value`` is the non-JSON literal ``NaN``: INVALID).
+    ``Universe.bad_record_groups()`` maps each group to its kind; a correct crawler rejects
+    the three invalid groups whole: ``expected_failures()`` names them and
+    ``expected_rows()`` leaves them out, but keeps the lower-case record (its ``ts`` as
+    served)."""
+    request_log_size: int = 64
+    """How many raw request lines ``SimStats.recent_requests`` keeps (0: none)."""
+
+    def __post_init__(self) -> None:
+        # Accept any iterable of ids (a CLI list, a set) but store a frozenset.
+        if not isinstance(self.not_found_ids, frozenset):
+            object.__setattr__(self, "not_found_ids", frozenset(self.not_found_ids))
+        if not isinstance(self.cursor_loop_ids, frozenset):
+            object.__setattr__(self, "cursor_loop_ids", frozenset(self.cursor_loop_ids))
+        if self.cursor_loop not in (None, "repeat", "cycle"):
+            raise ValueError("cursor_loop must be None, 'repeat' or 'cycle'")
+        if self.drip_bytes_per_s is not None and self.drip_bytes_per_s <= 0:
+            raise ValueError("drip_bytes_per_s must be > 0 (or None for no drip)")
+        if not 0.0 <= self.drip_share <= 1.0:
+            raise ValueError(f"drip_share must be in [0, 1], got {self.drip_share}")
+        if self.request_log_size < 0:
+            raise ValueError("request_log_size must be >= 0")
+        for name in ("warriors", "troops_per_warrior", "groups_per_troop", "records_per_group"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.empty_group_every < 0:
+            raise ValueError("empty_group_every must be >= 0")
+        if not 1 <= self.default_page_size <= self.max_page_size:
+            raise ValueError(
+                f"default_page_size must be in 1..max_page_size ({self.max_page_size}), "
+                f"got {self.default_page_size}"
+            )
+        for name in ("error_rate_5xx", "error_rate_429", "garbage_rate", "hang_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.error_rate_429 + self.error_rate_5xx + self.garbage_rate > 1.0 + 1e-9:
+            raise ValueError("error_rate_429 + error_rate_5xx + garbage_rate must be <= 1")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("rate_limit must be > 0 (or None for unlimited)")
+        if self.rate_burst is not None and self.rate_burst < 1:
+            raise ValueError("rate_burst must be >= 1")
+        if self.retry_after_format not in ("seconds", "http-date"):
+            raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
+        if self.hang_s < 0 or self.latency_s < 0:
+            raise ValueError("hang_s and latency_s must be >= 0")
+        if not self.token:
+            raise ValueError("token must not be empty")
+
+    @property
+    def burst(self) -> float:
+        """The effective bucket size (only meaningful with a rate limit)."""
+        if self.rate_burst is not None:
+            return self.rate_burst
+        return max(1.0, (self.rate_limit or 0.0) / 10)
+
+    @classmethod
+    def from_size(cls, name: str, **overrides: Any) -> SimConfig:
+        """A named preset, optionally with fields replaced.
+
+        tiny: unit tests (49 calls, some groups empty or multi-record-varied);
+        demo: a local demo run (2,511 calls); full: the talk's scale (51,051 calls).
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "tiny": dict(
+                warriors=3,
+                troops_per_warrior=3,
+                groups_per_troop=4,
+                records_per_group=6,
+                vary_records=True,
+                empty_group_every=5,
+            ),
+            "demo": dict(warriors=10, troops_per_warrior=10, groups_per_troop=24, records_per_group=24),
+            "full": dict(warriors=50, troops_per_warrior=20, groups_per_troop=50, records_per_group=24),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown size {name!r}; choose one of {', '.join(SIZES)}")
+        return cls(**{**presets[name], **overrides})
+
+    def to_json(self) -> str:
+        """Serialise for a child process (see :func:`run_in_subprocess`)."""
+        data = dataclasses.asdict(self)
+        data["not_found_ids"] = sorted(self.not_found_ids)
+        data["cursor_loop_ids"] = sorted(self.cursor_loop_ids)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> SimConfig:
+        data = json.loads(text)
+        data["not_found_ids"] = frozenset(data.get("not_found_ids", ()))
+        data["cursor_loop_ids"] = frozenset(data.get("cursor_loop_ids", ()))
+        return cls(**data)
