@@ -161,10 +161,11 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     out = Decoded(from_sqs=decoded.from_sqs)
     for refusal in decoded.refusals:
         if refusal.fails_task:
-            if _is_task_of(refusal.key, scope.stage):
+            problem = _key_problem(refusal.key or "", scope.stage)
+            if problem is None:
                 refusal = replace(refusal, attempts=min(refusal.attempts, scope.max_attempts))
-            else:
-                refusal = replace(refusal, fails_task=False)
+            else:  # not ours to fail: say so first
+                refusal = replace(refusal, reason=f"{problem}; {refusal.reason}", fails_task=False)
         out.refusals.append(refusal)
     for item in decoded.attempts:
         key, mid = item.key, item.message_id
@@ -178,14 +179,8 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
                 )
             )
             continue
-        stage = stage_for_key(key)
-        if stage is None:
-            reason = f"not a task key: under no stage's prefix, or not .json: {key!r}"
-            out.refusals.append(Refusal(reason=reason, key=key, message_id=mid, record=item))
-            continue
-        if stage.name != scope.stage.name:
-            reason = f"a {stage.name} task key, but this is the {scope.stage.name} function"
-            out.refusals.append(Refusal(reason=reason, key=key, message_id=mid, record=item))
+        if (problem := _key_problem(key, scope.stage)) is not None:
+            out.refusals.append(Refusal(reason=problem, key=key, message_id=mid, record=item))
             continue
         number = item.attempt.number
         if number > scope.max_attempts:
@@ -212,9 +207,14 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     return out
 
 
-def _is_task_of(key: str | None, stage: Stage) -> bool:
-    found = stage_for_key(key) if key else None
-    return found is not None and found.name == stage.name
+def _key_problem(key: str, stage: Stage) -> str | None:
+    """Why ``key`` is no task of ``stage``; None if it is one."""
+    found = stage_for_key(key)
+    if found is None:
+        return f"not a task key: under no stage's prefix, or not .json: {key!r}"
+    if found.name != stage.name:
+        return f"a {found.name} task key, but this is the {stage.name} function"
+    return None
 
 
 def _kind(value: object) -> str:
