@@ -8,12 +8,14 @@ import pytest
 
 from fanout.simulator import SimConfig, Universe
 from fanout_aws.s3_event import s3_event_for
+from fanout_aws.stage_handler import handler_for
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
+from fanout_core.errors import SettingsError
 from fanout_core.failures import FailureRecord
 from fanout_core.output import read_parquet_bytes
 
-from .conftest import BUCKET, TOKEN, drain, invoke
+from .conftest import BUCKET, TOKEN, FakeContext, drain, invoke
 
 
 def _seed(dep, run_id: str, warriors: list[str] | None) -> str:
@@ -212,3 +214,11 @@ def test_the_token_is_read_from_secrets_manager(aws):
     client.create_secret(Name="as-json", SecretString=json.dumps({"token": TOKEN}))
     assert read_secret(client, "plain") == TOKEN
     assert read_secret(client, "as-json") == TOKEN
+
+
+def test_the_handler_for_one_stage_refuses_another_stages_configuration(deployment, monkeypatch):
+    deployment()
+    monkeypatch.setenv("FANOUT_STAGE", "troops")
+    handler = handler_for("warriors")
+    with pytest.raises(SettingsError, match="FANOUT_STAGE is 'troops' but this is the warriors handler"):
+        handler({"Records": []}, FakeContext())
