@@ -1,11 +1,17 @@
-"""What every stage's Lambda entrypoint does, once: configure at cold start, turn
-the event into task attempts, hand each to the core's retry wrapper.
+"""What every stage's Lambda entrypoint does: configure once at cold start, decode the
+event into task attempts (``fanout_aws.events``), hand each to the core's retry
+wrapper, send retries, emit metrics.
 
 A transient failure goes to the stage's retry queue with its backoff as delivery
 delay (no sleeping function); a permanent one, or the last attempt, leaves its
 failure record and the invocation succeeds. Only when even that bookkeeping fails
-does the invocation raise, handing the event to Lambda's own retries and then to
-the on-failure destination, which is the same retry queue.
+does the invocation fail: an S3 invocation raises, handing the event to Lambda's own
+retries and then to the on-failure destination (the same retry queue); an SQS
+invocation reports the message in ``batchItemFailures``, so SQS redelivers it.
+
+Whatever the event holds that is no task for this function is refused before any
+work, logged once, and never raised: no retry can make it valid. An SQS message that
+is refused is therefore consumed (dropped with its log line), not redelivered.
 """
 
 from __future__ import annotations
@@ -13,13 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fanout_aws import metrics
-from fanout_aws.config import LambdaConfig
-from fanout_aws.retry_queue import SqsRetryQueue, attempts_in_event, attempts_in_message
+from fanout_aws.config import ENV_STAGE, ENV_TOKEN, LambdaConfig
+from fanout_aws.events import Refusal, Scope, decode_event
+from fanout_aws.retry_queue import SqsRetryQueue
+from fanout_aws.secrets import check_token, read_secret, redact
+from fanout_core import keys
+from fanout_core.errors import BadTask, SettingsError
+from fanout_core.failures import failure_record_for, now_iso, write_failure
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pacing import Pacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
@@ -29,6 +41,13 @@ from fanout_core.storage import Storage
 log = logging.getLogger("fanout")
 SAFETY_MARGIN_S = 10.0
 """Time kept back from the Lambda timeout to write a retry message or failure record."""
+
+__all__ = ["InvocationFailed", "StageRuntime", "handler_for", "read_secret"]
+
+
+class InvocationFailed(Exception):
+    """A task's bookkeeping failed in an S3 invocation; Lambda's retries take over.
+    Its message is the cause's, with the Hermes token scrubbed (Lambda logs it)."""
 
 
 @dataclass
@@ -40,6 +59,7 @@ class StageRuntime:
     hermes: HermesClient
     retry_queue: SqsRetryQueue | None
     policy: RetryPolicy
+    token: str = ""
     stats: CallStats = field(default_factory=CallStats)
 
     @classmethod
@@ -50,7 +70,10 @@ class StageRuntime:
 
         settings = config.settings
         if token is None:
-            token = config.token or read_secret(boto3.client("secretsmanager"), config.token_secret or "")
+            if config.token:
+                token = check_token(config.token, f"${ENV_TOKEN}")
+            else:
+                token = read_secret(boto3.client("secretsmanager"), config.token_secret or "")
         stats = CallStats()
         hermes = HermesClient(
             settings.hermes_url,
@@ -72,33 +95,76 @@ class StageRuntime:
                 base_delay_s=settings.retry_base_delay_s,
                 max_delay_s=settings.retry_max_delay_s,
             ),
+            token=token,
             stats=stats,
         )
 
-    def handle(self, event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
-        if isinstance(event.get("Records"), list) and any(
-            r.get("eventSource") == "aws:sqs" for r in event["Records"] if isinstance(r, Mapping)
-        ):
-            return self._handle_sqs(event, context)
-        errors = [e for e in (self._run(a, context) for a in attempts_in_event(event)) if e]
-        if errors:  # S3-invoked: Lambda retries the event; finished tasks are skipped then
-            raise errors[0]
+    @property
+    def scope(self) -> Scope:
+        return Scope(
+            bucket=self.config.bucket, stage=self.config.stage, max_attempts=self.policy.max_attempts
+        )
+
+    def handle(self, event: object, context: Any) -> dict[str, Any] | None:
+        decoded = decode_event(event, self.scope)
+        failed_ids: list[str] = []
+        unreported: list[Exception] = []
+
+        def failed(message_id: str | None, error: Exception) -> None:
+            if decoded.from_sqs and message_id is not None:
+                if message_id not in failed_ids:
+                    failed_ids.append(message_id)
+            else:
+                unreported.append(error)
+
+        for refusal in decoded.refusals:
+            if (error := self._refuse(refusal)) is not None:
+                failed(refusal.message_id, error)
+        for item in decoded.attempts:
+            if (error := self._run(item.attempt, context)) is not None:
+                failed(item.message_id, error)
+        if unreported:  # Lambda retries the event; finished tasks are skipped then
+            first = unreported[0]
+            raise InvocationFailed(self._scrub(f"{type(first).__name__}: {first}")) from None
+        if decoded.from_sqs:
+            return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
         return None
 
-    def _handle_sqs(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        failures = []
-        for record in event["Records"]:
-            try:
-                attempts = attempts_in_message(record["body"])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error(
-                    "unreadable retry message %s dropped to the DLQ path: %s", record.get("messageId"), exc
-                )
-                failures.append({"itemIdentifier": record.get("messageId", "")})
-                continue
-            if any(self._run(a, context) for a in attempts):
-                failures.append({"itemIdentifier": record["messageId"]})
-        return {"batchItemFailures": failures}
+    def _scrub(self, text: str) -> str:
+        return redact(text, self.token)
+
+    def _refuse(self, refusal: Refusal) -> Exception | None:
+        """Log a refusal once; record it as the task's failure if it says so. Returns the
+        exception if writing that record failed (the delivery is then retried)."""
+        line: dict[str, Any] = {"refused": True, "reason": refusal.reason}
+        if refusal.key is not None:
+            line["key"] = refusal.key
+        line["stage"] = self.config.stage.name
+        if refusal.message_id is not None:
+            line["message_id"] = refusal.message_id
+        try:
+            if refusal.fails_task and refusal.key is not None:
+                line["failure_record"] = self._record_refusal(refusal, refusal.key)
+            return None
+        except Exception as exc:
+            line["error"] = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
+            return exc
+        finally:
+            log.warning(self._scrub(json.dumps(line, ensure_ascii=False)))
+
+    def _record_refusal(self, refusal: Refusal, key: str) -> bool:
+        """Write the refusal as the task's failure record, unless the task has already
+        finished or failed (a forged message must not overwrite its real outcome)."""
+        if self.storage.exists(keys.done_key(key)) or self.storage.exists(keys.failed_key(key)):
+            return False
+        record = failure_record_for(
+            key,
+            BadTask(refusal.reason),
+            attempts=refusal.attempts,
+            first_attempt_at=refusal.first_attempt_at or now_iso(),
+        )
+        write_failure(self.storage, record)
+        return True
 
     def _run(self, attempt: Attempt, context: Any) -> Exception | None:
         """One attempt of one task; returns the exception if its bookkeeping failed."""
@@ -118,26 +184,20 @@ class StageRuntime:
                     raise outcome.error
                 self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 counts["Retries"] = 1.0
-                log.warning(
-                    json.dumps(
-                        {
-                            "task": attempt.key,
-                            "attempt": attempt.number,
-                            "retry_in_s": outcome.delay_s,
-                            "error": str(outcome.error)[:500],
-                        }
-                    )
+                self._log(
+                    logging.WARNING,
+                    task=attempt.key,
+                    attempt=attempt.number,
+                    retry_in_s=outcome.delay_s,
+                    error=str(outcome.error),
                 )
             elif isinstance(outcome, GaveUp):
                 counts["Failures"] = 1.0
-                log.error(
-                    json.dumps(
-                        {
-                            "task": attempt.key,
-                            "gave_up": outcome.record.error_class,
-                            "attempts": attempt.number,
-                        }
-                    )
+                self._log(
+                    logging.ERROR,
+                    task=attempt.key,
+                    gave_up=outcome.record.error_class,
+                    attempts=attempt.number,
                 )
             elif isinstance(outcome, Finished):
                 result: TaskResult = outcome.result
@@ -145,7 +205,12 @@ class StageRuntime:
                 counts["Failures"] = float(bool(result.failed_units))
             return None
         except Exception as exc:
-            log.exception("task %s: could not record its outcome", attempt.key)
+            self._log(
+                logging.ERROR,
+                task=attempt.key,
+                error=f"could not record its outcome: {type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
             return exc
         finally:
             after = self.stats.snapshot()
@@ -153,29 +218,26 @@ class StageRuntime:
             counts["Throttled429"] = after["throttled"] - before["throttled"]
             metrics.emit(self.config.stage.name, counts)
 
-
-def read_secret(client: Any, secret_id: str) -> str:
-    """The Hermes token: the secret's string, or its ``token`` field if it is JSON."""
-    value = client.get_secret_value(SecretId=secret_id)["SecretString"]
-    try:
-        doc = json.loads(value)
-    except ValueError:
-        return str(value).strip()
-    if isinstance(doc, dict) and isinstance(doc.get("token"), str):
-        return str(doc["token"])
-    return str(value).strip()
+    def _log(self, level: int, **fields: Any) -> None:
+        """One JSON log line; every string in it scrubbed of the token."""
+        for name in ("error", "traceback"):
+            if isinstance(fields.get(name), str):
+                fields[name] = self._scrub(fields[name])[: 500 if name == "error" else 4000]
+        log.log(level, self._scrub(json.dumps(fields, ensure_ascii=False)))
 
 
-def handler_for(stage_name: str) -> Callable[[Mapping[str, Any], Any], dict[str, Any] | None]:
-    """The Lambda entrypoint of one stage; the runtime is built on the first call."""
+def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
+    """The Lambda entrypoint of one stage; the runtime is built (and the configuration
+    checked) on the first call, and reused by warm invocations."""
     runtime: list[StageRuntime] = []
 
-    def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
+    def handler(event: Any, context: Any) -> dict[str, Any] | None:
         if not runtime:
             config = LambdaConfig.from_environ()
             if config.stage.name != stage_name:
-                raise RuntimeError(
-                    f"FANOUT_STAGE is {config.stage.name!r} but this is the {stage_name} handler"
+                raise SettingsError(
+                    f"{ENV_STAGE} is {config.stage.name!r} but this is the {stage_name} handler; "
+                    "point the function at its own stage's handler module"
                 )
             runtime.append(StageRuntime.from_config(config))
         return runtime[0].handle(event, context)

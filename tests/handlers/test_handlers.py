@@ -9,12 +9,14 @@ import task_keys
 
 from fanout.simulator import SimConfig, Universe
 from fanout_aws.s3_event import s3_event_for
+from fanout_aws.stage_handler import handler_for
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
+from fanout_core.errors import SettingsError
 from fanout_core.failures import FailureRecord
 from fanout_core.output import read_parquet_bytes
 
-from .conftest import BUCKET, TOKEN, drain, invoke
+from .conftest import BUCKET, TOKEN, FakeContext, drain, invoke
 
 
 def _seed(dep, run_id: str, warriors: list[str] | None) -> str:
@@ -162,10 +164,15 @@ def test_an_on_failure_destination_record_counts_lambdas_own_tries(deployment, m
     assert record.attempts == 4
 
 
-def test_an_unreadable_retry_message_is_reported_as_a_batch_item_failure(deployment, monkeypatch):
+def test_an_unreadable_sqs_message_is_dropped_with_a_log_line_not_redelivered(
+    deployment, monkeypatch, caplog
+):
     dep = deployment()
-    result = invoke("warriors", _sqs_event("not json", "m-bad"), monkeypatch, dep)
-    assert result == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+    with caplog.at_level("WARNING", logger="fanout"):
+        result = invoke("warriors", _sqs_event("not json", "m-bad"), monkeypatch, dep)
+    assert result == {"batchItemFailures": []}  # no retry can make it valid
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if "refused" in r.getMessage()]
+    assert line["refused"] is True and "not JSON" in line["reason"] and line["message_id"] == "m-bad"
 
 
 def test_without_a_retry_queue_a_transient_failure_raises_for_lambdas_retries(deployment, monkeypatch):
@@ -201,10 +208,18 @@ def test_metrics_are_printed_as_embedded_metric_format(deployment, monkeypatch, 
 def test_the_token_is_read_from_secrets_manager(aws):
     import boto3
 
-    from fanout_aws.stage_handler import read_secret
+    from fanout_aws.secrets import read_secret
 
     client = boto3.client("secretsmanager", region_name="us-east-1")
     client.create_secret(Name="plain", SecretString=TOKEN)
     client.create_secret(Name="as-json", SecretString=json.dumps({"token": TOKEN}))
     assert read_secret(client, "plain") == TOKEN
     assert read_secret(client, "as-json") == TOKEN
+
+
+def test_the_handler_for_one_stage_refuses_another_stages_configuration(deployment, monkeypatch):
+    deployment()
+    monkeypatch.setenv("FANOUT_STAGE", "troops")
+    handler = handler_for("warriors")
+    with pytest.raises(SettingsError, match="FANOUT_STAGE is 'troops' but this is the warriors handler"):
+        handler({"Records": []}, FakeContext())

@@ -1,0 +1,490 @@
+"""Everything that arrives at a stage handler, decoded in one place: typed task
+attempts in, typed refusals for everything else. Nothing here reads or writes.
+
+What a stage function can be invoked with:
+
+- an S3 notification (``{"Records": [...]}``, ``eventSource: aws:s3``): each
+  ``ObjectCreated`` record is a first try of the task at its key;
+- the ``s3:TestEvent`` S3 sends when a notification is configured (nothing to do);
+- an SQS batch from the stage's retry queue, whose bodies are one of
+  - our own retry message (``{"fanout_retry": {"task_key", "attempt",
+    "first_attempt_at"}}``, written by ``fanout_aws.retry_queue``),
+  - a Lambda on-failure destination record (``requestPayload`` is the event Lambda
+    gave up on, ``requestContext.approximateInvokeCount`` the tries it made), or
+  - an S3 notification relayed through a queue.
+
+S3 URL-encodes object keys in notifications, form-style: a space arrives as ``+``, a
+``+`` as ``%2B``, and moto also encodes ``/`` as ``%2F``. A key used without
+``unquote_plus`` names an object that does not exist, or worse, a different one, so
+every key from an event goes through ``decode_event_key``.
+
+Decoding is two pure steps. ``parse_event`` checks only the shape: it never raises,
+and whatever it cannot read becomes a ``Refusal`` with a reason. ``screen`` then
+holds each attempt against the function it arrived at (``Scope``): its bucket, its
+stage, its ``max_attempts``. ``decode_event`` is both, and is what the handler calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from fanout_core.failures import now_iso
+from fanout_core.retry import Attempt
+from fanout_core.stages import Stage, stage_for_key
+
+S3_SOURCE = "aws:s3"
+SQS_SOURCE = "aws:sqs"
+TEST_EVENT = "s3:TestEvent"
+CREATED_PREFIX = "ObjectCreated:"
+RETRY_MARKER = "fanout_retry"
+"""The one top-level field of a retry message's body."""
+
+Source = Literal["s3", "retry", "on-failure"]
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One created object, key decoded to exactly what ``GetObject`` needs."""
+
+    bucket: str
+    key: str
+    size: int
+    event_name: str
+    """As S3 writes it, e.g. ``ObjectCreated:Put``."""
+    sequencer: str
+    """Hex string; for one key, a later write has a greater value (compare after
+    left-padding to equal length). Empty if the record carried none."""
+    event_time: str
+    """ISO-8601 as S3 writes it, e.g. ``2024-05-01T12:00:00.123Z``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskAttempt:
+    """One try of one task that an event asks for."""
+
+    attempt: Attempt
+    source: Source
+    """``s3``: a notification (a first try); ``retry``: our retry message;
+    ``on-failure``: a Lambda on-failure destination record."""
+    message_id: str | None = None
+    """The SQS message it came in, for ``batchItemFailures``; None if not from SQS."""
+    s3: S3Object | None = None
+    """The notification record it came from, if it came from one."""
+
+    @property
+    def key(self) -> str:
+        return self.attempt.key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal:
+    """Something in an event that is deliberately not run, and why."""
+
+    reason: str
+    key: str | None = None
+    """The task key it names, where one could be read."""
+    message_id: str | None = None
+    record: Any = field(default=None, compare=False, repr=False)
+    """The raw record (or body) refused, for tests and debugging; never logged."""
+    fails_task: bool = False
+    """Record the refusal as the task's failure record: the key is a task of this
+    function and the event tried to give it attempts it may not have."""
+    attempts: int = 1
+    """For the failure record: the attempt count to write."""
+    first_attempt_at: str | None = None
+
+
+@dataclass(kw_only=True)
+class Decoded:
+    attempts: list[TaskAttempt] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    from_sqs: bool = False
+    """The event is an SQS batch: the handler answers with ``batchItemFailures``."""
+
+    @property
+    def objects(self) -> list[S3Object]:
+        """The created objects the attempts came from, in event order."""
+        return [a.s3 for a in self.attempts if a.s3 is not None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """What a function accepts: its bucket, its stage, its attempt budget."""
+
+    bucket: str
+    stage: Stage
+    max_attempts: int
+
+
+def decode_event_key(encoded: str) -> str:
+    """The object key an event names (``+`` is a space, ``%XX`` a UTF-8 byte)."""
+    return unquote_plus(encoded, errors="strict")
+
+
+def decode_event(event: object, scope: Scope) -> Decoded:
+    """The attempts ``event`` asks of the function described by ``scope``, and the rest
+    refused with a reason. Never raises."""
+    return screen(parse_event(event), scope)
+
+
+def parse_event(event: object) -> Decoded:
+    """Every task attempt ``event`` names, by shape alone; never raises."""
+    out = Decoded()
+    if not isinstance(event, Mapping):
+        out.refusals.append(
+            Refusal(
+                reason=f"not an S3 notification: expected a JSON object, got {_kind(event)}",
+                record=event,
+            )
+        )
+        return out
+    records = event.get("Records")
+    if isinstance(records, list) and any(
+        isinstance(r, Mapping) and r.get("eventSource") == SQS_SOURCE for r in records
+    ):
+        out.from_sqs = True
+        for index, record in enumerate(records):
+            _guarded(out, record, f"Records[{index}]", None, _top_record)
+        return out
+    _payload(out, event, "event", None, on_failure=False)
+    return out
+
+
+def screen(decoded: Decoded, scope: Scope) -> Decoded:
+    """``decoded`` held against ``scope``: another bucket, a key that is no task of this
+    stage, or more attempts than ``max_attempts`` allows are refused."""
+    out = Decoded(from_sqs=decoded.from_sqs)
+    for refusal in decoded.refusals:
+        if refusal.fails_task:
+            problem = _key_problem(refusal.key or "", scope.stage)
+            if problem is None:
+                refusal = replace(refusal, attempts=min(refusal.attempts, scope.max_attempts))
+            else:  # not ours to fail: say so first
+                refusal = replace(refusal, reason=f"{problem}; {refusal.reason}", fails_task=False)
+        out.refusals.append(refusal)
+    for item in decoded.attempts:
+        key, mid = item.key, item.message_id
+        if item.s3 is not None and item.s3.bucket != scope.bucket:
+            out.refusals.append(
+                Refusal(
+                    reason=f"bucket {item.s3.bucket!r} is not this function's bucket {scope.bucket!r}",
+                    key=key,
+                    message_id=mid,
+                    record=item,
+                )
+            )
+            continue
+        if (problem := _key_problem(key, scope.stage)) is not None:
+            out.refusals.append(Refusal(reason=problem, key=key, message_id=mid, record=item))
+            continue
+        number = item.attempt.number
+        if number > scope.max_attempts:
+            if item.source == "on-failure":
+                reason = (
+                    f"Lambda's own tries bring it to attempt {number}, past "
+                    f"max_attempts={scope.max_attempts}: no tries left"
+                )
+            else:
+                reason = f"attempt {number} is more than max_attempts={scope.max_attempts}"
+            out.refusals.append(
+                Refusal(
+                    reason=reason,
+                    key=key,
+                    message_id=mid,
+                    record=item,
+                    fails_task=True,
+                    attempts=scope.max_attempts,
+                    first_attempt_at=item.attempt.first_attempt_at,
+                )
+            )
+            continue
+        out.attempts.append(item)
+    return out
+
+
+def _key_problem(key: str, stage: Stage) -> str | None:
+    """Why ``key`` is no task of ``stage``; None if it is one."""
+    found = stage_for_key(key)
+    if found is None:
+        return f"not a task key: under no stage's prefix, or not .json: {key!r}"
+    if found.name != stage.name:
+        return f"a {found.name} task key, but this is the {stage.name} function"
+    return None
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _guarded(out: Decoded, record: object, where: str, message_id: str | None, parse: Any) -> None:
+    """``parse(out, record, where)``; an unforeseen error refuses the record alone."""
+    try:
+        parse(out, record, where)
+    except Exception as exc:  # a decoding bug must not cost the rest of the batch
+        reason = f"{where}: could not be decoded ({type(exc).__name__})"
+        out.refusals.append(Refusal(reason=reason, message_id=message_id, record=record))
+
+
+def _top_record(out: Decoded, record: object, where: str) -> None:
+    """One record of an SQS batch (an S3 record among them is taken as one)."""
+    if not isinstance(record, Mapping):
+        out.refusals.append(Refusal(reason=f"{where} is not an object", record=record))
+        return
+    source = record.get("eventSource")
+    if source == SQS_SOURCE:
+        _sqs_record(out, record, where)
+    elif source == S3_SOURCE:
+        _s3_record(out, record, where, None)
+    else:
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: eventSource {source!r} is not {S3_SOURCE} or {SQS_SOURCE}", record=record
+            )
+        )
+
+
+def _sqs_record(out: Decoded, record: Mapping[str, Any], where: str) -> None:
+    mid = record.get("messageId")
+    message_id = mid if isinstance(mid, str) else None
+    body = record.get("body")
+    if not isinstance(body, str):
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: SQS body is {_kind(body)}, not a string",
+                message_id=message_id,
+                record=record,
+            )
+        )
+        return
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        out.refusals.append(
+            Refusal(reason=f"{where}: SQS body is not JSON ({exc})", message_id=message_id, record=record)
+        )
+        return
+    if not isinstance(doc, Mapping):
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: SQS body is a JSON {_kind(doc)}, not an object",
+                message_id=message_id,
+                record=record,
+            )
+        )
+        return
+    _payload(out, doc, f"{where} body", message_id, on_failure=True)
+
+
+def _payload(
+    out: Decoded, doc: Mapping[str, Any], where: str, message_id: str | None, *, on_failure: bool
+) -> None:
+    """A document that names tasks: a retry message, an S3 notification, the test event,
+    and (inside an SQS body only) an on-failure destination record."""
+    if RETRY_MARKER in doc:
+        _retry_message(out, doc[RETRY_MARKER], where, message_id)
+    elif on_failure and "requestPayload" in doc and "requestContext" in doc:
+        _on_failure(out, doc, where, message_id)
+    elif doc.get("Event") == TEST_EVENT:
+        out.refusals.append(Refusal(reason=TEST_EVENT, message_id=message_id, record=doc))
+    else:
+        records = doc.get("Records")
+        if not isinstance(records, list) or not records:
+            what = "an empty Records list" if isinstance(records, list) else "no Records list"
+            if "Records" in doc and not isinstance(records, list):
+                what = f"Records is {_kind(records)}, not a list"
+            reason = (
+                f"{where}: not an S3 notification: {what} and not an s3:TestEvent "
+                f"(top-level keys: {sorted(map(str, doc))[:10]})"
+            )
+            out.refusals.append(Refusal(reason=reason, message_id=message_id, record=doc))
+            return
+        for index, record in enumerate(records):
+            rwhere = f"Records[{index}]" if where == "event" else f"{where} Records[{index}]"
+            _guarded(out, record, rwhere, message_id, _notification_record(message_id))
+
+
+def _notification_record(message_id: str | None) -> Any:
+    def parse(out: Decoded, record: object, where: str) -> None:
+        if not isinstance(record, Mapping):
+            out.refusals.append(
+                Refusal(
+                    reason=f"not an S3 notification: {where} is not an object",
+                    message_id=message_id,
+                    record=record,
+                )
+            )
+            return
+        source = record.get("eventSource")
+        if source != S3_SOURCE:
+            out.refusals.append(
+                Refusal(
+                    reason=f"{where}: eventSource {source!r} is not {S3_SOURCE} (not an S3 notification)",
+                    message_id=message_id,
+                    record=record,
+                )
+            )
+            return
+        _s3_record(out, record, where, message_id)
+
+    return parse
+
+
+def _s3_record(out: Decoded, record: Mapping[str, Any], where: str, message_id: str | None) -> None:
+    def refuse(reason: str, key: str | None = None) -> None:
+        out.refusals.append(Refusal(reason=reason, key=key, message_id=message_id, record=record))
+
+    name = record.get("eventName")
+    bare = name.removeprefix("s3:") if isinstance(name, str) else ""
+    if not bare.startswith(CREATED_PREFIX):
+        refuse(f"{where}: eventName {name!r} is not ObjectCreated")
+        return
+    s3: Any = record.get("s3")
+    try:
+        bucket = s3["bucket"]["name"]
+        obj = s3["object"]
+        encoded_key = obj["key"]
+    except (KeyError, TypeError):
+        refuse(f"{where}: ObjectCreated record without s3.bucket.name and s3.object.key")
+        return
+    if not isinstance(bucket, str) or not isinstance(encoded_key, str) or not encoded_key or not bucket:
+        refuse(f"{where}: s3.bucket.name and s3.object.key must be non-empty strings")
+        return
+    try:
+        key = decode_event_key(encoded_key)
+    except UnicodeDecodeError:
+        refuse(f"{where}: key {encoded_key!r} is not URL-encoded UTF-8")
+        return
+    size = obj.get("size")
+    event_time = record.get("eventTime")
+    s3_object = S3Object(
+        bucket=bucket,
+        key=key,
+        size=size if type(size) is int and size >= 0 else 0,
+        event_name=bare,
+        sequencer=str(obj.get("sequencer") or ""),
+        event_time=event_time if isinstance(event_time, str) else "",
+    )
+    first = s3_object.event_time if _is_iso(s3_object.event_time) else now_iso()
+    out.attempts.append(
+        TaskAttempt(
+            attempt=Attempt(key=key, number=1, first_attempt_at=first),
+            source="s3",
+            message_id=message_id,
+            s3=s3_object,
+        )
+    )
+
+
+def _retry_message(out: Decoded, body: object, where: str, message_id: str | None) -> None:
+    if not isinstance(body, Mapping):
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: {RETRY_MARKER} is {_kind(body)}, not an object",
+                message_id=message_id,
+                record=body,
+            )
+        )
+        return
+    key = body.get("task_key")
+    if not isinstance(key, str) or not key:
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: retry message without a task_key string", message_id=message_id, record=body
+            )
+        )
+        return
+    number, first = body.get("attempt"), body.get("first_attempt_at")
+    problem = _attempt_problem(number, "attempt") or _time_problem(first)
+    if problem:
+        out.refusals.append(
+            _bad_attempt(f"{where}: retry message: {problem}", key, number, first, message_id, body)
+        )
+        return
+    assert isinstance(number, int) and isinstance(first, str)
+    out.attempts.append(
+        TaskAttempt(
+            attempt=Attempt(key=key, number=number, first_attempt_at=first),
+            source="retry",
+            message_id=message_id,
+        )
+    )
+
+
+def _on_failure(out: Decoded, doc: Mapping[str, Any], where: str, message_id: str | None) -> None:
+    """Lambda gave up on ``requestPayload`` after ``approximateInvokeCount`` tries: each
+    task in it comes back with those tries added to its attempt count."""
+    payload, context = doc.get("requestPayload"), doc.get("requestContext")
+    if not isinstance(payload, Mapping) or not isinstance(context, Mapping):
+        out.refusals.append(
+            Refusal(
+                reason=f"{where}: on-failure record whose requestPayload or requestContext is not an object",
+                message_id=message_id,
+                record=doc,
+            )
+        )
+        return
+    inner = Decoded()
+    _payload(inner, payload, f"{where} requestPayload", message_id, on_failure=False)
+    out.refusals.extend(inner.refusals)
+    tries = context.get("approximateInvokeCount")
+    problem = _attempt_problem(tries, "requestContext.approximateInvokeCount")
+    for item in inner.attempts:
+        if problem:
+            out.refusals.append(
+                _bad_attempt(
+                    f"{where}: on-failure record: {problem}",
+                    item.key,
+                    item.attempt.number,
+                    item.attempt.first_attempt_at,
+                    message_id,
+                    doc,
+                )
+            )
+            continue
+        assert isinstance(tries, int)
+        attempt = replace(item.attempt, number=item.attempt.number + tries)
+        out.attempts.append(replace(item, attempt=attempt, source="on-failure"))
+
+
+def _attempt_problem(value: object, name: str) -> str | None:
+    if type(value) is not int:  # bool is an int subclass, and no count
+        return f"{name} is {value!r} ({_kind(value)}), not a whole number"
+    if value < 1:
+        return f"{name} is {value}, not 1 or more"
+    return None
+
+
+def _time_problem(value: object) -> str | None:
+    if not isinstance(value, str) or not _is_iso(value):
+        return f"first_attempt_at is {value!r}, not an ISO-8601 time"
+    return None
+
+
+def _is_iso(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_attempt(
+    reason: str, key: str, number: object, first: object, message_id: str | None, record: object
+) -> Refusal:
+    """A task whose attempt count cannot be trusted: refused, and (if it is a task of
+    the function, which ``screen`` decides) recorded as failed, so no forged count buys
+    it more tries."""
+    return Refusal(
+        reason=reason,
+        key=key,
+        message_id=message_id,
+        record=record,
+        fails_task=True,
+        attempts=number if type(number) is int and number >= 1 else 1,
+        first_attempt_at=first if isinstance(first, str) and _is_iso(first) else None,
+    )

@@ -1,0 +1,139 @@
+"""The Hermes token: refused at cold start if it needs trimming, and never in a log line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import boto3
+import pytest
+
+from fanout_aws import config as env_names
+from fanout_aws.s3_event import s3_event_for
+from fanout_aws.secrets import check_token, read_secret, redact
+from fanout_aws.stage_handler import InvocationFailed
+from fanout_core.errors import SettingsError, TransientError
+
+from .conftest import BUCKET, REGION, invoke
+
+SECRET_TOKEN = "s3cr3t/tok+en=Zz"
+"""Changes under URL encoding, so both forms are checked."""
+
+BAD_TOKENS = [
+    (" Zq9x", "leading-space"),
+    ("Zq9x ", "trailing-space"),
+    ("Zq9x\n", "trailing-lf"),
+    ("Zq9x\r\n", "trailing-crlf"),
+    ("Zq\r9x", "inner-cr"),
+    ("Zq\n9x", "inner-lf"),
+    ("Zq\t9x", "tab"),
+    ("Zq\x009x", "nul"),
+    ("Zq\x1b9x", "escape"),
+    ("Zq\x7f9x", "delete"),
+]
+
+
+@pytest.mark.parametrize("token", [t for t, _ in BAD_TOKENS], ids=[i for _, i in BAD_TOKENS])
+@pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
+def test_a_secret_holding_a_token_that_needs_trimming_is_refused_without_echoing_it(
+    aws: None, token: str, as_json: bool
+) -> None:
+    client = boto3.client("secretsmanager", region_name=REGION)
+    client.create_secret(Name="hermes", SecretString=json.dumps({"token": token}) if as_json else token)
+    with pytest.raises(SettingsError, match=r"secret 'hermes'.*store the bare token") as raised:
+        read_secret(client, "hermes")
+    for part in ("Zq", "9x"):
+        assert part not in str(raised.value)
+
+
+def test_an_empty_token_is_refused() -> None:
+    with pytest.raises(SettingsError, match="is empty"):
+        check_token("", "secret 'hermes'")
+
+
+@pytest.mark.parametrize("token", [SECRET_TOKEN, "a b", "eyJhbGciOi.J9.x-y_z~"])
+def test_a_bare_token_is_accepted_as_it_is(token: str) -> None:
+    assert check_token(token, "test") == token
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"Bearer {SECRET_TOKEN} refused", "Bearer *** refused"),
+        (f"?token={quote(SECRET_TOKEN, safe='')}&x=1", "?token=***&x=1"),
+        (f"?token={quote_plus(SECRET_TOKEN)}", "?token=***"),
+        (f"/path/{quote(SECRET_TOKEN)}/", "/path/***/"),
+        ("nothing secret here", "nothing secret here"),
+    ],
+    ids=["bare", "url-encoded", "form-encoded", "path-encoded", "absent"],
+)
+def test_redact_replaces_the_token_and_its_url_encoded_forms(text: str, expected: str) -> None:
+    assert redact(text, SECRET_TOKEN) == expected
+
+
+def test_redact_without_a_secret_changes_nothing() -> None:
+    assert redact("text", None) == redact("text", "") == "text"
+
+
+@pytest.mark.parametrize("token", ["Zq9x\r\n", " Zq9x", "Zq\x1b9x"], ids=["crlf", "space", "escape"])
+def test_a_token_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch, token):
+    dep = deployment()
+    monkeypatch.setenv(env_names.ENV_TOKEN, token)
+    with pytest.raises(SettingsError, match=r"\$HERMES_TOKEN.*store the bare token") as raised:
+        invoke("warriors", s3_event_for(BUCKET, ["amazon_warriors/r1.json"]), monkeypatch, dep)
+    assert "Zq" not in str(raised.value) and "9x" not in str(raised.value)
+    assert dep.objects() == []
+
+
+def test_a_secret_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch):
+    dep = deployment()
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="fanout/hermes", SecretString="tok\n"
+    )
+    monkeypatch.delenv(env_names.ENV_TOKEN)
+    monkeypatch.setenv(env_names.ENV_TOKEN_SECRET, "fanout/hermes")
+    with pytest.raises(SettingsError, match="secret 'fanout/hermes' holds a line break"):
+        invoke("warriors", {"Records": []}, monkeypatch, dep)
+
+
+def _leaky_error(*_: Any, **__: Any) -> Any:
+    raise TransientError(
+        f"GET https://hermes/v1/warriors?token={quote(SECRET_TOKEN, safe='')} failed; "
+        f"Authorization: Bearer {SECRET_TOKEN}; form {quote_plus(SECRET_TOKEN)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("with_queues", "via"),
+    [(True, "s3"), (False, "s3"), (False, "sqs")],
+    ids=["retry-warning", "bookkeeping-failure-raised", "bookkeeping-failure-in-batch"],
+)
+def test_the_token_appears_in_no_log_line_nor_the_raised_error(
+    deployment, monkeypatch, caplog, capsys, with_queues, via
+):
+    dep = deployment(with_queues=with_queues)
+    monkeypatch.setenv(env_names.ENV_TOKEN, SECRET_TOKEN)
+    monkeypatch.setattr("fanout_aws.stage_handler.run_task", _leaky_error)
+    key = "amazon_warriors/r1.json"
+    retry = json.dumps(
+        {"fanout_retry": {"task_key": key, "attempt": 2, "first_attempt_at": "2024-05-01T12:00:00Z"}}
+    )
+    event: dict[str, Any] = (
+        s3_event_for(BUCKET, [key])
+        if via == "s3"
+        else {"Records": [{"eventSource": "aws:sqs", "messageId": "m-0", "body": retry}]}
+    )
+    raised = ""
+    with caplog.at_level("DEBUG"):
+        try:
+            invoke("warriors", event, monkeypatch, dep)
+        except InvocationFailed as exc:
+            raised = str(exc)
+    out = capsys.readouterr()
+    logged = caplog.text + out.out + out.err
+    assert "failed; Authorization: Bearer ***" in logged + raised  # the error itself is there
+    for form in {SECRET_TOKEN, quote(SECRET_TOKEN, safe=""), quote_plus(SECRET_TOKEN)}:
+        assert form not in logged
+        assert form not in raised
+    assert (raised != "") == (not with_queues and via == "s3")
