@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+import task_keys
 
 from fanout_aws.s3_event import s3_event_for
 from fanout_aws.s3_storage import S3Storage
@@ -19,8 +20,8 @@ from fanout_core.failures import FailureRecord
 
 from .conftest import BUCKET, invoke
 
-TROOPS_KEY = keys.troops_task_key("r1", "w1", 0)
-DATA_GROUPS_KEY = keys.data_groups_task_key("r1", "w1", "t1", 0)
+TROOPS_KEY = task_keys.troops_task_key("r1", "w1", 0)
+DATA_GROUPS_KEY = task_keys.data_groups_task_key("r1", "w1", "t1", 0)
 FIRST = "2024-05-01T12:00:00.000Z"
 
 
