@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from fanout_core.errors import PermanentError, TransientError
+from fanout_core.errors import FanoutError, PermanentError, SettingsError, TransientError
+from fanout_core.secrets import redact
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
@@ -125,7 +126,9 @@ class HermesClient:
     ):
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
-        self.base_url = base_url.rstrip("/")
+        check_token(token)
+        self.base_url = check_base_url(base_url)
+        self._secrets = (token,)
         self.page_size = page_size
         self.timeout = (connect_timeout, read_timeout)
         self.max_retries = max_retries
@@ -179,15 +182,44 @@ class HermesClient:
     def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
         url = self.url_for(segments)
         token: str | None = None
-        while True:
-            params: dict[str, Any] = {"page_size": self.page_size}
-            if token is not None:
-                params["page_token"] = token
-            page = self._get_with_retries(url, params)
-            items, token = _validate_page(page, kind, url, self.page_size)
-            yield from items
-            if token is None:
-                return
+        try:
+            while True:
+                params: dict[str, Any] = {"page_size": self.page_size}
+                if token is not None:
+                    params["page_token"] = token
+                page = self._get_with_retries(url, params)
+                items, token = _validate_page(page, kind, url, self.page_size)
+                yield from items
+                if token is None:
+                    return
+        except Exception as exc:
+            # Every error leaves through here: none may carry the token.
+            scrubbed = self._scrub(exc)
+            if scrubbed is exc:
+                raise
+            raise scrubbed from None
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _scrub(self, exc: Exception) -> Exception:
+        """``exc`` with the token taken out of its message and its chained causes.
+
+        A FanoutError is fixed in place (its type decides retries); any other exception
+        whose text still shows the token is replaced by a TransientError saying the same.
+        """
+        if isinstance(exc, FanoutError):
+            exc.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+        elif self._redact(str(exc)) != str(exc):
+            return TransientError(f"{type(exc).__name__}: {self._redact(str(exc))}")
+        cause: BaseException | None = exc.__cause__ or exc.__context__
+        while cause is not None:
+            if self._redact(str(cause)) != str(cause):
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+                break
+            cause = cause.__cause__ or cause.__context__
+        return exc
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
@@ -226,15 +258,20 @@ class HermesClient:
         try:
             response = self.session.get(url, params=params, timeout=timeout, stream=True)
         except requests.Timeout as exc:
-            raise TransientError(f"timeout calling {url}: {exc}") from exc
+            raise TransientError(f"timeout calling {url}: {self._redact(str(exc))}") from None
+        except _UNSENDABLE as exc:
+            # The request could not even be built: retrying cannot help.
+            raise PermanentError(
+                f"calling {url} failed before sending: {type(exc).__name__}: {self._redact(str(exc))}"
+            ) from None
         except requests.RequestException as exc:
-            raise TransientError(f"connection failed calling {url}: {exc}") from exc
+            raise TransientError(f"connection failed calling {url}: {self._redact(str(exc))}") from None
         with response:
             status = response.status_code
             try:
                 body = self._read_capped(response, url)
             except requests.RequestException as exc:
-                raise TransientError(f"reading the body of {url} failed: {exc}") from exc
+                raise TransientError(f"reading the body of {url} failed: {self._redact(str(exc))}") from None
         if status == 200:
             try:
                 decoded = json.loads(body)
@@ -246,7 +283,7 @@ class HermesClient:
             if self.pacer is not None:
                 self.pacer.on_success()
             return decoded
-        message = _error_message(body)
+        message = self._redact(_error_message(body))
         if status == 429:
             self.stats.add(throttled=1)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -275,6 +312,69 @@ class HermesClient:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+_UNSENDABLE = (
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+
+
+def check_token(token: str) -> None:
+    """Refuse a bearer token no header can carry safely; the message never shows the token."""
+    if not isinstance(token, str):
+        raise SettingsError(f"the Hermes token must be a string, got {type(token).__name__}")
+    if not token:
+        raise SettingsError("the Hermes token is empty; set it to the bearer token Hermes issued")
+    if token[0].isspace() or token[-1].isspace() or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in token):
+        raise SettingsError(
+            "the Hermes token holds whitespace or a control character; a line break or a space "
+            "at either end is most likely a copy-paste accident: set it again without them"
+        )
+    try:
+        token.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise SettingsError(
+            f"the Hermes token holds a character an HTTP header cannot carry (at position {exc.start})"
+        ) from None
+
+
+def check_base_url(url: str) -> str:
+    """The Hermes base URL without its trailing slash; a one-line SettingsError if it is no URL."""
+    if not isinstance(url, str):
+        raise SettingsError(f"the Hermes URL must be a string, got {type(url).__name__}")
+    shown = repr(url)
+    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) <= 159 for c in url):
+        raise SettingsError(f"the Hermes URL {shown} holds whitespace or a control character")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
+    if parts.username is not None or parts.password is not None:
+        shown = repr(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+        raise SettingsError(
+            f"the Hermes URL {shown} must not hold a user name or password (the token goes in a header)"
+        )
+    if parts.scheme not in ("http", "https") or not url.lower().startswith(("http://", "https://")):
+        raise SettingsError(f"the Hermes URL {shown} must start with http:// or https://")
+    if not parts.hostname:
+        raise SettingsError(f"the Hermes URL {shown} names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise SettingsError(f"the Hermes URL {shown} has a port that is not a number from 1 to 65535")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise SettingsError(f"the Hermes URL {shown} must not have a query or fragment")
+    try:
+        prepared = requests.PreparedRequest()
+        prepared.prepare_url(url, None)
+    except requests.RequestException as exc:
+        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
+    return (prepared.url or url).rstrip("/")
 
 
 def _error_message(body: bytes) -> str:
