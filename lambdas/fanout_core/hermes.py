@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -177,7 +177,7 @@ class HermesClient:
 
     # -- mechanics ----------------------------------------------------------------
     def url_for(self, segments: tuple[str, ...]) -> str:
-        return self.base_url + "/v1/" + "/".join(quote(s, safe="") for s in segments)
+        return self.base_url + "/v1/" + "/".join(_segment(s) for s in segments)
 
     def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
         url = self.url_for(segments)
@@ -255,8 +255,15 @@ class HermesClient:
                 min(self.timeout[1], max(left, 0.1)),
             )
         )
+        # The URL is sent exactly as built: requests would turn %2E back into "." (it
+        # unquotes unreserved characters) and urllib3 would then drop "." and ".." segments.
+        full_url = url + "?" + urlencode(params)
+        session = self.session
         try:
-            response = self.session.get(url, params=params, timeout=timeout, stream=True)
+            request = session.prepare_request(requests.Request("GET", full_url))
+            request.url = full_url
+            send_kwargs = session.merge_environment_settings(full_url, {}, True, None, None)
+            response = session.send(request, timeout=timeout, allow_redirects=True, **send_kwargs)
         except requests.Timeout as exc:
             raise TransientError(f"timeout calling {url}: {self._redact(str(exc))}") from None
         except _UNSENDABLE as exc:
@@ -312,6 +319,19 @@ class HermesClient:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _segment(ident: str) -> str:
+    """One identifier as one path segment: percent-encoded, and "." and ".." too.
+
+    Left bare, "." and ".." are dot segments that every HTTP stack on the way removes
+    (RFC 3986 section 5.2.4); encoded, they reach the server, which decodes them.
+    """
+    if ident == ".":
+        return "%2E"
+    if ident == "..":
+        return "%2E%2E"
+    return quote(ident, safe="")
 
 
 _UNSENDABLE = (
