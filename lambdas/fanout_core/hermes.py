@@ -9,6 +9,7 @@ backoff inside the task's time budget, 400/401/403/404 never retried.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import random
 import threading
@@ -29,6 +30,10 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 MAX_RETRY_AFTER_S = 300.0
 """A Retry-After above this is absurd; it is clamped rather than obeyed."""
+DEFAULT_MAX_PAGES = 10_000
+"""Pages one list may take before it is given up (a server that never ends its list)."""
+DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
+"""Items one list may hold before it is given up (every item is held in memory)."""
 
 _SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "warrior": {"warrior_id": (str,), "name": (str,)},
@@ -117,6 +122,8 @@ class HermesClient:
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 10.0,
         max_page_bytes: int = 32 * 1024 * 1024,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        max_items_per_list: int = DEFAULT_MAX_ITEMS_PER_LIST,
         pool_size: int = 64,
         pacer: PacerLike | None = None,
         stats: CallStats | None = None,
@@ -126,6 +133,10 @@ class HermesClient:
     ):
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000")
+        if max_pages < 1:
+            raise ValueError(f"max_pages must be at least 1, got {max_pages}")
+        if max_items_per_list < 1:
+            raise ValueError(f"max_items_per_list must be at least 1, got {max_items_per_list}")
         check_token(token)
         self.base_url = check_base_url(base_url)
         self._secrets = (token,)
@@ -135,6 +146,8 @@ class HermesClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.max_page_bytes = max_page_bytes
+        self.max_pages = max_pages
+        self.max_items_per_list = max_items_per_list
         self.pacer = pacer
         self.stats = stats if stats is not None else CallStats()
         self._sleep = sleep
@@ -180,15 +193,48 @@ class HermesClient:
         return self.base_url + "/v1/" + "/".join(_segment(s) for s in segments)
 
     def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
+        """Every item of one list, page after page until a null token.
+
+        Bounded whatever the server does and however the caller iterates: every check runs
+        before the next page is asked for or before a page's items are handed out. A token
+        already followed in this list (A -> A, A -> B -> A), more than ``max_pages`` pages
+        or more than ``max_items_per_list`` items fail the list permanently. Tokens are
+        remembered by a 16-byte digest, since they may be long.
+        """
         url = self.url_for(segments)
         token: str | None = None
+        followed: set[bytes] = set()
+        pages = items_seen = 0
         try:
             while True:
+                if pages >= self.max_pages:
+                    raise PermanentError(
+                        f"{url}: the list goes on for more than {self.max_pages} pages "
+                        f"(max_pages); given up after {pages} pages",
+                        status=200,
+                    )
                 params: dict[str, Any] = {"page_size": self.page_size}
                 if token is not None:
                     params["page_token"] = token
                 page = self._get_with_retries(url, params)
+                pages += 1
                 items, token = _validate_page(page, kind, url, self.page_size)
+                items_seen += len(items)
+                if items_seen > self.max_items_per_list:
+                    raise PermanentError(
+                        f"{url}: the list holds more than {self.max_items_per_list} items "
+                        f"(max_items_per_list); given up after {pages} pages",
+                        status=200,
+                    )
+                if token is not None:
+                    digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                    if digest in followed:
+                        raise PermanentError(
+                            f"{url}: page {pages} hands back a next_page_token already followed, "
+                            f"so the list would never end; given up after {pages} pages",
+                            status=200,
+                        )
+                    followed.add(digest)
                 yield from items
                 if token is None:
                     return
