@@ -8,9 +8,13 @@ backoff inside the task's time budget, 400/401/403/404 never retried.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import http.client
+import io
 import json
+import math
 import random
 import re
 import threading
@@ -22,7 +26,11 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager, ProxyManager
 
 from fanout_core.errors import BadRecord, FanoutError, PermanentError, SettingsError, TransientError
 from fanout_core.secrets import redact
@@ -35,6 +43,9 @@ DEFAULT_MAX_PAGES = 10_000
 """Pages one list may take before it is given up (a server that never ends its list)."""
 DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
 """Items one list may hold before it is given up (every item is held in memory)."""
+DEFAULT_REQUEST_DEADLINE_S = 60.0
+"""Seconds one call may take in all (connect, headers, body), whatever the server sends."""
+_READ_SIZE = 256 * 1024
 
 _SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "warrior": {"warrior_id": (str,), "name": (str,)},
@@ -124,6 +135,7 @@ class HermesClient:
         max_page_bytes: int = 32 * 1024 * 1024,
         max_pages: int = DEFAULT_MAX_PAGES,
         max_items_per_list: int = DEFAULT_MAX_ITEMS_PER_LIST,
+        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
         pool_size: int = 64,
         pacer: PacerLike | None = None,
         stats: CallStats | None = None,
@@ -137,6 +149,10 @@ class HermesClient:
             raise ValueError(f"max_pages must be at least 1, got {max_pages}")
         if max_items_per_list < 1:
             raise ValueError(f"max_items_per_list must be at least 1, got {max_items_per_list}")
+        if not (isinstance(request_deadline_s, int | float) and 0 < request_deadline_s < math.inf):
+            raise ValueError(
+                f"request_deadline_s must be a positive number of seconds, got {request_deadline_s!r}"
+            )
         check_token(token)
         self.base_url = check_base_url(base_url)
         self._secrets = (token,)
@@ -148,6 +164,7 @@ class HermesClient:
         self.max_page_bytes = max_page_bytes
         self.max_pages = max_pages
         self.max_items_per_list = max_items_per_list
+        self.request_deadline_s = float(request_deadline_s)
         self.pacer = pacer
         self.stats = stats if stats is not None else CallStats()
         self._sleep = sleep
@@ -155,7 +172,7 @@ class HermesClient:
         self._deadline = threading.local()
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+            adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             # Read proxy settings once: with trust_env requests re-reads the environment
@@ -303,26 +320,25 @@ class HermesClient:
             if waited:
                 self.stats.add(paced_s=waited)
         self.stats.add(calls=1)
+        # One deadline bounds the whole call (connect, headers, body): request_deadline_s,
+        # never past the task's. Per-read timeouts alone let a server that sends a byte now
+        # and then hold the call forever.
         left = self._time_left()
-        timeout = (
-            self.timeout
-            if left == float("inf")
-            else (
-                min(self.timeout[0], max(left, 0.1)),
-                min(self.timeout[1], max(left, 0.1)),
-            )
-        )
+        budget = self.request_deadline_s if left > self.request_deadline_s else max(left, 0.1)
+        timeout = (min(self.timeout[0], budget), min(self.timeout[1], budget))
+        deadline = time.monotonic() + budget
         # The URL is sent exactly as built: requests would turn %2E back into "." (it
         # unquotes unreserved characters) and urllib3 would then drop "." and ".." segments.
         full_url = url + "?" + urlencode(params)
         session = self.session
+        _REQUEST_DEADLINE.value = deadline  # read by the responses of the client's own adapter
         try:
             request = session.prepare_request(requests.Request("GET", full_url))
             request.url = full_url
             send_kwargs = session.merge_environment_settings(full_url, {}, True, None, None)
             response = session.send(request, timeout=timeout, allow_redirects=True, **send_kwargs)
         except requests.Timeout as exc:
-            raise TransientError(f"timeout calling {url}: {self._redact(str(exc))}") from None
+            raise self._timeout_error(url, budget, deadline, exc) from None
         except _UNSENDABLE as exc:
             # The request could not even be built: retrying cannot help.
             raise PermanentError(
@@ -330,12 +346,23 @@ class HermesClient:
             ) from None
         except requests.RequestException as exc:
             raise TransientError(f"connection failed calling {url}: {self._redact(str(exc))}") from None
+        finally:
+            _REQUEST_DEADLINE.value = None
         with response:
             status = response.status_code
             try:
-                body = self._read_capped(response, url)
-            except requests.RequestException as exc:
-                raise TransientError(f"reading the body of {url} failed: {self._redact(str(exc))}") from None
+                body = self._read_capped(response, url, budget, deadline)
+            except (TimeoutError, urllib3.exceptions.ReadTimeoutError, requests.Timeout) as exc:
+                raise self._timeout_error(url, budget, deadline, exc) from None
+            except (
+                requests.RequestException,
+                urllib3.exceptions.HTTPError,
+                http.client.HTTPException,
+                OSError,
+            ) as exc:
+                raise TransientError(
+                    f"reading the body of {url} failed: {type(exc).__name__}: {self._redact(str(exc))}"
+                ) from None
         if status == 200:
             try:
                 decoded = _decode_page(body)
@@ -359,16 +386,30 @@ class HermesClient:
             raise TransientError(f"{url}: {status}{message}", status=status)
         raise PermanentError(f"{url}: unexpected status {status}{message}", status=status)
 
-    def _read_capped(self, response: requests.Response, url: str) -> bytes:
+    def _timeout_error(self, url: str, budget: float, deadline: float, exc: BaseException) -> TransientError:
+        if time.monotonic() >= deadline - 0.01:
+            return TransientError(
+                f"{url}: the call took longer than {budget:.3g} s (the server is sending too slowly)"
+            )
+        return TransientError(f"timeout calling {url}: {self._redact(str(exc))}")
+
+    def _read_capped(self, response: requests.Response, url: str, budget: float, deadline: float) -> bytes:
+        """The (decoded) body, read piece by piece so that neither the cap nor the deadline
+        waits for more than one socket read."""
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_page_bytes:
             raise PermanentError(
                 f"{url}: a {int(declared)}-byte page is larger than the {self.max_page_bytes}-byte cap",
                 status=response.status_code,
             )
+        raw = response.raw
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=256 * 1024):
+        while True:
+            # read1: whatever one socket read brought (iter_content would wait for 256 KB).
+            chunk = raw.read1(_READ_SIZE, decode_content=True)
+            if not chunk:
+                break
             size += len(chunk)
             if size > self.max_page_bytes:
                 raise PermanentError(
@@ -376,7 +417,108 @@ class HermesClient:
                     status=response.status_code,
                 )
             chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the request's deadline has passed")
+        # The whole body is read: the connection goes back to the pool (closing the
+        # response unread would close it).
+        raw.release_conn()
         return b"".join(chunks)
+
+
+# --- the total deadline, down to each socket read -------------------------------------------------
+#
+# The client's own sessions mount DeadlineAdapter, whose connections hand every response a
+# reader that bounds each recv (status line, headers, body) by the time left before the
+# call's deadline (a thread-local set around each send). Nothing runs in another thread:
+# the socket's timeout is lowered as the deadline comes closer, only then (one syscall).
+
+_REQUEST_DEADLINE = threading.local()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's raw reader whose every read ends by ``deadline`` (monotonic seconds)."""
+
+    def __init__(self, sock: Any, deadline: float):
+        self._raw = sock.makefile("rb", buffering=0)  # counted as an open file of the socket
+        self._sock = sock
+        self._deadline = deadline
+        self._per_read: float | None = sock.gettimeout()
+        self._lowered = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's deadline has passed")
+        if self._per_read is None or left < self._per_read:
+            self._sock.settimeout(left)
+            self._lowered = True
+        result: int | None = self._raw.readinto(buffer)
+        return result
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+            if self._lowered:
+                with contextlib.suppress(OSError):  # the connection may be closed already
+                    self._sock.settimeout(self._per_read)
+        super().close()
+
+
+class _DeadlineSocket:
+    """What http.client's response reads from: the socket, behind a _DeadlineReader."""
+
+    __slots__ = ("_deadline", "_sock")
+
+    def __init__(self, sock: Any, deadline: float):
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None):
+        deadline = getattr(_REQUEST_DEADLINE, "value", None)
+        if deadline is not None:
+            sock = _DeadlineSocket(sock, deadline)
+        super().__init__(sock, debuglevel, method, url)
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPConnectionPool, "https": _DeadlineHTTPSConnectionPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections keep to the calling client's request deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # SOCKS proxies keep their own connections
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
 
 
 def _segment(ident: str) -> str:
