@@ -1,9 +1,16 @@
 """The Hermes API client: one pooled session, every page, transient told from permanent.
 
 It keeps to ``shared/hermes-api.yaml``: identifiers percent-encoded as one path
-segment, bearer token, ``page_size``/``page_token`` pagination until a null token,
-429 honoured via Retry-After, 5xx/timeouts/broken bodies retried a few times with
-backoff inside the task's time budget, 400/401/403/404 never retried.
+segment (``.`` and ``..`` too, as ``%2E``), bearer token, ``page_size``/``page_token``
+pagination until a null token, 429 honoured via Retry-After, 5xx/timeouts/broken bodies
+retried a few times with backoff inside the task's time budget, 400/401/403/404 never
+retried.
+
+Whatever a server does, a call ends: each has a total deadline (``request_deadline_s``,
+never past the task's), and each list a bound (no page token followed twice,
+``max_pages``, ``max_items_per_list``). A record the contract does not allow is a
+BadRecord (permanent: it fails its one data group). The token is checked at construction
+and never appears in an error message.
 """
 
 from __future__ import annotations
