@@ -30,6 +30,7 @@ from fanout_aws.events import Refusal, Scope, decode_event
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
+from fanout_core.assembly import hermes_client, retry_policy
 from fanout_core.errors import BadTask, SettingsError
 from fanout_core.failures import failure_record_for, now_iso, write_failure
 from fanout_core.hermes import CallStats, HermesClient
@@ -75,11 +76,10 @@ class StageRuntime:
             else:
                 token = read_secret(boto3.client("secretsmanager"), config.token_secret or "")
         stats = CallStats()
-        hermes = HermesClient(
-            settings.hermes_url,
-            token,
-            page_size=settings.hermes_page_size,
-            read_timeout=settings.hermes_timeout_s,
+        hermes = hermes_client(
+            settings,
+            url=settings.hermes_url,
+            token=token,
             pacer=Pacer(settings.instance_rate(config.stage.name)),
             stats=stats,
             pool_size=4,
@@ -90,11 +90,7 @@ class StageRuntime:
             storage=S3Storage(config.bucket),
             hermes=hermes,
             retry_queue=queue,
-            policy=RetryPolicy(
-                max_attempts=settings.max_attempts,
-                base_delay_s=settings.retry_base_delay_s,
-                max_delay_s=settings.retry_max_delay_s,
-            ),
+            policy=retry_policy(settings),
             token=token,
             stats=stats,
         )

@@ -30,6 +30,18 @@ class PermanentError(FanoutError):
         self.status = status
 
 
+class BadRecord(PermanentError):
+    """Hermes answered 200 with a record the contract does not allow (a value that is no
+    finite number, a ts that is no RFC 3339 date-time, a missing or mistyped field).
+
+    The same list gives the same record again, so retrying cannot help: the caller fails
+    the one data group whose list raised it, and its siblings finish.
+    """
+
+    def __init__(self, message: str, *, status: int | None = 200):
+        super().__init__(message, status=status)
+
+
 class BadManifest(PermanentError):
     """The seed manifest is not what the contract describes."""
 

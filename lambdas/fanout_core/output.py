@@ -71,7 +71,7 @@ def records_to_parquet(
             "troop_id": pd.Series([troop_id] * n, dtype="object"),
             "service": pd.Series([service] * n, dtype="object"),
             "data_group_id": pd.Series(group_ids, dtype="object"),
-            "ts": pd.to_datetime(pd.Series(ts, dtype="object"), utc=True, format="ISO8601"),
+            "ts": _utc_timestamps(ts),
             "metric": pd.Series(metric, dtype="object"),
             "value": pd.Series(value, dtype="float64"),
             "unit": pd.Series(unit, dtype="object"),
@@ -91,6 +91,19 @@ def records_to_parquet(
         custom_metadata=metadata or None,
     )
     return buffer.getvalue(), n
+
+
+def _utc_timestamps(ts: list[str]) -> pd.Series:
+    """RFC 3339 date-times as UTC timestamps, whatever their offsets.
+
+    RFC 3339 allows a lower-case ``t`` and ``z``, which pandas' ISO 8601 parser refuses;
+    only when it refuses are the strings upper-cased (the client already yields them so).
+    """
+    series = pd.Series(ts, dtype="object")
+    try:
+        return pd.to_datetime(series, utc=True, format="ISO8601")
+    except ValueError:
+        return pd.to_datetime(series.str.upper(), utc=True, format="ISO8601")
 
 
 _SNAPPY: bool | None = None

@@ -51,6 +51,15 @@ class EnvironmentSettings:
     hermes_page_size: int = 100
     hermes_timeout_s: float = 20.0
     """Read timeout of one Hermes call; a call past it is a transient failure."""
+    hermes_request_deadline_s: float = 60.0
+    """Total time one Hermes call may take (connect, headers, body), never past the task's
+    deadline; a call past it is a transient failure (the client's request_deadline_s)."""
+    hermes_max_pages: int = 10_000
+    """Pages one Hermes list may take; past it, or on a page token seen before in the same
+    list, the list fails permanently (the client's max_pages)."""
+    hermes_max_items_per_list: int = 1_000_000
+    """Items one Hermes list may hold before it fails permanently (the client's
+    max_items_per_list; a list's items are held in memory)."""
     max_attempts: int = 6
     """Attempts per task before a failure record is written (the retry extension)."""
     retry_base_delay_s: float = 60.0
@@ -190,6 +199,21 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         ),
         hermes_timeout_s=_num(
             f"{where}.hermes_timeout_s", raw.get("hermes_timeout_s", d.hermes_timeout_s), 0.01, 900
+        ),
+        hermes_request_deadline_s=_num(
+            f"{where}.hermes_request_deadline_s",
+            raw.get("hermes_request_deadline_s", d.hermes_request_deadline_s),
+            0.1,
+            LAMBDA_MAX_TIMEOUT_S,
+        ),
+        hermes_max_pages=_int(
+            f"{where}.hermes_max_pages", raw.get("hermes_max_pages", d.hermes_max_pages), 1, 10_000_000
+        ),
+        hermes_max_items_per_list=_int(
+            f"{where}.hermes_max_items_per_list",
+            raw.get("hermes_max_items_per_list", d.hermes_max_items_per_list),
+            1,
+            1_000_000_000,
         ),
         max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
         retry_base_delay_s=base,

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from fanout.simulator import HermesSimulator, SimConfig
-from fanout_core.errors import PermanentError, TransientError
+from fanout_core.errors import BadRecord, PermanentError, TransientError
 from fanout_core.hermes import MAX_RETRY_AFTER_S, CallStats, HermesClient, parse_retry_after
 
 TOKEN = "sim-token"
@@ -609,12 +609,6 @@ def test_a_valid_item_of_each_kind_is_returned(scripted, rec: Recorder, kind: st
         ("troop", {"troop_id": 7}),
         ("data_group", {"data_group_id": None}),
         ("data_group", {"name": ["n"]}),
-        ("record", {"ts": None}),
-        ("record", {"metric": None}),
-        ("record", {"value": None, "drop": "value"}),
-        ("record", {"value": "1.5"}),
-        ("record", {"value": True}),
-        ("record", {"unit": 5}),
     ],
 )
 def test_an_item_missing_or_breaking_a_field_is_transient(
@@ -633,6 +627,37 @@ def test_an_item_missing_or_breaking_a_field_is_transient(
     with pytest.raises(TransientError) as info:
         list(LIST_CALLS[kind](rec.client(server.url, max_retries=0)))
     assert info.value.status == 200
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ts": None},
+        {"metric": None},
+        {"value": None, "drop": "value"},
+        {"value": "1.5"},
+        {"value": True},
+        {"unit": 5},
+    ],
+)
+def test_a_record_missing_or_breaking_a_field_is_permanent(
+    scripted, rec: Recorder, change: dict[str, Any]
+) -> None:
+    # A record the contract does not allow fails its data group (test_hermes_records.py has the rest).
+    item = dict(GOOD_ITEMS["record"])
+    drop = change.pop("drop", None)
+    for name, value in change.items():
+        if value is None and drop is None:
+            item.pop(name)
+        else:
+            item[name] = value
+    if drop:
+        item.pop(drop)
+    server = scripted(always(200, page([item])))
+    client = rec.client(server.url)
+    with pytest.raises(BadRecord) as info:
+        list(LIST_CALLS["record"](client))
+    assert info.value.status == 200 and client.stats.calls == 1
 
 
 @pytest.mark.parametrize(
