@@ -1,0 +1,51 @@
+"""``fanout demo``: the whole crawl against the bundled simulator, on this machine."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fanout.cli.common import (
+    add_concurrency_args,
+    add_settings_args,
+    add_storage_args,
+    concurrency_from_args,
+    processes_from_args,
+    spec_from_args,
+    storage_from_args,
+)
+
+
+def register(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="crawl a bundled Hermes simulator locally, end to end")
+    demo.add_argument(
+        "--size",
+        choices=["tiny", "demo", "full"],
+        default="demo",
+        help="data set size (full: ~51,000 calls)",
+    )
+    demo.add_argument("--run-id", help="run id (default demo-<timestamp>)")
+    demo.add_argument(
+        "--awkward-ids",
+        action="store_true",
+        help="identifiers with spaces, +, =, ' and non-Latin letters",
+    )
+    demo.add_argument(
+        "--rate-limit",
+        type=float,
+        help="the simulator's rate limit, calls/s (the pipeline paces to it)",
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_storage_args(demo)
+    add_settings_args(demo)
+    add_concurrency_args(demo)
+
+    demo.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fanout.demo import run_demo
+
+    return run_demo(
+        args, storage_from_args, concurrency_from_args(args), processes_from_args(args), spec_from_args(args)
+    )
