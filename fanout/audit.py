@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from fanout_core.output import read_parquet_bytes
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
 Row = tuple[str, str, str, str, int, str, float | None, str | None]
@@ -32,11 +33,11 @@ def normalize(row: Iterable[Any]) -> Row:
     return (str(w), str(t), str(s), str(g), _micros(ts), str(metric), value, unit)
 
 
-def output_rows(storage: Storage, run_id: str) -> tuple[list[Row], int]:
-    """Every row under ``data/run=<run_id>/`` and the number of files read."""
+def output_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[list[Row], int]:
+    """Every row of the run's output (``data/run=<run_id>/``) and the number of files read."""
     rows: list[Row] = []
     files = 0
-    for key in storage.list(f"data/run={run_id}/"):
+    for key in storage.list(table.output_run_prefix(run_id)):
         if not key.endswith(".parquet"):
             continue
         files += 1
@@ -79,14 +80,14 @@ def compare(found: Iterable[Row], expected: Iterable[Iterable[Any]]) -> Comparis
     )
 
 
-def count_rows(storage: Storage, run_id: str) -> tuple[int, int]:
+def count_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[int, int]:
     """Rows and files under ``data/run=<run_id>/``, from the Parquet footers alone (cheap)."""
     import io
 
     import fastparquet
 
     rows = files = 0
-    for key in storage.list(f"data/run={run_id}/"):
+    for key in storage.list(table.output_run_prefix(run_id)):
         if key.endswith(".parquet"):
             files += 1
             rows += fastparquet.ParquetFile(io.BytesIO(storage.get(key))).count()

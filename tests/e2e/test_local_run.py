@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
 import task_keys
 
 from fanout.audit import compare, output_rows
@@ -11,9 +13,12 @@ from fanout.faults import FlakyStorage
 from fanout.redrive import redrive
 from fanout.simulator import SimConfig, Universe
 from fanout.start_run import start_run
+from fanout.status import run_status
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
+from fanout_core.errors import BadManifest
 from fanout_core.failures import FailureRecord
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import LocalDirStorage
 
 from .conftest import TOKEN, fast_settings
@@ -212,3 +217,37 @@ def test_a_leaf_worker_process_killed_mid_task_is_replaced_and_nothing_is_lost(s
     rows, _ = output_rows(store, "r1")
     comparison = compare(rows, Universe(config).expected_rows())
     assert comparison.exact, comparison.summary()
+
+
+def _renamed_table() -> StageTable:
+    """The product's stages with every prefix renamed: nothing outside the table may notice."""
+    renamed = {"warriors": "seeds/", "troops": "squads/", "data_groups": "groups/"}
+    stages = tuple(dataclasses.replace(s, input_prefix=renamed[s.name]) for s in STAGES)
+    return StageTable(stages, seed_lists=STAGES.seed_lists, output_prefix="records/")
+
+
+def test_a_table_with_renamed_prefixes_crawls_exactly_through_the_same_code(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    store = LocalDirStorage(tmp_path)
+    table = _renamed_table()
+    outcome = _run(store, simulator(config), table=table)
+    assert outcome.ok
+    rows, files = output_rows(store, "r1", table)
+    assert compare(rows, Universe(config).expected_rows()).exact
+    assert files == outcome.report.stages["data_groups"].files > 0
+    top = {key.split("/", 1)[0] + "/" for key in store.list("")}
+    assert top == {"seeds/", "squads/", "groups/", "records/", "done/", "plans/"}
+    assert run_status(store, "r1", table=table).complete
+    assert not run_status(store, "r1").seeded  # the product's table sees no run here
+
+
+def test_a_different_manifest_for_an_existing_run_is_refused_and_nothing_runs(simulator, tmp_path: Path):
+    config = SimConfig.from_size("tiny", token=TOKEN)
+    store = LocalDirStorage(tmp_path)
+    url = simulator(config)
+    first = Universe(config).warriors()[0]["warrior_id"]
+    _run(store, url, manifest=[first])
+    before = {key: store.get(key) for key in store.list("")}
+    with pytest.raises(BadManifest, match="already has a different manifest"):
+        _run(store, url, manifest=None)  # {"warriors": "all"}
+    assert {key: store.get(key) for key in store.list("")} == before

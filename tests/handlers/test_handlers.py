@@ -223,3 +223,14 @@ def test_the_handler_for_one_stage_refuses_another_stages_configuration(deployme
     handler = handler_for("warriors")
     with pytest.raises(SettingsError, match="FANOUT_STAGE is 'troops' but this is the warriors handler"):
         handler({"Records": []}, FakeContext())
+
+
+def test_each_stage_names_a_handler_module_that_serves_that_stage() -> None:
+    import importlib
+
+    from fanout_core.stages import STAGES
+
+    for stage in STAGES:
+        module_name, _, attr = stage.handler.rpartition(".")
+        handler = getattr(importlib.import_module(module_name), attr)
+        assert handler.__name__ == f"{stage.name}_handler"

@@ -1,1 +1,1 @@
-"""One module per stage, named in the stage table's ``handler`` field."""
+"""A Lambda entrypoint, named by the stage table's ``handler`` field; its stage is its module name."""

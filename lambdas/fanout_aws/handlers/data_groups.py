@@ -1,5 +1,5 @@
-"""Lambda entrypoint of the data_groups stage (see ``fanout_aws.stage_handler``)."""
+"""A Lambda entrypoint, named by the stage table's ``handler`` field; its stage is its module name."""
 
 from fanout_aws.stage_handler import handler_for
 
-handler = handler_for("data_groups")
+handler = handler_for(__name__.rpartition(".")[2])
