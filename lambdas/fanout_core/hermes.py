@@ -15,37 +15,52 @@ and never appears in an error message.
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import hashlib
 import http.client
-import io
-import json
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import PoolManager, ProxyManager
 
-from fanout_core.errors import BadRecord, FanoutError, PermanentError, SettingsError, TransientError
+from fanout_core.errors import BadRecord, FanoutError, PermanentError, TransientError
+from fanout_core.hermes_http import (
+    MAX_RETRY_AFTER_S,
+    PERMANENT_STATUSES,
+    TRANSIENT_STATUSES,
+    UNSENDABLE,
+    check_base_url,
+    check_token,
+    encode_segment,
+    parse_retry_after,
+)
+from fanout_core.hermes_pages import PREVIEW_CHARS, decode_page, error_message, holds_constant, validate_page
+from fanout_core.hermes_transport import REQUEST_DEADLINE, DeadlineAdapter
 from fanout_core.secrets import redact
 
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
-MAX_RETRY_AFTER_S = 300.0
-"""A Retry-After above this is absurd; it is clamped rather than obeyed."""
+__all__ = [
+    "DEFAULT_MAX_ITEMS_PER_LIST",
+    "DEFAULT_MAX_PAGES",
+    "DEFAULT_REQUEST_DEADLINE_S",
+    "MAX_RETRY_AFTER_S",
+    "PERMANENT_STATUSES",
+    "PREVIEW_CHARS",
+    "TRANSIENT_STATUSES",
+    "CallStats",
+    "DeadlineAdapter",
+    "HermesClient",
+    "PacerLike",
+    "check_base_url",
+    "check_token",
+    "parse_retry_after",
+]
+
 DEFAULT_MAX_PAGES = 10_000
 """Pages one list may take before it is given up (a server that never ends its list)."""
 DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
@@ -53,15 +68,6 @@ DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
 DEFAULT_REQUEST_DEADLINE_S = 60.0
 """Seconds one call may take in all (connect, headers, body), whatever the server sends."""
 _READ_SIZE = 256 * 1024
-
-_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
-    "warrior": {"warrior_id": (str,), "name": (str,)},
-    "troop": {"troop_id": (str,), "service": (str,)},
-    "data_group": {"data_group_id": (str,), "name": (str,)},
-}
-"""Required fields of the listings (the identifier first); records are checked by _check_records."""
-PREVIEW_CHARS = 80
-"""How much of a bad value an error message shows."""
 
 
 class PacerLike(Protocol):
@@ -95,34 +101,6 @@ class CallStats:
                 "retries": self.retries,
                 "paced_s": self.paced_s,
             }
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), clamped.
-
-    Missing or unreadable gives None (the caller's own backoff applies); negative or
-    past dates give 0; absurd values are clamped to ``MAX_RETRY_AFTER_S``.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:  # asctime dates carry no zone; every HTTP-date is GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class HermesClient:
@@ -214,7 +192,7 @@ class HermesClient:
 
     # -- mechanics ----------------------------------------------------------------
     def url_for(self, segments: tuple[str, ...]) -> str:
-        return self.base_url + "/v1/" + "/".join(_segment(s) for s in segments)
+        return self.base_url + "/v1/" + "/".join(encode_segment(s) for s in segments)
 
     def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
         """Every item of one list, page after page until a null token.
@@ -242,8 +220,8 @@ class HermesClient:
                     params["page_token"] = token
                 page, suspicious = self._get_with_retries(url, params)
                 pages += 1
-                items, token = _validate_page(page, kind, url, self.page_size, pages, self._preview)
-                if suspicious and _holds_constant(page):
+                items, token = validate_page(page, kind, url, self.page_size, pages, self._preview)
+                if suspicious and holds_constant(page):
                     error = BadRecord if kind == "record" else TransientError
                     raise error(
                         f"{url}: page {pages} holds NaN or Infinity, which JSON does not allow", status=200
@@ -338,7 +316,7 @@ class HermesClient:
         # unquotes unreserved characters) and urllib3 would then drop "." and ".." segments.
         full_url = url + "?" + urlencode(params)
         session = self.session
-        _REQUEST_DEADLINE.value = deadline  # read by the responses of the client's own adapter
+        REQUEST_DEADLINE.value = deadline  # read by the responses of the client's own adapter
         try:
             request = session.prepare_request(requests.Request("GET", full_url))
             request.url = full_url
@@ -346,7 +324,7 @@ class HermesClient:
             response = session.send(request, timeout=timeout, allow_redirects=True, **send_kwargs)
         except requests.Timeout as exc:
             raise self._timeout_error(url, budget, deadline, exc) from None
-        except _UNSENDABLE as exc:
+        except UNSENDABLE as exc:
             # The request could not even be built: retrying cannot help.
             raise PermanentError(
                 f"calling {url} failed before sending: {type(exc).__name__}: {self._redact(str(exc))}"
@@ -354,7 +332,7 @@ class HermesClient:
         except requests.RequestException as exc:
             raise TransientError(f"connection failed calling {url}: {self._redact(str(exc))}") from None
         finally:
-            _REQUEST_DEADLINE.value = None
+            REQUEST_DEADLINE.value = None
         with response:
             status = response.status_code
             try:
@@ -372,7 +350,7 @@ class HermesClient:
                 ) from None
         if status == 200:
             try:
-                decoded = _decode_page(body)
+                decoded = decode_page(body)
             except ValueError as exc:
                 raise TransientError(
                     f"{url} answered 200 with a body that is not JSON ({len(body)} bytes): {exc}",
@@ -382,7 +360,7 @@ class HermesClient:
                 self.pacer.on_success()
             # NaN or Infinity may hide where no check looks; only then is the page walked.
             return decoded, (b"NaN" in body or b"Infinity" in body)
-        message = self._redact(_error_message(body))
+        message = self._redact(error_message(body))
         if status == 429:
             self.stats.add(throttled=1)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -430,374 +408,3 @@ class HermesClient:
         # response unread would close it).
         raw.release_conn()
         return b"".join(chunks)
-
-
-# --- the total deadline, down to each socket read -------------------------------------------------
-#
-# The client's own sessions mount DeadlineAdapter, whose connections hand every response a
-# reader that bounds each recv (status line, headers, body) by the time left before the
-# call's deadline (a thread-local set around each send). Nothing runs in another thread:
-# the socket's timeout is lowered as the deadline comes closer, only then (one syscall).
-
-_REQUEST_DEADLINE = threading.local()
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's raw reader whose every read ends by ``deadline`` (monotonic seconds)."""
-
-    def __init__(self, sock: Any, deadline: float):
-        self._raw = sock.makefile("rb", buffering=0)  # counted as an open file of the socket
-        self._sock = sock
-        self._deadline = deadline
-        self._per_read: float | None = sock.gettimeout()
-        self._lowered = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request's deadline has passed")
-        if self._per_read is None or left < self._per_read:
-            self._sock.settimeout(left)
-            self._lowered = True
-        result: int | None = self._raw.readinto(buffer)
-        return result
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-            if self._lowered:
-                with contextlib.suppress(OSError):  # the connection may be closed already
-                    self._sock.settimeout(self._per_read)
-        super().close()
-
-
-class _DeadlineSocket:
-    """What http.client's response reads from: the socket, behind a _DeadlineReader."""
-
-    __slots__ = ("_deadline", "_sock")
-
-    def __init__(self, sock: Any, deadline: float):
-        self._sock = sock
-        self._deadline = deadline
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None):
-        deadline = getattr(_REQUEST_DEADLINE, "value", None)
-        if deadline is not None:
-            sock = _DeadlineSocket(sock, deadline)
-        super().__init__(sock, debuglevel, method, url)
-
-
-class _DeadlineHTTPConnection(HTTPConnection):
-    response_class = _DeadlineResponse
-
-
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    response_class = _DeadlineResponse
-
-
-class _DeadlineHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-_DEADLINE_POOLS = {"http": _DeadlineHTTPConnectionPool, "https": _DeadlineHTTPSConnectionPool}
-
-
-class DeadlineAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections keep to the calling client's request deadline."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
-        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is ProxyManager:  # SOCKS proxies keep their own connections
-            manager.pool_classes_by_scheme = _DEADLINE_POOLS
-        return manager
-
-
-def _segment(ident: str) -> str:
-    """One identifier as one path segment: percent-encoded, and "." and ".." too.
-
-    Left bare, "." and ".." are dot segments that every HTTP stack on the way removes
-    (RFC 3986 section 5.2.4); encoded, they reach the server, which decodes them.
-    """
-    if ident == ".":
-        return "%2E"
-    if ident == "..":
-        return "%2E%2E"
-    return quote(ident, safe="")
-
-
-_UNSENDABLE = (
-    requests.exceptions.InvalidHeader,
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-)
-
-
-def check_token(token: str) -> None:
-    """Refuse a bearer token no header can carry safely; the message never shows the token."""
-    if not isinstance(token, str):
-        raise SettingsError(f"the Hermes token must be a string, got {type(token).__name__}")
-    if not token:
-        raise SettingsError("the Hermes token is empty; set it to the bearer token Hermes issued")
-    if token[0].isspace() or token[-1].isspace() or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in token):
-        raise SettingsError(
-            "the Hermes token holds whitespace or a control character; a line break or a space "
-            "at either end is most likely a copy-paste accident: set it again without them"
-        )
-    try:
-        token.encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise SettingsError(
-            f"the Hermes token holds a character an HTTP header cannot carry (at position {exc.start})"
-        ) from None
-
-
-def check_base_url(url: str) -> str:
-    """The Hermes base URL without its trailing slash; a one-line SettingsError if it is no URL."""
-    if not isinstance(url, str):
-        raise SettingsError(f"the Hermes URL must be a string, got {type(url).__name__}")
-    shown = repr(url)
-    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) <= 159 for c in url):
-        raise SettingsError(f"the Hermes URL {shown} holds whitespace or a control character")
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
-    if parts.username is not None or parts.password is not None:
-        shown = repr(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
-        raise SettingsError(
-            f"the Hermes URL {shown} must not hold a user name or password (the token goes in a header)"
-        )
-    if parts.scheme not in ("http", "https") or not url.lower().startswith(("http://", "https://")):
-        raise SettingsError(f"the Hermes URL {shown} must start with http:// or https://")
-    if not parts.hostname:
-        raise SettingsError(f"the Hermes URL {shown} names no host")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0 or (port is None and parts.netloc.endswith(":")):
-        raise SettingsError(f"the Hermes URL {shown} has a port that is not a number from 1 to 65535")
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise SettingsError(f"the Hermes URL {shown} must not have a query or fragment")
-    try:
-        prepared = requests.PreparedRequest()
-        prepared.prepare_url(url, None)
-    except requests.RequestException as exc:
-        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
-    return (prepared.url or url).rstrip("/")
-
-
-def _error_message(body: bytes) -> str:
-    try:
-        doc = json.loads(body)
-        return f" ({doc.get('error')}: {doc.get('message')})" if isinstance(doc, dict) else ""
-    except ValueError:
-        return ""
-
-
-def _validate_page(
-    page: Any, kind: str, url: str, page_size: int, page_no: int, preview: Callable[[Any], str]
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Check a page against the contract.
-
-    A body that is not the page shape is transient (it may be a glitch); so is a broken
-    warrior, troop or data group. A record the contract does not allow is a BadRecord
-    (permanent: the list gives it again), naming the field, the page and the position.
-    """
-    if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-        raise TransientError(f"{url}: page is not an object with an items list", status=200)
-    if "next_page_token" not in page:
-        raise TransientError(f"{url}: page has no next_page_token", status=200)
-    token = page["next_page_token"]
-    if token is not None and (not isinstance(token, str) or not token):
-        raise TransientError(f"{url}: next_page_token is neither null nor a string", status=200)
-    items = page["items"]
-    if len(items) > page_size:
-        raise PermanentError(
-            f"{url}: page holds {len(items)} items, more than the page_size {page_size} asked for",
-            status=200,
-        )
-    if kind == "record":
-        _check_records(items, url, page_no, preview)
-        return items, token
-    required = _SCHEMAS[kind]
-    for item in items:
-        if not isinstance(item, dict):
-            raise TransientError(f"{url}: a {kind} item is not an object", status=200)
-        for name, types in required.items():
-            if name not in item or not isinstance(item[name], types) or isinstance(item[name], bool):
-                raise TransientError(
-                    f"{url}: a {kind} item has no valid {name!r}: {preview(item)}", status=200
-                )
-        ident = item[next(iter(required))]
-        if not 1 <= len(ident) <= 128 or _BAD_ID_CHAR(ident) is not None:
-            raise PermanentError(f"{url}: identifier {preview(ident)} breaks the contract", status=200)
-    return items, token
-
-
-# Control characters are Unicode's Cc (C0, DEL, C1); a lone surrogate is no character.
-_BAD_ID_CHAR = re.compile("[/\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
-
-# RFC 3339 date-time (section 5.6), ASCII digits only. The fast pattern takes the usual
-# upper-case form whose every field is in range whatever the month; anything else
-# (days 29-31, years 0001 and 9999 that an offset may push out of range, lower-case
-# "t"/"z", more than 6 fractional digits, mistakes) goes to _check_ts, which says what
-# is wrong or normalises it.
-_TS_FAST = re.compile(
-    r"(?!0000|0001|9999)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-).fullmatch
-_TS_SYNTAX = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
-    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
-).fullmatch
-
-
-class _Bad(Exception):
-    """What is wrong with one field of one record (the caller adds where)."""
-
-
-_MISSING: Any = object()
-
-
-def _check_ts(ts: Any, preview: Callable[[Any], str]) -> str:
-    """``ts`` as yielded, or _Bad saying why it is not RFC 3339 (or cannot be stored).
-
-    Yielded in the form the Parquet output reads: upper-case ``T`` and ``Z`` (pandas
-    refuses lower case) and at most 6 fractional digits (the output keeps microseconds;
-    a nanosecond value beside year 0001 would make pandas fail the whole column).
-    """
-    if ts is _MISSING:
-        raise _Bad("'ts' is missing")
-    if type(ts) is not str:
-        raise _Bad(f"'ts' is {preview(ts)}, not a string")
-    m = _TS_SYNTAX(ts)
-    if m is None:
-        raise _Bad(f"'ts' is {preview(ts)}, not an RFC 3339 date-time such as 2026-11-27T08:00:00Z")
-    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-    try:
-        date = datetime(year, month, day)
-    except ValueError:
-        raise _Bad(f"'ts' is {preview(ts)}: there is no such date") from None
-    if second == 60 and hour < 24 and minute < 60:
-        raise _Bad(f"'ts' is {preview(ts)}: a leap second, which the output's timestamps cannot hold")
-    if hour > 23 or minute > 59 or second > 59:
-        raise _Bad(f"'ts' is {preview(ts)}: there is no such time of day")
-    offset = timedelta()
-    if m.group(8) is not None:
-        off_hours, off_minutes = int(m.group(9)), int(m.group(10))
-        if off_hours > 23 or off_minutes > 59:
-            raise _Bad(f"'ts' is {preview(ts)}: there is no such offset from UTC")
-        offset = timedelta(hours=off_hours, minutes=off_minutes) * (1 if m.group(8) == "+" else -1)
-    try:
-        # The instant in UTC must be one the output's timestamps hold.
-        date.replace(hour=hour, minute=minute, second=second, tzinfo=UTC) - offset
-    except OverflowError:
-        raise _Bad(f"'ts' is {preview(ts)}, outside the years 0001 to 9999 in UTC") from None
-    fraction = m.group(7)
-    if fraction is not None and len(fraction) > 6:
-        ts = ts[: m.start(7) + 6] + ts[m.end(7) :]
-    return ts.upper()
-
-
-def _check_value(value: Any, preview: Callable[[Any], str]) -> None:
-    if value is _MISSING:
-        raise _Bad("'value' is missing (it is required; null stands for no value)")
-    if type(value) is _NonJSONConstant:
-        raise _Bad(
-            f"'value' is {value!r}, which JSON does not allow (the contract wants a finite number or null)"
-        )
-    if type(value) is float:  # inf, from a literal such as 1e400
-        raise _Bad(f"'value' is {preview(value)}: a number too large for a float")
-    if type(value) is int:
-        raise _Bad(f"'value' is an integer of {len(str(abs(value)))} digits, too large for a float")
-    raise _Bad(f"'value' is {preview(value)}, not a number or null")
-
-
-def _check_records(items: list[Any], url: str, page_no: int, preview: Callable[[Any], str]) -> None:
-    """Every record of one page, as the contract defines it; a BadRecord saying where if not.
-
-    The usual record costs a few type checks and one regex match (1.2 M of them a run);
-    the helpers only run for what needs a closer look.
-    """
-    i = 0
-    try:
-        for i, item in enumerate(items):  # noqa: B007 (i says where, in the message)
-            if type(item) is not dict:
-                raise _Bad("the record is not an object")
-            ts = item.get("ts", _MISSING)
-            if type(ts) is not str or _TS_FAST(ts) is None:
-                item["ts"] = _check_ts(ts, preview)
-            metric = item.get("metric", _MISSING)
-            if type(metric) is not str:
-                raise _Bad(
-                    "'metric' is missing"
-                    if metric is _MISSING
-                    else f"'metric' is {preview(metric)}, not a string"
-                )
-            value = item.get("value", _MISSING)
-            kind = type(value)
-            if kind is float:
-                if value - value != 0.0:  # inf or nan
-                    _check_value(value, preview)
-            elif kind is int:
-                try:
-                    float(value)
-                except OverflowError:
-                    _check_value(value, preview)
-            elif value is not None:
-                _check_value(value, preview)
-            unit = item.get("unit")
-            if unit is not None and type(unit) is not str:
-                raise _Bad(f"'unit' is {preview(unit)}, neither a string nor null")
-    except _Bad as exc:
-        raise BadRecord(f"{url}: page {page_no}, record {i + 1} of {len(items)}: {exc}") from None
-
-
-class _NonJSONConstant:
-    """What the page parser makes of NaN, Infinity and -Infinity, which JSON does not allow
-    (Python's json reads them as floats by default): a marker the checks refuse."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_PAGE_DECODER = json.JSONDecoder(parse_constant=_NonJSONConstant)
-
-
-def _decode_page(body: bytes) -> Any:
-    """``json.loads(body)``, except that NaN and Infinity become _NonJSONConstant markers."""
-    return _PAGE_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-
-
-def _holds_constant(doc: Any) -> bool:
-    if type(doc) is _NonJSONConstant:
-        return True
-    if type(doc) is dict:
-        return any(_holds_constant(v) for v in doc.values())
-    if type(doc) is list:
-        return any(_holds_constant(v) for v in doc)
-    return False
