@@ -253,6 +253,21 @@ def test_each_function_may_send_retries_to_its_own_queue_only(qsynth: Synth) -> 
             assert st["Resource"] == {"Fn::GetAtt": [_queue_id(qsynth, stage), "Arn"]}
 
 
+def test_queue_urls_are_stack_outputs_named_as_fanout_queues_reads_them(qsynth: Synth) -> None:
+    from fanout import queues
+
+    assert queues.QUEUE_URL_OUTPUT == queue_engine.QUEUE_URL_OUTPUT
+    assert queues.DLQ_URL_OUTPUT == queue_engine.DLQ_URL_OUTPUT
+    for stage in STAGES:
+        out = qsynth.doc["Outputs"]
+        assert out[queues.QUEUE_URL_OUTPUT.format(function_id=stage.function_id)]["Value"] == {
+            "Ref": _queue_id(qsynth, stage)
+        }
+        assert out[queues.DLQ_URL_OUTPUT.format(function_id=stage.function_id)]["Value"] == {
+            "Ref": _dlq_id(qsynth, stage)
+        }
+
+
 # --- monitoring --------------------------------------------------------------------
 
 
