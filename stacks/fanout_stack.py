@@ -34,6 +34,7 @@ from fanout_core.stages import (
 )
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
+from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
 from stacks.constructs.stage_function import StageFunction
 from stacks.nag import (
     LAMBDA_BASIC_EXECUTION,
@@ -46,6 +47,10 @@ INTERMEDIATE_EXPIRY = Duration.days(30)
 """Task objects and done markers: a run is long over, and ``fanout status`` done, by then."""
 FAILURE_EXPIRY = Duration.days(365)
 ARCHIVE_EXPIRY = Duration.days(90)
+ENGINE_DESCRIPTIONS = {
+    "s3_events": "S3-event-chained Lambdas",
+    "queue": "S3 events queued in SQS for each stage's Lambda",
+}
 RETRY_BATCH_SIZE = 1
 """One task attempt per retry-queue invocation: a task may use the whole timeout."""
 
@@ -123,11 +128,16 @@ class FanoutStack(Stack):
             scope,
             construct_id,
             env=env,
-            description=f"fanout pipeline, environment {settings.name} (S3-event-chained Lambdas)",
+            description=(
+                f"fanout pipeline, environment {settings.name} ({ENGINE_DESCRIPTIONS[settings.engine]})"
+            ),
         )
         self.settings = settings
         retain = settings.removal_policy == "retain"
         removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+        self._removal = removal
+        self.stage_queues: dict[str, StageQueue] = {}
+        """Engine ``queue`` only: stage name -> its ``StageQueue``."""
 
         self.storage = PipelineBucket(
             self,
@@ -172,6 +182,7 @@ class FanoutStack(Stack):
                 log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
                 removal_policy=removal,
                 tracing=tracing,
+                asynchronous=settings.engine != "queue",
             )
             self.stage_functions[stage.name] = stage_fn
             self._wire(stage, stage_fn)
@@ -180,15 +191,7 @@ class FanoutStack(Stack):
             self,
             "Monitoring",
             dashboard_name=stack_name(settings.name),
-            stages=[
-                MonitoredStage(
-                    name=name,
-                    function=sf.function,
-                    failure_queue=sf.failure_queue,
-                    failure_dlq=sf.failure_dlq,
-                )
-                for name, sf in self.stage_functions.items()
-            ],
+            stages=[self._monitored(name, sf) for name, sf in self.stage_functions.items()],
         )
         self._acknowledge_cdk_helpers()
 
@@ -198,8 +201,51 @@ class FanoutStack(Stack):
         CfnOutput(self, "DashboardUrl", value=dashboard_url(dashboard_name))
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
+    def _monitored(self, name: str, sf: StageFunction) -> MonitoredStage:
+        sq = self.stage_queues.get(name)
+        if sq is not None:  # engine queue: the stage queue is the work and retry queue
+            return MonitoredStage(
+                name=name,
+                function=sf.function,
+                failure_queue=sq.queue,
+                failure_dlq=sq.dlq,
+                work_queue=sq.queue,
+                concurrency_cap=sq.max_concurrency,
+            )
+        assert sf.failure_queue is not None and sf.failure_dlq is not None
+        return MonitoredStage(
+            name=name,
+            function=sf.function,
+            failure_queue=sf.failure_queue,
+            failure_dlq=sf.failure_dlq,
+            concurrency_cap=self.settings.stage(name).reserved_concurrency,
+        )
+
     def _wire(self, stage: Stage, stage_fn: StageFunction) -> None:
         fn = stage_fn.function
+        if self.settings.engine == "queue":
+            self._wire_queue(stage, stage_fn)
+        else:
+            self._wire_s3_events(stage, stage_fn)
+        self.token_secret.grant_read(fn)
+        self._grant_s3(stage, fn)
+
+    def _wire_queue(self, stage: Stage, stage_fn: StageFunction) -> None:
+        sq = StageQueue(
+            self,
+            f"{stage.function_id}Queue",
+            stage=stage,
+            settings=self.settings.stage(stage.name),
+            removal_policy=self._removal,
+        )
+        sq.connect(self.bucket, stage_fn.function)
+        self.stage_queues[stage.name] = sq
+        CfnOutput(self, QUEUE_URL_OUTPUT.format(function_id=stage.function_id), value=sq.queue.queue_url)
+        CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=sq.dlq.queue_url)
+
+    def _wire_s3_events(self, stage: Stage, stage_fn: StageFunction) -> None:
+        fn = stage_fn.function
+        assert stage_fn.failure_queue is not None
         # S3 -> function, filtered to this stage's input prefix. The stage table
         # guarantees no two stages' prefixes overlap (S3 would reject the config).
         self.bucket.add_event_notification(
@@ -223,8 +269,6 @@ class FanoutStack(Stack):
                 max_concurrency=max(2, reserved),
             )
         )
-        self.token_secret.grant_read(fn)
-        self._grant_s3(stage, fn)
 
     def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
         access = stage_access(stage)

@@ -23,6 +23,12 @@ LAMBDA_MAX_TIMEOUT_S = 900
 LAMBDA_MIN_UNRESERVED = 100
 MIN_EVENT_AGE_S, MAX_EVENT_AGE_S = 60, 21600
 REMOVAL_POLICIES = ("retain", "destroy")
+ENGINES = ("s3_events", "queue")
+"""How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
+asynchronously (Lambda's internal queue, its event age, an on-failure queue);
+``queue`` sends them to the stage's SQS queue, which the function consumes."""
+ESM_MIN_CONCURRENCY = 2
+"""The floor of an SQS event source mapping's ``MaximumConcurrency`` (2-1,000)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +76,8 @@ class EnvironmentSettings:
     removal_policy: str = "retain"
     """What ``cdk destroy`` does to the bucket: ``retain`` keeps the data, ``destroy``
     empties and deletes it (for throw-away environments)."""
+    engine: str = "s3_events"
+    """One of ``ENGINES``: what carries a task's notification to its stage's function."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -178,6 +186,17 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         raise SettingsError(
             f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, got {removal_policy!r}"
         )
+    engine = raw.get("engine", d.engine)
+    if engine not in ENGINES:
+        raise SettingsError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "queue":
+        for stage_name, st in stages.items():
+            if st.reserved_concurrency < ESM_MIN_CONCURRENCY:
+                raise SettingsError(
+                    f"{where}.stages.{stage_name}.reserved_concurrency is {st.reserved_concurrency}, but "
+                    f"engine queue caps each stage with an event source mapping's MaximumConcurrency, "
+                    f"which is at least {ESM_MIN_CONCURRENCY}"
+                )
     base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
     top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
     if top < base:
@@ -226,6 +245,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         ),
         account_concurrency_limit=account_limit,
         removal_policy=removal_policy,
+        engine=engine,
         stages=MappingProxyType(stages),
     )
 

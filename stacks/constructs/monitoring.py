@@ -19,6 +19,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.constructs.backpressure import backpressure_widgets
+
 NAMESPACE = "Fanout"
 """Must equal ``fanout_aws.metrics.NAMESPACE`` (a test checks)."""
 EMF_METRICS: tuple[str, ...] = (
@@ -41,6 +43,11 @@ class MonitoredStage:
     function: lambda_.IFunction
     failure_queue: sqs.IQueue
     failure_dlq: sqs.IQueue
+    work_queue: sqs.IQueue | None = None
+    """Engine ``queue``: the stage's queue (also its ``failure_queue``), whose depth is
+    the stage's backlog; None for ``s3_events``, whose backlog Lambda holds."""
+    concurrency_cap: int | None = None
+    """The stage's cap, drawn on the consumers-in-flight graph."""
 
 
 @dataclass(frozen=True)
@@ -139,22 +146,25 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        depth = cw.Alarm(
-            self,
-            f"{stage.name}FailureQueueDepth",
-            alarm_description=(
-                f"{prefix}: messages wait in the failure/retry queue (due retries or events "
-                "Lambda gave up on) and the function is not draining them."
-            ),
-            metric=stage.failure_queue.metric_approximate_number_of_messages_visible(
-                period=PERIOD, statistic="Maximum"
-            ),
-            threshold=1,
-            evaluation_periods=3,
-            datapoints_to_alarm=3,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
+        if stage.work_queue is not None:
+            depth = self._stalled_alarm(stage.name, stage.work_queue)
+        else:
+            depth = cw.Alarm(
+                self,
+                f"{stage.name}FailureQueueDepth",
+                alarm_description=(
+                    f"{prefix}: messages wait in the failure/retry queue (due retries or events "
+                    "Lambda gave up on) and the function is not draining them."
+                ),
+                metric=stage.failure_queue.metric_approximate_number_of_messages_visible(
+                    period=PERIOD, statistic="Maximum"
+                ),
+                threshold=1,
+                evaluation_periods=3,
+                datapoints_to_alarm=3,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
         dead = cw.Alarm(
             self,
             f"{stage.name}DeadLetters",
@@ -171,6 +181,35 @@ class PipelineMonitoring(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
         return StageAlarms(errors, throttles, depth, dead)
+
+    def _stalled_alarm(self, name: str, queue: sqs.IQueue) -> cw.Alarm:
+        """Engine ``queue``: a backlog is how a run is paced, so depth alone is no alarm;
+        messages waiting while none is consumed for 15 minutes is."""
+        return cw.Alarm(
+            self,
+            f"{name}QueueStalled",
+            alarm_description=(
+                f"{name}: tasks wait in the stage queue and none has been consumed for 15 "
+                "minutes: the function is not draining it (failing, disabled mapping, or "
+                "concurrency taken)."
+            ),
+            metric=cw.MathExpression(
+                expression="IF(waiting >= 1 AND consumed == 0, 1, 0)",
+                using_metrics={
+                    "waiting": queue.metric_approximate_number_of_messages_visible(
+                        period=PERIOD, statistic="Maximum"
+                    ),
+                    "consumed": queue.metric_number_of_messages_deleted(period=PERIOD, statistic="Sum"),
+                },
+                period=PERIOD,
+                label="stalled",
+            ),
+            threshold=1,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
 
     def _widgets(self, stage: MonitoredStage, alarms: StageAlarms) -> list[cw.IWidget]:
         fn = stage.function
@@ -229,6 +268,14 @@ class PipelineMonitoring(Construct):
                 left=[m for m in emf if m.metric_name != "RecordsWritten"],
                 right=[m for m in emf if m.metric_name == "RecordsWritten"],
                 width=6,
+            ),
+            *backpressure_widgets(
+                stage.name,
+                fn,
+                retry_queue=stage.failure_queue,
+                dlq=stage.failure_dlq,
+                work_queue=stage.work_queue,
+                cap=stage.concurrency_cap,
             ),
             cw.AlarmStatusWidget(title=f"{title}: alarms", alarms=list(alarms.all()), width=24, height=2),
         ]

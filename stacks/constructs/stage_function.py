@@ -8,6 +8,7 @@ visible in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
@@ -38,7 +39,8 @@ class StageFunction(Construct):
     """A stage's function, its async-invoke settings and its on-failure queue.
 
     Attributes: ``stage``, ``function``, ``log_group``, ``failure_queue`` (the
-    on-failure destination) and ``failure_dlq`` (where unreadable failures end).
+    on-failure destination) and ``failure_dlq`` (where unreadable failures end); both
+    None when ``asynchronous`` is False (engine ``queue``, ``stacks.constructs.queue_engine``).
     """
 
     def __init__(
@@ -53,33 +55,46 @@ class StageFunction(Construct):
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         tracing: bool = False,
+        asynchronous: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self.stage = stage
-
-        self.failure_dlq = sqs.Queue(
-            self,
-            "FailureDlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=FAILURE_RETENTION,
-            removal_policy=removal_policy,
-        )
-        # cdk-nag's SQS3 exempts a queue that serves as another queue's DLQ, as this does.
-        self.failure_queue = sqs.Queue(
-            self,
-            "FailureQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=FAILURE_RETENTION,
-            # The queue feeds the stage's own function: a message must not reappear
-            # while an invocation (or its throttled retries) still holds it.
-            visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUTS * settings.timeout_s),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=FAILURE_MAX_RECEIVES, queue=self.failure_dlq
-            ),
-            removal_policy=removal_policy,
-        )
+        # asynchronous=False (engine queue): only the stage queue's event source mapping
+        # invokes the function, so it has no async-invoke settings and no failure queue.
+        self.failure_queue: sqs.Queue | None = None
+        self.failure_dlq: sqs.Queue | None = None
+        async_invoke: dict[str, Any] = {}
+        if asynchronous:
+            self.failure_dlq = sqs.Queue(
+                self,
+                "FailureDlq",
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=FAILURE_RETENTION,
+                removal_policy=removal_policy,
+            )
+            # cdk-nag's SQS3 exempts a queue that serves as another queue's DLQ, as this does.
+            self.failure_queue = sqs.Queue(
+                self,
+                "FailureQueue",
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=FAILURE_RETENTION,
+                # The queue feeds the stage's own function: a message must not reappear
+                # while an invocation (or its throttled retries) still holds it.
+                visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUTS * settings.timeout_s),
+                dead_letter_queue=sqs.DeadLetterQueue(
+                    max_receive_count=FAILURE_MAX_RECEIVES, queue=self.failure_dlq
+                ),
+                removal_policy=removal_policy,
+            )
+            # Asynchronous invocation (how S3 calls it): Lambda's own retries and
+            # event age, then the event goes to the failure queue, not into the void.
+            async_invoke = {
+                "retry_attempts": settings.retry_attempts,
+                "max_event_age": Duration.seconds(settings.max_event_age_s),
+                "on_failure": destinations.SqsDestination(self.failure_queue),
+            }
 
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
 
@@ -100,11 +115,7 @@ class StageFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
-            # Asynchronous invocation (how S3 calls it): Lambda's own retries and
-            # event age, then the event goes to the failure queue, not into the void.
-            retry_attempts=settings.retry_attempts,
-            max_event_age=Duration.seconds(settings.max_event_age_s),
-            on_failure=destinations.SqsDestination(self.failure_queue),
+            **async_invoke,
         )
         role = self.function.role
         if role is not None:

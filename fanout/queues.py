@@ -1,0 +1,283 @@
+"""Status and redrive for engine ``queue``: the stage queues seen from outside.
+
+With engine ``queue`` every stage's tasks wait in its SQS queue, so besides what the
+bucket says (``fanout.status``) an operator with AWS access can see each queue's depth
+and the age of its oldest message, and can re-trigger work by sending messages instead
+of rewriting task objects. Everything here takes boto3 clients, so it runs against AWS
+or moto alike; nothing here is deployed.
+
+- ``stage_queue_urls``: each stage's queue and dead-letter queue, from the stack's
+  outputs (``<FunctionId>QueueUrl``, ``<FunctionId>DeadLetterQueueUrl``).
+- ``queue_status``: per stage, messages waiting, in flight, delayed (retries waiting
+  out their backoff), dead letters, and the oldest message's age (CloudWatch's
+  ``ApproximateAgeOfOldestMessage``; SQS has no API for it that does not receive, and a
+  receive would count towards the dead-letter queue).
+- ``stale_after_in_queue_mode``: the stale threshold ``fanout.status.run_status`` takes:
+  a pending task is not lost while its stage's queue still holds messages.
+- ``send_tasks``: re-trigger tasks by sending each a first-attempt message to its stage's
+  queue (no S3 write, no notification). ``fanout.redrive.redrive`` also works unchanged
+  in queue mode: the task objects it writes are notified to the queues.
+- ``send_stale``: the ``--stale`` redrive through messages.
+- ``redrive_dead_letters``: move what reached a stage's dead-letter queue back to its
+  queue (after the cause is fixed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fanout.status import run_status
+from fanout_aws.retry_queue import retry_message
+from fanout_core.failures import now_iso
+from fanout_core.retry import Attempt, RetryPolicy
+from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import STAGES, StageTable
+from fanout_core.storage import Storage
+
+QUEUE_URL_OUTPUT = "{function_id}QueueUrl"
+DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
+"""Must equal ``stacks.constructs.queue_engine``'s (a test checks)."""
+SQS_BATCH = 10
+"""SendMessageBatch, DeleteMessageBatch and ReceiveMessage take at most ten."""
+AGE_WINDOW = timedelta(minutes=10)
+"""How far back to look for the latest oldest-message-age datapoint (SQS publishes one
+a minute, a few minutes late)."""
+
+
+class QueueEngineError(Exception):
+    """The stack has no stage queues (engine ``s3_events``), or SQS refused a request."""
+
+
+@dataclass(frozen=True)
+class StageQueueUrls:
+    stage: str
+    queue_url: str
+    dlq_url: str
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    stage: str
+    waiting: int
+    """Visible messages: tasks no consumer has taken yet (``ApproximateNumberOfMessages``)."""
+    in_flight: int
+    """Received and not yet deleted: tasks running now (``...NotVisible``)."""
+    delayed: int
+    """Retries waiting out their backoff (``...Delayed``)."""
+    dead_letters: int
+    oldest_age_s: float | None
+    """Age of the oldest message, from CloudWatch; None without a recent datapoint."""
+
+    @property
+    def queued(self) -> int:
+        """Messages the stage still has to work through (dead letters excluded)."""
+        return self.waiting + self.in_flight + self.delayed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "waiting": self.waiting,
+            "in_flight": self.in_flight,
+            "delayed": self.delayed,
+            "dead_letters": self.dead_letters,
+            "oldest_age_s": self.oldest_age_s,
+        }
+
+
+def stage_queue_urls(
+    cloudformation: Any, stack_name: str, table: StageTable = STAGES
+) -> dict[str, StageQueueUrls]:
+    """Stage name -> its queue URLs, from the stack's outputs. QueueEngineError if the
+    stack has none (it runs engine ``s3_events``)."""
+    (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    found = {}
+    for stage in table:
+        queue = outputs.get(QUEUE_URL_OUTPUT.format(function_id=stage.function_id))
+        dlq = outputs.get(DLQ_URL_OUTPUT.format(function_id=stage.function_id))
+        if queue and dlq:
+            found[stage.name] = StageQueueUrls(stage.name, queue, dlq)
+    if not found:
+        raise QueueEngineError(f"stack {stack_name} has no stage queues: its engine is not 'queue'")
+    return found
+
+
+def _count(attributes: Mapping[str, str], name: str) -> int:
+    return int(attributes.get(name, "0"))
+
+
+def _queue_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def oldest_message_age_s(cloudwatch: Any, queue_url: str, *, now: datetime | None = None) -> float | None:
+    """The latest ``ApproximateAgeOfOldestMessage`` of a queue (seconds), or None."""
+    end = now or datetime.now(UTC)
+    answer = cloudwatch.get_metric_statistics(
+        Namespace="AWS/SQS",
+        MetricName="ApproximateAgeOfOldestMessage",
+        Dimensions=[{"Name": "QueueName", "Value": _queue_name(queue_url)}],
+        StartTime=end - AGE_WINDOW,
+        EndTime=end,
+        Period=60,
+        Statistics=["Maximum"],
+    )
+    points = sorted(answer.get("Datapoints", []), key=lambda p: p["Timestamp"])
+    return float(points[-1]["Maximum"]) if points else None
+
+
+def queue_status(
+    sqs: Any,
+    urls: Mapping[str, StageQueueUrls],
+    *,
+    cloudwatch: Any | None = None,
+    now: datetime | None = None,
+    table: StageTable = STAGES,
+) -> list[QueueDepth]:
+    """Each stage's queue depth, in stage order. Without ``cloudwatch`` the oldest age is None."""
+    depths = []
+    for stage in table:
+        if stage.name not in urls:
+            continue
+        u = urls[stage.name]
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=u.queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        dead = sqs.get_queue_attributes(QueueUrl=u.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]
+        depths.append(
+            QueueDepth(
+                stage=stage.name,
+                waiting=_count(attrs, "ApproximateNumberOfMessages"),
+                in_flight=_count(attrs, "ApproximateNumberOfMessagesNotVisible"),
+                delayed=_count(attrs, "ApproximateNumberOfMessagesDelayed"),
+                dead_letters=_count(dead, "ApproximateNumberOfMessages"),
+                oldest_age_s=oldest_message_age_s(cloudwatch, u.queue_url, now=now) if cloudwatch else None,
+            )
+        )
+    return depths
+
+
+def stale_after_in_queue_mode(
+    settings: EnvironmentSettings, depths: Sequence[QueueDepth]
+) -> Callable[[str], float]:
+    """``run_status``'s ``stale_after`` for engine ``queue``.
+
+    A task waits in its queue as long as the stage needs to reach it (there is no event
+    age), so while a stage's queue holds any message none of its pending tasks counts as
+    lost. Once the queue is empty, a task still pending after every retry's backoff and
+    run is lost (a notification that never arrived, a message that expired).
+    """
+    queued = {d.stage: d.queued for d in depths}
+    policy = RetryPolicy.from_settings(settings)
+    backoffs = sum(
+        min(policy.max_delay_s, policy.base_delay_s * 2 ** (n - 1)) for n in range(1, policy.max_attempts)
+    )
+
+    def stale_after(stage: str) -> float:
+        if queued.get(stage, 0) > 0:
+            return float("inf")
+        return backoffs + settings.stage(stage).timeout_s * policy.max_attempts
+
+    return stale_after
+
+
+@dataclass
+class SendResult:
+    sent: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _send_batch(sqs: Any, queue_url: str, bodies: Sequence[str]) -> None:
+    for start in range(0, len(bodies), SQS_BATCH):
+        chunk = bodies[start : start + SQS_BATCH]
+        answer = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
+        )
+        if answer.get("Failed"):
+            raise QueueEngineError(f"SQS refused {len(answer['Failed'])} message(s): {answer['Failed'][:3]}")
+
+
+def send_tasks(
+    sqs: Any,
+    urls: Mapping[str, StageQueueUrls],
+    task_keys: Iterable[str],
+    *,
+    stamp: Callable[[], str] = now_iso,
+    table: StageTable = STAGES,
+) -> SendResult:
+    """Send each task a first-attempt message to its stage's queue (the handler reads it
+    as a retry message with ``attempt`` 1: it runs with the whole attempt budget)."""
+    result = SendResult()
+    by_queue: dict[str, list[str]] = {}
+    for key in task_keys:
+        stage = table.for_key(key)
+        if stage is None:
+            result.skipped.append((key, "not a task key of any stage"))
+            continue
+        if stage.name not in urls:
+            result.skipped.append((key, f"no queue for stage {stage.name}"))
+            continue
+        by_queue.setdefault(urls[stage.name].queue_url, []).append(key)
+    for queue_url, stage_keys in by_queue.items():
+        _send_batch(
+            sqs,
+            queue_url,
+            [retry_message(Attempt(key=k, number=1, first_attempt_at=stamp())) for k in stage_keys],
+        )
+        result.sent.extend(stage_keys)
+    return result
+
+
+def send_stale(
+    storage: Storage,
+    sqs: Any,
+    urls: Mapping[str, StageQueueUrls],
+    run_id: str,
+    settings: EnvironmentSettings,
+    *,
+    stage: str | None = None,
+    now: float | None = None,
+    table: StageTable = STAGES,
+) -> SendResult:
+    """``redrive --stale`` for engine ``queue``: every pending task of a stage whose queue
+    is empty and that is older than the retry window gets a message."""
+    stale_after = stale_after_in_queue_mode(settings, queue_status(sqs, urls, table=table))
+    status = run_status(storage, run_id, stale_after=stale_after, now=now, table=table)
+    stale = [k for s in status.stages if stage in (None, s.stage) for k in s.stale]
+    return send_tasks(sqs, urls, stale, table=table)
+
+
+def redrive_dead_letters(sqs: Any, urls: StageQueueUrls, *, limit: int | None = None) -> int:
+    """Move messages from a stage's dead-letter queue back to its queue; returns how many.
+
+    Receive, send the same body, then delete: a crash between the two leaves a message in
+    both, which the handler's done markers make harmless. (SQS's StartMessageMoveTask
+    does the same server-side for a whole queue.)"""
+    moved = 0
+    while limit is None or moved < limit:
+        want = SQS_BATCH if limit is None else min(SQS_BATCH, limit - moved)
+        messages = sqs.receive_message(
+            QueueUrl=urls.dlq_url, MaxNumberOfMessages=want, WaitTimeSeconds=0, VisibilityTimeout=60
+        ).get("Messages", [])
+        if not messages:
+            break
+        _send_batch(sqs, urls.queue_url, [m["Body"] for m in messages])
+        answer = sqs.delete_message_batch(
+            QueueUrl=urls.dlq_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+        )
+        if answer.get("Failed"):
+            raise QueueEngineError(f"could not delete {len(answer['Failed'])} moved dead letter(s)")
+        moved += len(messages)
+    return moved
