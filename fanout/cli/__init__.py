@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from fanout.cli import (
+    compact_command,
     demo_command,
     hermes_command,
     local_run_command,
@@ -24,7 +25,14 @@ from fanout.cli import (
 from fanout.cli.common import EXIT_USAGE, UsageError
 from fanout_core.errors import SettingsError
 
-COMMANDS = (demo_command, local_run_command, status_command, redrive_command, hermes_command)
+COMMANDS = (
+    demo_command,
+    local_run_command,
+    status_command,
+    redrive_command,
+    hermes_command,
+    compact_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
