@@ -32,6 +32,7 @@ from fanout_core.stages import (
     Stage,
     StageTable,
 )
+from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
 from stacks.constructs.stage_function import StageFunction
@@ -189,6 +190,14 @@ class FanoutStack(Stack):
                 )
                 for name, sf in self.stage_functions.items()
             ],
+        )
+        self.analytics = Analytics(
+            self,
+            "Analytics",
+            env_name=settings.name,
+            data_bucket=self.bucket,
+            access_logs=self.storage.access_logs,
+            removal_policy=removal,
         )
         self._acknowledge_cdk_helpers()
 
