@@ -16,6 +16,7 @@ import sys
 
 from fanout.cli import (
     compact_command,
+    cost_command,
     demo_command,
     hermes_command,
     local_run_command,
@@ -32,6 +33,7 @@ COMMANDS = (
     redrive_command,
     hermes_command,
     compact_command,
+    cost_command,
 )
 
 
