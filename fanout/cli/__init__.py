@@ -21,6 +21,7 @@ from fanout.cli import (
     hermes_command,
     local_run_command,
     redrive_command,
+    report_command,
     status_command,
 )
 from fanout.cli.common import EXIT_USAGE, UsageError
@@ -34,6 +35,7 @@ COMMANDS = (
     hermes_command,
     compact_command,
     cost_command,
+    report_command,
 )
 
 

@@ -7,10 +7,13 @@ price table, and compared to the cent (and to the last digit of the Decimal).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import subprocess
 import sys
 from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,42 @@ def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path:
     prices.write_text(json.dumps({"no_such_price": 1}))
     bad = _cli("cost", "2026-11-27", "--bucket-dir", bucket, "--prices", str(prices))
     assert bad.returncode == 2 and "unknown price" in bad.stderr
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.headings.append(data.strip())
+            self._in_h2 = False
+
+
+def test_the_report_renders_self_contained(tiny_run, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    store, _ = tiny_run
+    out = tmp_path / "report.html"
+    done = _cli("report", "2026-11-27", "--bucket-dir", str(store.root), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    html = out.read_text()
+    assert not re.search(r"""(src|href)=["'](https?:|//|file:)""", html)  # nothing fetched from elsewhere
+    parser = _Images()
+    parser.feed(html)
+    assert len(parser.images) >= 4
+    assert any("calls per second" in h for h in parser.headings)
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        png = tmp_path / "figure.png"
+        png.write_bytes(base64.b64decode(src.split(",", 1)[1]))
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
