@@ -10,7 +10,8 @@ on S3), in steps that each leave the bucket valid, so a kill at any point resume
    warrior larger than the target alone is cut between its files). A second compactor
    that loses the create adopts the winner's plan, so two never disagree.
 2. **Write** each output ``compacted/run=<run>/gen=<g>/part-NNNNN.parquet``, create-only,
-   rows sorted by (warrior, troop, data group, ts). An object appears whole or not at
+   rows sorted by (ts, warrior, troop, data group): a
+   time-range filter then skips most row groups by their statistics. An object appears whole or not at
    all, so an output that exists is complete and is not written again.
 3. **Verify**: the rows in the outputs' footers equal the rows the plan's inputs hold.
 4. **Commit**: write ``compacted/run=<run>/current.json`` naming generation ``g`` and
@@ -47,7 +48,7 @@ CURRENT = "current.json"
 SYMLINK = "current.txt"
 PLAN = "plan.json"
 PARQUET = ".parquet"
-SORT_KEY = ["warrior_id", "troop_id", "data_group_id", "ts"]
+SORT_KEY = ["ts", "warrior_id", "troop_id", "data_group_id"]
 
 
 class NotComplete(Exception):

@@ -164,7 +164,7 @@ def test_compacted_rows_are_sorted_and_row_groups_bounded(store: LocalDirStorage
     seed_complete_run(store, "r1", warriors=AWKWARD)
     key = compact_run(store, "r1").files[0]
     frame = read_parquet_bytes(store.get(key))
-    order = frame[["warrior_id", "troop_id", "data_group_id", "ts"]].apply(tuple, axis=1).tolist()
+    order = frame[["ts", "warrior_id", "troop_id", "data_group_id"]].apply(tuple, axis=1).tolist()
     assert order == sorted(order)
     import io
 
