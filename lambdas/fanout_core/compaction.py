@@ -10,9 +10,9 @@ on S3), in steps that each leave the bucket valid, so a kill at any point resume
    warrior larger than the target alone is cut between its files). A second compactor
    that loses the create adopts the winner's plan, so two never disagree.
 2. **Write** each output ``compacted/run=<run>/gen=<g>/part-NNNNN.parquet``, create-only,
-   rows sorted by (ts, warrior, troop, data group): a
-   time-range filter then skips most row groups by their statistics. An object appears whole or not at
-   all, so an output that exists is complete and is not written again.
+   rows sorted by (ts, warrior, troop, data group), so a time-range filter skips most
+   row groups by their statistics. An object appears whole or not at all, so an output
+   that exists is complete and is not written again.
 3. **Verify**: the rows in the outputs' footers equal the rows the plan's inputs hold.
 4. **Commit**: write ``compacted/run=<run>/current.json`` naming generation ``g`` and
    its files. This one object is the switch: before it readers read the old files,
