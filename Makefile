@@ -37,6 +37,7 @@ bench: $(STAMP) .venv-bench/.installed
 	$(BIN)/python -m bench.ratelimit
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.package
 	$(BIN)/python -m bench.rss -- $(BIN)/fanout demo --size full --quiet
+	$(BIN)/python -m bench.query
 
 clean:
 	rm -rf $(VENV) cdk.out fanout-data .pytest_cache .mypy_cache .ruff_cache

@@ -34,12 +34,13 @@ def normalize(row: Iterable[Any]) -> Row:
 
 
 def output_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[list[Row], int]:
-    """Every row of the run's output (``data/run=<run_id>/``) and the number of files read."""
+    """Every row of the run's current files and the number of files read: its compacted
+    generation if it has one, else its small files under ``data/run=<run_id>/``."""
+    from fanout_core.compaction import current_files
+
     rows: list[Row] = []
     files = 0
-    for key in storage.list(table.output_run_prefix(run_id)):
-        if not key.endswith(".parquet"):
-            continue
+    for key in current_files(storage, run_id, table):
         files += 1
         frame = read_parquet_bytes(storage.get(key))
         if (frame["run_id"] != run_id).any():
@@ -81,14 +82,12 @@ def compare(found: Iterable[Row], expected: Iterable[Iterable[Any]]) -> Comparis
 
 
 def count_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[int, int]:
-    """Rows and files under ``data/run=<run_id>/``, from the Parquet footers alone (cheap)."""
-    import io
-
-    import fastparquet
+    """Rows and files of the run's current files (as ``output_rows``), from the footers alone (cheap)."""
+    from fanout_core.compaction import current_files
+    from fanout_core.output import row_count
 
     rows = files = 0
-    for key in storage.list(table.output_run_prefix(run_id)):
-        if key.endswith(".parquet"):
-            files += 1
-            rows += fastparquet.ParquetFile(io.BytesIO(storage.get(key))).count()
+    for key in current_files(storage, run_id, table):
+        files += 1
+        rows += row_count(storage.get(key))
     return rows, files

@@ -57,6 +57,7 @@ def run_demo(
             progress=None if args.quiet else sys.stderr,
             processes=processes,
             storage_spec=storage_spec,
+            compact=not getattr(args, "no_compact", False),
         )
     rows = summary_rows(
         outcome,
@@ -70,6 +71,9 @@ def run_demo(
             f"{expected_rows} (the simulator's truth){'' if written == expected_rows else ' - MISMATCH'}",
         )
     )
+    if outcome.compaction is not None:
+        done = outcome.compaction
+        rows.append(("compacted into", f"{len(done.files)} file(s), compacted/ generation {done.generation}"))
     if args.json:
         print(json.dumps(dict(rows), indent=2))
     else:

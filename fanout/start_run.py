@@ -38,6 +38,8 @@ class RunOutcome:
     """What ``start_run``'s ``prepare`` callback returned (a redrive's result, say)."""
     failure_records: list[str] = field(default_factory=list)
     """Every task of the run with a failure record in the bucket, whoever wrote it."""
+    compaction: Any = None
+    """With ``compact``, the ``fanout_core.compaction.CompactionResult`` of the finished run."""
 
     @property
     def ok(self) -> bool:
@@ -134,8 +136,10 @@ def start_run(
     processes: int = 1,
     storage_spec: StorageSpec | None = None,
     table: StageTable = STAGES,
+    compact: bool = False,
 ) -> RunOutcome:
-    """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished."""
+    """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
+    with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
     if manifest is not None:
         parse_manifest(manifest)
         table.seed(run_id)  # a bad run id is refused before anything is built
@@ -186,6 +190,10 @@ def start_run(
         if pool:
             pool.close()
     failed = run_status(storage, run_id, table=table).failed_keys
+    if compact:
+        from fanout.compact import compact_finished_run
+
+        compaction = compact_finished_run(storage, run_id, storage_spec, progress, failed, table)
     return RunOutcome(
         run_id=run_id,
         report=report,
@@ -193,6 +201,7 @@ def start_run(
         resumed=resumed,
         prepared=prepared,
         failure_records=failed,
+        compaction=compaction if compact else None,
     )
 
 

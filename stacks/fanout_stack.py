@@ -32,6 +32,7 @@ from fanout_core.stages import (
     Stage,
     StageTable,
 )
+from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
 from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
@@ -192,6 +193,14 @@ class FanoutStack(Stack):
             "Monitoring",
             dashboard_name=stack_name(settings.name),
             stages=[self._monitored(name, sf) for name, sf in self.stage_functions.items()],
+        )
+        self.analytics = Analytics(
+            self,
+            "Analytics",
+            env_name=settings.name,
+            data_bucket=self.bucket,
+            access_logs=self.storage.access_logs,
+            removal_policy=removal,
         )
         self._acknowledge_cdk_helpers()
 

@@ -15,16 +15,28 @@ import argparse
 import sys
 
 from fanout.cli import (
+    compact_command,
+    cost_command,
     demo_command,
     hermes_command,
     local_run_command,
     redrive_command,
+    report_command,
     status_command,
 )
 from fanout.cli.common import EXIT_USAGE, UsageError
 from fanout_core.errors import SettingsError
 
-COMMANDS = (demo_command, local_run_command, status_command, redrive_command, hermes_command)
+COMMANDS = (
+    demo_command,
+    local_run_command,
+    status_command,
+    redrive_command,
+    hermes_command,
+    compact_command,
+    cost_command,
+    report_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from fanout.cli.common import (
     spec_from_args,
     storage_from_args,
 )
+from fanout.cli.compact_command import add_no_compact_arg
 
 
 def register(sub: Any) -> None:
@@ -39,6 +40,7 @@ def register(sub: Any) -> None:
     add_storage_args(demo)
     add_settings_args(demo)
     add_concurrency_args(demo)
+    add_no_compact_arg(demo)
 
     demo.set_defaults(run=_demo)
 

@@ -22,6 +22,7 @@ from fanout.cli.common import (
     spec_from_args,
     storage_from_args,
 )
+from fanout.cli.compact_command import add_no_compact_arg
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.storage import Storage
 
@@ -42,6 +43,7 @@ def register(sub: Any) -> None:
     add_storage_args(run)
     add_settings_args(run)
     add_concurrency_args(run)
+    add_no_compact_arg(run)
 
     run.set_defaults(run=_local_run)
 
@@ -102,6 +104,7 @@ def _local_run(args: argparse.Namespace) -> int:
             processes=processes_from_args(args),
             storage_spec=spec,
             wrap_storage=wrap,
+            compact=not args.no_compact,
         )
     except BadManifest as exc:
         print(f"fanout: bad manifest: {exc}", file=sys.stderr)

@@ -1,7 +1,12 @@
 """Parquet output: one file per data-groups task, written with fastparquet.
 
-Imported only by the data_groups stage, so the warriors and troops functions never
-load pandas (cold starts stay short).
+Imported only by the data_groups stage (and compaction), so the warriors and troops
+functions never load pandas (cold starts stay short).
+
+Every file carries column statistics (min/max per row group), so an engine filtering
+on ``ts`` or an id skips row groups; row groups hold at most ``ROW_GROUP_ROWS`` rows,
+so a compacted file of a million rows is several row groups that readers scan in
+parallel, and a task's small file is one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,27 @@ COLUMNS: tuple[str, ...] = (
     "unit",
     "fetched_at",
 )
+
+
+GLUE_TYPES: dict[str, str] = {
+    "run_id": "string",
+    "warrior_id": "string",
+    "troop_id": "string",
+    "service": "string",
+    "data_group_id": "string",
+    "ts": "timestamp",
+    "metric": "string",
+    "value": "double",
+    "unit": "string",
+    "fetched_at": "timestamp",
+}
+"""The columns as Glue/Athena (Hive) types: what the stack's table declares. Strings are
+UTF-8 BYTE_ARRAY, timestamps INT64 microseconds adjusted to UTC, ``value`` DOUBLE."""
+
+ROW_GROUP_ROWS = 131_072
+"""Rows per row group: ~1-2 MB of this schema compressed, large enough that footers and
+per-group overhead vanish, small enough that a 128 MB file has dozens to scan in parallel
+and to skip by statistics."""
 
 
 class _KeptOpen(io.BytesIO):
@@ -79,18 +105,28 @@ def records_to_parquet(
         }
     )
     frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
+    return frame_to_parquet(frame, metadata), n
+
+
+def frame_to_parquet(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
+    """Parquet bytes of a frame with exactly ``COLUMNS``: statistics on, row groups of
+    at most ``ROW_GROUP_ROWS``. The one writer of every file under ``data/`` and
+    ``compacted/``, so both have the same schema."""
+    if tuple(frame.columns) != COLUMNS:
+        raise ValueError(f"a frame to write must have the columns {COLUMNS}, got {tuple(frame.columns)}")
     buffer = _KeptOpen()
     fastparquet.write(
         "part.parquet",
         frame,
+        row_group_offsets=ROW_GROUP_ROWS,
         open_with=lambda _path, _mode: buffer,
         compression="SNAPPY" if _has_snappy() else None,
         object_encoding="utf8",
-        stats=False,
+        stats=True,
         write_index=False,
         custom_metadata=metadata or None,
     )
-    return buffer.getvalue(), n
+    return buffer.getvalue()
 
 
 def _utc_timestamps(ts: list[str]) -> pd.Series:
@@ -124,6 +160,11 @@ def _has_snappy() -> bool:
 def read_metadata(body: bytes) -> dict[str, str]:
     """The key-value metadata of a file's footer (no row is read)."""
     return dict(fastparquet.ParquetFile(io.BytesIO(body)).key_value_metadata)
+
+
+def row_count(body: bytes) -> int:
+    """Rows in a file, from its footer (no row is read)."""
+    return int(fastparquet.ParquetFile(io.BytesIO(body)).count())
 
 
 def read_parquet_bytes(body: bytes) -> pd.DataFrame:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from fanout_core.task_context import Hermes, Task, TaskContext, TaskResult
 
 DATA_PREFIX = "data/"
+COMPACTED_PREFIX = "compacted/"
+"""A complete run's output rewritten into few large files, one generation at a time
+(``fanout_core.compaction``); the run's ``current.json`` there names the generation to read."""
+QUERY_PREFIX = "athena/"
+"""One Athena symlink manifest per compacted run, listing its current files (the Glue table's location)."""
 DONE_PREFIX = keys.DONE_PREFIX
 FAILED_PREFIX = keys.FAILED_PREFIX
 PLANS_PREFIX = keys.PLANS_PREFIX
@@ -82,8 +87,10 @@ class StageTable:
         *,
         seed_lists: Callable[[Hermes], Iterable[dict[str, Any]]],
         output_prefix: str = DATA_PREFIX,
+        compacted_prefix: str = COMPACTED_PREFIX,
+        query_prefix: str = QUERY_PREFIX,
     ):
-        prefixes = [s.input_prefix for s in stages] + [output_prefix]
+        prefixes = [s.input_prefix for s in stages] + [output_prefix, compacted_prefix, query_prefix]
         for a in prefixes:
             for b in prefixes:
                 if a is not b and a.startswith(b):
@@ -94,6 +101,8 @@ class StageTable:
         self.seed_lists = seed_lists
         """The Hermes list a seed of ``"all"`` expands to: every unit of the first stage."""
         self.output_prefix = output_prefix
+        self.compacted_prefix = compacted_prefix
+        self.query_prefix = query_prefix
 
     def __iter__(self) -> Any:
         return iter(self.stages)
@@ -153,6 +162,12 @@ class StageTable:
 
     def output_run_prefix(self, run_id: str) -> str:
         return f"{self.output_prefix}run={keys.check_run_id(run_id)}/"
+
+    def compacted_run_prefix(self, run_id: str) -> str:
+        return f"{self.compacted_prefix}run={keys.check_run_id(run_id)}/"
+
+    def query_run_prefix(self, run_id: str) -> str:
+        return f"{self.query_prefix}run={keys.check_run_id(run_id)}/"
 
 
 STAGES = StageTable(

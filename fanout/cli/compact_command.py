@@ -1,0 +1,85 @@
+"""``fanout compact``: rewrite a complete run's small Parquet files into a few large ones."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from fanout.cli.common import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    UsageError,
+    add_storage_args,
+    spec_from_args,
+    storage_from_args,
+)
+from fanout_core.keys import RUN_ID_RE
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compact",
+        help="compact a complete run's output into files of ~128 MB (idempotent, resumable)",
+        description=(
+            "Rewrite a complete run's Parquet files into a new generation of large files, make "
+            "it current, then remove the small ones. Safe to rerun or to run after a kill. "
+            "`demo` and `local run` do this at their end unless given --no-compact."
+        ),
+    )
+    p.add_argument("run_id")
+    p.add_argument(
+        "--target-mb", type=float, default=128.0, help="input megabytes per compacted file (default 128)"
+    )
+    p.add_argument("--json", action="store_true")
+    add_storage_args(p)
+    p.set_defaults(run=_compact)
+
+
+def add_no_compact_arg(p: argparse.ArgumentParser) -> None:
+    """``--no-compact`` for the commands that run a run to its end."""
+    p.add_argument(
+        "--no-compact", action="store_true", help="leave the small files; `fanout compact RUN` later"
+    )
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from fanout.compact import describe, uri_base
+    from fanout_core.compaction import NotComplete, compact_run
+
+    if not RUN_ID_RE.fullmatch(args.run_id):
+        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    if args.target_mb <= 0:
+        raise UsageError("--target-mb must be positive")
+    spec = spec_from_args(args)
+    storage, _where = storage_from_args(args)
+    try:
+        result = compact_run(
+            storage,
+            args.run_id,
+            target_bytes=int(args.target_mb * 1024 * 1024),
+            uri_base=uri_base(storage, spec),
+        )
+    except NotComplete as exc:
+        print(f"fanout: {exc}; `fanout status {args.run_id}` shows what is pending", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "state": result.state,
+                    "generation": result.generation,
+                    "inputs": result.inputs,
+                    "files": result.files,
+                    "rows": result.rows,
+                    "written": result.written,
+                    "deleted": result.deleted,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(describe(result))
+    return EXIT_OK

@@ -1,0 +1,60 @@
+"""``fanout cost``: a run's bill on Lambda, estimated from its bucket, beside a server's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, storage_from_args
+from fanout_core.keys import RUN_ID_RE
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "cost",
+        help="a run's estimated AWS bill (Lambda, S3, SQS, Secrets Manager) beside a server's",
+        description=(
+            "Counts invocations, billed duration x memory, requests and bytes from the bucket "
+            "(a local folder or a deployed bucket), prices them, and puts the same crawl on an "
+            "on-demand and a Spot instance beside it. Method and prices: fanout/cost.py, README."
+        ),
+    )
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--price-region", help="region whose list prices to use (default: --env's region, else us-east-1)"
+    )
+    p.add_argument("--prices", metavar="FILE.json", help="override prices: a JSON object of name -> USD")
+    add_storage_args(p)
+    add_settings_args(p)
+    p.set_defaults(run=_cost, env="dev")
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from fanout.cost import count_run, estimate, prices_for, render_text, to_json
+    from fanout.settings_files import find_settings
+
+    if not RUN_ID_RE.fullmatch(args.run_id):
+        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    settings = find_settings(args.env, args.config)
+    overrides = None
+    if args.prices:
+        try:
+            overrides = json.loads(Path(args.prices).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--prices {args.prices}: {exc}") from None
+        if not isinstance(overrides, dict):
+            raise UsageError("--prices must hold a JSON object of price name -> number")
+    try:
+        prices = prices_for(args.price_region or settings.region, overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    storage, _where = storage_from_args(args)
+    counts = count_run(storage, args.run_id, settings)
+    if not counts.stages[0].tasks:
+        raise UsageError(f"run {args.run_id!r} has no tasks in this bucket")
+    bill = estimate(counts, prices, settings.hermes_rate_limit)
+    print(json.dumps(to_json(bill), indent=2) if args.json else render_text(bill))
+    return EXIT_OK

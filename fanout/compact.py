@@ -1,0 +1,63 @@
+"""Compaction from the command line and at the end of a local run (the core is
+``fanout_core.compaction``; this module only knows where the bucket is)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from fanout.bucket import StorageSpec
+from fanout_core.compaction import CompactionResult, compact_run
+from fanout_core.stages import STAGES, StageTable
+from fanout_core.storage import LocalDirStorage, Storage
+
+
+def uri_base(storage: Storage, spec: StorageSpec | None) -> str:
+    """What a key is prefixed with in the Athena manifest: ``s3://bucket/``, or ``file://`` + the folder."""
+    if spec is not None and spec.bucket:
+        return f"s3://{spec.bucket}/"
+    if isinstance(storage, LocalDirStorage):
+        return storage.root.resolve().as_uri() + "/"
+    bucket = getattr(storage, "bucket", None)
+    return f"s3://{bucket}/" if isinstance(bucket, str) else ""
+
+
+def describe(result: CompactionResult) -> str:
+    if result.state == "empty":
+        return f"run {result.run_id}: no output to compact"
+    if result.state == "current":
+        return (
+            f"run {result.run_id}: already compacted, generation {result.generation}: "
+            f"{len(result.files)} file(s), {result.rows} rows"
+            + (f"; removed {result.deleted} leftover input(s)" if result.deleted else "")
+        )
+    return (
+        f"run {result.run_id}: {result.inputs} file(s) compacted into {len(result.files)} "
+        f"(generation {result.generation}), {result.rows} rows; {result.deleted} input(s) removed"
+    )
+
+
+def compact_finished_run(
+    storage: Storage,
+    run_id: str,
+    spec: StorageSpec | None,
+    progress: TextIO | None,
+    failure_records: list[str],
+    table: StageTable = STAGES,
+) -> CompactionResult | None:
+    """The hook at the end of ``demo`` and ``local run``: the run has just become complete.
+
+    A run with failure records is left as it is: it will most likely be redriven, and
+    compacting it now would only mean a second generation after the redrive.
+    """
+    if failure_records:
+        if progress is not None:
+            print(
+                f"not compacted: {len(failure_records)} task(s) failed; after `fanout redrive "
+                f"{run_id}`, run `fanout compact {run_id}`",
+                file=progress,
+            )
+        return None
+    result = compact_run(storage, run_id, table=table, uri_base=uri_base(storage, spec))
+    if progress is not None:
+        print(f"compacted: {describe(result)}", file=progress)
+    return result
