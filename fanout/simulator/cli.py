@@ -156,20 +156,21 @@ def serve_from_args(args: argparse.Namespace) -> int:
     except OSError as exc:  # typically the port is taken
         print(f"hermes simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    calls = sim.universe.expected_calls()
-    print(
-        f"hermes simulator listening on {url} ({config.warriors} warriors, ~{calls} calls for a full crawl)",
-        flush=True,
-    )
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         done.set()
 
+    # Handlers first, then the URL: whoever reads the URL may stop us at once.
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: rely on the caller
             previous[sig] = signal.signal(sig, on_signal)
+    calls = sim.universe.expected_calls()
+    print(
+        f"hermes simulator listening on {url} ({config.warriors} warriors, ~{calls} calls for a full crawl)",
+        flush=True,
+    )
     try:
         while not done.wait(0.5):
             pass
