@@ -96,7 +96,8 @@ def test_an_empty_token_is_refused() -> None:
 
 
 def test_a_token_with_inner_spaces_and_punctuation_is_accepted() -> None:
-    HermesClient("http://127.0.0.1:9", TOKEN)
+    hermes = HermesClient("http://127.0.0.1:9", TOKEN)
+    assert hermes.session.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 # --- no error message carries the token ----------------------------------------------------------
