@@ -7,6 +7,8 @@ class FanoutError(Exception):
     """Base of the pipeline's own errors."""
 
     status: int | None = None
+    kind: str | None = None
+    """The plain error kind when the raise site knows it (``fanout_core.error_kinds``)."""
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only fields survive pickling (the local runtime's worker processes).
@@ -16,18 +18,29 @@ class FanoutError(Exception):
 class TransientError(FanoutError):
     """Worth retrying later: 429, 5xx, timeouts, broken bodies, storage hiccups."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        if kind is not None:
+            self.kind = kind
 
 
 class PermanentError(FanoutError):
     """Retrying cannot help: 400/401/403/404, or input that does not validate."""
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, kind: str | None = None):
         super().__init__(message)
         self.status = status
+        if kind is not None:
+            self.kind = kind
 
 
 class BadRecord(PermanentError):
@@ -39,7 +52,7 @@ class BadRecord(PermanentError):
     """
 
     def __init__(self, message: str, *, status: int | None = 200):
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, kind="bad_record")
 
 
 class BadManifest(PermanentError):

@@ -7,12 +7,13 @@ units), so an operator needs nothing else to see why a task failed and to try ag
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from fanout_core import keys
 from fanout_core.bodies import dumps
+from fanout_core.error_kinds import KINDS, kind_in, kind_of
 from fanout_core.errors import FanoutError, describe, is_transient
 from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import NoSuchKey, Storage
@@ -31,6 +32,8 @@ class FailureRecord:
     """``task``: the whole task gave up; ``units``: some of its units failed permanently."""
     error_class: str
     message: str
+    error_kind: str = ""
+    """Why, in plain words (``fanout_core.error_kinds.KINDS``); derived when a record lacks it."""
     status: int | None
     transient: bool
     attempts: int
@@ -38,12 +41,21 @@ class FailureRecord:
     last_attempt_at: str
     units: list[dict[str, Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.error_kind not in KINDS:
+            self.error_kind = kind_in(asdict(self))
+        for unit in self.units:
+            if unit.get("error_kind") not in KINDS:
+                unit["error_kind"] = kind_in(unit)
+
     def to_bytes(self) -> bytes:
         return dumps(asdict(self))
 
     @classmethod
     def from_bytes(cls, body: bytes) -> FailureRecord:
-        return cls(**json.loads(body))
+        """Fields this version does not know (a newer writer's) are ignored, not fatal."""
+        fields = json.loads(body)
+        return cls(**{k: v for k, v in fields.items() if k in _FIELDS})
 
 
 def failure_record_for(
@@ -68,6 +80,7 @@ def failure_record_for(
         task_key=task_key,
         kind="task",
         error_class=error_class,
+        error_kind=kind_of(error),
         message=message,
         status=status,
         transient=is_transient(error),
@@ -75,6 +88,9 @@ def failure_record_for(
         first_attempt_at=first_attempt_at,
         last_attempt_at=last_attempt_at or now_iso(),
     )
+
+
+_FIELDS = {f.name for f in fields(FailureRecord)}
 
 
 def write_failure(storage: Storage, record: FailureRecord) -> None:

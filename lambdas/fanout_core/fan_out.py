@@ -18,7 +18,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fanout_core.bodies import Manifest, TaskBody, chunks, dumps
-from fanout_core.errors import BadTask, PermanentError, describe
+from fanout_core.error_kinds import failure_fields
+from fanout_core.errors import BadTask, PermanentError
 
 if TYPE_CHECKING:
     from fanout_core.stages import Stage
@@ -95,7 +96,7 @@ def split_seed(task: Task, ctx: TaskContext, result: TaskResult) -> None:
             return [unit_type(w).fields() for w in manifest.warriors]
         items = list(ctx.table.seed_lists(ctx.hermes))
         if not items:
-            raise PermanentError("Hermes lists no warriors")
+            raise PermanentError("Hermes lists no warriors", kind="not_found")
         return items
 
     # A listing error here fails the whole task: the seed has no units of its own.
@@ -133,10 +134,7 @@ def _plan(task: Task, ctx: TaskContext, child: Stage, parents: list[_Parent], *,
         except PermanentError as exc:
             if whole_task:
                 raise
-            error_class, message, status = describe(exc)
-            plan.failed_units.append(
-                {**parent.failure_ids, "error_class": error_class, "message": message, "status": status}
-            )
+            plan.failed_units.append({**parent.failure_ids, **failure_fields(exc)})
             continue
         plan.duplicates += repeats
         for index, batch in enumerate(chunks(units, per_task)):

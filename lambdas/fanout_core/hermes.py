@@ -37,6 +37,7 @@ from fanout_core.hermes_http import (
     UNSENDABLE,
     check_base_url,
     check_token,
+    connection_kind,
     encode_segment,
     parse_retry_after,
 )
@@ -214,6 +215,7 @@ class HermesClient:
                         f"{url}: the list goes on for more than {self.max_pages} pages "
                         f"(max_pages); given up after {pages} pages",
                         status=200,
+                        kind="too_large",
                     )
                 params: dict[str, Any] = {"page_size": self.page_size}
                 if token is not None:
@@ -232,6 +234,7 @@ class HermesClient:
                         f"{url}: the list holds more than {self.max_items_per_list} items "
                         f"(max_items_per_list); given up after {pages} pages",
                         status=200,
+                        kind="too_large",
                     )
                 if token is not None:
                     digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -327,10 +330,13 @@ class HermesClient:
         except UNSENDABLE as exc:
             # The request could not even be built: retrying cannot help.
             raise PermanentError(
-                f"calling {url} failed before sending: {type(exc).__name__}: {self._redact(str(exc))}"
+                f"calling {url} failed before sending: {type(exc).__name__}: {self._redact(str(exc))}",
+                kind="bad_url",
             ) from None
         except requests.RequestException as exc:
-            raise TransientError(f"connection failed calling {url}: {self._redact(str(exc))}") from None
+            raise TransientError(
+                f"connection failed calling {url}: {self._redact(str(exc))}", kind=connection_kind(exc)
+            ) from None
         finally:
             REQUEST_DEADLINE.value = None
         with response:
@@ -346,7 +352,8 @@ class HermesClient:
                 OSError,
             ) as exc:
                 raise TransientError(
-                    f"reading the body of {url} failed: {type(exc).__name__}: {self._redact(str(exc))}"
+                    f"reading the body of {url} failed: {type(exc).__name__}: {self._redact(str(exc))}",
+                    kind="bad_response",
                 ) from None
         if status == 200:
             try:
@@ -374,9 +381,10 @@ class HermesClient:
     def _timeout_error(self, url: str, budget: float, deadline: float, exc: BaseException) -> TransientError:
         if time.monotonic() >= deadline - 0.01:
             return TransientError(
-                f"{url}: the call took longer than {budget:.3g} s (the server is sending too slowly)"
+                f"{url}: the call took longer than {budget:.3g} s (the server is sending too slowly)",
+                kind="timeout",
             )
-        return TransientError(f"timeout calling {url}: {self._redact(str(exc))}")
+        return TransientError(f"timeout calling {url}: {self._redact(str(exc))}", kind="timeout")
 
     def _read_capped(self, response: requests.Response, url: str, budget: float, deadline: float) -> bytes:
         """The (decoded) body, read piece by piece so that neither the cap nor the deadline
@@ -386,6 +394,7 @@ class HermesClient:
             raise PermanentError(
                 f"{url}: a {int(declared)}-byte page is larger than the {self.max_page_bytes}-byte cap",
                 status=response.status_code,
+                kind="too_large",
             )
         raw = response.raw
         chunks: list[bytes] = []
@@ -400,6 +409,7 @@ class HermesClient:
                 raise PermanentError(
                     f"{url}: page larger than the {self.max_page_bytes}-byte cap",
                     status=response.status_code,
+                    kind="too_large",
                 )
             chunks.append(chunk)
             if time.monotonic() > deadline:

@@ -122,3 +122,27 @@ def check_base_url(url: str) -> str:
     except requests.RequestException as exc:
         raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
     return (prepared.url or url).rstrip("/")
+
+
+def connection_kind(error: BaseException) -> str:
+    """``connection_refused`` when the host answered but nothing listens, else ``unreachable``.
+
+    requests wraps the socket error two or three levels deep (ConnectionError ->
+    MaxRetryError -> NewConnectionError -> ConnectionRefusedError), and only the chain
+    says which it was.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection_refused"
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(a for a in current.args if isinstance(a, BaseException))
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            pending.append(reason)
+    return "unreachable"

@@ -91,6 +91,7 @@ def _write_unit_failures(
             task_key=task.address.key,
             kind="units",
             error_class=first["error_class"],
+            error_kind=first.get("error_kind", ""),
             message=first["message"] + more,
             status=first.get("status"),
             transient=False,

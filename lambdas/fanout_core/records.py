@@ -16,7 +16,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from fanout_core.bodies import Manifest
-from fanout_core.errors import BadTask, PermanentError, describe
+from fanout_core.error_kinds import failure_fields
+from fanout_core.errors import BadTask, PermanentError
 
 if TYPE_CHECKING:
     from fanout_core.task_context import Task, TaskContext, TaskResult
@@ -27,6 +28,8 @@ FAILED_UNITS_METADATA = "fanout.failed_units"
 
 class TooManyRecords(PermanentError):
     """One task would hold more records in memory than ``max_records_per_task``."""
+
+    kind = "too_large"
 
 
 def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
@@ -54,10 +57,7 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
                         "(max_records_per_task); its redrive holds only the failed groups"
                     )
         except PermanentError as exc:
-            error_class, message, status = describe(exc)
-            result.failed_units.append(
-                {**body.unit_ids(unit), "error_class": error_class, "message": message, "status": status}
-            )
+            result.failed_units.append({**body.unit_ids(unit), **failure_fields(exc)})
             continue
         held += len(records)
         fetched.append((unit.id, records))

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from fanout.simulator import HermesSimulator, SimConfig
+from fanout_core.error_kinds import kind_of
 from fanout_core.errors import BadRecord, PermanentError, TransientError
 from fanout_core.hermes import MAX_RETRY_AFTER_S, CallStats, HermesClient, parse_retry_after
 
@@ -716,3 +717,60 @@ def test_call_stats_snapshot_adds_up() -> None:
         "retries": 1,
         "paced_s": 0.5,
     }
+
+
+# --- error kinds: what the operator reads ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, "unauthorized"),
+        (403, "forbidden"),
+        (404, "not_found"),
+        (429, "rate_limited"),
+        (500, "server_error"),
+        (503, "server_error"),
+        (418, "bad_status"),
+    ],
+)
+def test_each_answered_status_has_its_plain_kind(scripted, rec: Recorder, status: int, kind: str) -> None:
+    server = scripted(always(status, b'{"error": "no", "message": "never"}'))
+    with pytest.raises((PermanentError, TransientError)) as info:
+        list(rec.client(server.url, max_retries=0).list_warriors())
+    assert kind_of(info.value) == kind
+
+
+def test_a_closed_port_is_connection_refused(rec: Recorder) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransientError) as info:
+        list(rec.client(f"http://127.0.0.1:{port}", max_retries=0).list_warriors())
+    assert kind_of(info.value) == "connection_refused"
+
+
+def test_a_host_that_does_not_resolve_is_unreachable(rec: Recorder) -> None:
+    with pytest.raises(TransientError) as info:
+        list(rec.client("http://no-such-host.invalid", max_retries=0).list_warriors())
+    assert kind_of(info.value) == "unreachable"
+
+
+def test_a_garbage_200_body_is_a_bad_response(simulator, rec: Recorder) -> None:
+    sim = simulator(garbage_rate=1.0, fault_seed=1)
+    with pytest.raises(TransientError) as info:
+        list(rec.client(sim.url, max_retries=0).list_warriors())
+    assert kind_of(info.value) == "bad_response"
+
+
+def test_a_server_too_slow_for_the_deadline_is_a_timeout(scripted, rec: Recorder) -> None:
+    def slow(_path: str) -> Reply:
+        time.sleep(1.0)
+        return 200, {}, b'{"items": [], "next_page_token": null}'
+
+    server = scripted(slow)
+    with pytest.raises(TransientError) as info:
+        list(rec.client(server.url, max_retries=0, request_deadline_s=0.2).list_warriors())
+    assert kind_of(info.value) == "timeout"
