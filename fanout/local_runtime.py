@@ -2,9 +2,10 @@
 
 Writing a task object dispatches it to the stage whose prefix matches, as the
 bucket's notifications would; each stage runs at most its reserved concurrency of
-tasks at once; a task that raises is retried with jittered exponential backoff
-(the retry extension, with short delays locally) and then leaves one failure
-record. A run started again over the same bucket resumes: tasks with a done marker
+tasks at once, each within a deadline derived from its stage's ``timeout_s`` as on
+Lambda (``fanout_core.deadlines``); a task that raises is retried with jittered
+exponential backoff (the retry extension, with short delays locally) and then leaves
+one failure record. A run started again over the same bucket resumes: tasks with a done marker
 or a failure record are not run again.
 """
 
@@ -23,7 +24,9 @@ from typing import Any
 
 from fanout.status import run_status
 from fanout_core.assembly import stage_concurrency
-from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
+from fanout_core.deadlines import task_deadline
+from fanout_core.hermes import HermesClient
+from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
@@ -113,7 +116,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], Hermes],
+        hermes_for_stage: Callable[[Stage], HermesClient],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,
@@ -241,9 +244,8 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        ctx = TaskContext(
-            storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings, table=self.table
-        )
+        hermes = self._hermes[stage.name]
+        ctx = TaskContext(storage=self.storage, hermes=hermes, settings=self.settings, table=self.table)
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
@@ -251,8 +253,9 @@ class LocalRuntime:
         leaf = self._leaf if stage.writes_parquet else None
 
         def work(a: Attempt) -> TaskResult:
-            if leaf is not None:
+            if leaf is not None:  # the worker process sets the same deadline itself
                 return leaf(a.key, a.number, a.first_attempt_at)
+            hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:
