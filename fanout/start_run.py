@@ -20,7 +20,7 @@ from fanout.status import run_status
 from fanout_core.assembly import hermes_client, stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
-from fanout_core.hermes import CallStats, HermesClient
+from fanout_core.hermes import CallStats, HermesClient, check_token
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
@@ -140,6 +140,7 @@ def start_run(
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
     with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
+    check_token(token)  # refused (SettingsError, never showing it) before any worker starts
     if manifest is not None:
         parse_manifest(manifest)
         table.seed(run_id)  # a bad run id is refused before anything is built
