@@ -76,10 +76,13 @@ def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable 
     except NoSuchKey:  # pragma: no cover - deleted between the two calls
         existing = b""
     try:
-        same = json.loads(existing) == json.loads(body)
-    except ValueError:
-        same = False
-    if not same:
+        parse_manifest(existing)
+    except BadManifest as exc:
+        raise BadManifest(
+            f"run {run_id!r} already has an object at {key} that is no manifest ({exc}); "
+            "remove it, or use a new run id"
+        ) from None
+    if json.loads(existing) != json.loads(body):
         raise BadManifest(
             f"run {run_id!r} already has a different manifest at {key}; "
             "use a new run id, or the same manifest to resume"

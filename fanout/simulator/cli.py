@@ -146,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def serve_from_args(args: argparse.Namespace) -> int:
     """Run the simulator in the foreground until SIGINT or SIGTERM; returns the exit code."""
     try:
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
         config = config_from_args(args)
     except ValueError as exc:
         print(f"hermes simulator: {exc}", file=sys.stderr)

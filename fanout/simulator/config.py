@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -142,7 +143,7 @@ class SimConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.error_rate_429 + self.error_rate_5xx + self.garbage_rate > 1.0 + 1e-9:
             raise ValueError("error_rate_429 + error_rate_5xx + garbage_rate must be <= 1")
-        if self.rate_limit is not None and self.rate_limit <= 0:
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
             raise ValueError("rate_limit must be > 0 (or None for unlimited)")
         if self.rate_burst is not None and self.rate_burst < 1:
             raise ValueError("rate_burst must be >= 1")
