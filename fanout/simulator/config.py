@@ -101,6 +101,11 @@ class SimConfig:
     away (``/v1/warriors/../troops`` -> ``/v1/troops``), answers 404 like any unknown
     route. ``SimStats.recent_requests`` shows the raw request lines received. The truth
     is the ordinary one with these ids."""
+    long_ids: bool = False
+    """Every warrior, troop and data group id is 128 characters (the contract's longest) in
+    a non-Latin script, so each percent-encodes to 380 bytes or more and a key naming all
+    three would pass S3's 1,024-byte limit. (``dot_ids`` wins where both apply.) The truth
+    is the ordinary one with these ids."""
     bad_records: bool = False
     """Four data groups (the first four non-empty reachable ones in crawl order) each get
     one altered record, its first: "huge_int_value" (``value`` is the JSON integer literal

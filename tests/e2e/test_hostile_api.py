@@ -256,6 +256,24 @@ def test_ids_dot_and_dot_dot_reach_the_server_as_themselves(tmp_path: Path):
     assert not run.failures()
 
 
+def test_ids_of_128_characters_at_every_level_give_keys_s3_and_the_disk_accept(tmp_path: Path):
+    """Each id percent-encodes to 380+ bytes; unshortened, a data key would be ~1,300 bytes
+    and a folder name over 255. Keys stay under 1,024 bytes, every path component under
+    255, and the Parquet columns hold the full ids."""
+    config = SimConfig.from_size("tiny", token=TOKEN, long_ids=True)
+    run = LocalRun(tmp_path, "long")
+    with hermes_serve("--size", "tiny", "--long-ids") as url:
+        code, _summary, err, _ = run(url, "--no-compact")
+    assert code == 0, err
+    universe = Universe(config)
+    run.rows_match(universe.expected_rows())
+    every_key = list(run.store.list(""))
+    assert any(k.startswith("data/run=long/") for k in every_key)
+    assert max(len(k.encode()) for k in every_key) < 1024
+    assert max(len(part.encode()) for k in every_key for part in k.split("/")) <= 255
+    assert any("~" in k for k in every_key)  # shortened with a digest
+
+
 # -- 5. nothing in a task trusted ------------------------------------------------------------------
 
 
