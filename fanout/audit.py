@@ -21,8 +21,8 @@ Row = tuple[str, str, str, str, int, str, float | None, str | None]
 
 
 def _micros(ts: Any) -> int:
-    if isinstance(ts, str):
-        ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    if isinstance(ts, str):  # RFC 3339 allows lower-case t and z
+        ts = datetime.fromisoformat(ts.upper().replace("Z", "+00:00"))
     return round(ts.timestamp() * 1_000_000)
 
 

@@ -27,11 +27,13 @@ from typing import Any
 from fanout.bucket import StorageSpec
 from fanout.shared_pacing import SharedBudget
 from fanout_core.assembly import hermes_client
+from fanout_core.deadlines import task_deadline
 from fanout_core.errors import TransientError
 from fanout_core.hermes import CallStats
 from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.settings import EnvironmentSettings, environment_from_json, environment_to_json
+from fanout_core.stages import STAGES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +80,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         pool_size=max(4, spec.threads),
     )
     ctx = TaskContext(storage=storage, hermes=hermes, settings=settings)
+    time_given_s = settings.stage(STAGES.leaf.name).timeout_s
     send_lock = threading.Lock()
     reported = stats.snapshot()
     jobs: queue.Queue[tuple[int, str, int, str] | None] = queue.Queue()
@@ -96,6 +99,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
             result: TaskResult | None = None
             error: BaseException | None = None
             try:
+                hermes.set_deadline(task_deadline(time_given_s))
                 result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
             except Exception as exc:
                 error = exc

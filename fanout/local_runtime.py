@@ -2,9 +2,10 @@
 
 Writing a task object dispatches it to the stage whose prefix matches, as the
 bucket's notifications would; each stage runs at most its reserved concurrency of
-tasks at once; a task that raises is retried with jittered exponential backoff
-(the retry extension, with short delays locally) and then leaves one failure
-record. A run started again over the same bucket resumes: tasks with a done marker
+tasks at once, each within a deadline derived from its stage's ``timeout_s`` as on
+Lambda (``fanout_core.deadlines``); a task that raises is retried with jittered
+exponential backoff (the retry extension, with short delays locally) and then leaves
+one failure record. A run started again over the same bucket resumes: tasks with a done marker
 or a failure record are not run again.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from typing import Any
 
 from fanout.status import run_status
 from fanout_core.assembly import stage_concurrency
-from fanout_core.pipeline import Hermes, TaskContext, TaskResult, run_task
+from fanout_core.deadlines import task_deadline
+from fanout_core.errors import StorageFault
+from fanout_core.hermes import HermesClient
+from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
@@ -113,7 +117,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], Hermes],
+        hermes_for_stage: Callable[[Stage], HermesClient],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,
@@ -142,6 +146,8 @@ class LocalRuntime:
         self._seq = itertools.count()
         self._outstanding = 0
         self._stopping = False
+        self.fault: StorageFault | None = None
+        """What stopped the run early: the bucket refused a write (see ``run``)."""
         self._threads: list[threading.Thread] = []
         self._started = time.monotonic()
 
@@ -178,7 +184,12 @@ class LocalRuntime:
 
     # -- running --------------------------------------------------------------------
     def run(self, initial: Iterable[str] = ()) -> RunReport:
-        """Deliver ``initial`` keys' events, then run until the pipeline is idle."""
+        """Deliver ``initial`` keys' events, then run until the pipeline is idle.
+
+        Raises StorageFault, soon after the first one, when the bucket refuses a write (a
+        full disk, a read-only directory): no task could finish, and a retry per task and a
+        message per retry would only flood the terminal. Tasks still running are left to
+        end by their deadline; what they wrote is kept, and the next run resumes them."""
         self._started = time.monotonic()
         for key in initial:
             self._enqueue(_Event(0.0, next(self._seq), key))
@@ -192,16 +203,28 @@ class LocalRuntime:
         timer = threading.Thread(target=self._timer, name="retry-timer", daemon=True)
         timer.start()
         with self._lock:
-            while self._outstanding > 0:
+            while self._outstanding > 0 and self.fault is None:
                 self._lock.wait(timeout=0.5)
             self._stopping = True
             self._lock.notify_all()
+        # A halted run does not wait for tasks still in flight: all they write is atomic.
+        give_up_at = time.monotonic() + (1 if self.fault is not None else 5)
         for t in [*self._threads, timer]:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, give_up_at - time.monotonic()))
         self._threads.clear()
         self.report.elapsed_s = time.monotonic() - self._started
         self._changed()
+        if self.fault is not None:
+            raise self.fault
         return self.report
+
+    def _halt(self, fault: StorageFault) -> None:
+        """Stop the run: the bucket cannot take writes, so nothing else can finish."""
+        with self._lock:
+            if self.fault is None:
+                self.fault = fault
+            self._stopping = True
+            self._lock.notify_all()
 
     def _timer(self) -> None:
         with self._lock:
@@ -241,9 +264,8 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        ctx = TaskContext(
-            storage=self.storage, hermes=self._hermes[stage.name], settings=self.settings, table=self.table
-        )
+        hermes = self._hermes[stage.name]
+        ctx = TaskContext(storage=self.storage, hermes=hermes, settings=self.settings, table=self.table)
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
@@ -251,15 +273,26 @@ class LocalRuntime:
         leaf = self._leaf if stage.writes_parquet else None
 
         def work(a: Attempt) -> TaskResult:
-            if leaf is not None:
+            if leaf is not None:  # the worker process sets the same deadline itself
                 return leaf(a.key, a.number, a.first_attempt_at)
+            hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:
             outcome = attempt_task(attempt, work, self.storage, self.policy, self._rng)
-        except Exception:  # the failure record could not be written: try again shortly
-            traceback.print_exc()
+        except StorageFault as fault:
+            self._halt(fault)
+            return
+        except Exception as exc:  # the failure record could not be written: try again shortly
+            print(
+                f"fanout: {event.key}: its failure record was not written ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); trying again",
+                file=sys.stderr,
+            )
             outcome = RetryLater(attempt, 1.0, RuntimeError("failure record not written"))
+        if isinstance(outcome, RetryLater) and isinstance(outcome.error, StorageFault):
+            self._halt(outcome.error)
+            return
         if isinstance(outcome, Finished):
             with self._lock:
                 self._count(counts, outcome.result)

@@ -20,7 +20,7 @@ from fanout.status import run_status
 from fanout_core.assembly import hermes_client, stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
-from fanout_core.hermes import CallStats, HermesClient
+from fanout_core.hermes import CallStats, HermesClient, check_token
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
@@ -76,10 +76,13 @@ def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable 
     except NoSuchKey:  # pragma: no cover - deleted between the two calls
         existing = b""
     try:
-        same = json.loads(existing) == json.loads(body)
-    except ValueError:
-        same = False
-    if not same:
+        parse_manifest(existing)
+    except BadManifest as exc:
+        raise BadManifest(
+            f"run {run_id!r} already has an object at {key} that is no manifest ({exc}); "
+            "remove it, or use a new run id"
+        ) from None
+    if json.loads(existing) != json.loads(body):
         raise BadManifest(
             f"run {run_id!r} already has a different manifest at {key}; "
             "use a new run id, or the same manifest to resume"
@@ -140,6 +143,7 @@ def start_run(
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
     with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
+    check_token(token)  # refused (SettingsError, never showing it) before any worker starts
     if manifest is not None:
         parse_manifest(manifest)
         table.seed(run_id)  # a bad run id is refused before anything is built

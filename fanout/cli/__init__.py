@@ -1,7 +1,8 @@
 """The ``fanout`` command. Exit codes are a contract:
 
 ``local run``: 0 every task finished, 1 the run finished with failure records,
-2 bad manifest or bad usage (nothing started). ``status``: 0 complete with no
+2 bad manifest or bad usage (nothing started), 4 stopped because the bucket refused a
+write (full disk, read-only directory; the same command resumes). ``status``: 0 complete with no
 failure, 1 complete with failures, 3 not complete yet, 2 bad usage.
 ``demo`` behaves like ``local run``.
 
@@ -24,8 +25,8 @@ from fanout.cli import (
     report_command,
     status_command,
 )
-from fanout.cli.common import EXIT_USAGE, UsageError
-from fanout_core.errors import SettingsError
+from fanout.cli.common import EXIT_STORAGE, EXIT_USAGE, UsageError, one_line
+from fanout_core.errors import SettingsError, StorageFault
 
 COMMANDS = (
     demo_command,
@@ -59,5 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (UsageError, SettingsError) as exc:
-        print(f"fanout: {exc}", file=sys.stderr)
+        print(f"fanout: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageFault as exc:
+        print(
+            f"fanout: stopped: {one_line(exc)}; nothing is lost: fix it, then run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE

@@ -12,12 +12,27 @@ from fanout.leaf_workers import default_processes
 from fanout_core.stages import STAGE_NAMES
 from fanout_core.storage import Storage
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_STORAGE = 0, 1, 2, 3, 4
+"""EXIT_STORAGE: the bucket refused a write (full disk, read-only directory); the run
+stopped, nothing is lost, the same command resumes it once the cause is fixed."""
+MAX_CONCURRENCY = 1000
+"""The most tasks one stage may run at once (Lambda's default account concurrency)."""
+MAX_PROCESSES = 64
+"""The most worker processes the leaf stage may start."""
 DEFAULT_BUCKET_DIR = "fanout-data"
 
 
 class UsageError(Exception):
     pass
+
+
+MAX_MESSAGE_CHARS = 300
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error as the CLI prints it: one line, cut short (a message may quote its input)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:
@@ -86,6 +101,8 @@ def spec_from_args(args: argparse.Namespace) -> StorageSpec:
         raise UsageError("give --bucket or --bucket-dir, not both")
     if args.s3_endpoint_url and not args.bucket:
         raise UsageError("--s3-endpoint-url needs --bucket")
+    if args.bucket_dir and Path(args.bucket_dir).exists() and not Path(args.bucket_dir).is_dir():
+        raise UsageError(f"--bucket-dir {args.bucket_dir} is a file, not a directory")
     fault_rate = getattr(args, "storage_fault_rate", 0.0) or 0.0
     if not 0 <= fault_rate < 1:
         raise UsageError("--storage-fault-rate must be in [0, 1)")
@@ -110,17 +127,20 @@ def storage_from_args(args: argparse.Namespace, *, faults: bool = True) -> tuple
 def processes_from_args(args: argparse.Namespace) -> int:
     if args.processes is None:
         return default_processes()
-    if args.processes < 1:
-        raise UsageError("--processes must be at least 1")
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        raise UsageError(f"--processes must be between 1 and {MAX_PROCESSES}, got {args.processes}")
     return int(args.processes)
 
 
 def concurrency_from_args(args: argparse.Namespace) -> dict[str, int]:
     out = {}
     for name in STAGE_NAMES:
-        value = getattr(args, f"{name}concurrency", None)
+        value = getattr(args, f"{name}_concurrency", None)
         if value is not None:
-            if value < 1:
-                raise UsageError(f"--{name.replace('_', '-')}-concurrency must be at least 1")
+            if not 1 <= value <= MAX_CONCURRENCY:
+                raise UsageError(
+                    f"--{name.replace('_', '-')}-concurrency must be between 1 and {MAX_CONCURRENCY}, "
+                    f"got {value}"
+                )
             out[name] = value
     return out

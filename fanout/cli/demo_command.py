@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from fanout.cli.common import (
+    UsageError,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
@@ -47,6 +49,9 @@ def register(sub: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from fanout.demo import run_demo
+
+    if args.rate_limit is not None and not 0 < args.rate_limit < math.inf:
+        raise UsageError(f"--rate-limit must be a positive number of calls/s, got {args.rate_limit}")
 
     return run_demo(
         args, storage_from_args, concurrency_from_args(args), processes_from_args(args), spec_from_args(args)

@@ -18,6 +18,7 @@ from fanout.cli.common import (
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
+    one_line,
     processes_from_args,
     spec_from_args,
     storage_from_args,
@@ -69,7 +70,7 @@ def _local_run(args: argparse.Namespace) -> int:
             raise BadManifest(f"cannot read manifest {path}: {exc.strerror}") from None
         parse_manifest(body)
     except BadManifest as exc:
-        print(f"fanout: bad manifest: {exc}", file=sys.stderr)
+        print(f"fanout: bad manifest: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     token = os.environ.get("HERMES_TOKEN")
     if not token:
@@ -107,7 +108,7 @@ def _local_run(args: argparse.Namespace) -> int:
             compact=not args.no_compact,
         )
     except BadManifest as exc:
-        print(f"fanout: bad manifest: {exc}", file=sys.stderr)
+        print(f"fanout: bad manifest: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     rows = summary_rows(outcome, where)
     if args.json:

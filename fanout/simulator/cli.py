@@ -89,6 +89,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help='warriors and troops named "." and ".." (served only when sent as %%2E / %%2E%%2E)',
     )
     h.add_argument(
+        "--long-ids",
+        action="store_true",
+        default=None,
+        help="every id 128 non-Latin characters long (keys that must be shortened)",
+    )
+    h.add_argument(
         "--bad-records",
         action="store_true",
         default=None,
@@ -127,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "drip_bytes_per_s": "drip_bytes_per_s",
         "drip_share": "drip_share",
         "dot_ids": "dot_ids",
+        "long_ids": "long_ids",
         "bad_records": "bad_records",
     }
     for arg, name in direct.items():
@@ -146,6 +153,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def serve_from_args(args: argparse.Namespace) -> int:
     """Run the simulator in the foreground until SIGINT or SIGTERM; returns the exit code."""
     try:
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
         config = config_from_args(args)
     except ValueError as exc:
         print(f"hermes simulator: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -100,6 +101,11 @@ class SimConfig:
     away (``/v1/warriors/../troops`` -> ``/v1/troops``), answers 404 like any unknown
     route. ``SimStats.recent_requests`` shows the raw request lines received. The truth
     is the ordinary one with these ids."""
+    long_ids: bool = False
+    """Every warrior, troop and data group id is 128 characters (the contract's longest) in
+    a non-Latin script, so each percent-encodes to 380 bytes or more and a key naming all
+    three would pass S3's 1,024-byte limit. (``dot_ids`` wins where both apply.) The truth
+    is the ordinary one with these ids."""
     bad_records: bool = False
     """Four data groups (the first four non-empty reachable ones in crawl order) each get
     one altered record, its first: "huge_int_value" (``value`` is the JSON integer literal
@@ -142,7 +148,7 @@ class SimConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.error_rate_429 + self.error_rate_5xx + self.garbage_rate > 1.0 + 1e-9:
             raise ValueError("error_rate_429 + error_rate_5xx + garbage_rate must be <= 1")
-        if self.rate_limit is not None and self.rate_limit <= 0:
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
             raise ValueError("rate_limit must be > 0 (or None for unlimited)")
         if self.rate_burst is not None and self.rate_burst < 1:
             raise ValueError("rate_burst must be >= 1")

@@ -36,6 +36,11 @@ Row = tuple[str, str, str, str, str, str, float | None, str | None]
 _DOTS = (".", "..")
 
 
+def _long(head: str, fill: str) -> str:
+    """``head`` padded with ``fill`` to the contract's longest id, 128 characters."""
+    return head + fill * (128 - len(head))
+
+
 class Universe:
     """Every warrior, troop, data group and record a simulator with this config serves.
 
@@ -63,6 +68,8 @@ class Universe:
     def _warrior_id(self, w: int) -> str:
         if self.config.dot_ids and w < 2:
             return _DOTS[w]
+        if self.config.long_ids:
+            return _long(f"戦士 {w} ", "語")
         if self.config.awkward_ids:
             return _AWKWARD_WARRIORS[w % len(_AWKWARD_WARRIORS)].format(w=w)
         return f"w-{w:04d}"
@@ -70,11 +77,15 @@ class Universe:
     def _troop_id(self, w: int, t: int) -> str:
         if self.config.dot_ids and t < 2:
             return _DOTS[t]
+        if self.config.long_ids:
+            return _long(f"部隊 {w}-{t} ", "隊")
         if self.config.awkward_ids:
             return _AWKWARD_TROOPS[(w + t) % len(_AWKWARD_TROOPS)].format(w=w, t=t)
         return f"t-{w:04d}-{t:02d}"
 
     def _group_id(self, w: int, t: int, g: int) -> str:
+        if self.config.long_ids:
+            return _long(f"データ {w}.{t}.{g} ", "δ")
         if self.config.awkward_ids:
             return _AWKWARD_GROUPS[(w + t + g) % len(_AWKWARD_GROUPS)].format(w=w, t=t, g=g)
         return f"g-{w:04d}-{t:02d}-{g:03d}"

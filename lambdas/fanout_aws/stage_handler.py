@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
 from fanout_core.assembly import hermes_client, retry_policy
+from fanout_core.deadlines import task_deadline
 from fanout_core.errors import BadTask, SettingsError
 from fanout_core.failures import failure_record_for, now_iso, write_failure
 from fanout_core.hermes import CallStats, HermesClient
@@ -40,8 +40,6 @@ from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy
 from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
-SAFETY_MARGIN_S = 10.0
-"""Time kept back from the Lambda timeout to write a retry message or failure record."""
 
 __all__ = ["InvocationFailed", "StageRuntime", "handler_for", "read_secret"]
 
@@ -166,7 +164,7 @@ class StageRuntime:
         """One attempt of one task; returns the exception if its bookkeeping failed."""
         before = self.stats.snapshot()
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
-        self.hermes.set_deadline(time.monotonic() + max(remaining - SAFETY_MARGIN_S, 1.0))
+        self.hermes.set_deadline(task_deadline(remaining))
         ctx = TaskContext(storage=self.storage, hermes=self.hermes, settings=self.config.settings)
 
         def work(a: Attempt) -> TaskResult:

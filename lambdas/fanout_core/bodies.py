@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Protocol, Self
 from fanout_core.errors import BadManifest, BadTask, FanoutError, PermanentError
 
 MAX_ID_LEN = 128
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""A manifest larger than this is refused unread (1 MiB holds ~7,000 ids of 128 characters)."""
 
 
 def check_id(value: Any, what: str, error: type[FanoutError] = BadTask) -> str:
@@ -40,6 +42,8 @@ def _load(body: bytes, what: str, error: type[FanoutError]) -> dict[str, Any]:
         raise error(f"{what} is not UTF-8: {exc}") from None
     except ValueError as exc:
         raise error(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise error(f"{what} nests arrays or objects too deeply to be read") from None
     if not isinstance(doc, dict):
         raise error(f"{what} must be a JSON object, got {type(doc).__name__}")
     return doc
@@ -48,7 +52,11 @@ def _load(body: bytes, what: str, error: type[FanoutError]) -> dict[str, Any]:
 def _only(doc: dict[str, Any], allowed: set[str], what: str, error: type[FanoutError]) -> None:
     extra = set(doc) - allowed
     if extra:
-        raise error(f"{what} has unknown field(s) {', '.join(sorted(map(str, extra)))}")
+        # The names come from the input: each is shown cut short, and only the first few.
+        names = sorted(extra)
+        shown = ", ".join(repr(n if len(n) <= 40 else n[:37] + "...") for n in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise error(f"{what} has unknown field(s) {shown}{more}; allowed: {', '.join(sorted(allowed))}")
     missing = allowed - set(doc)
     if missing:
         raise error(f"{what} lacks field(s) {', '.join(sorted(missing))}")
@@ -67,6 +75,8 @@ class Manifest:
 
 
 def parse_manifest(body: bytes) -> Manifest:
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise BadManifest(f"manifest is {len(body):,} bytes; at most {MAX_MANIFEST_BYTES:,} are read")
     doc = _load(body, "manifest", BadManifest)
     _only(doc, {"warriors"}, "manifest", BadManifest)
     warriors = doc["warriors"]

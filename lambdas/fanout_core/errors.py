@@ -63,6 +63,15 @@ class BadTask(PermanentError):
     """A task object does not hold a task body this stage understands."""
 
 
+class StorageFault(FanoutError):
+    """The bucket itself refuses: a full disk, a read-only or missing directory, a file where
+    a folder should be. No task can make progress until someone fixes it, so a runtime
+    stops at once instead of retrying (nothing is lost: every write is atomic, and the same
+    run started again resumes where this one stopped)."""
+
+    kind = "storage"
+
+
 class SettingsError(ValueError):
     """A setting is missing or out of range; the message names it."""
 

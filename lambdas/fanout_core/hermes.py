@@ -302,17 +302,25 @@ class HermesClient:
                 self.stats.add(retries=1)
                 self._sleep(delay)
 
+    def _task_time_left(self, url: str) -> float:
+        """Seconds left before the task's deadline; past it no call starts (its runtime
+        needs the time left to record the outcome)."""
+        left = self._time_left()
+        if left <= 0:
+            raise TransientError(f"{url}: the task's deadline passed before this call could start")
+        return left
+
     def _get_once(self, url: str, params: Mapping[str, Any]) -> tuple[Any, bool]:
+        self._task_time_left(url)
         if self.pacer is not None:
             waited = self.pacer.acquire()
             if waited:
                 self.stats.add(paced_s=waited)
-        self.stats.add(calls=1)
         # One deadline bounds the whole call (connect, headers, body): request_deadline_s,
         # never past the task's. Per-read timeouts alone let a server that sends a byte now
         # and then hold the call forever.
-        left = self._time_left()
-        budget = self.request_deadline_s if left > self.request_deadline_s else max(left, 0.1)
+        budget = min(self.request_deadline_s, self._task_time_left(url))
+        self.stats.add(calls=1)
         timeout = (min(self.timeout[0], budget), min(self.timeout[1], budget))
         deadline = time.monotonic() + budget
         # The URL is sent exactly as built: requests would turn %2E back into "." (it

@@ -10,11 +10,16 @@ loses the race learns so and triggers nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from fanout_core.errors import StorageFault
+
+T = TypeVar("T")
 
 
 class NoSuchKey(KeyError):
@@ -51,6 +56,22 @@ class Storage(Protocol):
 
 
 _TMP_SUFFIX = ".fanout-tmp"
+BUCKET_FAULTS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EEXIST,
+    }
+)
+"""OS errors that say the bucket directory itself cannot take a write (full, read-only, a
+file in the way): no retry can help until someone acts, so they are a StorageFault."""
+READ_FAULTS = frozenset({errno.EACCES, errno.EPERM})
+"""OS errors that say the bucket directory cannot be read."""
 
 
 class LocalDirStorage:
@@ -61,8 +82,23 @@ class LocalDirStorage:
     """
 
     def __init__(self, root: str | os.PathLike[str]):
+        # Created by the first write, not here: reading a bucket (status) leaves no trace.
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageFault(f"the bucket directory {self.root} is a file, not a directory")
+
+    def _guarded(self, verb: str, key: str, op: Callable[[], T], faults: frozenset[int] = BUCKET_FAULTS) -> T:
+        """``op()``, with an OS error that says the bucket cannot be used made a StorageFault
+        (one line naming the key, the directory and the cause)."""
+        try:
+            return op()
+        except OSError as exc:
+            if exc.errno not in faults:
+                raise
+            code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            raise StorageFault(
+                f"cannot {verb} {key} in the bucket directory {self.root}: {exc.strerror} ({code})"
+            ) from None
 
     def __repr__(self) -> str:
         return f"LocalDirStorage({str(self.root)!r})"
@@ -87,28 +123,41 @@ class LocalDirStorage:
         return tmp
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return self._guarded("read", key, path.read_bytes, READ_FAULTS)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NoSuchKey(key) from None
 
     def put(self, key: str, body: bytes) -> None:
         path = self._path(key)
-        tmp = self._write_temp(path, body)
-        os.replace(tmp, path)
+
+        def write() -> None:
+            tmp = self._write_temp(path, body)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+
+        self._guarded("write", key, write)
 
     def put_if_absent(self, key: str, body: bytes) -> bool:
         path = self._path(key)
         if path.exists():
             return False
-        tmp = self._write_temp(path, body)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
+
+        def create() -> bool:
+            tmp = self._write_temp(path, body)
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+
+        return self._guarded("write", key, create)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -120,8 +169,9 @@ class LocalDirStorage:
             return None
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+            self._guarded("delete", key, path.unlink)
 
     def list(self, prefix: str) -> Iterator[str]:
         # Walk only the folder the prefix names, then filter by the rest of it.

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from fanout_core.error_kinds import HINTS, KINDS, failure_fields, kind_of, kind_of_fields
-from fanout_core.errors import BadManifest, BadRecord, BadTask, PermanentError, SettingsError, TransientError
+from fanout_core.errors import (
+    BadManifest,
+    BadRecord,
+    BadTask,
+    PermanentError,
+    SettingsError,
+    StorageFault,
+    TransientError,
+)
 from fanout_core.failures import FailureRecord, failure_record_for
 from fanout_core.records import TooManyRecords
 
@@ -25,6 +33,7 @@ from fanout_core.records import TooManyRecords
         (TransientError("x", status=200), "bad_response"),
         (TimeoutError("deadline"), "timeout"),
         (OSError(28, "No space left on device"), "storage"),
+        (StorageFault("the bucket directory is read-only"), "storage"),
         (KeyError("bug"), "internal_error"),
         (TransientError("x", kind="no such kind", status=503), "server_error"),
     ],

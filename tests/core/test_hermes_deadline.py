@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from fanout_core.deadlines import task_deadline
 from fanout_core.errors import TransientError
 from fanout_core.hermes import HermesClient
 
@@ -148,3 +149,28 @@ def test_a_gzip_body_is_decoded_and_capped_decoded(serve) -> None:
 def test_a_request_deadline_that_is_not_a_positive_number_is_refused(value: float) -> None:
     with pytest.raises(ValueError, match="request_deadline_s"):
         HermesClient("http://h", "tok", request_deadline_s=value)
+
+
+def test_no_call_starts_once_the_task_deadline_has_passed(serve) -> None:
+    requests_seen: list[Request] = []
+
+    def answer(request: Request, conn: Conn) -> None:
+        requests_seen.append(request)
+        conn.reply(200, BODY)
+
+    hermes = client(serve(answer).url)
+    hermes.set_deadline(time.monotonic() - 0.01)
+    with pytest.raises(TransientError, match="the task's deadline passed before this call could start"):
+        list(hermes.list_warriors())
+    assert hermes.stats.calls == 0
+    assert requests_seen == []
+
+
+@pytest.mark.parametrize(
+    ("given_s", "deadline_after_s"),
+    [(900.0, 890.0), (300.0, 290.0), (100.0, 90.0), (30.0, 27.0), (3.0, 2.7), (0.0, 0.0), (-5.0, 0.0)],
+)
+def test_a_task_deadline_keeps_back_ten_seconds_or_a_tenth_for_the_outcome(
+    given_s: float, deadline_after_s: float
+) -> None:
+    assert task_deadline(given_s, now=1000.0) == pytest.approx(1000.0 + deadline_after_s)

@@ -7,6 +7,10 @@ mid-run (its worker processes with it). The rows must equal the simulator's trut
 with nothing missing or doubled, and the failure records must name exactly the
 ids made bad. Then the cause is cleared, ``fanout redrive`` runs, and the run must
 be complete and exact.
+
+A second server keeps changing its listings between fetches (a data group appears on odd
+fetches of a troop's listing) and names an id twice in every listing, under the same
+faults: the rows must equal the truth as of the listings the run kept (its plans).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from fanout_core.storage import LocalDirStorage
 
 from .conftest import fanout_cli
 from .test_cli import _children, _finish, _manifest, _wait_for
+from .test_hostile_api import kept_groups
 
 CHAOS_ENV = {
     "hermes_rate_limit": 100000,
@@ -130,6 +135,70 @@ def test_every_fault_at_once_loses_nothing_writes_nothing_twice_and_redrive_comp
                 "redrive": json.loads(out)["redrive"],
                 "rows expected": comparison.expected,
                 "rows found": comparison.found,
+                "files": files,
+            }
+        ),
+    )
+
+
+def test_listings_that_change_and_repeat_ids_under_every_fault_give_the_kept_listings_rows(
+    simulator, tmp_path: Path
+):
+    shape = {"warriors": 4, "troops_per_warrior": 5, "groups_per_troop": 8, "records_per_group": 10}
+    hostile = SimConfig.from_size(
+        "demo",
+        token="e2e-token",
+        awkward_ids=True,
+        **shape,
+        changing_listings=True,
+        duplicate_ids=True,
+        latency_s=0.002,
+        error_rate_5xx=0.2,
+        error_rate_429=0.1,
+        fault_seed=33,
+    )
+    config_file = tmp_path / "cdk.json"
+    config_file.write_text(json.dumps({"context": {"environments": {"chaos": CHAOS_ENV}}}))
+    bucket = tmp_path / "bucket"
+    store = LocalDirStorage(bucket)
+    manifest = _manifest(tmp_path, "shifting.json", {"warriors": "all"})
+    common = ["--bucket-dir", str(bucket), "--env", "chaos", "--config", str(config_file)]
+    run = ["local", "run", str(manifest), "--hermes-url", simulator(hostile), *common, "--json", "--quiet"]
+    run += ["--processes", "2", "--duplicate-rate", "0.25", "--storage-fault-rate", "0.03"]
+    run += ["--fault-seed", "12"]
+
+    proc = fanout_cli(*run)
+    _wait_for(lambda: len(list(store.list("done/data_groups/"))) >= 10, timeout=120)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _wait_for(lambda w=workers: not any(Path(f"/proc/{pid}").exists() for pid in w), timeout=10)
+
+    code, out, err = _finish(fanout_cli(*run), timeout=300)
+    assert code == 0, err
+    summary = json.loads(out)
+    groups = kept_groups(store, "shifting")
+    assert len(groups) == len(set(groups))  # no group planned twice, however often it was listed
+    universe = Universe(hostile)
+    extra_of = {}
+    for w in universe.warriors():
+        for t in universe.troops(w["warrior_id"]):
+            extra = universe.extra_data_group(w["warrior_id"], t["troop_id"])
+            assert extra is not None
+            extra_of[(w["warrior_id"], t["troop_id"])] = extra["data_group_id"]
+    kept_extras = [g for g in groups if extra_of[(g[0], g[1])] == g[2]]
+    assert kept_extras, "no listing with the extra group was kept: the test shows nothing"
+    rows, files = output_rows(store, "shifting")
+    comparison = compare(rows, universe.expected_rows_for(groups))
+    assert comparison.exact, comparison.summary()
+    print(
+        "\nshifting listings under faults:",
+        json.dumps(
+            {
+                "groups kept": len(groups),
+                "troops whose kept listing had the extra group": len(kept_extras),
+                "duplicate ids": summary["duplicate ids"],
+                "rows": comparison.found,
                 "files": files,
             }
         ),

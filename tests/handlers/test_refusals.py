@@ -15,7 +15,7 @@ import task_keys
 from fanout_aws.s3_event import s3_event_for
 from fanout_aws.s3_storage import S3Storage
 from fanout_core import keys
-from fanout_core.bodies import Troop, TroopsTask
+from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask
 from fanout_core.failures import FailureRecord
 
 from .conftest import BUCKET, invoke
@@ -290,3 +290,38 @@ def test_each_refusal_is_logged_once_as_one_json_line(deployment, monkeypatch, c
     assert [line.get("key") for line in lines] == [None, DATA_GROUPS_KEY, "junk/a.json"]
     assert {tuple(sorted(line)) for line in lines if "key" in line} == {("key", "reason", "refused", "stage")}
     assert all(line["refused"] is True and line["stage"] == "troops" for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "body", "said"),
+    [
+        (
+            "troops",
+            TROOPS_KEY,
+            TroopsTask("r1", "w0", (Troop("t1", "svc"),)),
+            "are not the folders of its key",
+        ),
+        ("troops", TROOPS_KEY, TroopsTask("r2", "w1", (Troop("t1", "svc"),)), "task body names run 'r2'"),
+        (
+            "data_groups",
+            DATA_GROUPS_KEY,
+            DataGroupsTask("r1", "w0", "t1", "svc", (DataGroup("g1", "kind 1"),)),
+            "are not the folders of its key",
+        ),
+    ],
+    ids=["troops-other-warrior", "troops-other-run", "data-groups-other-warrior"],
+)
+def test_a_task_body_whose_ids_disagree_with_its_key_fails_before_any_call(
+    deployment, monkeypatch, stage, key, body, said
+):
+    """A crafted body under warrior w1's folder that names w0 (or another run): refused as a
+    BadTask failure record of that key, without a call to Hermes or a row written."""
+    dep = deployment()
+    dep.storage.put(key, body.to_bytes())
+    invoke(stage, s3_event_for(BUCKET, [key]), monkeypatch, dep)
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(key)))
+    assert record.error_class == "BadTask"
+    assert said in record.message
+    assert dep.sim.stats.requests == 0
+    assert dep.objects("data/") == []
+    assert not dep.storage.exists(keys.done_key(key))

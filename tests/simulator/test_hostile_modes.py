@@ -345,6 +345,7 @@ def test_bad_records_serve_each_defect_and_the_truth_says_which_groups_fail(
 def test_hostile_modes_are_off_by_default_and_leave_the_truth_alone(serve: Any) -> None:
     config = SimConfig(**SMALL)
     assert not (config.duplicate_ids or config.changing_listings or config.dot_ids or config.bad_records)
+    assert not config.long_ids
     assert config.cursor_loop is None and config.drip_bytes_per_s is None
     u = Universe(config)
     assert u.expected_failures() == {} and u.bad_record_groups() == {} and u.loop_ids() == frozenset()
@@ -358,11 +359,26 @@ def test_serve_flags_set_the_hostile_modes() -> None:
         [
             *("--duplicate-ids", "--changing-listings", "--cursor-loop", "cycle"),
             *("--cursor-loop-id", "a b", "--drip-bytes-per-s", "50", "--drip-share", "0.25"),
-            *("--dot-ids", "--bad-records"),
+            *("--dot-ids", "--bad-records", "--long-ids"),
         ]
     )
     c = config_from_args(args)
     assert (c.duplicate_ids, c.changing_listings, c.dot_ids, c.bad_records) == (True, True, True, True)
+    assert c.long_ids
     assert (c.cursor_loop, c.cursor_loop_ids) == ("cycle", frozenset({"a b"}))
     assert (c.drip_bytes_per_s, c.drip_share) == (50, 0.25)
     assert SimConfig.from_json(c.to_json()) == c
+
+
+def test_long_ids_are_128_characters_at_every_level_and_served(serve: Any, session: requests.Session) -> None:
+    config = SimConfig(**SMALL, long_ids=True)
+    u = Universe(config)
+    paths = list(u.iter_group_paths())
+    ids = {i for path in paths for i in path}
+    assert {len(i) for i in ids} == {128}
+    assert len(ids) == len({w for w, _, _ in paths}) + len({(w, t) for w, t, _ in paths}) + len(paths)
+    w, t, g = paths[0]
+    assert all(len(quote(i, safe="").encode()) > 380 for i in (w, t, g))
+    base = serve(config).url
+    groups, _calls = list_all(session, f"{base}/v1/warriors/{seg(w)}/troops/{seg(t)}/data_groups")
+    assert g in [item["data_group_id"] for item in groups]
