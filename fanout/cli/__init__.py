@@ -24,8 +24,20 @@ from fanout.cli import (
     report_command,
     status_command,
 )
-from fanout.cli.common import EXIT_USAGE, UsageError
+from fanout.cli.common import EXIT_USAGE, FanoutParser, UsageError
 from fanout_core.errors import SettingsError
+
+DESCRIPTION = """\
+Crawl the Hermes API into Parquet files: on this machine (demo, local run) or
+through a deployed pipeline's bucket (status, redrive, compact, cost, report)."""
+EPILOG = """exit codes:
+  0  done: every task finished (status: the run is complete)
+  1  finished with failure records, or a check failed
+  2  bad usage or a bad manifest: nothing was started
+  3  status, compact: the run is not complete yet
+  130  stopped by Ctrl-C: run the same command again to resume
+
+Run "fanout COMMAND --help" for a command's options."""
 
 COMMANDS = (
     demo_command,
@@ -42,9 +54,16 @@ COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     from fanout import __version__
 
-    parser = argparse.ArgumentParser(prog="fanout", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"fanout {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = FanoutParser(
+        prog="fanout",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"fanout {__version__}", help="show the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser

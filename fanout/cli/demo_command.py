@@ -10,6 +10,7 @@ from fanout.cli.common import (
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
+    positive_float,
     processes_from_args,
     spec_from_args,
     storage_from_args,
@@ -33,7 +34,7 @@ def register(sub: Any) -> None:
     )
     demo.add_argument(
         "--rate-limit",
-        type=float,
+        type=positive_float,
         help="the simulator's rate limit, calls/s (the pipeline paces to it)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -13,12 +13,14 @@ from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_USAGE,
-    UsageError,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
+    integer,
     processes_from_args,
+    share,
+    share_below_one,
     spec_from_args,
     storage_from_args,
 )
@@ -35,11 +37,16 @@ def register(sub: Any) -> None:
     run.add_argument("--hermes-url", required=True, help="Hermes base URL (token from $HERMES_TOKEN)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     chaos = run.add_argument_group("fault injection (to prove that nothing is lost)")
-    chaos.add_argument("--duplicate-rate", type=float, default=0.0, help="share of events delivered twice")
     chaos.add_argument(
-        "--storage-fault-rate", type=float, default=0.0, help="share of reads/writes that fail transiently"
+        "--duplicate-rate", type=share, default=0.0, help="share of events delivered twice (0 to 1)"
     )
-    chaos.add_argument("--fault-seed", type=int, help="seed for the injected faults")
+    chaos.add_argument(
+        "--storage-fault-rate",
+        type=share_below_one,
+        default=0.0,
+        help="share of reads/writes that fail transiently (0 up to 1)",
+    )
+    chaos.add_argument("--fault-seed", type=integer, help="seed for the injected faults")
     add_storage_args(run)
     add_settings_args(run)
     add_concurrency_args(run)
@@ -86,8 +93,6 @@ def _local_run(args: argparse.Namespace) -> int:
         def wrap(inner: Storage) -> Storage:
             return FlakyStorage(inner, spec.fault_rate, seed=spec.fault_seed)
 
-    if not 0 <= args.duplicate_rate <= 1:
-        raise UsageError("--duplicate-rate must be in [0, 1]")
     try:
         outcome = start_run(
             storage,
