@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -13,11 +14,13 @@ from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_USAGE,
+    UsageError,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
     integer,
+    positive_float,
     processes_from_args,
     share,
     share_below_one,
@@ -26,7 +29,10 @@ from fanout.cli.common import (
 )
 from fanout.cli.compact_command import add_no_compact_arg
 from fanout_core.keys import RUN_ID_RE
+from fanout_core.settings import EnvironmentSettings
 from fanout_core.storage import Storage
+
+RATE_LIMIT_ENV = "FANOUT_RATE_LIMIT"
 
 
 def register(sub: Any) -> None:
@@ -34,7 +40,16 @@ def register(sub: Any) -> None:
     local_sub = local.add_subparsers(dest="local_command", required=True)
     run = local_sub.add_parser("run", help="run a manifest to the end (resumes an interrupted run)")
     run.add_argument("manifest", help="manifest file; its name without .json is the run id")
-    run.add_argument("--hermes-url", required=True, help="Hermes base URL (token from $HERMES_TOKEN)")
+    run.add_argument(
+        "--hermes-url",
+        help="Hermes base URL, the part before /v1 (default: --env's hermes_url); token from $HERMES_TOKEN",
+    )
+    run.add_argument(
+        "--rate-limit",
+        type=positive_float,
+        metavar="R",
+        help=f"calls/s to pace the whole run to (default: ${RATE_LIMIT_ENV}, else --env's hermes_rate_limit)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     chaos = run.add_argument_group("fault injection (to prove that nothing is lost)")
     chaos.add_argument(
@@ -82,7 +97,8 @@ def _local_run(args: argparse.Namespace) -> int:
     if not token:
         print("fanout: set HERMES_TOKEN to the Hermes bearer token", file=sys.stderr)
         return EXIT_USAGE
-    settings = find_settings(args.env, args.config)
+    settings = pacing_settings(find_settings(args.env, args.config), args.rate_limit)
+    hermes_url = args.hermes_url or settings.hermes_url
     spec = spec_from_args(args)
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
@@ -99,7 +115,7 @@ def _local_run(args: argparse.Namespace) -> int:
             settings,
             run_id=name,
             manifest=body,
-            hermes_url=args.hermes_url,
+            hermes_url=hermes_url,
             token=token,
             concurrency=concurrency_from_args(args),
             pacing=not args.no_pacing,
@@ -120,3 +136,15 @@ def _local_run(args: argparse.Namespace) -> int:
     else:
         print_table(rows)
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def pacing_settings(settings: EnvironmentSettings, rate_limit: float | None) -> EnvironmentSettings:
+    """``settings`` paced to ``--rate-limit``, else to ``$FANOUT_RATE_LIMIT``, else as they are."""
+    if rate_limit is None and os.environ.get(RATE_LIMIT_ENV):
+        try:
+            rate_limit = positive_float(os.environ[RATE_LIMIT_ENV])
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"${RATE_LIMIT_ENV}: {exc}") from None
+    if rate_limit is None:
+        return settings
+    return dataclasses.replace(settings, hermes_rate_limit=rate_limit)

@@ -24,6 +24,8 @@ BAD_INVOCATIONS = [
     (["local", "run", "MANIFEST", "--troops-concurrency", "2.5"], "fanout local run", "concurrency"),
     (["local", "run", "MANIFEST", "--duplicate-rate", "1.5"], "fanout local run", "--duplicate-rate"),
     (["local", "run", "MANIFEST", "--storage-fault-rate", "1"], "fanout local run", "--storage-fault-rate"),
+    (["local", "run", "MANIFEST", "--rate-limit", "0"], "fanout local run", "--rate-limit"),
+    (["local", "run", "MANIFEST", "--rate-limit", "-1"], "fanout local run", "--rate-limit"),
     (["local", "run", "MANIFEST", "--hermes", "http://127.0.0.1:9"], "fanout local run", "--hermes"),
     (
         ["local", "run", "MANIFEST", "--hermes-url", "http://127.0.0.1:9", "--bogus"],
