@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from fanout.cli import (
+    check_command,
     compact_command,
     cost_command,
     demo_command,
@@ -42,6 +43,7 @@ Run "fanout COMMAND --help" for a command's options."""
 COMMANDS = (
     demo_command,
     local_run_command,
+    check_command,
     status_command,
     redrive_command,
     hermes_command,

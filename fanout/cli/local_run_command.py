@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fanout.bucket import StorageSpec
 from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -66,11 +67,17 @@ def register(sub: Any) -> None:
     add_settings_args(run)
     add_concurrency_args(run)
     add_no_compact_arg(run)
+    run.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the preflight (Hermes reachable, token taken, bucket writable) before seeding",
+    )
 
     run.set_defaults(run=_local_run)
 
 
 def _local_run(args: argparse.Namespace) -> int:
+    from fanout.preflight import check_usage
     from fanout.progress import print_table, summary_rows
     from fanout.settings_files import find_settings
     from fanout.start_run import start_run
@@ -98,8 +105,10 @@ def _local_run(args: argparse.Namespace) -> int:
         print("fanout: set HERMES_TOKEN to the Hermes bearer token", file=sys.stderr)
         return EXIT_USAGE
     settings = pacing_settings(find_settings(args.env, args.config), args.rate_limit)
-    hermes_url = args.hermes_url or settings.hermes_url
+    hermes_url = check_usage(args.hermes_url or settings.hermes_url, token)
     spec = spec_from_args(args)
+    if not args.no_check and not _preflight(hermes_url, token, spec, settings.hermes_timeout_s):
+        return EXIT_USAGE
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
     wrap = None
@@ -148,3 +157,24 @@ def pacing_settings(settings: EnvironmentSettings, rate_limit: float | None) -> 
     if rate_limit is None:
         return settings
     return dataclasses.replace(settings, hermes_rate_limit=rate_limit)
+
+
+def _preflight(hermes_url: str, token: str, spec: StorageSpec, timeout_s: float) -> bool:
+    """``fanout check``'s checks, before anything is seeded; False (and why) if the run cannot work.
+
+    A 429 or 5xx is only a warning: the run's retries may get past it.
+    """
+    from fanout.preflight import print_findings, run_checks
+
+    where = f"s3://{spec.bucket}/" if spec.bucket else str(spec.bucket_dir)
+    clean = dataclasses.replace(spec, fault_rate=0.0)
+    findings = run_checks(hermes_url, token, clean, where, timeout_s=min(timeout_s, 5.0))
+    print_findings(findings, lambda line: print(f"fanout: {line}", file=sys.stderr), quiet_ok=True)
+    if any(f.stops_run for f in findings):
+        print(
+            "fanout: nothing was started; fix the cause above (`fanout check` repeats the checks), "
+            "then run the same command again",
+            file=sys.stderr,
+        )
+        return False
+    return True
