@@ -203,6 +203,12 @@ class LocalRuntime:
         self._changed()
         return self.report
 
+    def stop(self) -> None:
+        """Take no further task (Ctrl-C); tasks already running are left to the process's end."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+
     def _timer(self) -> None:
         with self._lock:
             while not self._stopping:

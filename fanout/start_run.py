@@ -183,6 +183,12 @@ def start_run(
             printer.start()
         try:
             report = runtime.run()
+        except KeyboardInterrupt:
+            runtime.stop()
+            if pool:
+                pool.kill()
+                pool = None
+            raise
         finally:
             if printer:
                 printer.stop(runtime.report)

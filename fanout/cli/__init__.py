@@ -25,7 +25,7 @@ from fanout.cli import (
     report_command,
     status_command,
 )
-from fanout.cli.common import EXIT_USAGE, FanoutParser, UsageError
+from fanout.cli.common import EXIT_USAGE, FanoutParser, UsageError, interrupted
 from fanout_core.errors import SettingsError
 
 DESCRIPTION = """\
@@ -73,12 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
+    args.argv = argv
     try:
         return int(args.run(args))
     except (UsageError, SettingsError) as exc:
         print(f"fanout: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return interrupted(args)

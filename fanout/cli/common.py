@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,23 @@ class SubcommandParser(FanoutParser):
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
+
+
+def interrupted(args: argparse.Namespace) -> int:
+    """Ctrl-C: one line, no traceback, and for a command that resumes, the exact command to do so.
+
+    Every write of a run is atomic and a task without its done marker runs again, so the
+    same command picks up where this one stopped (``resume_argv``: the same arguments, plus
+    whatever pins what this invocation chose, like demo's run id).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    if getattr(args, "resumable", False):
+        again = shlex.join(["fanout", *(getattr(args, "resume_argv", None) or args.argv)])
+        sys.stderr.write(f"\nfanout: interrupted; nothing is lost. To resume, run:\n  {again}\n")
+    else:
+        sys.stderr.write("\nfanout: interrupted\n")
+    sys.stderr.flush()
+    return EXIT_INTERRUPTED
 
 
 # -- typed numbers: a bad value is a usage error (exit 2) naming the option, never a traceback --

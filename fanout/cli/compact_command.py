@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_storage_args(p)
-    p.set_defaults(run=_compact)
+    p.set_defaults(run=_compact, resumable=True)
 
 
 def add_no_compact_arg(p: argparse.ArgumentParser) -> None:

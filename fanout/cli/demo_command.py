@@ -43,11 +43,17 @@ def register(sub: Any) -> None:
     add_concurrency_args(demo)
     add_no_compact_arg(demo)
 
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, resumable=True)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import time
+
     from fanout.demo import run_demo
+
+    if not args.run_id:  # chosen here so that the resume command can name it
+        args.run_id = "demo-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        args.resume_argv = [*args.argv, "--run-id", args.run_id]
 
     return run_demo(
         args, storage_from_args, concurrency_from_args(args), processes_from_args(args), spec_from_args(args)

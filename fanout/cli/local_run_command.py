@@ -73,7 +73,7 @@ def register(sub: Any) -> None:
         help="skip the preflight (Hermes reachable, token taken, bucket writable) before seeding",
     )
 
-    run.set_defaults(run=_local_run)
+    run.set_defaults(run=_local_run, resumable=True)
 
 
 def _local_run(args: argparse.Namespace) -> int:

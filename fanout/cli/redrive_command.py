@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     add_settings_args(redrive)
     add_concurrency_args(redrive)
 
-    redrive.set_defaults(run=_redrive)
+    redrive.set_defaults(run=_redrive, resumable=True)
 
 
 def _redrive(args: argparse.Namespace) -> int:
