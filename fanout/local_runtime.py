@@ -80,6 +80,13 @@ class StageCounts:
     """Ids that listings repeated, collapsed into one unit each."""
     in_flight: int = 0
     queued: int = 0
+    delayed: int = 0
+    """Tasks waiting out a retry's backoff."""
+
+    @property
+    def known(self) -> int:
+        """Tasks of this stage seen so far: the total a progress bar grows towards."""
+        return self.finished + self.skipped + self.failed + self.in_flight + self.queued + self.delayed
 
 
 @dataclass
@@ -163,6 +170,7 @@ class LocalRuntime:
             self._outstanding += 1
             if event.due > time.monotonic():
                 heapq.heappush(self._delayed, event)
+                self.report.stages[stage.name].delayed += 1
             else:
                 self._ready[stage.name].append(event)
                 self.report.stages[stage.name].queued += 1
@@ -218,6 +226,7 @@ class LocalRuntime:
                     stage = self.table.for_key(event.key)
                     assert stage is not None
                     self._ready[stage.name].append(event)
+                    self.report.stages[stage.name].delayed -= 1
                     self.report.stages[stage.name].queued += 1
                     self._lock.notify_all()
                 wait = self._delayed[0].due - now if self._delayed else 0.5
