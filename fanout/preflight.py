@@ -91,15 +91,17 @@ def check_hermes(url: str, token: str, *, timeout_s: float = 5.0) -> Iterator[Fi
     listing = f"{url}/v1/warriors"
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     for attempt in range(1, TRANSIENT_TRIES + 1):
+        wait = 0.5 * attempt
         try:
             response = session.get(listing, params={"page_size": 1}, headers=headers, timeout=timeout)
         except requests.RequestException as exc:
-            yield _unreachable(url, host, exc, timeout)
-            return
-        finding = _listed(url, listing, response, token)
+            finding = _unreachable(url, host, exc, timeout)
+        else:
+            finding = _listed(url, listing, response, token)
+            wait = parse_retry_after(response.headers.get("Retry-After")) or wait
         if not finding.transient or attempt == TRANSIENT_TRIES:
             break
-        time.sleep(min(parse_retry_after(response.headers.get("Retry-After")) or 0.5 * attempt, 2.0))
+        time.sleep(min(wait, 2.0))
     yield finding
     if finding.ok and urlsplit(url).scheme == "http" and not _is_loopback(host):
         yield Finding(
@@ -275,6 +277,7 @@ def _unreachable(
             "timeout",
             f"{where} accepted the connection but sent no answer within {timeout[1]:g} s; fix: check "
             "that it is Hermes and that it is not overloaded",
+            transient=True,  # it is there: a slow answer may be a passing one
         )
     return Finding(
         "hermes",

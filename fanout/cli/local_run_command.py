@@ -107,7 +107,7 @@ def _local_run(args: argparse.Namespace) -> int:
     settings = pacing_settings(find_settings(args.env, args.config), args.rate_limit)
     hermes_url = check_usage(args.hermes_url or settings.hermes_url, token)
     spec = spec_from_args(args)
-    if not args.no_check and not _preflight(hermes_url, token, spec, settings.hermes_timeout_s):
+    if not args.no_check and not _preflight(hermes_url, token, spec):
         return EXIT_USAGE
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
@@ -159,7 +159,7 @@ def pacing_settings(settings: EnvironmentSettings, rate_limit: float | None) -> 
     return dataclasses.replace(settings, hermes_rate_limit=rate_limit)
 
 
-def _preflight(hermes_url: str, token: str, spec: StorageSpec, timeout_s: float) -> bool:
+def _preflight(hermes_url: str, token: str, spec: StorageSpec) -> bool:
     """``fanout check``'s checks, before anything is seeded; False (and why) if the run cannot work.
 
     A 429 or 5xx is only a warning: the run's retries may get past it.
@@ -168,7 +168,7 @@ def _preflight(hermes_url: str, token: str, spec: StorageSpec, timeout_s: float)
 
     where = f"s3://{spec.bucket}/" if spec.bucket else str(spec.bucket_dir)
     clean = dataclasses.replace(spec, fault_rate=0.0)
-    findings = run_checks(hermes_url, token, clean, where, timeout_s=min(timeout_s, 5.0))
+    findings = run_checks(hermes_url, token, clean, where, timeout_s=5.0)
     print_findings(findings, lambda line: print(f"fanout: {line}", file=sys.stderr), quiet_ok=True)
     if any(f.stops_run for f in findings):
         print(

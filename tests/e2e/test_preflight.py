@@ -122,3 +122,20 @@ def test_local_run_stops_before_seeding_when_the_preflight_fails(
     assert code == 2, err
     assert says in err and "nothing was started" in err and "Traceback" not in err
     assert not bucket.exists() or not any(bucket.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("faults", "says"),
+    [
+        ({"error_rate_5xx": 1.0}, "the run's retries may get past it"),
+        ({"error_rate_429": 1.0}, "429 (rate limited)"),
+        ({"hang_rate": 1.0, "hang_s": 3.0}, "sent no answer within 0.5 s"),
+    ],
+    ids=["5xx", "429", "hang"],
+)
+def test_check_names_a_server_that_answers_but_fails(faults, says):
+    with HermesSimulator(SimConfig.from_size("tiny", token=TOKEN, **faults)) as flaky:
+        code, out, err = _run("check", "--hermes-url", flaky.url, "--timeout", "0.5")
+    assert code == 1, out + err
+    [line] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert says in line
