@@ -39,12 +39,12 @@ def run_demo(
     run_id = args.run_id or "demo-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     expected_calls = universe.expected_calls(settings.hermes_page_size)
     print(
-        f"fanout demo: {config.warriors} warriors x {config.troops_per_warrior} troops x "
-        f"{config.groups_per_troop} data groups, about {expected_calls} API calls; run {run_id}",
+        f"fanout demo: run {run_id}, {config.warriors} warriors x {config.troops_per_warrior} troops x "
+        f"{config.groups_per_troop} data groups\n  about {expected_calls} API calls",
         file=sys.stderr,
     )
     with run_in_subprocess(config) as url:
-        print(f"hermes simulator at {url}; bucket at {where}", file=sys.stderr)
+        print(f"  hermes simulator at {url}\n  bucket at {where}", file=sys.stderr)
         outcome = start_run(
             storage,
             settings,

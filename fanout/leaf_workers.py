@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -65,6 +66,9 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     """One worker process: jobs arrive on its own pipe, ``spec.threads`` threads run them."""
+    # Ctrl-C reaches every process of the terminal's group; the runtime stops its workers
+    # itself (LeafPool.kill), so a worker printing its own KeyboardInterrupt is only noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # pandas and fastparquet take a second to import: do it while the first tasks fetch.
     threading.Thread(target=importlib.import_module, args=("fanout_core.output",), daemon=True).start()
@@ -209,6 +213,16 @@ class LeafPool:
         for future in pending.values():
             future.set_exception(TransientError("a leaf worker process died while the task ran"))
         worker.conn.close()
+
+    def kill(self) -> None:
+        """Stop every worker now (Ctrl-C): their unfinished tasks have no done marker, so the
+        next run of the same command runs them again."""
+        self._closing = True
+        for worker in self._workers:
+            worker.proc.kill()
+        for worker in self._workers:
+            worker.proc.join(timeout=2)
+            worker.conn.close()
 
     def close(self) -> None:
         self._closing = True

@@ -84,6 +84,13 @@ class StageCounts:
     """Ids that listings repeated, collapsed into one unit each."""
     in_flight: int = 0
     queued: int = 0
+    delayed: int = 0
+    """Tasks waiting out a retry's backoff."""
+
+    @property
+    def known(self) -> int:
+        """Tasks of this stage seen so far: the total a progress bar grows towards."""
+        return self.finished + self.skipped + self.failed + self.in_flight + self.queued + self.delayed
 
 
 @dataclass
@@ -169,6 +176,7 @@ class LocalRuntime:
             self._outstanding += 1
             if event.due > time.monotonic():
                 heapq.heappush(self._delayed, event)
+                self.report.stages[stage.name].delayed += 1
             else:
                 self._ready[stage.name].append(event)
                 self.report.stages[stage.name].queued += 1
@@ -226,6 +234,12 @@ class LocalRuntime:
             self._stopping = True
             self._lock.notify_all()
 
+    def stop(self) -> None:
+        """Take no further task (Ctrl-C); tasks already running are left to the process's end."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+
     def _timer(self) -> None:
         with self._lock:
             while not self._stopping:
@@ -235,6 +249,7 @@ class LocalRuntime:
                     stage = self.table.for_key(event.key)
                     assert stage is not None
                     self._ready[stage.name].append(event)
+                    self.report.stages[stage.name].delayed -= 1
                     self.report.stages[stage.name].queued += 1
                     self._lock.notify_all()
                 wait = self._delayed[0].due - now if self._delayed else 0.5

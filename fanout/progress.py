@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO
+from collections import deque
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.local_runtime import RunReport
 from fanout_core.hermes import CallStats
@@ -16,61 +17,182 @@ if TYPE_CHECKING:
 
 
 class ProgressPrinter:
-    """Live per-stage progress on a stream: one rewritten line on a terminal, else a line every 2 s."""
+    """Live progress of a run on a stream.
 
-    def __init__(self, stream: TextIO, stats: dict[str, CallStats], table: StageTable = STAGES):
+    On a terminal, a Rich display redrawn in place four times a second: one bar per stage
+    (tasks done of those seen so far, so the total grows as listings discover tasks), and a
+    line with calls/s, 429s, failures and the run's ETA, fitted to the terminal's width.
+    Whatever else is written to stderr meanwhile is printed above it, not through it.
+    Elsewhere (a pipe, a log file), one plain line every 2 s.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        stats: dict[str, CallStats],
+        table: StageTable = STAGES,
+        *,
+        rate_limit: float | None = None,
+    ):
         self.stream = stream
         self.stats = stats
         self.table = table
+        self.rate_limit = rate_limit
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self._report: RunReport | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._t0 = time.monotonic()
+        self._calls: deque[tuple[float, int]] = deque(maxlen=64)
+        self._leaf: deque[tuple[float, int]] = deque(maxlen=64)
+        self._live: Any = None
 
     def update(self, report: RunReport) -> None:
         self._report = report
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._thread.start()
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(
+                console=Console(file=self.stream),
+                get_renderable=self.renderable,
+                refresh_per_second=4,
+                redirect_stderr=self.stream is sys.__stderr__,
+                redirect_stdout=False,
+            )
+            self._live.start()
+        else:
+            self._thread.start()
 
     def stop(self, report: RunReport) -> None:
         self._report = report
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            return
         self._stop.set()
         self._thread.join(timeout=2)
-        self._emit(final=True)
+        self._emit()
 
     def _loop(self) -> None:
-        interval = 0.25 if self.tty else 2.0
-        while not self._stop.wait(interval):
+        while not self._stop.wait(2.0):
             self._emit()
 
-    def line(self) -> str:
+    # -- what is shown ----------------------------------------------------------------
+    def _figures(self) -> dict[str, Any]:
+        """Calls, their recent rate, 429s, failures and the ETA, measured now."""
+        now = time.monotonic()
         report = self._report
-        elapsed = time.monotonic() - self._t0
         calls = sum(s.calls for s in self.stats.values())
-        throttled = sum(s.throttled for s in self.stats.values())
+        leaf = report.stages.get(self.table.leaf.name) if report else None
+        self._calls.append((now, calls))
+        self._leaf.append((now, (leaf.finished + leaf.skipped + leaf.failed) if leaf else 0))
+        failures = sum(c.failed + c.unit_failures for c in report.stages.values()) if report else 0
+        upstream_busy = bool(report) and any(
+            c.in_flight or c.queued or c.delayed
+            for name, c in report.stages.items()  # type: ignore[union-attr]
+            if name != self.table.leaf.name
+        )
+        eta = None
+        if leaf is not None and leaf.known:
+            left = leaf.known - self._leaf[-1][1]
+            rate = _rate(self._leaf)
+            eta = 0.0 if left == 0 else (left / rate if rate > 0 else None)
+        return {
+            "elapsed": now - self._t0,
+            "calls": calls,
+            "rate": _rate(self._calls),
+            "throttled": sum(s.throttled for s in self.stats.values()),
+            "failures": failures,
+            "eta": eta,
+            "growing": upstream_busy,
+        }
+
+    def renderable(self) -> Any:
+        """The display: a bar per stage, then the run's line."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        f = self._figures()
+        report = self._report
+        grid = Table.grid(padding=(0, 1), expand=True)
+        grid.add_column(no_wrap=True, min_width=11)
+        grid.add_column(ratio=1, min_width=10)
+        grid.add_column(no_wrap=True, justify="right")
+        grid.add_column(no_wrap=True, overflow="ellipsis", max_width=24)
+        for stage in self.table:
+            c = report.stages[stage.name] if report else None
+            done = (c.finished + c.skipped) if c else 0
+            known = c.known if c else 0
+            extra = []
+            if c and c.failed:
+                extra.append(f"[red]{c.failed} failed[/]")
+            if c and (c.in_flight or c.queued or c.delayed):
+                extra.append(f"{c.in_flight} running")
+            grid.add_row(
+                stage.name,
+                ProgressBar(total=max(known, 1), completed=done + (c.failed if c else 0)),
+                f"{done}/{known}",
+                Text.from_markup(" ".join(extra)),
+            )
+        line = (
+            f"{_clock(f['elapsed'])}  {f['calls']:,} calls  {f['rate']:.0f}/s"
+            + (f" of R {self.rate_limit:g}" if self.rate_limit else "")
+            + f"  429s {f['throttled']}  failures {f['failures']}  ETA {_eta(f['eta'], f['growing'])}"
+        )
+        outer = Table.grid(expand=True)
+        outer.add_column(no_wrap=True, overflow="ellipsis")
+        outer.add_row(grid)
+        outer.add_row(Text(line, no_wrap=True, overflow="ellipsis"))
+        return outer
+
+    def line(self) -> str:
+        """The plain one-line form, for a stream that is not a terminal."""
+        f = self._figures()
+        report = self._report
         parts = []
         for stage in self.table:
             c = report.stages[stage.name] if report else None
             if c is None:
                 parts.append(f"{stage.name} -")
                 continue
-            done = c.finished + c.skipped
-            parts.append(
-                f"{stage.name} {done} done {c.in_flight} running {c.queued} queued {c.failed} failed"
-            )
-        rate = calls / elapsed if elapsed > 0 else 0.0
-        return f"[{elapsed:6.1f}s] " + " | ".join(parts) + f" | {calls} calls ({rate:.0f}/s) 429s {throttled}"
+            failed = f" ({c.failed} failed)" if c.failed else ""
+            parts.append(f"{stage.name} {c.finished + c.skipped}/{c.known}{failed}")
+        return (
+            f"[{f['elapsed']:6.1f}s] "
+            + " | ".join(parts)
+            + f" | {f['calls']} calls ({f['rate']:.0f}/s) 429s {f['throttled']}"
+            + f" failures {f['failures']} ETA {_eta(f['eta'], f['growing'])}"
+        )
 
-    def _emit(self, final: bool = False) -> None:
-        text = self.line()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
+    def _emit(self) -> None:
+        self.stream.write(self.line() + "\n")
         self.stream.flush()
+
+
+def _rate(samples: deque[tuple[float, int]], window_s: float = 10.0) -> float:
+    """Per second over the last ``window_s`` of (time, count) samples."""
+    if len(samples) < 2:
+        return 0.0
+    t1, n1 = samples[-1]
+    t0, n0 = next(((t, n) for t, n in samples if t >= t1 - window_s), samples[0])
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def _eta(seconds: float | None, growing: bool) -> str:
+    """The run's time left from the leaf stage's recent pace; "+" while listings still add tasks."""
+    if seconds is None:
+        return "-"
+    return _clock(seconds) + ("+" if growing else "")
 
 
 def summary_rows(outcome: RunOutcome, where: str) -> list[tuple[str, str]]:

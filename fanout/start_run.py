@@ -150,7 +150,11 @@ def start_run(
     caps = stage_concurrency(settings, table, concurrency)
     budget = make_budget(settings, caps) if pacing else None
     factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
-    printer = ProgressPrinter(progress, stats, table) if progress is not None else None
+    printer = (
+        ProgressPrinter(progress, stats, table, rate_limit=settings.hermes_rate_limit if pacing else None)
+        if progress is not None
+        else None
+    )
     pool = (
         _leaf_pool(
             settings,
@@ -187,6 +191,12 @@ def start_run(
             printer.start()
         try:
             report = runtime.run()
+        except KeyboardInterrupt:
+            runtime.stop()
+            if pool:
+                pool.kill()
+                pool = None
+            raise
         finally:
             if printer:
                 printer.stop(runtime.report)

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from fanout.cli import (
+    check_command,
     compact_command,
     cost_command,
     demo_command,
@@ -25,12 +26,25 @@ from fanout.cli import (
     report_command,
     status_command,
 )
-from fanout.cli.common import EXIT_STORAGE, EXIT_USAGE, UsageError, one_line
+from fanout.cli.common import EXIT_STORAGE, EXIT_USAGE, FanoutParser, UsageError, interrupted, one_line
 from fanout_core.errors import SettingsError, StorageFault
+
+DESCRIPTION = """\
+Crawl the Hermes API into Parquet files: on this machine (demo, local run) or
+through a deployed pipeline's bucket (status, redrive, compact, cost, report)."""
+EPILOG = """exit codes:
+  0  done: every task finished (status: the run is complete)
+  1  finished with failure records, or a check failed
+  2  bad usage or a bad manifest: nothing was started
+  3  status, compact: the run is not complete yet
+  130  stopped by Ctrl-C: run the same command again to resume
+
+Run "fanout COMMAND --help" for a command's options."""
 
 COMMANDS = (
     demo_command,
     local_run_command,
+    check_command,
     status_command,
     redrive_command,
     hermes_command,
@@ -43,9 +57,16 @@ COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     from fanout import __version__
 
-    parser = argparse.ArgumentParser(prog="fanout", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"fanout {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = FanoutParser(
+        prog="fanout",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"fanout {__version__}", help="show the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser
@@ -53,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
+    args.argv = argv
     try:
         return int(args.run(args))
     except (UsageError, SettingsError) as exc:
@@ -69,3 +92,5 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_STORAGE
+    except KeyboardInterrupt:
+        return interrupted(args)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fanout.bucket import StorageSpec
-from fanout.leaf_workers import default_processes
 from fanout_core.stages import STAGE_NAMES
 from fanout_core.storage import Storage
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_STORAGE = 0, 1, 2, 3, 4
 """EXIT_STORAGE: the bucket refused a write (full disk, read-only directory); the run
 stopped, nothing is lost, the same command resumes it once the cause is fixed."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, what a shell reports for a command stopped by it."""
 MAX_CONCURRENCY = 1000
 """The most tasks one stage may run at once (Lambda's default account concurrency)."""
 MAX_PROCESSES = 64
@@ -33,6 +39,134 @@ def one_line(error: BaseException | str) -> str:
     """An error as the CLI prints it: one line, cut short (a message may quote its input)."""
     text = " ".join(str(error).split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+class FanoutParser(argparse.ArgumentParser):
+    """An ArgumentParser without argparse's pitfalls: no abbreviated options (``--hermes``
+    is not ``--hermes-url``), and every subcommand of it is one too."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", SubcommandParser)
+        return super().add_subparsers(**kwargs)
+
+
+class SubcommandParser(FanoutParser):
+    """A subcommand's parser: an argument it does not know is its error, shown with its own
+    usage, rather than left over for the top-level parser's usage line."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def interrupted(args: argparse.Namespace) -> int:
+    """Ctrl-C: one line, no traceback, and for a command that resumes, the exact command to do so.
+
+    Every write of a run is atomic and a task without its done marker runs again, so the
+    same command picks up where this one stopped (``resume_argv``: the same arguments, plus
+    whatever pins what this invocation chose, like demo's run id).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    if getattr(args, "resumable", False):
+        again = shlex.join(["fanout", *(getattr(args, "resume_argv", None) or args.argv)])
+        sys.stderr.write(f"\nfanout: interrupted; nothing is lost. To resume, run:\n  {again}\n")
+    else:
+        sys.stderr.write("\nfanout: interrupted\n")
+    sys.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
+# -- typed numbers: a bad value is a usage error (exit 2) naming the option, never a traceback --
+
+
+def _number(kind: Callable[[str], float], text: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (a concurrency, a count of processes)."""
+    value = int(_number(int, text))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def at_most(limit: int) -> Callable[[str], int]:
+    """An integer from 1 to ``limit`` (a stage's concurrency, the worker processes)."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, got {value}")
+        return value
+
+    parse.__name__ = f"an integer from 1 to {limit}"
+    return parse
+
+
+def non_negative_int(text: str) -> int:
+    value = int(_number(int, text))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    value = int(_number(int, text))
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number above 0 (a rate limit in calls/s, a size in MB)."""
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(float, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A share from 0 to 1 inclusive (a fault or duplicate rate)."""
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def share_below_one(text: str) -> float:
+    """A share from 0 up to, not including, 1."""
+    value = _number(float, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def integer(text: str) -> int:
+    return int(_number(int, text))
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:
@@ -59,14 +193,14 @@ def add_concurrency_args(p: argparse.ArgumentParser) -> None:
     for name in STAGE_NAMES:
         p.add_argument(
             f"--{name.replace('_', '-')}-concurrency",
-            type=int,
+            type=at_most(MAX_CONCURRENCY),
             metavar="N",
             help=f"tasks of stage {name} run at once (default: its reserved concurrency)",
         )
     p.add_argument("--no-pacing", action="store_true", help="no client-side rate pacing (cap only)")
     p.add_argument(
         "--processes",
-        type=int,
+        type=at_most(MAX_PROCESSES),
         metavar="N",
         help="worker processes for the Parquet-writing stage (default: one per core; 1: threads only)",
     )
@@ -76,7 +210,7 @@ def add_concurrency_args(p: argparse.ArgumentParser) -> None:
 def add_stale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=non_negative_float,
         metavar="SECONDS",
         help="a pending task older than this counts as lost "
         "(default: the stage's maximum event age plus its retry window, from --env)",
@@ -88,8 +222,6 @@ def stale_threshold(args: argparse.Namespace) -> Any:
     from fanout.status import stale_after_s
 
     if args.stale_after is not None:
-        if args.stale_after < 0:
-            raise UsageError("--stale-after must be >= 0")
         return lambda _stage: args.stale_after
     settings = find_settings(args.env, args.config)
     return lambda stage: stale_after_s(settings, stage)
@@ -104,8 +236,6 @@ def spec_from_args(args: argparse.Namespace) -> StorageSpec:
     if args.bucket_dir and Path(args.bucket_dir).exists() and not Path(args.bucket_dir).is_dir():
         raise UsageError(f"--bucket-dir {args.bucket_dir} is a file, not a directory")
     fault_rate = getattr(args, "storage_fault_rate", 0.0) or 0.0
-    if not 0 <= fault_rate < 1:
-        raise UsageError("--storage-fault-rate must be in [0, 1)")
     return StorageSpec(
         bucket_dir=None if args.bucket else str(Path(args.bucket_dir or DEFAULT_BUCKET_DIR)),
         bucket=args.bucket,
@@ -126,21 +256,17 @@ def storage_from_args(args: argparse.Namespace, *, faults: bool = True) -> tuple
 
 def processes_from_args(args: argparse.Namespace) -> int:
     if args.processes is None:
+        from fanout.leaf_workers import default_processes
+
         return default_processes()
-    if not 1 <= args.processes <= MAX_PROCESSES:
-        raise UsageError(f"--processes must be between 1 and {MAX_PROCESSES}, got {args.processes}")
     return int(args.processes)
 
 
 def concurrency_from_args(args: argparse.Namespace) -> dict[str, int]:
+    """The ``--<stage>-concurrency`` overrides given (argparse has checked each is 1 to MAX_CONCURRENCY)."""
     out = {}
     for name in STAGE_NAMES:
         value = getattr(args, f"{name}_concurrency", None)
         if value is not None:
-            if not 1 <= value <= MAX_CONCURRENCY:
-                raise UsageError(
-                    f"--{name.replace('_', '-')}-concurrency must be between 1 and {MAX_CONCURRENCY}, "
-                    f"got {value}"
-                )
             out[name] = value
     return out

@@ -12,6 +12,7 @@ from fanout.cli.common import (
     EXIT_OK,
     UsageError,
     add_storage_args,
+    positive_float,
     spec_from_args,
     storage_from_args,
 )
@@ -28,13 +29,16 @@ def register(sub: Any) -> None:
             "`demo` and `local run` do this at their end unless given --no-compact."
         ),
     )
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run id (the manifest's name without .json)")
     p.add_argument(
-        "--target-mb", type=float, default=128.0, help="input megabytes per compacted file (default 128)"
+        "--target-mb",
+        type=positive_float,
+        default=128.0,
+        help="input megabytes per compacted file (default 128)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_storage_args(p)
-    p.set_defaults(run=_compact)
+    p.set_defaults(run=_compact, resumable=True)
 
 
 def add_no_compact_arg(p: argparse.ArgumentParser) -> None:

@@ -21,8 +21,8 @@ def register(sub: Any) -> None:
             "on-demand and a Spot instance beside it. Method and prices: fanout/cost.py, README."
         ),
     )
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run_id", help="the run id (the manifest's name without .json)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p.add_argument(
         "--price-region", help="region whose list prices to use (default: --env's region, else us-east-1)"
     )

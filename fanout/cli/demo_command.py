@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from fanout.cli.common import (
-    UsageError,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
+    positive_float,
     processes_from_args,
     spec_from_args,
     storage_from_args,
@@ -35,7 +34,7 @@ def register(sub: Any) -> None:
     )
     demo.add_argument(
         "--rate-limit",
-        type=float,
+        type=positive_float,
         help="the simulator's rate limit, calls/s (the pipeline paces to it)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -44,14 +43,17 @@ def register(sub: Any) -> None:
     add_concurrency_args(demo)
     add_no_compact_arg(demo)
 
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, resumable=True)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import time
+
     from fanout.demo import run_demo
 
-    if args.rate_limit is not None and not 0 < args.rate_limit < math.inf:
-        raise UsageError(f"--rate-limit must be a positive number of calls/s, got {args.rate_limit}")
+    if not args.run_id:  # chosen here so that the resume command can name it
+        args.run_id = "demo-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        args.resume_argv = [*args.argv, "--run-id", args.run_id]
 
     return run_demo(
         args, storage_from_args, concurrency_from_args(args), processes_from_args(args), spec_from_args(args)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from fanout.bucket import StorageSpec
 from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -18,14 +20,21 @@ from fanout.cli.common import (
     add_settings_args,
     add_storage_args,
     concurrency_from_args,
+    integer,
     one_line,
+    positive_float,
     processes_from_args,
+    share,
+    share_below_one,
     spec_from_args,
     storage_from_args,
 )
 from fanout.cli.compact_command import add_no_compact_arg
 from fanout_core.keys import RUN_ID_RE
+from fanout_core.settings import EnvironmentSettings
 from fanout_core.storage import Storage
+
+RATE_LIMIT_ENV = "FANOUT_RATE_LIMIT"
 
 
 def register(sub: Any) -> None:
@@ -33,23 +42,43 @@ def register(sub: Any) -> None:
     local_sub = local.add_subparsers(dest="local_command", required=True)
     run = local_sub.add_parser("run", help="run a manifest to the end (resumes an interrupted run)")
     run.add_argument("manifest", help="manifest file; its name without .json is the run id")
-    run.add_argument("--hermes-url", required=True, help="Hermes base URL (token from $HERMES_TOKEN)")
+    run.add_argument(
+        "--hermes-url",
+        help="Hermes base URL, the part before /v1 (default: --env's hermes_url); token from $HERMES_TOKEN",
+    )
+    run.add_argument(
+        "--rate-limit",
+        type=positive_float,
+        metavar="R",
+        help=f"calls/s to pace the whole run to (default: ${RATE_LIMIT_ENV}, else --env's hermes_rate_limit)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     chaos = run.add_argument_group("fault injection (to prove that nothing is lost)")
-    chaos.add_argument("--duplicate-rate", type=float, default=0.0, help="share of events delivered twice")
     chaos.add_argument(
-        "--storage-fault-rate", type=float, default=0.0, help="share of reads/writes that fail transiently"
+        "--duplicate-rate", type=share, default=0.0, help="share of events delivered twice (0 to 1)"
     )
-    chaos.add_argument("--fault-seed", type=int, help="seed for the injected faults")
+    chaos.add_argument(
+        "--storage-fault-rate",
+        type=share_below_one,
+        default=0.0,
+        help="share of reads/writes that fail transiently (0 up to 1)",
+    )
+    chaos.add_argument("--fault-seed", type=integer, help="seed for the injected faults")
     add_storage_args(run)
     add_settings_args(run)
     add_concurrency_args(run)
     add_no_compact_arg(run)
+    run.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the preflight (Hermes reachable, token taken, bucket writable) before seeding",
+    )
 
-    run.set_defaults(run=_local_run)
+    run.set_defaults(run=_local_run, resumable=True)
 
 
 def _local_run(args: argparse.Namespace) -> int:
+    from fanout.preflight import check_usage
     from fanout.progress import print_table, summary_rows
     from fanout.settings_files import find_settings
     from fanout.start_run import start_run
@@ -76,8 +105,11 @@ def _local_run(args: argparse.Namespace) -> int:
     if not token:
         print("fanout: set HERMES_TOKEN to the Hermes bearer token", file=sys.stderr)
         return EXIT_USAGE
-    settings = find_settings(args.env, args.config)
+    settings = pacing_settings(find_settings(args.env, args.config), args.rate_limit)
+    hermes_url = check_usage(args.hermes_url or settings.hermes_url, token)
     spec = spec_from_args(args)
+    if not args.no_check and not _preflight(hermes_url, token, spec):
+        return EXIT_USAGE
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
     wrap = None
@@ -87,15 +119,13 @@ def _local_run(args: argparse.Namespace) -> int:
         def wrap(inner: Storage) -> Storage:
             return FlakyStorage(inner, spec.fault_rate, seed=spec.fault_seed)
 
-    if not 0 <= args.duplicate_rate <= 1:
-        raise UsageError("--duplicate-rate must be in [0, 1]")
     try:
         outcome = start_run(
             storage,
             settings,
             run_id=name,
             manifest=body,
-            hermes_url=args.hermes_url,
+            hermes_url=hermes_url,
             token=token,
             concurrency=concurrency_from_args(args),
             pacing=not args.no_pacing,
@@ -116,3 +146,36 @@ def _local_run(args: argparse.Namespace) -> int:
     else:
         print_table(rows)
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def pacing_settings(settings: EnvironmentSettings, rate_limit: float | None) -> EnvironmentSettings:
+    """``settings`` paced to ``--rate-limit``, else to ``$FANOUT_RATE_LIMIT``, else as they are."""
+    if rate_limit is None and os.environ.get(RATE_LIMIT_ENV):
+        try:
+            rate_limit = positive_float(os.environ[RATE_LIMIT_ENV])
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"${RATE_LIMIT_ENV}: {exc}") from None
+    if rate_limit is None:
+        return settings
+    return dataclasses.replace(settings, hermes_rate_limit=rate_limit)
+
+
+def _preflight(hermes_url: str, token: str, spec: StorageSpec) -> bool:
+    """``fanout check``'s checks, before anything is seeded; False (and why) if the run cannot work.
+
+    A 429 or 5xx is only a warning: the run's retries may get past it.
+    """
+    from fanout.preflight import print_findings, run_checks
+
+    where = f"s3://{spec.bucket}/" if spec.bucket else str(spec.bucket_dir)
+    clean = dataclasses.replace(spec, fault_rate=0.0)
+    findings = run_checks(hermes_url, token, clean, where, timeout_s=5.0)
+    print_findings(findings, lambda line: print(f"fanout: {line}", file=sys.stderr), quiet_ok=True)
+    if any(f.stops_run for f in findings):
+        print(
+            "fanout: nothing was started; fix the cause above (`fanout check` repeats the checks), "
+            "then run the same command again",
+            file=sys.stderr,
+        )
+        return False
+    return True

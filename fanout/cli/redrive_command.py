@@ -29,20 +29,20 @@ from fanout_core.storage import Storage
 
 def register(sub: Any) -> None:
     redrive = sub.add_parser("redrive", help="re-trigger failed (and lost) tasks of a run")
-    redrive.add_argument("run_id")
+    redrive.add_argument("run_id", help="the run id (the manifest's name without .json)")
     redrive.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
     redrive.add_argument("--error-class", help="only failures of this error class (e.g. TransientError)")
     redrive.add_argument(
         "--stale", action="store_true", help="also re-trigger tasks pending past the threshold"
     )
     redrive.add_argument("--hermes-url", help="with --bucket-dir: run the redriven tasks locally to the end")
-    redrive.add_argument("--json", action="store_true")
+    redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     add_stale_args(redrive)
     add_storage_args(redrive)
     add_settings_args(redrive)
     add_concurrency_args(redrive)
 
-    redrive.set_defaults(run=_redrive)
+    redrive.set_defaults(run=_redrive, resumable=True)
 
 
 def _redrive(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from fanout_core.keys import RUN_ID_RE
 
 def register(sub: Any) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (pictures, cost)")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run id (the manifest's name without .json)")
     p.add_argument("--output", "-o", help="where to write it (default fanout-report-<run>.html)")
     p.add_argument(
         "--price-region", help="region whose list prices to use (default: --env's, else us-east-1)"

@@ -14,6 +14,7 @@ from fanout.cli.common import (
     add_settings_args,
     add_stale_args,
     add_storage_args,
+    non_negative_int,
     stale_threshold,
     storage_from_args,
 )
@@ -23,10 +24,10 @@ from fanout_core.keys import RUN_ID_RE
 
 def register(sub: Any) -> None:
     status = sub.add_parser("status", help="per-stage task counts of a run, read from the bucket")
-    status.add_argument("run_id")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("run_id", help="the run id (the manifest's name without .json)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument(
-        "--show-pending", type=int, default=5, metavar="N", help="list up to N unfinished tasks"
+        "--show-pending", type=non_negative_int, default=5, metavar="N", help="list up to N unfinished tasks"
     )
     add_stale_args(status)
     add_storage_args(status)

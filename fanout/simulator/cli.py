@@ -25,29 +25,52 @@ from fanout.simulator.server import HermesSimulator
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to a (sub)parser; defaults of None mean 'from the preset'."""
+    from fanout.cli.common import (
+        integer,
+        non_negative_float,
+        non_negative_int,
+        port_number,
+        positive_float,
+        positive_int,
+        share,
+    )
+
     g = parser.add_argument_group("Hermes simulator")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free)")
+    g.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0 = any free)")
     g.add_argument("--size", choices=SIZES, default=None, help="data preset (default: small)")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--warriors", type=int, default=None)
-    g.add_argument("--troops-per-warrior", type=int, default=None)
-    g.add_argument("--groups-per-troop", type=int, default=None)
-    g.add_argument("--records-per-group", type=int, default=None)
-    g.add_argument("--page-size", type=int, default=None, help="default page size")
+    g.add_argument("--seed", type=integer, default=None, help="seed of the generated data")
+    g.add_argument("--warriors", type=positive_int, default=None, help="number of warriors")
+    g.add_argument("--troops-per-warrior", type=non_negative_int, default=None, help="troops of each warrior")
+    g.add_argument(
+        "--groups-per-troop", type=non_negative_int, default=None, help="data groups of each troop"
+    )
+    g.add_argument(
+        "--records-per-group", type=non_negative_int, default=None, help="records of each data group"
+    )
+    g.add_argument("--page-size", type=positive_int, default=None, help="default page size")
     g.add_argument("--awkward-ids", action="store_true", default=None, help="hostile ids")
     g.add_argument("--token", default=None, help="bearer token (default: $HERMES_TOKEN, else sim-token)")
-    g.add_argument("--rate-limit", type=float, default=None, help="requests/s per token")
-    g.add_argument("--rate-burst", type=float, default=None, help="token bucket size")
-    g.add_argument("--retry-after-format", choices=("seconds", "http-date"), default=None)
-    g.add_argument("--error-rate-5xx", type=float, default=None)
-    g.add_argument("--error-rate-429", type=float, default=None)
-    g.add_argument("--garbage-rate", type=float, default=None)
-    g.add_argument("--hang-rate", type=float, default=None)
-    g.add_argument("--hang-s", type=float, default=None, help="seconds a hang lasts")
-    g.add_argument("--latency-ms", type=float, default=None, help="added to every request")
+    g.add_argument(
+        "--rate-limit", type=positive_float, default=None, help="requests/s per token (429 above it)"
+    )
+    g.add_argument("--rate-burst", type=positive_float, default=None, help="token bucket size")
+    g.add_argument(
+        "--retry-after-format",
+        choices=("seconds", "http-date"),
+        default=None,
+        help="how a 429 says Retry-After (default seconds)",
+    )
+    g.add_argument("--error-rate-5xx", type=share, default=None, help="share of calls answered 5xx (0 to 1)")
+    g.add_argument("--error-rate-429", type=share, default=None, help="share of calls answered 429 (0 to 1)")
+    g.add_argument(
+        "--garbage-rate", type=share, default=None, help="share of 200s whose body is not JSON (0 to 1)"
+    )
+    g.add_argument("--hang-rate", type=share, default=None, help="share of calls that hang (0 to 1)")
+    g.add_argument("--hang-s", type=non_negative_float, default=None, help="seconds a hang lasts")
+    g.add_argument("--latency-ms", type=non_negative_float, default=None, help="added to every request")
     g.add_argument("--not-found", action="append", default=None, metavar="ID", help="answer 404 (repeat)")
-    g.add_argument("--fault-seed", type=int, default=None)
+    g.add_argument("--fault-seed", type=integer, default=None, help="seed of the injected faults")
     h = parser.add_argument_group("hostile modes (off by default; see SimConfig for the truth under each)")
     h.add_argument(
         "--duplicate-ids",
@@ -76,12 +99,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     h.add_argument(
         "--drip-bytes-per-s",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="N",
         help="write answers a few bytes at a time, N bytes/s on average",
     )
-    h.add_argument("--drip-share", type=float, default=None, help="share of answers that drip (default 1.0)")
+    h.add_argument("--drip-share", type=share, default=None, help="share of answers that drip (default 1.0)")
     h.add_argument(
         "--dot-ids",
         action="store_true",
@@ -200,7 +223,9 @@ def _package_doc() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fanout.simulator``: the same options as ``fanout serve``."""
-    parser = argparse.ArgumentParser(prog="python -m fanout.simulator", description=_package_doc())
+    from fanout.cli.common import FanoutParser
+
+    parser = FanoutParser(prog="python -m fanout.simulator", description=_package_doc())
     add_serve_arguments(parser)
     return serve_from_args(parser.parse_args(argv))
 

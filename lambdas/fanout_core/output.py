@@ -12,12 +12,24 @@ parallel, and a task's small file is one.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import fastparquet
-import pandas as pd
+# Two deprecations pandas 3.1 raises inside fastparquet, not in our code: its import reads
+# the deprecated ``future.infer_string`` option, and its writer takes ``Series.values`` of a
+# tz-aware column (every ``ts`` and ``fetched_at``: ~7,000 warnings in the test suite, one
+# mid-progress-display). Writing naive timestamps instead would drop the UTC annotation
+# from the files, so they are silenced here, once per process, before the import: these
+# two messages only, so a new deprecation still shows.
+warnings.filterwarnings("ignore", message=r"The 'future\.infer_string' option is deprecated")
+warnings.filterwarnings(
+    "ignore", message=r"Series\.values returning an ndarray that drops timezone information"
+)
+
+import fastparquet  # noqa: E402
+import pandas as pd  # noqa: E402
 
 COLUMNS: tuple[str, ...] = (
     "run_id",

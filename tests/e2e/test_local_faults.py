@@ -222,22 +222,29 @@ LOCAL = ["local", "run", MANIFEST, "--hermes-url", NOWHERE, "--quiet"]
     ("args", "said"),
     [
         pytest.param(
-            [*LOCAL, "--troops-concurrency", "0"], "--troops-concurrency must be between 1 and 1000"
+            [*LOCAL, "--troops-concurrency", "0"], "argument --troops-concurrency: must be at least 1"
         ),
         pytest.param(
-            [*LOCAL, "--data-groups-concurrency", "-5"], "--data-groups-concurrency must be between"
+            [*LOCAL, "--data-groups-concurrency", "-5"], "argument --data-groups-concurrency: must be"
         ),
-        pytest.param([*LOCAL, "--warriors-concurrency", "1000000000"], "--warriors-concurrency must be"),
-        pytest.param([*LOCAL, "--processes", "100000"], "--processes must be between 1 and 64"),
-        pytest.param([*LOCAL, "--duplicate-rate", "-5"], "--duplicate-rate must be in [0, 1]"),
-        pytest.param(["demo", "--rate-limit", "0"], "--rate-limit must be a positive number"),
-        pytest.param(["demo", "--rate-limit", "-5"], "--rate-limit must be a positive number"),
-        pytest.param(["demo", "--rate-limit", "inf"], "--rate-limit must be a positive number"),
-        pytest.param(["hermes", "serve", "--port", "99999"], "--port must be between 0 and 65535"),
-        pytest.param(["hermes", "serve", "--port", "-1"], "--port must be between 0 and 65535"),
-        pytest.param(["hermes", "serve", "--rate-limit", "0"], "rate_limit must be > 0"),
-        pytest.param(["hermes", "serve", "--rate-limit", "-5"], "rate_limit must be > 0"),
-        pytest.param(["hermes", "serve", "--rate-limit", "nan"], "rate_limit must be > 0"),
+        pytest.param(
+            [*LOCAL, "--warriors-concurrency", "1000000000"],
+            "argument --warriors-concurrency: must be at most 1000",
+        ),
+        pytest.param([*LOCAL, "--processes", "100000"], "argument --processes: must be at most 64"),
+        pytest.param([*LOCAL, "--duplicate-rate", "-5"], "argument --duplicate-rate: must be from 0 to 1"),
+        pytest.param(["demo", "--rate-limit", "0"], "argument --rate-limit: must be above 0"),
+        pytest.param(["demo", "--rate-limit", "-5"], "argument --rate-limit: must be above 0"),
+        pytest.param(["demo", "--rate-limit", "inf"], "argument --rate-limit: 'inf' is not a finite number"),
+        pytest.param(
+            ["hermes", "serve", "--port", "99999"], "argument --port: must be a port from 0 to 65535"
+        ),
+        pytest.param(["hermes", "serve", "--port", "-1"], "argument --port: must be a port from 0 to 65535"),
+        pytest.param(["hermes", "serve", "--rate-limit", "0"], "argument --rate-limit: must be above 0"),
+        pytest.param(["hermes", "serve", "--rate-limit", "-5"], "argument --rate-limit: must be above 0"),
+        pytest.param(
+            ["hermes", "serve", "--rate-limit", "nan"], "argument --rate-limit: 'nan' is not a finite number"
+        ),
     ],
 )
 def test_an_absurd_number_is_a_usage_error_in_one_line(tmp_path: Path, args: list[str], said: str):

@@ -103,5 +103,6 @@ def test_serve_reports_a_taken_port(serve: Any, capsys: pytest.CaptureFixture[st
 
 
 def test_serve_reports_an_invalid_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert serve_from_args(_parse(["--port", "0", "--error-rate-5xx", "2"])) == 2
-    assert "error_rate_5xx" in capsys.readouterr().err
+    # Each share is in [0, 1] (argparse checks that); together they exceed 1.
+    assert serve_from_args(_parse(["--port", "0", "--error-rate-5xx", "0.6", "--error-rate-429", "0.6"])) == 2
+    assert "error_rate_429 + error_rate_5xx" in capsys.readouterr().err
