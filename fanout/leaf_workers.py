@@ -11,6 +11,7 @@ the runtime.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import multiprocessing
@@ -212,7 +213,8 @@ class LeafPool:
                 self._workers[index] = self._start(index)
         for future in pending.values():
             future.set_exception(TransientError("a leaf worker process died while the task ran"))
-        worker.conn.close()
+        with contextlib.suppress(OSError):  # kill() may have closed it already
+            worker.conn.close()
 
     def kill(self) -> None:
         """Stop every worker now (Ctrl-C): their unfinished tasks have no done marker, so the
@@ -222,7 +224,10 @@ class LeafPool:
             worker.proc.kill()
         for worker in self._workers:
             worker.proc.join(timeout=2)
-            worker.conn.close()
+        self._collector.join(timeout=2)  # it sees _closing within 0.5 s; then no one reads the pipes
+        for worker in self._workers:
+            with contextlib.suppress(OSError):  # the collector closed it already
+                worker.conn.close()
 
     def close(self) -> None:
         self._closing = True
