@@ -18,10 +18,12 @@ from fanout.cli import (
     compact_command,
     cost_command,
     demo_command,
+    failures_command,
     hermes_command,
     local_run_command,
     redrive_command,
     report_command,
+    runs_command,
     status_command,
 )
 from fanout.cli.common import EXIT_USAGE, UsageError
@@ -31,6 +33,8 @@ COMMANDS = (
     demo_command,
     local_run_command,
     status_command,
+    failures_command,
+    runs_command,
     redrive_command,
     hermes_command,
     compact_command,
