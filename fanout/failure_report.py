@@ -203,7 +203,7 @@ def redrive_command(
         if spec.region:
             argv += ["--region", spec.region]
     else:
-        argv += ["--bucket-dir", spec.bucket_dir or "fanout-data"]
+        argv += ["--bucket-dir", spec.bucket_dir or "fanout-data", "--hermes-url", hermes_url or _URL]
     if stage:
         argv += ["--stage", stage]
     if kind:
@@ -212,10 +212,11 @@ def redrive_command(
         argv += ["--env", env]
     if config:
         argv += ["--config", config]
-    text = " ".join(shlex.quote(a) for a in argv)
-    if not spec.bucket:
-        text += " --hermes-url " + (shlex.quote(hermes_url) if hermes_url else '"$HERMES_URL"')
-    return text
+    return " ".join(a if a is _URL else shlex.quote(a) for a in argv)
+
+
+_URL = '"$HERMES_URL"'
+"""Where a redrive command needs the Hermes URL and this command does not know it."""
 
 
 def cut(text: str, width: int) -> str:
