@@ -358,16 +358,17 @@ def to_json(bill: dict[str, Any]) -> dict[str, Any]:
         "region": bill["region"],
         "prices_as_of": bill["prices_as_of"],
         "total_usd": float(bill["total"]),
-        "total_cents": str(cents(bill["total"])),
-        "components": {
-            li.component: {
+        "total_cents": int(cents(bill["total"]) * 100),
+        "components": [
+            {
+                "component": li.component,
                 "quantity": float(li.quantity),
                 "unit": li.unit,
                 "unit_price_usd": float(li.unit_price),
                 "cost_usd": float(li.cost),
             }
             for li in bill["lines"]
-        },
+        ],
         "stages": {
             s.stage: {
                 "tasks": s.tasks,

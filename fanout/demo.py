@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -11,7 +10,8 @@ from dataclasses import replace
 
 from fanout.audit import count_rows
 from fanout.bucket import StorageSpec
-from fanout.progress import print_table, summary_rows
+from fanout.failure_report import redrive_command
+from fanout.run_summary import show_summary
 from fanout.settings_files import find_settings
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
 from fanout.start_run import start_run
@@ -59,23 +59,22 @@ def run_demo(
             storage_spec=storage_spec,
             compact=not getattr(args, "no_compact", False),
         )
-    rows = summary_rows(
-        outcome,
-        f"{where}/data/run={run_id}/" if "://" not in where else f"{where}data/run={run_id}/",
-    )
     expected_rows = sum(1 for _ in universe.expected_rows())
     written, _files = count_rows(storage, run_id)
-    rows.append(
+    rows = [
         (
             "rows expected",
             f"{expected_rows} (the simulator's truth){'' if written == expected_rows else ' - MISMATCH'}",
         )
-    )
+    ]
+    doc: dict[str, object] = {"rows_expected": expected_rows, "rows_match": written == expected_rows}
     if outcome.compaction is not None:
         done = outcome.compaction
         rows.append(("compacted into", f"{len(done.files)} file(s), compacted/ generation {done.generation}"))
-    if args.json:
-        print(json.dumps(dict(rows), indent=2))
-    else:
-        print_table(rows)
+    doc["compacted_files"] = len(outcome.compaction.files) if outcome.compaction is not None else None
+    output = f"{where}/data/run={run_id}/" if "://" not in where else f"{where}data/run={run_id}/"
+    command = redrive_command(
+        run_id, storage_spec or StorageSpec(bucket_dir=where), env=args.env, config=args.config
+    )
+    show_summary(outcome, storage, output, as_json=args.json, redrive=command, extra_rows=rows, extra_doc=doc)
     return 0 if outcome.ok and written == expected_rows else 1

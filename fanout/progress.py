@@ -244,6 +244,4 @@ def _failures(outcome: RunOutcome) -> str:
     earlier = len(outcome.earlier_failures)
     if earlier:
         text += f" ({earlier} from an earlier invocation)"
-    if outcome.failure_records:
-        text += f"; fix the cause, then fanout redrive {outcome.run_id}"
     return text

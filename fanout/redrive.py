@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout.failure_report import read_failures, record_matches
 from fanout.status import run_status
 from fanout_core import keys
 from fanout_core.bodies import TaskBody
@@ -57,24 +58,14 @@ def select_failures(
     error_class: str | None = None,
     table: StageTable = STAGES,
 ) -> list[FailureRecord]:
-    keys.check_run_id(run_id)
-    stages = [table.named(stage)] if stage else list(table)
-    found: list[FailureRecord] = []
-    for st in stages:
-        record_keys = list(storage.list(keys.failed_key(st.run_prefix(run_id))))
-        if st is table.first:
-            seed_record = table.seed(run_id).failed_key
-            if storage.exists(seed_record):
-                record_keys.insert(0, seed_record)
-        for rk in record_keys:
-            try:
-                record = FailureRecord.from_bytes(storage.get(rk))
-            except (NoSuchKey, ValueError, TypeError):
-                continue
-            if error_class and record.error_class != error_class:
-                continue
-            found.append(record)
-    return found
+    """The run's failure records of ``stage`` whose kind (or a failed unit's) is ``error_class``.
+
+    A record is redriven whole: its other failed units go with it, and fail again if
+    their cause is still there.
+    """
+    return [
+        r for r in read_failures(storage, run_id, stage=stage, table=table) if record_matches(r, error_class)
+    ]
 
 
 def redrive(
@@ -140,10 +131,28 @@ def _redrive_record(
     storage.delete(failed_key)
 
 
-def describe(result: RedriveResult) -> dict[str, Any]:
+def describe(result: RedriveResult) -> str:
+    """One line of what a redrive wrote."""
+    text = (
+        f"{len(result.retriggered)} task(s) written again, {len(result.created)} new task(s) of "
+        f"failed units, {len(result.archived)} failure record(s) archived"
+    )
+    if result.skipped:
+        text += (
+            f", {len(result.skipped)} skipped (" + "; ".join(f"{k}: {why}" for k, why in result.skipped) + ")"
+        )
+    return text
+
+
+def to_json(result: RedriveResult) -> dict[str, Any]:
     return {
-        "retriggered": len(result.retriggered),
-        "created": len(result.created),
-        "archived": len(result.archived),
-        "skipped": [f"{k}: {why}" for k, why in result.skipped],
+        "retriggered": result.retriggered,
+        "created": result.created,
+        "archived": result.archived,
+        "skipped": [{"task_key": k, "reason": why} for k, why in result.skipped],
     }
+
+
+def is_empty(result: RedriveResult) -> bool:
+    """Nothing matched: no record redriven, no lost task written again."""
+    return not (result.retriggered or result.created or result.skipped)

@@ -20,10 +20,12 @@ from fanout.cli import (
     compact_command,
     cost_command,
     demo_command,
+    failures_command,
     hermes_command,
     local_run_command,
     redrive_command,
     report_command,
+    runs_command,
     status_command,
 )
 from fanout.cli.common import EXIT_STORAGE, EXIT_USAGE, FanoutParser, UsageError, interrupted, one_line
@@ -46,6 +48,8 @@ COMMANDS = (
     local_run_command,
     check_command,
     status_command,
+    failures_command,
+    runs_command,
     redrive_command,
     hermes_command,
     compact_command,

@@ -270,3 +270,22 @@ def concurrency_from_args(args: argparse.Namespace) -> dict[str, int]:
         if value is not None:
             out[name] = value
     return out
+
+
+def open_run(args: argparse.Namespace, run_id: str) -> tuple[Storage, str]:
+    """The bucket of a run that must exist: a missing run (or bucket folder) is a usage error
+    naming the runs there are, and no folder is created to find that out."""
+    from fanout.runs import NoSuchRun, require_run
+    from fanout_core.keys import RUN_ID_RE
+
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise UsageError(f"run id {run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    spec = spec_from_args(args)
+    if spec.bucket_dir is not None and not Path(spec.bucket_dir).is_dir():
+        raise UsageError(f"no run {run_id} in this bucket; {spec.bucket_dir} does not exist")
+    storage, where = storage_from_args(args)
+    try:
+        require_run(storage, run_id)
+    except NoSuchRun as exc:
+        raise UsageError(str(exc)) from None
+    return storage, where

@@ -12,11 +12,10 @@ from fanout.cli.common import (
     EXIT_OK,
     UsageError,
     add_storage_args,
+    open_run,
     positive_float,
     spec_from_args,
-    storage_from_args,
 )
-from fanout_core.keys import RUN_ID_RE
 
 
 def register(sub: Any) -> None:
@@ -52,12 +51,10 @@ def _compact(args: argparse.Namespace) -> int:
     from fanout.compact import describe, uri_base
     from fanout_core.compaction import NotComplete, compact_run
 
-    if not RUN_ID_RE.fullmatch(args.run_id):
-        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
     if args.target_mb <= 0:
         raise UsageError("--target-mb must be positive")
     spec = spec_from_args(args)
-    storage, _where = storage_from_args(args)
+    storage, _where = open_run(args, args.run_id)
     try:
         result = compact_run(
             storage,

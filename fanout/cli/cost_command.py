@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, storage_from_args
-from fanout_core.keys import RUN_ID_RE
+from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, open_run
 
 
 def register(sub: Any) -> None:
@@ -36,8 +35,7 @@ def _cost(args: argparse.Namespace) -> int:
     from fanout.cost import count_run, estimate, prices_for, render_text, to_json
     from fanout.settings_files import find_settings
 
-    if not RUN_ID_RE.fullmatch(args.run_id):
-        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    storage, _where = open_run(args, args.run_id)
     settings = find_settings(args.env, args.config)
     overrides = None
     if args.prices:
@@ -51,7 +49,6 @@ def _cost(args: argparse.Namespace) -> int:
         prices = prices_for(args.price_region or settings.region, overrides)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    storage, _where = storage_from_args(args)
     counts = count_run(storage, args.run_id, settings)
     if not counts.stages[0].tasks:
         raise UsageError(f"run {args.run_id!r} has no tasks in this bucket")

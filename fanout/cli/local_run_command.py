@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -78,8 +77,9 @@ def register(sub: Any) -> None:
 
 
 def _local_run(args: argparse.Namespace) -> int:
+    from fanout.failure_report import redrive_command
     from fanout.preflight import check_usage
-    from fanout.progress import print_table, summary_rows
+    from fanout.run_summary import show_summary
     from fanout.settings_files import find_settings
     from fanout.start_run import start_run
     from fanout_core.bodies import parse_manifest
@@ -140,11 +140,8 @@ def _local_run(args: argparse.Namespace) -> int:
     except BadManifest as exc:
         print(f"fanout: bad manifest: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    rows = summary_rows(outcome, where)
-    if args.json:
-        print(json.dumps(dict(rows), indent=2))
-    else:
-        print_table(rows)
+    command = redrive_command(name, spec, hermes_url=hermes_url, env=args.env, config=args.config)
+    show_summary(outcome, storage, where, as_json=args.json, redrive=command)
     return EXIT_OK if outcome.ok else EXIT_FAILURES
 
 

@@ -17,10 +17,10 @@ from fanout.cli.common import (
     add_stale_args,
     add_storage_args,
     concurrency_from_args,
+    open_run,
     processes_from_args,
     spec_from_args,
     stale_threshold,
-    storage_from_args,
 )
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
@@ -31,7 +31,11 @@ def register(sub: Any) -> None:
     redrive = sub.add_parser("redrive", help="re-trigger failed (and lost) tasks of a run")
     redrive.add_argument("run_id", help="the run id (the manifest's name without .json)")
     redrive.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
-    redrive.add_argument("--error-class", help="only failures of this error class (e.g. TransientError)")
+    redrive.add_argument(
+        "--error-class",
+        metavar="KIND",
+        help="only failures of this kind (not_found, unauthorized, timeout, ...; `fanout failures RUN`)",
+    )
     redrive.add_argument(
         "--stale", action="store_true", help="also re-trigger tasks pending past the threshold"
     )
@@ -46,15 +50,27 @@ def register(sub: Any) -> None:
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    from fanout.progress import print_table, summary_rows
-    from fanout.redrive import describe, redrive
+    from fanout.failure_report import UnknownKind, check_kind, redrive_command
+    from fanout.redrive import describe, is_empty, redrive, select_failures, to_json
+    from fanout.run_summary import show_summary
     from fanout.settings_files import find_settings
     from fanout.start_run import start_run
 
     if not RUN_ID_RE.fullmatch(args.run_id):
         raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
-    storage, where = storage_from_args(args)
+    if args.error_class is not None:
+        try:
+            check_kind(args.error_class)
+        except UnknownKind as exc:
+            raise UsageError(str(exc)) from None
+    if not args.bucket and not args.hermes_url:
+        raise UsageError("locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)")
+    storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
+    matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
+    if not matched and not args.stale:
+        print(f"fanout: {_nothing(args)}", file=sys.stderr)
+        return EXIT_FAILURES
 
     def do(target: Storage) -> Any:
         return redrive(
@@ -66,17 +82,20 @@ def _redrive(args: argparse.Namespace) -> int:
             stale_after=stale_after,
         )
 
-    if args.bucket or not args.hermes_url:
-        if not args.bucket and not args.hermes_url:
-            raise UsageError(
-                "locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)"
-            )
-        done = describe(do(storage))
-        print(json.dumps(done, indent=2) if args.json else f"redrive of {args.run_id} in {where}: {done}")
+    if args.bucket:
+        result = do(storage)
+        if args.json:
+            print(json.dumps({"run_id": args.run_id, "bucket": where, **to_json(result)}, indent=2))
+        else:
+            print(f"redrive of {args.run_id} in {where}: {describe(result)}")
+        if is_empty(result):
+            print(f"fanout: {_nothing(args)}", file=sys.stderr)
+            return EXIT_FAILURES
         return EXIT_OK
     token = os.environ.get("HERMES_TOKEN")
     if not token:
         raise UsageError("set HERMES_TOKEN to the Hermes bearer token")
+    spec = spec_from_args(args)
     outcome = start_run(
         storage,
         find_settings(args.env, args.config),
@@ -89,11 +108,32 @@ def _redrive(args: argparse.Namespace) -> int:
         progress=None if args.quiet else sys.stderr,
         prepare=do,
         processes=processes_from_args(args),
-        storage_spec=spec_from_args(args),
+        storage_spec=spec,
     )
-    rows = [("redrive", str(describe(outcome.prepared))), *summary_rows(outcome, where)]
-    if args.json:
-        print(json.dumps(dict(rows), indent=2))
-    else:
-        print_table(rows)
+    command = redrive_command(args.run_id, spec, hermes_url=args.hermes_url, env=args.env, config=args.config)
+    show_summary(
+        outcome,
+        storage,
+        where,
+        as_json=args.json,
+        redrive=command,
+        first_rows=[("redrive", describe(outcome.prepared))],
+        extra_doc={"redrive": to_json(outcome.prepared)},
+    )
+    if is_empty(outcome.prepared):
+        print(f"fanout: {_nothing(args)}", file=sys.stderr)
+        return EXIT_FAILURES
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def _nothing(args: argparse.Namespace) -> str:
+    """Why a redrive wrote nothing, in the filters the user gave."""
+    given = [
+        f"--{flag.replace('_', '-')} {getattr(args, flag)}"
+        for flag in ("stage", "error_class")
+        if getattr(args, flag)
+    ]
+    what = "no failure record" + (" matches " + " ".join(given) if given else "")
+    if args.stale:
+        what += " and no task is stale"
+    return f"nothing to redrive: {what} in run {args.run_id} (fanout failures {args.run_id} lists them)"

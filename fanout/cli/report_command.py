@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, storage_from_args
-from fanout_core.keys import RUN_ID_RE
+from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, open_run
 
 
 def register(sub: Any) -> None:
@@ -27,12 +26,8 @@ def _report(args: argparse.Namespace) -> int:
     from fanout.report import render_report
     from fanout.settings_files import find_settings
 
-    if not RUN_ID_RE.fullmatch(args.run_id):
-        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
+    storage, _where = open_run(args, args.run_id)
     settings = find_settings(args.env, args.config)
-    storage, _where = storage_from_args(args)
-    if not storage.exists(f"{_seed_key(args.run_id)}"):
-        raise UsageError(f"run {args.run_id!r} has no manifest in this bucket")
     try:
         page = render_report(storage, args.run_id, settings, args.price_region)
     except ValueError as exc:
@@ -41,9 +36,3 @@ def _report(args: argparse.Namespace) -> int:
     out.write_text(page, encoding="utf-8")
     print(out)
     return EXIT_OK
-
-
-def _seed_key(run_id: str) -> str:
-    from fanout_core.stages import STAGES
-
-    return STAGES.seed(run_id).key

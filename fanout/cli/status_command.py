@@ -15,11 +15,11 @@ from fanout.cli.common import (
     add_stale_args,
     add_storage_args,
     non_negative_int,
+    open_run,
+    spec_from_args,
     stale_threshold,
-    storage_from_args,
 )
 from fanout_core.errors import FanoutError
-from fanout_core.keys import RUN_ID_RE
 
 
 def register(sub: Any) -> None:
@@ -37,15 +37,22 @@ def register(sub: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from fanout.failure_report import (
+        failed_items,
+        group_failures,
+        read_failures,
+        redrive_command,
+        render_groups,
+    )
     from fanout.status import run_status
 
-    if not RUN_ID_RE.fullmatch(args.run_id):
-        raise UsageError(f"run id {args.run_id!r} must match [A-Za-z0-9._-]{{1,64}}")
-    storage, where = storage_from_args(args)
+    storage, where = open_run(args, args.run_id)
     try:
         status = run_status(storage, args.run_id, stale_after=stale_threshold(args))
     except FanoutError as exc:
         raise UsageError(str(exc)) from exc
+    groups = group_failures(failed_items(read_failures(storage, args.run_id))) if status.failed else []
+    redrive = redrive_command(args.run_id, spec_from_args(args), env=args.env, config=args.config)
     if args.json:
         doc: dict[str, Any] = {
             "run_id": status.run_id,
@@ -59,15 +66,18 @@ def _status(args: argparse.Namespace) -> int:
                     "finished": s.finished,
                     "failed": s.failed,
                     "pending": s.open,
+                    "stale": len(s.stale),
                 }
                 for s in status.stages
             },
+            "failed_tasks": status.failed_keys,
+            "stale_tasks": status.stale,
+            "failures": [g.to_json() for g in groups],
+            "redrive_command": redrive if status.failed else None,
         }
         print(json.dumps(doc, indent=2))
     else:
         print(f"run {status.run_id} in {where}")
-        if not status.seeded:
-            print("  no manifest for this run")
         print(f"  {'stage':<12} {'written':>8} {'finished':>9} {'failed':>7} {'pending':>8} {'stale':>6}")
         for s in status.stages:
             print(
@@ -83,6 +93,12 @@ def _status(args: argparse.Namespace) -> int:
                 f"  {len(status.stale)} task(s) look lost; "
                 f"`fanout redrive {status.run_id} --stale` re-triggers them"
             )
+        for line in render_groups(groups):
+            print(f"  {line}")
+        if status.failed:
+            print(f"  {status.failed} task(s) failed (`fanout failures {status.run_id}` lists them);")
+            print("  fix the cause, then")
+            print(f"    {redrive}")
     if not status.complete:
         return EXIT_INCOMPLETE
     return EXIT_FAILURES if status.failed else EXIT_OK

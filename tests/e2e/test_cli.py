@@ -63,7 +63,7 @@ def test_a_clean_run_exits_0_and_status_says_complete(simulator, tmp_path: Path)
     )
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["API calls"] == str(Universe(SimConfig.from_size("tiny")).expected_calls(100))
+    assert summary["api_calls"] == Universe(SimConfig.from_size("tiny")).expected_calls(100)
     code, out, _ = _finish(fanout_cli("status", "clean", "--bucket-dir", bucket, "--json"))
     assert code == 0
     status = json.loads(out)
@@ -86,10 +86,10 @@ def test_a_run_with_failure_records_exits_1_and_status_exits_1(simulator, tmp_pa
     assert json.loads(out)["stages"]["warriors"]["failed"] == 1
 
 
-def test_status_of_a_run_that_never_started_exits_3(tmp_path: Path):
-    code, out, _ = _finish(fanout_cli("status", "nothing", "--bucket-dir", str(tmp_path)))
-    assert code == 3
-    assert "no manifest" in out
+def test_status_of_a_run_with_no_manifest_exits_2(tmp_path: Path):
+    code, _out, err = _finish(fanout_cli("status", "nothing", "--bucket-dir", str(tmp_path)))
+    assert code == 2
+    assert "no run nothing in this bucket" in err
 
 
 def test_a_missing_token_is_a_usage_error(tmp_path: Path):
@@ -146,7 +146,7 @@ def test_a_run_killed_with_sigkill_twice_resumes_with_no_row_missing_or_doubled(
     code, out, err = _finish(fanout_cli(*args, *chaos))
     assert code == 0, err
     summary = json.loads(out)
-    assert int(summary["API calls"]) < Universe(config).expected_calls(100)  # finished work not fetched again
+    assert summary["api_calls"] < Universe(config).expected_calls(100)  # finished work not fetched again
     rows, _ = output_rows(store, "killed")
     comparison = compare(rows, Universe(config).expected_rows())
     assert comparison.exact, comparison.summary()
@@ -208,7 +208,7 @@ def test_redrive_after_the_cause_is_fixed_completes_the_run(simulator, tmp_path:
         fanout_cli("redrive", "fixme", "--bucket-dir", bucket, "--hermes-url", fixed, "--quiet", "--json")
     )
     assert code == 0, err
-    assert "'created': 1" in json.loads(out)["redrive"]
+    assert len(json.loads(out)["redrive"]["created"]) == 1
     code, _out, _ = _finish(fanout_cli("status", "fixme", "--bucket-dir", bucket, "--json"))
     assert code == 0
     rows, _ = output_rows(LocalDirStorage(bucket), "fixme")

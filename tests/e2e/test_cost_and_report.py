@@ -167,8 +167,12 @@ def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path:
     dearer = json.loads(
         _cli("cost", "2026-11-27", "--bucket-dir", bucket, "--json", "--prices", str(prices)).stdout
     )
-    invocations = plain["components"]["Lambda requests"]["quantity"]
-    assert dearer["components"]["Lambda requests"]["cost_usd"] == pytest.approx(invocations * 0.0001)
+
+    def requests(doc: dict) -> dict:
+        return next(c for c in doc["components"] if c["component"] == "Lambda requests")
+
+    invocations = requests(plain)["quantity"]
+    assert requests(dearer)["cost_usd"] == pytest.approx(invocations * 0.0001)
     prices.write_text(json.dumps({"no_such_price": 1}))
     bad = _cli("cost", "2026-11-27", "--bucket-dir", bucket, "--prices", str(prices))
     assert bad.returncode == 2 and "unknown price" in bad.stderr

@@ -129,7 +129,7 @@ def test_every_fault_at_once_loses_nothing_writes_nothing_twice_and_redrive_comp
         json.dumps(
             {
                 "after kills, last run": {
-                    k: summary[k] for k in ("API calls", "429s seen", "retries", "failures")
+                    k: summary[k] for k in ("api_calls", "throttled", "retries", "failure_records")
                 },
                 "failure records": len(named),
                 "redrive": json.loads(out)["redrive"],

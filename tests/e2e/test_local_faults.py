@@ -136,7 +136,7 @@ def test_a_read_only_bucket_directory_stops_the_run_and_status_still_reads_it(si
         assert f"cannot write {STAGES.seed('ro').key} in the bucket directory {bucket}" in line
         assert "(EPERM)" in line or "(EACCES)" in line
         code, out, err = _finish(fanout_cli("status", "ro", "--bucket-dir", str(bucket)), timeout=60)
-        assert code == 3 and err == "" and "no manifest for this run" in out
+        assert code == EXIT_USAGE and "no run ro in this bucket" in one_line(err), (out, err)
     assert list(bucket.iterdir()) == []
     code, _out, err = _finish(fanout_cli(*local_run(manifest, url, bucket)), timeout=120)
     assert code == 0, err
@@ -268,6 +268,6 @@ def test_an_absurd_number_is_a_usage_error_in_one_line(tmp_path: Path, args: lis
 def test_status_of_a_run_that_does_not_exist_creates_no_bucket_directory(tmp_path: Path):
     bucket = tmp_path / "nothing" / "here"
     code, _out, err = _finish(fanout_cli("status", "ghost", "--bucket-dir", str(bucket)), timeout=60)
-    assert code in (2, 3), err  # 3 today; 2 once unknown runs are usage errors (issue 9)
+    assert code == EXIT_USAGE and "no run ghost in this bucket" in one_line(err), err
     assert "Traceback" not in err
     assert not (tmp_path / "nothing").exists()
