@@ -88,12 +88,12 @@ def test_check_passes_against_a_working_hermes_and_a_writable_bucket(sim, tmp_pa
     assert TOKEN not in out + err
 
 
-def test_check_fails_when_the_bucket_dir_is_a_file(sim, tmp_path: Path):
+def test_check_of_a_bucket_dir_that_is_a_file_is_a_usage_error(sim, tmp_path: Path):
     afile = tmp_path / "not-a-folder"
     afile.write_text("x")
-    code, out, _err = _run("check", "--hermes-url", sim.url, "--bucket-dir", str(afile))
-    assert code == 1
-    assert "FAIL bucket:" in out and "must be a folder" in out
+    code, _out, err = _run("check", "--hermes-url", sim.url, "--bucket-dir", str(afile))
+    assert code == 2
+    assert f"--bucket-dir {afile} is a file, not a directory" in err
 
 
 def test_check_without_a_token_is_a_usage_error(sim):
