@@ -7,11 +7,13 @@ is found from the answers. The controller is CUBIC-like AIMD over one pacing rat
 - **discover**: while no 429 has been seen, the rate doubles every ``doubling_s`` the
   pacer is the bottleneck (callers wait on it), never beyond 2x the rate actually sent;
 - **cut**: a 429 for a call sent after the last cut remembers the rate at which 429s
-  began (``w_max``: the rate sent, or the rate accepted if far fewer got through) and
-  drops to ``beta * w_max``; 429s for calls already in flight at a cut change nothing;
+  began (``w_max``: the pacing rate; the rate accepted if far fewer than were sent got
+  through; the rate sent while still discovering) and drops to ``beta * w_max``; 429s
+  for calls already in flight at a cut change nothing;
 - **recover and hold**: the rate climbs back along ``w_max * (1 + c * (t - K)^3)``, steep
   at first, flat around ``w_max`` at ``K = recover_s`` after the cut (it holds there for
   seconds), then convex: a probe above ``w_max`` that finds a higher limit accelerates.
+  A 429 at the bound itself (R told right, a clump of calls) climbs back to R and stays.
 
 A Retry-After above ``hold_above_s`` holds every caller until it passes (a quota window,
 an overloaded server); one of at most a second (delay-seconds are whole: "1" is the
@@ -39,11 +41,11 @@ class Tuning:
 
     beta: float = 0.9
     """The rate kept after a cut, as a share of the rate at which 429s began."""
-    hold: float = 0.96
+    hold: float = 0.97
     """The share of that rate the pacer climbs back to and holds."""
     recover_s: float = 1.0
     """Seconds from a cut back to the held rate (a concave climb)."""
-    hold_s: float = 6.0
+    hold_s: float = 3.0
     """Seconds the held rate is kept before probing above it."""
     probe_s: float = 2.0
     """Seconds of probing (a convex climb) that take the rate 10 % above where 429s began."""
@@ -107,10 +109,12 @@ class Controller:
         return s[SLOT_SENT] / span, s[SLOT_OK] / span
 
     # -- the three events ------------------------------------------------------------------
-    def reserve(self, s: MutableSequence[float], now: float) -> float:
-        """Take the next slot for one call; the seconds the caller must wait for it."""
+    def reserve(self, s: MutableSequence[float], now: float, *, again: bool = False) -> float:
+        """Take the next slot for one call (``again``: the same call, after a cut); the
+        seconds the caller must wait for it."""
         self._roll(s, now)
-        s[SLOT_SENT] += 1
+        if not again:
+            s[SLOT_SENT] += 1
         interval = 1.0 / s[RATE]
         slot = max(s[NEXT], now - (self.burst - 1.0) * interval, s[HOLD])
         wait = slot - now
@@ -124,7 +128,7 @@ class Controller:
         a new slot if the pace was cut meanwhile (slots taken at the old pace are void)."""
         if s[CUT_AT] <= reserved_at and now >= s[HOLD]:
             return 0.0
-        return self.reserve(s, now)
+        return self.reserve(s, now, again=True)
 
     def _grow(self, s: MutableSequence[float], now: float) -> None:
         dt = min(now - s[GROWN_AT], self.t.slot_s)
@@ -135,20 +139,25 @@ class Controller:
         if not s[W_MAX]:
             target = rate * 2.0 ** (dt / self.t.doubling_s)
         else:
-            target = s[W_MAX] * self.share_after(now - s[CUT_AT])
+            since = now - s[CUT_AT]
+            if s[W_MAX] >= self.bound:  # refused at the told R: a clump; climb back to R
+                target = self.bound * self.share_after(min(since, self.t.recover_s), hold=1.0)
+            else:
+                target = s[W_MAX] * self.share_after(since)
         if s[MEASURED] and s[SENT] > 0:
             target = min(target, max(rate, 2.0 * s[SENT]))  # never far past what is sent
         s[RATE] = min(self.bound, max(self.min_rate, target))
 
-    def share_after(self, since: float) -> float:
+    def share_after(self, since: float, hold: float | None = None) -> float:
         """The rate, as a share of the rate at which 429s began, ``since`` seconds after a cut."""
         t = self.t
+        top = t.hold if hold is None else hold
         if since < t.recover_s:
-            return t.hold - (t.hold - t.beta) * (1.0 - since / t.recover_s) ** 3
+            return top - (top - t.beta) * (1.0 - since / t.recover_s) ** 3
         since -= t.recover_s + t.hold_s
         if since <= 0:
-            return t.hold
-        return t.hold + (1.1 - t.hold) * (since / t.probe_s) ** 3
+            return top
+        return top + (1.1 - top) * (since / t.probe_s) ** 3
 
     def throttled(
         self, s: MutableSequence[float], now: float, sent_at: float | None, retry_after: float | None
@@ -160,8 +169,13 @@ class Controller:
             return  # in flight when the pace was last cut: already answered for
         self._roll(s, now)
         sent, ok = self._rates(s, now)
-        began = min(s[RATE], sent) if sent > 0 else s[RATE]
-        w = ok if 0 < ok < self.t.beta * began else began
+        rate = s[RATE]
+        if 0 < ok < self.t.beta * sent:
+            w = min(rate, ok)  # many were refused: what got through is the limit
+        elif not s[W_MAX] and rate < self.bound and sent > 0:
+            w = min(rate, sent)  # still discovering: the rate was never sent in full
+        else:
+            w = rate
         s[W_MAX] = max(self.min_rate, w)
         s[RATE] = max(self.min_rate, self.t.beta * s[W_MAX])
         s[CUT_AT] = s[GROWN_AT] = now

@@ -69,18 +69,19 @@ def test_throughput_fanout_and_plain_write_exactly_the_truth(capsys):
 
 
 @pytest.mark.slow
-def test_ratelimit_reports_paced_and_unpaced_runs(capsys):
+def test_ratelimit_reports_paced_untold_and_unpaced_runs(capsys):
     code, result = run_json(ratelimit.main, ["--size", "tiny", "--rate", "400"], capsys)
     assert code == 0
-    runs = {("paced" if r["pacing"] else "unpaced"): r for r in result["runs"]}
-    assert set(runs) == {"paced", "unpaced"}
+    runs = {r["mode"]: r for r in result["runs"]}
+    assert set(runs) == {"paced", "untold", "unpaced"}
+    assert runs["paced"]["rate_told"] == 400 and runs["untold"]["rate_told"] == 100_000
     for r in runs.values():
         assert r["rows_exact"] and r["failures"] == 0, r["verify"]
         assert r["calls_needed"] == TINY_CALLS
         assert r["calls"] >= TINY_CALLS  # 429s and retries only add calls
         assert 0.0 <= r["throttled_share"] <= 1.0
         assert r["elapsed_s"] > 0 and r["ideal_s"] == round(TINY_CALLS / 400, 2)
-    assert len(result["targets"]) == 3  # judged on the paced run only
+    assert len(result["targets"]) == 6  # judged on the paced runs only
 
 
 def test_ratelimit_shape_has_about_the_calls_asked_for():

@@ -207,3 +207,11 @@ def test_an_adaptive_instance_pacer_is_bounded_by_r() -> None:
     pacer = instance_pacer(env, "warriors")
     assert isinstance(pacer, AdaptivePacer)
     assert pacer.controller.bound == env.hermes_rate_limit
+
+
+def test_a_429_at_the_configured_rate_climbs_back_to_it() -> None:
+    pacer, t = make(200.0, burst=5)
+    pacer.acquire()
+    pacer.on_throttled(1.0)  # a clump at the told R, not a lower limit
+    crawl(pacer, t, HiddenLimit(t, 1e9, 1e8), Tuning().recover_s + 0.5)
+    assert pacer.rate == pytest.approx(200.0)
