@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import ratelimit, throughput  # noqa: E402
+from bench import fleet, ratelimit, throughput  # noqa: E402
 from fanout.simulator import SimConfig, Universe  # noqa: E402
 
 TINY = SimConfig.from_size("tiny")
@@ -88,3 +88,27 @@ def test_ratelimit_shape_has_about_the_calls_asked_for():
     for calls in (4_000, 20_000):
         config = ratelimit.shape(calls, None, 0.5, 200.0, None)
         assert abs(Universe(config).expected_calls(100) - calls) <= ratelimit.CALLS_PER_WARRIOR / 2
+
+
+def test_fleet_runs_a_tiny_tree_as_static_and_adaptive_fleets(capsys):
+    argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
+    argv += ["--runs", "dev:static,prod:adaptive:data_groups=3,weights=1/1/1"]
+    code, result = run_json(fleet.main, argv, capsys)
+    assert code == 0
+    runs = {r["run"]: r for r in result["runs"]}
+    assert set(runs) == {"dev:static", "prod:adaptive:data_groups=3,weights=1/1/1"}
+    assert runs["dev:static"]["reserved"] == {
+        "warriors": 4,
+        "troops": 8,
+        "data_groups": 16,
+    }  # scaled by R 100 / 50
+    varied = runs["prod:adaptive:data_groups=3,weights=1/1/1"]
+    assert varied["reserved"]["data_groups"] == 3 and varied["weights"]["data_groups"] == 1.0
+    for r in runs.values():
+        assert r["rows_exact"], r["verify"]
+        assert r["calls"] >= TINY_CALLS == r["calls_needed"]
+        assert 0 < r["accepted_vs_rate"] <= 1.2
+        assert r["time_vs_ideal"] > 0 and r["instance_s"] > 0
+        assert 1 <= sum(r["instances"].values()) <= sum(r["reserved"].values())
+        assert all(r["instances"][s] <= r["reserved"][s] for s in r["reserved"])
+    assert len(result["targets"]) == 6

@@ -105,3 +105,9 @@ def test_serve_reports_a_taken_port(serve: Any, capsys: pytest.CaptureFixture[st
 def test_serve_reports_an_invalid_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert serve_from_args(_parse(["--port", "0", "--error-rate-5xx", "2"])) == 2
     assert "error_rate_5xx" in capsys.readouterr().err
+
+
+def test_latency_jitter_is_taken_in_milliseconds() -> None:
+    config = config_from_args(_parse(["--latency-ms", "30", "--latency-jitter-ms", "50"]))
+    assert config.latency_s == pytest.approx(0.03)
+    assert config.latency_jitter_s == pytest.approx(0.05)
