@@ -150,6 +150,7 @@ class StageFleet:
     init_s: float = 0.0
     invocations: int = 0
     stats: CallStats = dataclasses.field(default_factory=CallStats)
+    cv: threading.Condition = dataclasses.field(default_factory=threading.Condition)
 
 
 class Fleet:
@@ -161,8 +162,14 @@ class Fleet:
         self.settings, self.url, self.cold_start_s = settings, url, cold_start_s
         self.storage = EventStorage(storage, self)
         self.policy = retry_policy(settings)
-        self.stages = {s.name: StageFleet(s, settings.stage(s.name).reserved_concurrency) for s in STAGES}
-        self.cv = threading.Condition()
+        self.lock = threading.Lock()  # one lock; a condition per stage wakes only its instances
+        self.stages = {
+            s.name: StageFleet(
+                s, settings.stage(s.name).reserved_concurrency, cv=threading.Condition(self.lock)
+            )
+            for s in STAGES
+        }
+        self.cv = threading.Condition(self.lock)  # the run's end
         self.outstanding = 0
         self.threads: list[threading.Thread] = []
         self.gave_up = 0
@@ -182,7 +189,7 @@ class Fleet:
                 t = threading.Thread(target=self._instance, args=(f,), daemon=True)
                 self.threads.append(t)
                 t.start()
-            self.cv.notify_all()
+            f.cv.notify()
 
     def _instance(self, f: StageFleet) -> None:
         """One Lambda instance: a cold start, then invocations until the run is over."""
@@ -207,7 +214,7 @@ class Fleet:
             with self.cv:
                 f.idle += 1
                 while not f.waiting and self.outstanding > 0:
-                    self.cv.wait()
+                    f.cv.wait()
                 f.idle -= 1
                 if not f.waiting:
                     return
@@ -224,7 +231,14 @@ class Fleet:
                 f.invocations += 1
                 self.gave_up += isinstance(outcome, GaveUp)
                 self.outstanding -= 1
-                self.cv.notify_all()
+                if self.outstanding == 0:
+                    self._wake_all()
+
+    def _wake_all(self) -> None:
+        """The run is over: every instance and the waiter (the lock is held)."""
+        self.cv.notify_all()
+        for f in self.stages.values():
+            f.cv.notify_all()
 
     def calls(self) -> tuple[int, int]:
         snaps = [f.stats.snapshot() for f in self.stages.values()]
@@ -238,8 +252,8 @@ class Fleet:
                 self.cv.wait(timeout=every_s)
             samples.append((time.monotonic(), *self.calls()))
         samples.append((time.monotonic(), *self.calls()))
-        with self.cv:
-            self.cv.notify_all()
+        with self.lock:
+            self._wake_all()
         for t in self.threads:
             t.join(timeout=5)
 

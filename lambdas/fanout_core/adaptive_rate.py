@@ -61,13 +61,18 @@ class Tuning:
     """Calls/s the rate never falls below (or the bound, if that is lower)."""
 
 
-def new_state(rate: float, now: float) -> list[float]:
-    """A fresh state that paces at ``rate`` from ``now``."""
+def new_state(rate: float, now: float, *, probe_from: Tuning | None = None) -> list[float]:
+    """A fresh state that paces at ``rate`` from ``now``: discovering (doubling until a 429),
+    or, with ``probe_from``, taking ``rate`` as known to be safe and probing above it at once
+    (a fleet instance's static share: many instances doubling at once would flood Hermes)."""
     s = [0.0] * STATE_SIZE
     s[RATE] = rate
     s[NEXT] = now
     s[GROWN_AT] = s[SLOT_AT] = now
     s[CUT_AT] = -1e18
+    if probe_from is not None:
+        s[W_MAX] = rate / probe_from.hold
+        s[CUT_AT] = now - probe_from.recover_s - probe_from.hold_s
     return s
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fanout_core.adaptive_rate import Tuning
 from fanout_core.hermes import CallStats, HermesClient, PacerLike
 from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.retry import RetryPolicy
@@ -40,6 +41,10 @@ def hermes_client(
     )
 
 
+FLEET_TUNING = Tuning(hold_s=12.0)
+"""Instances probe independently, so each probes rarely: a fleet of N makes N probes."""
+
+
 def instance_pacer(settings: EnvironmentSettings, stage_name: str) -> Pacer | AdaptivePacer:
     """The pacer one Lambda instance of a stage builds at its cold start.
 
@@ -49,7 +54,9 @@ def instance_pacer(settings: EnvironmentSettings, stage_name: str) -> Pacer | Ad
     """
     share = settings.instance_rate(stage_name)
     if settings.pacing == "adaptive":
-        return AdaptivePacer(settings.hermes_rate_limit, start=share)
+        return AdaptivePacer(
+            settings.hermes_rate_limit, start=share, tuning=FLEET_TUNING, probe_from_start=True
+        )
     return Pacer(share)
 
 

@@ -154,6 +154,7 @@ class AdaptivePacer(ControlledPacer):
         start: float | None = None,
         burst: float | None = None,
         tuning: Tuning | None = None,
+        probe_from_start: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -163,7 +164,9 @@ class AdaptivePacer(ControlledPacer):
         if first <= 0:
             raise ValueError("start rate must be positive")
         size = burst if burst is not None else min(first * 0.1, 10.0)
-        super().__init__(Controller(bound, size, tuning), new_state(first, clock()), clock=clock, sleep=sleep)
+        controller = Controller(bound, size, tuning)
+        state = new_state(first, clock(), probe_from=controller.t if probe_from_start else None)
+        super().__init__(controller, state, clock=clock, sleep=sleep)
         self._lock = threading.Lock()
 
     @contextmanager

@@ -215,3 +215,13 @@ def test_a_429_at_the_configured_rate_climbs_back_to_it() -> None:
     pacer.on_throttled(1.0)  # a clump at the told R, not a lower limit
     crawl(pacer, t, HiddenLimit(t, 1e9, 1e8), Tuning().recover_s + 0.5)
     assert pacer.rate == pytest.approx(200.0)
+
+
+def test_a_fleet_instance_probes_gently_from_its_share_instead_of_doubling() -> None:
+    t = FakeTime()
+    pacer = AdaptivePacer(1000.0, start=10.0, probe_from_start=True, clock=t.clock, sleep=t.sleep)
+    server = HiddenLimit(t, 1e9, 1e8)
+    crawl(pacer, t, server, 1.0)
+    assert 10.0 <= pacer.rate < 15.0  # discovering would have doubled four times
+    crawl(pacer, t, server, 6.0)
+    assert pacer.rate > 20.0  # but it does climb to take an idle share
