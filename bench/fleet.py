@@ -363,6 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = SimConfig.from_size(
         "full",
         warriors=args.warriors,
+        records_per_group=args.records_per_group,
         token=TOKEN,
         rate_limit=args.rate,
         latency_s=args.latency_ms[0] / 1000.0,
@@ -466,6 +467,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.split("\n")[0])
     p.add_argument("--rate", type=float, default=200.0, help="Hermes' limit R in calls/s (default 200)")
     p.add_argument("--warriors", type=int, default=10, help="warriors of the full preset (10: 10,211 calls)")
+    p.add_argument(
+        "--records-per-group",
+        type=int,
+        default=24,
+        help="records per data group (24, the full preset's; fewer: less CPU per call on a busy machine)",
+    )
     p.add_argument("--size", default=None, help="a named simulator preset instead (tiny for a smoke run)")
     p.add_argument("--latency-ms", type=float, nargs=2, default=(30.0, 80.0), help="min and max per request")
     p.add_argument("--cold-start-s", type=float, default=0.8, help="a new instance's init time")
