@@ -116,9 +116,11 @@ def make_clients(
 
 
 def make_budget(settings: EnvironmentSettings, concurrency: dict[str, int]) -> SharedBudget:
-    """The run's one rate budget: R from the settings, a burst of one call per worker."""
-    burst = max(1.0, min(float(sum(concurrency.values())), settings.hermes_rate_limit / 20))
-    return SharedBudget(settings.hermes_rate_limit, burst)
+    """The run's one adaptive rate budget: bounded by R, starting at ``hermes_rate_start``
+    (R if not given), a burst of one call per worker."""
+    start = settings.hermes_rate_start or settings.hermes_rate_limit
+    burst = max(1.0, min(float(sum(concurrency.values())), min(start, settings.hermes_rate_limit) / 20))
+    return SharedBudget(settings.hermes_rate_limit, burst, start=start)
 
 
 def start_run(

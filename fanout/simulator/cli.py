@@ -69,6 +69,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hang-rate", type=share, default=None, help="share of calls that hang (0 to 1)")
     g.add_argument("--hang-s", type=non_negative_float, default=None, help="seconds a hang lasts")
     g.add_argument("--latency-ms", type=non_negative_float, default=None, help="added to every request")
+    g.add_argument(
+        "--latency-jitter-ms",
+        type=non_negative_float,
+        default=None,
+        help="plus a uniform draw from [0, this) per request",
+    )
     g.add_argument("--not-found", action="append", default=None, metavar="ID", help="answer 404 (repeat)")
     g.add_argument("--fault-seed", type=integer, default=None, help="seed of the injected faults")
     h = parser.add_argument_group("hostile modes (off by default; see SimConfig for the truth under each)")
@@ -165,6 +171,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             changes[name] = value
     if getattr(args, "latency_ms", None) is not None:
         changes["latency_s"] = args.latency_ms / 1000.0
+    if getattr(args, "latency_jitter_ms", None) is not None:
+        changes["latency_jitter_s"] = args.latency_jitter_ms / 1000.0
     if getattr(args, "not_found", None):
         changes["not_found_ids"] = frozenset(args.not_found)
     if getattr(args, "cursor_loop_id", None):

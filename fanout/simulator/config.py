@@ -59,6 +59,8 @@ class SimConfig:
     hang_rate: float = 0.0
     hang_s: float = 5.0
     latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    """Each request waits ``latency_s`` plus a uniform draw from [0, latency_jitter_s)."""
     not_found_ids: frozenset[str] = frozenset()
     fault_seed: int | None = None
 
@@ -154,8 +156,8 @@ class SimConfig:
             raise ValueError("rate_burst must be >= 1")
         if self.retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
-        if self.hang_s < 0 or self.latency_s < 0:
-            raise ValueError("hang_s and latency_s must be >= 0")
+        if self.hang_s < 0 or self.latency_s < 0 or self.latency_jitter_s < 0:
+            raise ValueError("hang_s, latency_s and latency_jitter_s must be >= 0")
         if not self.token:
             raise ValueError("token must not be empty")
 

@@ -131,8 +131,8 @@ class HermesSimulator:
         # Split BEFORE decoding: an id may hold "%2F", which must not become a separator.
         segments = [unquote(s) for s in raw_path.split("/")]
         stopping = h.server.stopping
-        if c.latency_s:
-            stopping.wait(c.latency_s)
+        if c.latency_s or c.latency_jitter_s:
+            stopping.wait(c.latency_s + random.random() * c.latency_jitter_s)
 
         if segments == ["", "v1", "health"]:
             return _json_response(200, {"status": "ok"}, kind="health")

@@ -29,12 +29,11 @@ from fanout_aws.events import Refusal, Scope, decode_event
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
-from fanout_core.assembly import hermes_client, retry_policy
+from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import BadTask, SettingsError
 from fanout_core.failures import failure_record_for, now_iso, write_failure
 from fanout_core.hermes import CallStats, HermesClient
-from fanout_core.pacing import Pacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.storage import Storage
@@ -78,7 +77,7 @@ class StageRuntime:
             settings,
             url=settings.hermes_url,
             token=token,
-            pacer=Pacer(settings.instance_rate(config.stage.name)),
+            pacer=instance_pacer(settings, config.stage.name),
             stats=stats,
             pool_size=4,
         )

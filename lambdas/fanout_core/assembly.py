@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fanout_core.adaptive_rate import Tuning
 from fanout_core.hermes import CallStats, HermesClient, PacerLike
+from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.retry import RetryPolicy
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import StageTable
@@ -37,6 +39,25 @@ def hermes_client(
         stats=stats,
         pool_size=pool_size,
     )
+
+
+FLEET_TUNING = Tuning(hold_s=12.0)
+"""Instances probe independently, so each probes rarely: a fleet of N makes N probes."""
+
+
+def instance_pacer(settings: EnvironmentSettings, stage_name: str) -> Pacer | AdaptivePacer:
+    """The pacer one Lambda instance of a stage builds at its cold start.
+
+    It starts at the instance's share, ``R x weight / sum(weights) / reserved_concurrency``,
+    so that all instances together start under R; ``static`` keeps to it, ``adaptive``
+    probes above it up to R and backs off on 429s.
+    """
+    share = settings.instance_rate(stage_name)
+    if settings.pacing == "adaptive":
+        return AdaptivePacer(
+            settings.hermes_rate_limit, start=share, tuning=FLEET_TUNING, probe_from_start=True
+        )
+    return Pacer(share)
 
 
 def retry_policy(settings: EnvironmentSettings) -> RetryPolicy:

@@ -1,15 +1,24 @@
 """Client-side pacing: each instance keeps to its share of Hermes' rate limit.
 
-S3 events cannot be rate-limited, so every concurrent instance paces itself to
-``R_stage / reserved_concurrency`` calls/s; together they never exceed R. A 429
-halves the pace for a while; it climbs back as calls succeed (AIMD).
+S3 events cannot be rate-limited, so every concurrent instance paces itself.
+``Pacer`` (static) keeps to a fixed ``R_stage / reserved_concurrency``: together the
+instances never exceed R; a 429 halves the pace and it climbs back as calls succeed.
+``AdaptivePacer`` starts from a rate and finds the server's real limit from its 429s
+(``fanout_core.adaptive_rate``), never above its bound R: for a limit not told or told
+too high, and for a fleet whose idle shares should flow to the busy stage.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableSequence
+from contextlib import contextmanager
+
+from fanout_core.adaptive_rate import RATE, Controller, Tuning, new_state
+
+RECHECKS = 8
+"""How often one acquire may re-take its slot after cuts (each is a fresh, later slot)."""
 
 
 class Pacer:
@@ -74,6 +83,96 @@ class Pacer:
         if self.rate < self.target_rate:
             with self._lock:
                 self.rate = min(self.target_rate, self.rate + self.target_rate * self._recovery)
+
+
+class ControlledPacer:
+    """The ``PacerLike`` calls over a controller and a state vector; subclasses say where
+    the state lives and what lock guards it."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        state: MutableSequence[float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.controller = controller
+        self.state = state
+        self._clock = clock
+        self._sleep = sleep
+        self._mine = threading.local()
+
+    @contextmanager
+    def locked(self) -> Iterator[bool]:
+        """Hold the state's lock; yields False if it could not be had (then act alone)."""
+        raise NotImplementedError
+        yield False  # pragma: no cover
+
+    @property
+    def rate(self) -> float:
+        return self.state[RATE]
+
+    def acquire(self) -> float:
+        """Wait for this call's slot; a slot taken before a cut is re-taken at the new pace."""
+        now = self._clock()
+        with self.locked() as ok:
+            wait = self.controller.reserve(self.state, now) if ok else 1.0 / self.state[RATE]
+        reserved, waited = now, 0.0
+        for _ in range(RECHECKS):
+            if wait <= 0:
+                break
+            self._sleep(wait)
+            waited += wait
+            now = self._clock()
+            with self.locked() as ok:
+                wait = self.controller.recheck(self.state, now, reserved) if ok else 0.0
+            if wait > 0:
+                reserved = now
+        self._mine.reserved = reserved
+        return waited
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        with self.locked() as ok:
+            if ok:
+                sent_at = getattr(self._mine, "reserved", None)
+                self.controller.throttled(self.state, self._clock(), sent_at, retry_after)
+
+    def on_success(self) -> None:
+        with self.locked() as ok:
+            if ok:
+                self.controller.succeeded(self.state, self._clock())
+
+
+class AdaptivePacer(ControlledPacer):
+    """An adaptive pacer for the threads of one process (a Lambda instance, a bench)."""
+
+    def __init__(
+        self,
+        bound: float,
+        *,
+        start: float | None = None,
+        burst: float | None = None,
+        tuning: Tuning | None = None,
+        probe_from_start: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if bound <= 0:
+            raise ValueError("rate must be positive")
+        first = min(bound, start) if start else bound
+        if first <= 0:
+            raise ValueError("start rate must be positive")
+        size = burst if burst is not None else min(first * 0.1, 10.0)
+        controller = Controller(bound, size, tuning)
+        state = new_state(first, clock(), probe_from=controller.t if probe_from_start else None)
+        super().__init__(controller, state, clock=clock, sleep=sleep)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[bool]:
+        with self._lock:
+            yield True
 
 
 class NoPacer:

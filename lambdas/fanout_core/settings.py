@@ -27,6 +27,10 @@ ENGINES = ("s3_events", "queue")
 """How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
 asynchronously (Lambda's internal queue, its event age, an on-failure queue);
 ``queue`` sends them to the stage's SQS queue, which the function consumes."""
+PACINGS = ("static", "adaptive")
+"""How each Lambda instance paces: ``static`` keeps to its fixed share of R (stage weight,
+then reserved concurrency); ``adaptive`` starts there and probes up to R, backing off on
+429s, so the shares of idle stages flow to busy ones (``fanout_core.adaptive_rate``)."""
 ESM_MIN_CONCURRENCY = 2
 """The floor of an SQS event source mapping's ``MaximumConcurrency`` (2-1,000)."""
 
@@ -53,7 +57,13 @@ class EnvironmentSettings:
     hermes_url: str = "http://127.0.0.1:8080"
     token_secret_name: str = ""
     hermes_rate_limit: float = 500.0
-    """Calls per second Hermes allows the pipeline's token, across every stage."""
+    """Calls per second Hermes allows the pipeline's token, across every stage: an upper
+    bound pacing never exceeds (adaptive pacing finds a lower real limit from 429s)."""
+    hermes_rate_start: float | None = None
+    """Calls/s a local run's adaptive budget starts from when R is not known exactly
+    (None: R itself); it climbs from there to the real limit in about a second."""
+    pacing: str = "static"
+    """One of ``PACINGS``: how each Lambda instance paces."""
     hermes_page_size: int = 100
     hermes_timeout_s: float = 20.0
     """Read timeout of one Hermes call; a call past it is a transient failure."""
@@ -197,6 +207,12 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
                     f"engine queue caps each stage with an event source mapping's MaximumConcurrency, "
                     f"which is at least {ESM_MIN_CONCURRENCY}"
                 )
+    pacing = raw.get("pacing", d.pacing)
+    if pacing not in PACINGS:
+        raise SettingsError(f"{where}.pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
+    rate_start = raw.get("hermes_rate_start")
+    if rate_start is not None:
+        rate_start = _num(f"{where}.hermes_rate_start", rate_start, 0.1, 1e6)
     base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
     top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
     if top < base:
@@ -213,6 +229,8 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
             0.1,
             1e6,
         ),
+        hermes_rate_start=rate_start,
+        pacing=pacing,
         hermes_page_size=_int(
             f"{where}.hermes_page_size", raw.get("hermes_page_size", d.hermes_page_size), 1, 1000
         ),

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import ratelimit, throughput  # noqa: E402
+from bench import fleet, ratelimit, throughput  # noqa: E402
 from fanout.simulator import SimConfig, Universe  # noqa: E402
 
 TINY = SimConfig.from_size("tiny")
@@ -69,21 +69,46 @@ def test_throughput_fanout_and_plain_write_exactly_the_truth(capsys):
 
 
 @pytest.mark.slow
-def test_ratelimit_reports_paced_and_unpaced_runs(capsys):
+def test_ratelimit_reports_paced_untold_and_unpaced_runs(capsys):
     code, result = run_json(ratelimit.main, ["--size", "tiny", "--rate", "400"], capsys)
     assert code == 0
-    runs = {("paced" if r["pacing"] else "unpaced"): r for r in result["runs"]}
-    assert set(runs) == {"paced", "unpaced"}
+    runs = {r["mode"]: r for r in result["runs"]}
+    assert set(runs) == {"paced", "untold", "unpaced"}
+    assert runs["paced"]["rate_told"] == 400 and runs["untold"]["rate_told"] == 100_000
     for r in runs.values():
         assert r["rows_exact"] and r["failures"] == 0, r["verify"]
         assert r["calls_needed"] == TINY_CALLS
         assert r["calls"] >= TINY_CALLS  # 429s and retries only add calls
         assert 0.0 <= r["throttled_share"] <= 1.0
         assert r["elapsed_s"] > 0 and r["ideal_s"] == round(TINY_CALLS / 400, 2)
-    assert len(result["targets"]) == 3  # judged on the paced run only
+    assert len(result["targets"]) == 6  # judged on the paced runs only
 
 
 def test_ratelimit_shape_has_about_the_calls_asked_for():
     for calls in (4_000, 20_000):
         config = ratelimit.shape(calls, None, 0.5, 200.0, None)
         assert abs(Universe(config).expected_calls(100) - calls) <= ratelimit.CALLS_PER_WARRIOR / 2
+
+
+def test_fleet_runs_a_tiny_tree_as_static_and_adaptive_fleets(capsys):
+    argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
+    argv += ["--runs", "dev:static,prod:adaptive:data_groups=3,weights=1/1/1"]
+    code, result = run_json(fleet.main, argv, capsys)
+    assert code == 0
+    runs = {r["run"]: r for r in result["runs"]}
+    assert set(runs) == {"dev:static", "prod:adaptive:data_groups=3,weights=1/1/1"}
+    assert runs["dev:static"]["reserved"] == {
+        "warriors": 4,
+        "troops": 8,
+        "data_groups": 16,
+    }  # scaled by R 100 / 50
+    varied = runs["prod:adaptive:data_groups=3,weights=1/1/1"]
+    assert varied["reserved"]["data_groups"] == 3 and varied["weights"]["data_groups"] == 1.0
+    for r in runs.values():
+        assert r["rows_exact"], r["verify"]
+        assert r["calls"] >= TINY_CALLS == r["calls_needed"]
+        assert 0 < r["accepted_vs_rate"] <= 1.2
+        assert r["time_vs_ideal"] > 0 and r["instance_s"] > 0
+        assert 1 <= sum(r["instances"].values()) <= sum(r["reserved"].values())
+        assert all(r["instances"][s] <= r["reserved"][s] for s in r["reserved"])
+    assert len(result["targets"]) == 6

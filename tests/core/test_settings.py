@@ -71,6 +71,11 @@ def stages(**per_stage: dict[str, Any]) -> dict[str, Any]:
         pytest.param({"hermes_url": 8080}, "hermes_url must be a string", id="url-not-string"),
         pytest.param({"region": 1}, "region must be a string", id="region-not-string"),
         pytest.param({"hermes_rate_limit": 0}, "hermes_rate_limit", id="rate-0"),
+        pytest.param({"hermes_rate_start": 0}, "hermes_rate_start", id="rate-start-0"),
+        pytest.param(
+            {"hermes_rate_start": "fast"}, "hermes_rate_start must be a number", id="rate-start-text"
+        ),
+        pytest.param({"pacing": "shared"}, "pacing must be one of static, adaptive", id="pacing"),
         pytest.param({"hermes_page_size": 1001}, "hermes_page_size", id="page-size-1001"),
         pytest.param({"max_attempts": 0}, "max_attempts", id="attempts-0"),
         pytest.param({"retry_base_delay_s": 901}, "retry_base_delay_s", id="base-delay-901"),

@@ -109,6 +109,22 @@ def test_hang_makes_the_client_time_out(serve: Any, session: requests.Session) -
     assert sim.stats.hangs == 1
 
 
+def test_latency_jitter_adds_a_draw_within_its_range(serve: Any, session: requests.Session) -> None:
+    sim = serve(SimConfig(latency_s=0.05, latency_jitter_s=0.1))
+    spent = []
+    for _ in range(4):
+        t0 = time.monotonic()
+        session.get(f"{sim.url}/v1/warriors", timeout=5).raise_for_status()
+        spent.append(time.monotonic() - t0)
+    assert min(spent) >= 0.05
+    assert len({round(s, 3) for s in spent}) > 1  # not one fixed delay
+
+
+def test_a_negative_latency_jitter_is_refused() -> None:
+    with pytest.raises(ValueError, match="latency_jitter_s"):
+        SimConfig(latency_jitter_s=-0.01)
+
+
 def test_latency_delays_every_request(serve: Any, session: requests.Session) -> None:
     sim = serve(SimConfig(latency_s=0.15))
     t0 = time.monotonic()

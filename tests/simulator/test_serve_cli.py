@@ -106,3 +106,9 @@ def test_serve_reports_an_invalid_config(capsys: pytest.CaptureFixture[str]) -> 
     # Each share is in [0, 1] (argparse checks that); together they exceed 1.
     assert serve_from_args(_parse(["--port", "0", "--error-rate-5xx", "0.6", "--error-rate-429", "0.6"])) == 2
     assert "error_rate_429 + error_rate_5xx" in capsys.readouterr().err
+
+
+def test_latency_jitter_is_taken_in_milliseconds() -> None:
+    config = config_from_args(_parse(["--latency-ms", "30", "--latency-jitter-ms", "50"]))
+    assert config.latency_s == pytest.approx(0.03)
+    assert config.latency_jitter_s == pytest.approx(0.05)

@@ -1,0 +1,498 @@
+"""Fleet: what the deployed design achieves against Hermes' limit R, measured on one machine.
+
+``python -m bench.fleet [--rate 200] [--warriors 10] [--runs dev:static,...] [--billing] [--json]``
+
+Each stage runs as a fleet of "instances" (threads), at most its reserved concurrency
+(the environment's settings from cdk.json, read by ``fanout_core.settings``), each with
+the pacer and Hermes client a Lambda cold start builds (``assembly.instance_pacer``,
+``assembly.hermes_client``), and nothing shared between instances. Task objects are
+dispatched as S3 events would be: every object created under a stage's prefix is an
+event for that stage; an idle warm instance takes it, else a new instance starts (after
+``--cold-start-s``, billed as init) while the stage is under its reservation, else the
+event waits (Lambda's internal queue). Each event runs the core's ``attempt_task`` /
+``run_task`` over a local directory, with retries re-dispatched after their delay. The
+simulator (its own process) enforces R with a token bucket and answers every request
+after 30-80 ms (jittered).
+
+R is scaled from the environments' own (dev 50, prod 500) to ``--rate`` (default 200) so
+that a tree of >= 10,000 calls takes about a minute per run, and every reservation is
+scaled with it (dev 2/4/8 becomes 8/16/32, prod 5/20/100 becomes 2/8/40): each
+instance keeps the deployed share of R, and with it the deployed ratio of pacing to
+latency (Little's law). Weights are the environments'; the retry delays are the local
+ones (0.05-1 s) instead of minutes. An override ``stage=N`` sets a scaled reservation.
+
+Figures per run: accepted calls/s / R over the whole run and its middle 80 % (steady),
+the share of 429s, run time / (N / R) with N the calls the tree needs, and instance-seconds
+(init + invocations: what Lambda bills, times memory) per 1,000 calls. ``--billing`` adds
+prod-shaped variants of reservation and weights (the idle-billing table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from bench.common import TOKEN, machine, print_table
+from fanout.simulator import SimConfig, Universe, run_in_subprocess
+from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
+from fanout_core.hermes import CallStats
+from fanout_core.pipeline import TaskContext, TaskResult, run_task
+from fanout_core.retry import Attempt, GaveUp, RetryLater, attempt_task
+from fanout_core.settings import EnvironmentSettings, load_environment
+from fanout_core.stages import STAGES, Stage
+from fanout_core.storage import LocalDirStorage, Storage
+
+CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
+PAGE_SIZE = 100
+RUN_ID = "fleet"
+DEFAULT_RUNS = "dev:static,dev:adaptive,prod:static,prod:adaptive"
+BILLING_RUNS = (
+    "prod:adaptive:data_groups=20",
+    "prod:adaptive:data_groups=12",
+    "prod:adaptive:weights=1/1/1",
+)
+"""The idle-billing variants: the reservation halved, quartered, and equal stage weights."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    env: str
+    pacing: str
+    reserved: dict[str, int]
+    weights: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        extra = [f"{k}={v}" for k, v in self.reserved.items()]
+        if self.weights:
+            extra.append("weights=" + "/".join(f"{w:g}" for w in self.weights.values()))
+        return ":".join([self.env, self.pacing, *([",".join(extra)] if extra else [])])
+
+
+def parse_run(text: str) -> RunSpec:
+    """``env:pacing[:stage=reserved,...,weights=a/b/c]``."""
+    env, _, rest = text.partition(":")
+    pacing, _, extra = rest.partition(":")
+    reserved: dict[str, int] = {}
+    weights: dict[str, float] = {}
+    for part in filter(None, extra.split(",")):
+        name, _, value = part.partition("=")
+        if name == "weights":
+            weights = dict(zip(STAGES.names, (float(v) for v in value.split("/")), strict=True))
+        elif name in STAGES.names:
+            reserved[name] = int(value)
+        else:
+            raise SystemExit(f"unknown override {name!r} in run {text!r}")
+    return RunSpec(env, pacing or "static", reserved, weights)
+
+
+def fleet_settings(spec: RunSpec, rate: float) -> EnvironmentSettings:
+    """The environment's settings with R scaled to ``rate`` and every reservation with it (so
+    each instance's share of R, and what it can do at the latency, stay the deployed ones),
+    local retry delays, the run's pacing and overrides."""
+    settings = load_environment(spec.env, CDK_JSON)
+    scale = rate / settings.hermes_rate_limit
+    stages = {
+        name: dataclasses.replace(s, reserved_concurrency=max(1, round(s.reserved_concurrency * scale)))
+        for name, s in settings.stages.items()
+    }
+    for name, value in spec.reserved.items():
+        stages[name] = dataclasses.replace(stages[name], reserved_concurrency=value)
+    for name, weight in spec.weights.items():
+        stages[name] = dataclasses.replace(stages[name], rate_weight=weight)
+    return dataclasses.replace(
+        settings,
+        hermes_rate_limit=rate,
+        pacing=spec.pacing,
+        retry_base_delay_s=0.05,
+        retry_max_delay_s=1.0,
+        stages=stages,
+    )
+
+
+class EventStorage:
+    """Storage whose created task objects are events for their stage, like the bucket's."""
+
+    def __init__(self, inner: Storage, fleet: Fleet) -> None:
+        self.inner, self.fleet = inner, fleet
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, body: bytes) -> None:
+        self.inner.put(key, body)
+        self.fleet.event(key)
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        created = self.inner.put_if_absent(key, body)
+        if created:
+            self.fleet.event(key)
+        return created
+
+
+@dataclasses.dataclass
+class StageFleet:
+    stage: Stage
+    reserved: int
+    waiting: deque[Attempt] = dataclasses.field(default_factory=deque)
+    instances: int = 0
+    idle: int = 0
+    busy_s: float = 0.0
+    init_s: float = 0.0
+    invocations: int = 0
+    stats: CallStats = dataclasses.field(default_factory=CallStats)
+    cv: threading.Condition = dataclasses.field(default_factory=threading.Condition)
+
+
+class Fleet:
+    """Per stage, up to its reservation of instances, each a thread with its own pacer."""
+
+    def __init__(
+        self, settings: EnvironmentSettings, url: str, storage: Storage, cold_start_s: float
+    ) -> None:
+        self.settings, self.url, self.cold_start_s = settings, url, cold_start_s
+        self.storage = EventStorage(storage, self)
+        self.policy = retry_policy(settings)
+        self.lock = threading.Lock()  # one lock; a condition per stage wakes only its instances
+        self.stages = {
+            s.name: StageFleet(
+                s, settings.stage(s.name).reserved_concurrency, cv=threading.Condition(self.lock)
+            )
+            for s in STAGES
+        }
+        self.cv = threading.Condition(self.lock)  # the run's end
+        self.outstanding = 0
+        self.threads: list[threading.Thread] = []
+        self.gave_up = 0
+
+    def event(self, key: str) -> None:
+        stage = STAGES.for_key(key)
+        if stage is not None:
+            self.dispatch(stage.name, Attempt(key=key))
+
+    def dispatch(self, stage_name: str, attempt: Attempt) -> None:
+        f = self.stages[stage_name]
+        with self.cv:
+            self.outstanding += 1
+            f.waiting.append(attempt)
+            if f.idle == 0 and f.instances < f.reserved:
+                f.instances += 1
+                t = threading.Thread(target=self._instance, args=(f,), daemon=True)
+                self.threads.append(t)
+                t.start()
+            f.cv.notify()
+
+    def _instance(self, f: StageFleet) -> None:
+        """One Lambda instance: a cold start, then invocations until the run is over."""
+        t0 = time.monotonic()
+        time.sleep(self.cold_start_s)
+        client = hermes_client(
+            self.settings,
+            url=self.url,
+            token=TOKEN,
+            pacer=instance_pacer(self.settings, f.stage.name),
+            stats=f.stats,
+            pool_size=2,
+        )
+        ctx = TaskContext(storage=self.storage, hermes=client, settings=self.settings)
+        with self.cv:
+            f.init_s += time.monotonic() - t0
+
+        def work(a: Attempt) -> TaskResult:
+            return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
+
+        while True:
+            with self.cv:
+                f.idle += 1
+                while not f.waiting and self.outstanding > 0:
+                    f.cv.wait()
+                f.idle -= 1
+                if not f.waiting:
+                    return
+                attempt = f.waiting.popleft()
+            start = time.monotonic()
+            outcome = attempt_task(attempt, work, self.storage.inner, self.policy)
+            spent = time.monotonic() - start
+            if isinstance(outcome, RetryLater):
+                timer = threading.Timer(outcome.delay_s, self.dispatch, (f.stage.name, outcome.attempt))
+                timer.daemon = True
+                timer.start()
+            with self.cv:
+                f.busy_s += spent
+                f.invocations += 1
+                self.gave_up += isinstance(outcome, GaveUp)
+                self.outstanding -= 1
+                if self.outstanding == 0:
+                    self._wake_all()
+
+    def _wake_all(self) -> None:
+        """The run is over: every instance and the waiter (the lock is held)."""
+        self.cv.notify_all()
+        for f in self.stages.values():
+            f.cv.notify_all()
+
+    def calls(self) -> tuple[int, int]:
+        snaps = [f.stats.snapshot() for f in self.stages.values()]
+        return int(sum(s["calls"] for s in snaps)), int(sum(s["throttled"] for s in snaps))
+
+    def wait(self, samples: list[tuple[float, int, int]], every_s: float = 0.5) -> None:
+        while True:
+            with self.cv:
+                if self.outstanding == 0:
+                    break
+                self.cv.wait(timeout=every_s)
+            samples.append((time.monotonic(), *self.calls()))
+        samples.append((time.monotonic(), *self.calls()))
+        with self.lock:
+            self._wake_all()
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+def steady_rate(samples: list[tuple[float, int, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
+    """Accepted calls/s between ``lo`` and ``hi`` of the run (None if too short)."""
+    if len(samples) < 5:
+        return None
+    t0, t1 = samples[0][0], samples[-1][0]
+    a = min(samples, key=lambda s: abs(s[0] - (t0 + lo * (t1 - t0))))
+    b = min(samples, key=lambda s: abs(s[0] - (t0 + hi * (t1 - t0))))
+    if b[0] <= a[0]:
+        return None
+    return ((b[1] - b[2]) - (a[1] - a[2])) / (b[0] - a[0])
+
+
+def run_once(
+    spec: RunSpec, config: SimConfig, rate: float, work: Path, cold_start_s: float
+) -> dict[str, Any]:
+    """One crawl of a fresh rate-limited simulator by a fleet shaped like ``spec``."""
+    from fanout.audit import compare, output_rows
+    from fanout.start_run import seed_manifest
+    from fanout_core.bodies import manifest_body
+
+    settings = fleet_settings(spec, rate)
+    out = work / spec.label.replace(":", "_").replace("/", "-").replace(",", "_")
+    storage = LocalDirStorage(out)
+    universe = Universe(config)
+    needed = universe.expected_calls(PAGE_SIZE)
+    load_before = machine()["load_1m"]
+    with run_in_subprocess(config) as url:
+        fleet = Fleet(settings, url, storage, cold_start_s)
+        samples: list[tuple[float, int, int]] = [(time.monotonic(), 0, 0)]
+        start = time.monotonic()
+        seed_manifest(storage, RUN_ID, manifest_body(None), STAGES)
+        fleet.event(STAGES.seed(RUN_ID).key)
+        fleet.wait(samples)
+        elapsed = time.monotonic() - start
+    found, files = output_rows(storage, RUN_ID)
+    comparison = compare(found, universe.expected_rows())
+    calls, throttled = fleet.calls()
+    accepted = calls - throttled
+    steady = steady_rate(samples)
+    billed = sum(f.busy_s + f.init_s for f in fleet.stages.values())
+    gb_s = sum(
+        (f.busy_s + f.init_s) * settings.stage(name).memory_mb / 1024 for name, f in fleet.stages.items()
+    )
+    return {
+        "run": spec.label,
+        "env": spec.env,
+        "pacing": spec.pacing,
+        "rate_limit": rate,
+        "reserved": {name: f.reserved for name, f in fleet.stages.items()},
+        "weights": {name: settings.stage(name).rate_weight for name in fleet.stages},
+        "elapsed_s": round(elapsed, 2),
+        "ideal_s": round(needed / rate, 2),
+        "time_vs_ideal": round(elapsed / (needed / rate), 3),
+        "calls": calls,
+        "calls_needed": needed,
+        "accepted_vs_rate": round(accepted / elapsed / rate, 3),
+        "steady_accepted_vs_rate": round(steady / rate, 3) if steady is not None else None,
+        "throttled": throttled,
+        "throttled_share": round(throttled / calls, 4) if calls else 0.0,
+        "instances": {name: f.instances for name, f in fleet.stages.items()},
+        "invocations": sum(f.invocations for f in fleet.stages.values()),
+        "instance_s": round(billed, 1),
+        "instance_s_per_1k_calls": round(1000 * billed / max(calls, 1), 1),
+        "gb_s_per_1k_calls": round(1000 * gb_s / max(calls, 1), 1),
+        "per_stage": {
+            name: {
+                "calls": int(f.stats.calls),
+                "throttled": int(f.stats.throttled),
+                "instances": f.instances,
+                "instance_s": round(f.busy_s + f.init_s, 1),
+                "paced_s": round(f.stats.paced_s, 1),
+            }
+            for name, f in fleet.stages.items()
+        },
+        "rows_exact": comparison.exact and fleet.gave_up == 0,
+        "files": files,
+        "verify": comparison.summary(),
+        "load_1m_before": load_before,
+    }
+
+
+def judge(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "target": f"calls/s / R >= 0.95 ({r['run']})",
+            "value": r["accepted_vs_rate"],
+            "met": r["accepted_vs_rate"] >= 0.95,
+        },
+        {
+            "target": f"429s <= 1 % ({r['run']})",
+            "value": f"{100 * r['throttled_share']:.2f} %",
+            "met": r["throttled_share"] <= 0.01,
+        },
+        {
+            "target": f"time / (N/R) <= 1.08 ({r['run']})",
+            "value": r["time_vs_ideal"],
+            "met": r["time_vs_ideal"] <= 1.08,
+        },
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = SimConfig.from_size(
+        "full",
+        warriors=args.warriors,
+        records_per_group=args.records_per_group,
+        token=TOKEN,
+        rate_limit=args.rate,
+        latency_s=args.latency_ms[0] / 1000.0,
+        latency_jitter_s=(args.latency_ms[1] - args.latency_ms[0]) / 1000.0,
+    )
+    if args.size:
+        config = dataclasses.replace(
+            SimConfig.from_size(args.size),
+            token=TOKEN,
+            rate_limit=args.rate,
+            latency_s=config.latency_s,
+            latency_jitter_s=config.latency_jitter_s,
+        )
+    needed = Universe(config).expected_calls(PAGE_SIZE)
+    specs = [parse_run(r) for r in _split_runs(args.runs)]
+    if args.billing:
+        specs += [parse_run(r) for r in BILLING_RUNS]
+    sys.stderr.write(f"fleet: {needed:,} calls at R = {args.rate:g}/s (ideal {needed / args.rate:.1f} s)\n")
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="fanout-fleet-"))
+    try:
+        for spec in specs:
+            sys.stderr.write(f"  {spec.label}: crawling (load {machine()['load_1m']}) ...\n")
+            r = run_once(spec, config, args.rate, work, args.cold_start_s)
+            sys.stderr.write(
+                f"  {spec.label}: {r['elapsed_s']} s, {r['accepted_vs_rate']} R, {r['verify']}\n"
+            )
+            results.append(r)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "benchmark": "fleet",
+        "machine": machine(),
+        "rate_limit": args.rate,
+        "calls_needed": needed,
+        "latency_ms": list(args.latency_ms),
+        "cold_start_s": args.cold_start_s,
+        "runs": results,
+        "targets": [t for r in results for t in judge(r)],
+    }
+
+
+def _split_runs(text: str) -> list[str]:
+    """Runs are separated by ``+`` or by a comma that starts a new ``env:``."""
+    runs: list[str] = []
+    for part in text.replace("+", ",").split(","):
+        if ":" in part.split("=")[0] or not runs:
+            runs.append(part)
+        else:
+            runs[-1] += "," + part
+    return [r for r in runs if r]
+
+
+def print_report(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(
+        f"fleet: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s, latency "
+        f"{result['latency_ms'][0]:g}-{result['latency_ms'][1]:g} ms, "
+        f"cold start {result['cold_start_s']:g} s; "
+        f"{m['cpus']} cores, load {m['load_1m']} at the end"
+    )
+    headers = [
+        "run",
+        "reserved",
+        "elapsed s",
+        "x N/R",
+        "calls/s / R",
+        "steady / R",
+        "429 %",
+        "instances",
+        "inst-s",
+        "inst-s / 1k calls",
+        "GB-s / 1k calls",
+        "rows exact",
+    ]
+    rows = [
+        [
+            r["run"],
+            "/".join(str(v) for v in r["reserved"].values()),
+            r["elapsed_s"],
+            r["time_vs_ideal"],
+            r["accepted_vs_rate"],
+            r["steady_accepted_vs_rate"],
+            100 * r["throttled_share"],
+            "/".join(str(v) for v in r["instances"].values()),
+            r["instance_s"],
+            r["instance_s_per_1k_calls"],
+            r["gb_s_per_1k_calls"],
+            r["rows_exact"],
+        ]
+        for r in result["runs"]
+    ]
+    print_table(headers, rows, digits=3)
+    print()
+    print_table(
+        ["target", "this run", "met"], [[t["target"], t["value"], t["met"]] for t in result["targets"]]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=200.0, help="Hermes' limit R in calls/s (default 200)")
+    p.add_argument("--warriors", type=int, default=10, help="warriors of the full preset (10: 10,211 calls)")
+    p.add_argument(
+        "--records-per-group",
+        type=int,
+        default=24,
+        help="records per data group (24, the full preset's; fewer: less CPU per call on a busy machine)",
+    )
+    p.add_argument("--size", default=None, help="a named simulator preset instead (tiny for a smoke run)")
+    p.add_argument("--latency-ms", type=float, nargs=2, default=(30.0, 80.0), help="min and max per request")
+    p.add_argument("--cold-start-s", type=float, default=0.8, help="a new instance's init time")
+    p.add_argument(
+        "--runs", default=DEFAULT_RUNS, help=f"env:pacing[:stage=N,...,weights=a/b/c], ... ({DEFAULT_RUNS})"
+    )
+    p.add_argument("--billing", action="store_true", help="add the idle-billing variants of prod")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return 0 if all(r["rows_exact"] for r in result["runs"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

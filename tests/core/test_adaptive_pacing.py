@@ -1,0 +1,227 @@
+"""Adaptive pacing on a fake clock: it finds a limit it is not told from 429s, holds it,
+backs off on 429 and Retry-After, and never goes above the configured R."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fanout.shared_pacing import SharedBudget
+from fanout_core.adaptive_rate import W_MAX, Tuning
+from fanout_core.assembly import instance_pacer
+from fanout_core.pacing import AdaptivePacer, Pacer
+from fanout_core.settings import load_environment
+
+CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
+
+
+class FakeTime:
+    """A clock that moves only when slept on (at least a nanosecond, like a real sleep)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += max(seconds, 1e-9)
+
+
+class HiddenLimit:
+    """A server's token bucket on the fake clock: ``limit`` calls/s, ``burst`` at once."""
+
+    def __init__(self, t: FakeTime, limit: float, burst: float) -> None:
+        self.t, self.limit, self.burst = t, limit, burst
+        self.tokens, self.last = burst, 0.0
+
+    def take(self) -> bool:
+        self.tokens = min(self.burst, self.tokens + (self.t.now - self.last) * self.limit)
+        self.last = self.t.now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def make(
+    bound: float, start: float | None = None, burst: float | None = None
+) -> tuple[AdaptivePacer, FakeTime]:
+    t = FakeTime()
+    return AdaptivePacer(bound, start=start, burst=burst, clock=t.clock, sleep=t.sleep), t
+
+
+def crawl(pacer: AdaptivePacer, t: FakeTime, server: HiddenLimit, seconds: float) -> list[tuple[float, bool]]:
+    """One caller as fast as the pacer lets it, each call answered at once; (time, accepted)."""
+    answers = []
+    while t.now < seconds:
+        pacer.acquire()
+        ok = server.take()
+        if ok:
+            pacer.on_success()
+        else:
+            pacer.on_throttled(1.0)
+        answers.append((t.now, ok))
+        t.now += 1e-4  # the round trip
+    return answers
+
+
+def accepted_rate(answers: list[tuple[float, bool]], since: float, until: float) -> float:
+    return sum(1 for at, ok in answers if ok and since <= at < until) / (until - since)
+
+
+@pytest.mark.parametrize(
+    ("limit", "start"), [(150.0, 100.0), (150.0, 10.0), (1000.0, 100.0), (150.0, 100_000.0)]
+)
+def test_converges_on_a_limit_it_is_not_told_and_holds_it(limit: float, start: float) -> None:
+    pacer, t = make(100_000.0, start=start)
+    answers = crawl(pacer, t, HiddenLimit(t, limit, limit / 10), 40.0)
+    held = accepted_rate(answers, 10.0, 40.0)
+    assert 0.93 * limit <= held <= 1.01 * limit
+    late = [ok for at, ok in answers if at >= 10.0]
+    assert late.count(False) / len(late) < 0.01
+
+
+def test_remembers_the_rate_at_which_429s_began() -> None:
+    pacer, t = make(100_000.0, start=100.0)
+    crawl(pacer, t, HiddenLimit(t, 300.0, 30.0), 20.0)
+    assert 0.9 * 300 <= pacer.state[W_MAX] <= 1.15 * 300
+
+
+def test_probes_above_a_held_limit_only_every_few_seconds() -> None:
+    pacer, t = make(100_000.0, start=100.0)
+    answers = crawl(pacer, t, HiddenLimit(t, 200.0, 20.0), 62.0)
+    rejected = [at for at, ok in answers if not ok and at >= 2.0]
+    episodes = [at for i, at in enumerate(rejected) if i == 0 or at - rejected[i - 1] > 0.5]
+    assert 1 <= len(episodes) <= 60 / Tuning().hold_s
+
+
+def test_finds_a_limit_that_rises() -> None:
+    pacer, t = make(100_000.0, start=100.0)
+    server = HiddenLimit(t, 150.0, 15.0)
+    crawl(pacer, t, server, 15.0)
+    server.limit = 600.0
+    answers = crawl(pacer, t, server, 45.0)
+    assert accepted_rate(answers, 35.0, 45.0) >= 0.9 * 600
+
+
+def test_a_429_cuts_the_rate() -> None:
+    pacer, _ = make(1000.0)
+    pacer.acquire()
+    pacer.on_throttled(None)
+    assert pacer.rate == pytest.approx(Tuning().beta * 1000.0)
+
+
+def test_429s_of_calls_sent_before_a_cut_do_not_cut_again() -> None:
+    pacer, t = make(1000.0)
+    pacer.acquire()  # this thread's call, then the cut
+    pacer.on_throttled(None)
+    cut = pacer.rate
+    t.now += 0.01
+    pacer.on_throttled(None)  # the same call's 429, again: it left before the cut
+    assert pacer.rate == cut
+
+
+def test_a_429_of_a_call_sent_after_the_cut_cuts_again() -> None:
+    pacer, t = make(1000.0)
+    pacer.acquire()
+    pacer.on_throttled(None)
+    cut = pacer.rate
+    t.now += 0.01
+    pacer.acquire()
+    pacer.on_throttled(None)
+    assert pacer.rate < cut
+
+
+def test_a_long_retry_after_holds_every_caller() -> None:
+    pacer, t = make(1000.0, burst=10)
+    t.now = 5.0
+    pacer.acquire()
+    pacer.on_throttled(3.0)
+    pacer.acquire()
+    assert t.now >= 8.0
+
+
+def test_a_retry_after_of_one_second_holds_only_the_rejected_call() -> None:
+    # delay-seconds are whole: "1" is any short wait rounded up; the client sleeps it for
+    # the rejected call, the others go on at the cut pace.
+    pacer, t = make(1000.0, burst=10)
+    pacer.acquire()
+    pacer.on_throttled(1.0)
+    waited = pacer.acquire()
+    assert waited < 0.01 and t.now < 0.01
+
+
+@pytest.mark.parametrize("limit", [300.0, 1e9])
+def test_never_exceeds_the_configured_rate(limit: float) -> None:
+    pacer, t = make(200.0, burst=5)
+    answers = crawl(pacer, t, HiddenLimit(t, limit, limit / 10), 30.0)
+    assert pacer.rate <= 200.0
+    sent = [at for at, _ in answers]
+    for i in range(0, len(sent) - 400, 97):
+        assert 200.0 * (sent[i + 400] - sent[i]) + 5 + 1e-6 >= 400
+
+
+def test_with_the_configured_rate_right_it_paces_at_it_without_429s() -> None:
+    pacer, t = make(200.0, burst=5)
+    answers = crawl(pacer, t, HiddenLimit(t, 200.0, 20.0), 20.0)
+    assert [ok for _, ok in answers].count(False) == 0
+    assert accepted_rate(answers, 1.0, 20.0) >= 0.99 * 200
+
+
+def test_a_start_above_the_bound_starts_at_the_bound() -> None:
+    assert make(50.0, start=500.0)[0].rate == 50.0
+
+
+@pytest.mark.parametrize("bound", [0, -1])
+def test_a_bound_that_is_not_positive_is_refused(bound: float) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        AdaptivePacer(bound)
+
+
+def test_pacers_over_one_shared_budget_adapt_as_one() -> None:
+    budget = SharedBudget(1000.0, 10.0)
+    first, second = budget.pacer(), budget.pacer()
+    first.acquire()
+    first.on_throttled(None)
+    assert second.rate == first.rate == pytest.approx(Tuning().beta * 1000.0)
+
+
+def test_a_shared_budget_starts_at_its_start_rate_below_the_bound() -> None:
+    assert SharedBudget(100_000.0, 5.0, start=100.0).pacer().rate == 100.0
+
+
+@pytest.mark.parametrize(("pacing", "kind"), [("static", Pacer), ("adaptive", AdaptivePacer)])
+def test_a_cold_start_builds_its_stage_pacer_at_the_instance_share(pacing: str, kind: type) -> None:
+    env = dataclasses.replace(load_environment("prod", CDK_JSON), pacing=pacing)
+    pacer = instance_pacer(env, "data_groups")
+    assert isinstance(pacer, kind)
+    assert pacer.rate == pytest.approx(env.hermes_rate_limit * 50 / 53 / 100)
+
+
+def test_an_adaptive_instance_pacer_is_bounded_by_r() -> None:
+    env = dataclasses.replace(load_environment("prod", CDK_JSON), pacing="adaptive")
+    pacer = instance_pacer(env, "warriors")
+    assert isinstance(pacer, AdaptivePacer)
+    assert pacer.controller.bound == env.hermes_rate_limit
+
+
+def test_a_429_at_the_configured_rate_climbs_back_to_it() -> None:
+    pacer, t = make(200.0, burst=5)
+    pacer.acquire()
+    pacer.on_throttled(1.0)  # a clump at the told R, not a lower limit
+    crawl(pacer, t, HiddenLimit(t, 1e9, 1e8), Tuning().recover_s + 0.5)
+    assert pacer.rate == pytest.approx(200.0)
+
+
+def test_a_fleet_instance_probes_gently_from_its_share_instead_of_doubling() -> None:
+    t = FakeTime()
+    pacer = AdaptivePacer(1000.0, start=10.0, probe_from_start=True, clock=t.clock, sleep=t.sleep)
+    server = HiddenLimit(t, 1e9, 1e8)
+    crawl(pacer, t, server, 1.0)
+    assert 10.0 <= pacer.rate < 15.0  # discovering would have doubled four times
+    crawl(pacer, t, server, 6.0)
+    assert pacer.rate > 20.0  # but it does climb to take an idle share
