@@ -164,6 +164,31 @@ def test_an_on_failure_destination_record_counts_lambdas_own_tries(deployment, m
     assert record.attempts == 4
 
 
+def test_a_message_whose_deliveries_kept_dying_gets_a_failure_record_on_its_last_receive(
+    deployment, monkeypatch
+):
+    """A crash or timeout leaves the message to be received again; each receive counts
+    as an attempt, so the one past ``max_attempts`` records the failure instead of running."""
+    dep = deployment(max_attempts=3)
+    seed = _seed(dep, "r8b", None)
+    dep.sqs.send_message(
+        QueueUrl=dep.queues["warriors"], MessageBody=json.dumps(s3_event_for(BUCKET, [seed]))
+    )
+    for _ in range(4):  # three deliveries die (nothing deletes the message), the fourth records
+        (message,) = dep.sqs.receive_message(
+            QueueUrl=dep.queues["warriors"], AttributeNames=["All"], VisibilityTimeout=0
+        )["Messages"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "4"
+    event = _sqs_event(message["Body"])
+    event["Records"][0]["attributes"] = message["Attributes"]
+    assert invoke("warriors", event, monkeypatch, dep) == {"batchItemFailures": []}
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(seed)))
+    assert record.attempts == 3
+    assert "received 4 times" in record.message
+    assert dep.sim.stats.requests == 0  # recorded without running it
+    assert not dep.storage.exists(keys.done_key(seed))
+
+
 def test_an_unreadable_sqs_message_is_dropped_with_a_log_line_not_redelivered(
     deployment, monkeypatch, caplog
 ):
