@@ -44,7 +44,7 @@ def stages(**per_stage: dict[str, Any]) -> dict[str, Any]:
         pytest.param(
             {
                 "account_concurrency_limit": 200,
-                **stages(troops={"reserved_concurrency": 88, "retry_concurrency": 7}),
+                **stages(troops={"reserved_concurrency": 89, "retry_concurrency": 7}),
             },
             "reserved_concurrency + retry_concurrency add up to 108",
             id="retry-share-counts-towards-the-sum",
@@ -109,8 +109,9 @@ def test_the_environment_must_be_an_object() -> None:
 
 
 def test_reserved_concurrency_may_leave_exactly_100_unreserved() -> None:
-    env = parse_environment("dev", stages(data_groups={"reserved_concurrency": 892}))  # 4 + 4 + 892 = 900
-    assert env.stage("data_groups").reserved_concurrency == 892
+    # 4 + 4 + 886 reserved, plus 3 x 2 for the retry consumers = 900
+    env = parse_environment("dev", stages(data_groups={"reserved_concurrency": 886}))
+    assert env.stage("data_groups").reserved_concurrency == 886
 
 
 def test_defaults_fill_every_stage() -> None:
