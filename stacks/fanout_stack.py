@@ -78,14 +78,17 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
       ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
     - the leaf stage also checks whether its Parquet output exists and reads its footer
-      after a crash, before writing it again.
+      after a crash, before writing it again;
+    - it lists its own failure records' prefix: a refusal that fails a task (a count
+      past ``max_attempts``, the receive after deliveries that died) first checks that
+      the task has no record yet (found missing by ``tests/cloud``'s IAM check).
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
     read = [f"{stage.input_prefix}*", done]
     write = [f"{output}*", done, failed]
-    listed = [done]
+    listed = [done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of

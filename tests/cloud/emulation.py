@@ -124,6 +124,9 @@ class Faults:
     """``crash`` (Runtime.ExitError) or ``timeout`` (Lambda's "Task timed out")."""
     duplicate_notifications: bool = False
     """Every S3 notification is delivered twice."""
+    slow_down_first: int = 0
+    """The first this many leaf tasks to run each get S3 ``SlowDown`` (503) reading their
+    task object on their first attempt: a transient failure, so a retry through the queue."""
 
 
 @dataclass
@@ -284,6 +287,7 @@ class Emulation:
         self._current: _Function | None = None
         self._delays: dict[tuple[str, int], float] = {}
         self._seen: set[str] = set()
+        self._slowed: set[str] = set()
         self._seq = itertools.count()
 
     # -- static checks of the wiring ----------------------------------------------
@@ -380,8 +384,17 @@ class Emulation:
                     },
                     op,
                 )
-            if op == "GetObject" and params.get("Key") in emulation.faults.crash_keys:
-                raise ProcessDied(params["Key"])
+            key = params.get("Key")
+            if op == "GetObject" and key in emulation.faults.crash_keys:
+                raise ProcessDied(key)
+            if op == "GetObject" and emulation._slow_down(str(key)):
+                raise ClientError(
+                    {
+                        "Error": {"Code": "SlowDown", "Message": "emulated"},
+                        "ResponseMetadata": {"HTTPStatusCode": 503},
+                    },
+                    op,
+                )
             result = original(client, op, params)
             if op == "SendMessage":
                 body = json.loads(params["MessageBody"])
@@ -393,6 +406,16 @@ class Emulation:
 
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
         yield
+
+    def _slow_down(self, key: str) -> bool:
+        if not key.startswith(STAGES.leaf.input_prefix) or not key.endswith(TASK_SUFFIX):
+            return False
+        if key in self._slowed:
+            return False
+        if len(self._slowed) < self.faults.slow_down_first:
+            self._slowed.add(key)
+            return True
+        return False
 
     # -- invoking ------------------------------------------------------------------
 
@@ -515,7 +538,9 @@ class Emulation:
                     self._start(fn, ends, ("sqs", index, got))
             if not ends and self._idle():
                 break
-            next_poll = self.clock.t + self.poll_s
+            # Nothing changes between events: skip to the next end, due event, hook or
+            # message becoming visible (at least one poll ahead).
+            next_poll = max(self.clock.t + self.poll_s, self._next_wake(ends))
             if ends and ends[0][0] <= next_poll:
                 end, _, fid, source = heapq.heappop(ends)
                 self.clock.t = end
@@ -526,6 +551,18 @@ class Emulation:
             else:
                 self.clock.t = next_poll
         return self._close()
+
+    def _next_wake(self, ends: list[Any]) -> float:
+        from moto.sqs.models import sqs_backends
+
+        times = [ends[0][0]] if ends else []
+        times += [e.due for fn in self.functions.values() for e in fn.pending]
+        times += [h[0] for h in self.hooks[:1]]
+        for queue in sqs_backends[ACCOUNT][REGION].queues.values():
+            for m in queue._messages:
+                times.append(max(m.visible_at, m.delayed_until) / 1000.0 - VirtualClock.EPOCH)
+        later = [t for t in times if t > self.clock.t]
+        return min(later, default=self.clock.t + self.poll_s)
 
     def _start(self, fn: _Function, ends: list[Any], source: tuple[Any, ...]) -> None:
         fn.in_flight += 1

@@ -227,25 +227,23 @@ RETRY_DUE_WITHIN_S = 60.0
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
 def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_due(
-    emulate: Any, env: str
+    emulate: Any, template: Any, env: str
 ) -> None:
-    config = _config()
-
-    def outage(sim: HermesSimulator) -> list[tuple[float, Callable[[], None]]]:
-        healthy = sim.config
-        down = dataclasses.replace(healthy, error_rate_5xx=1.0)
-        return [
-            (150.0, lambda: setattr(sim, "config", down)),
-            (175.0, lambda: setattr(sim, "config", healthy)),
-        ]
-
-    # Leaf tasks of 120-180 s: the 20 leaf tasks keep the stage's 8 slots full for
-    # several minutes, while those ending in the outage come due for their retries.
-    outcome = emulate(env, config, hooks=outage, task_s={**TASK_S, "data_groups": 120.0})
+    config = _config(warriors=8)  # more leaf tasks than the stage's cap, for several waves
+    # Leaf tasks of 100-150 s keep the stage's slots full for several waves; the first
+    # two leaf tasks fail transiently (S3 SlowDown) and come due while it is full.
+    _, wiring = template(env)
+    consumers = [f for fid, f in wiring.functions.items() if fid.startswith("DataGroupsRetries")]
+    burst = consumers[0].reserved  # as many as the retry consumer's share
+    outcome = emulate(
+        env, config, faults=Faults(slow_down_first=burst), task_s={**TASK_S, "data_groups": 100.0}
+    )
     _assert_complete(outcome)
     assert _rows(outcome.storage) == _truth(config)
     figures = outcome.figures
     leaf = [f for fid, f in figures.functions.items() if fid.startswith("DataGroupsFunction")][0]
     assert leaf.peak_in_flight == leaf.reserved  # the stage was held at its cap
-    assert figures.retries_sent > 0
+    assert leaf.invocations > 3 * leaf.reserved  # several waves: longer than the retries take to come due
+    assert figures.retries_sent == burst
+    assert len(figures.retry_lateness_s) == burst
     assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S

@@ -11,6 +11,7 @@ every AWS call a handler makes is checked.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ def resolve(value: Any, names: Names) -> Any:
 # --- IAM ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _pattern(text: str) -> re.Pattern[str]:
     """An IAM wildcard (``*`` any run, ``?`` one character) as a regex."""
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text), re.S)

@@ -306,6 +306,8 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             assert extra == plans
         if plans:
             assert plans <= set(access.read) and plans <= set(access.list)
+        # Existence checks: its done markers and its own failure records, nothing else's.
+        assert {f"done/{stage.input_prefix}*", f"failed/{stage.input_prefix}*"} <= set(access.list)
         if output == DATA_PREFIX:
             assert f"{DATA_PREFIX}*" in access.read
         else:
