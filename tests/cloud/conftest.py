@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from infra.conftest import synthesize  # type: ignore[import-not-found]
 
 from .wiring import Wiring, read_wiring

@@ -147,6 +147,8 @@ class Figures:
     """Retry messages the handlers sent to a retry queue."""
     retry_lateness_s: list[float] = field(default_factory=list)
     """Per retry message: its first delivery minus the time its delay made it due."""
+    max_wait_s: float = 0.0
+    """Longest a task's notification waited in a stage queue before its first delivery."""
     on_failure_records: int = 0
     event_age_exceeded: int = 0
     failure_records: int = 0
@@ -168,6 +170,7 @@ class Figures:
             "tasks": self.tasks,
             "retries_through_the_queue": self.retries_sent,
             "max_retry_lateness_s": round(self.max_retry_lateness_s, 1),
+            "max_wait_s": round(self.max_wait_s),
             "on_failure_records": self.on_failure_records,
             "event_age_exceeded": self.event_age_exceeded,
             "failure_records": self.failure_records,
@@ -506,7 +509,7 @@ class Emulation:
             while self.hooks and self.hooks[0][0] <= self.clock.t:
                 self.hooks.pop(0)[1]()
             self._pull_notifications()
-            for fid, fn in self.functions.items():
+            for fn in self.functions.values():
                 ic = fn.spec.invoke_config
                 while ic is not None and fn.in_flight < fn.spec.reserved:
                     due = [e for e in fn.pending if e.due <= self.clock.t]

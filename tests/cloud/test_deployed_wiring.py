@@ -18,7 +18,6 @@ import boto3
 import pytest
 import task_keys
 
-from fanout.redrive import redrive
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout_aws import stage_handler
 from fanout_aws.s3_storage import S3Storage
@@ -29,6 +28,7 @@ from fanout_core.output import read_parquet_bytes
 from fanout_core.stages import STAGES, TASK_SUFFIX
 
 from .emulation import Emulation, Faults, Figures, install_clock
+from .wiring import Wiring
 
 ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
 BUCKET = "fanout-emulated"
@@ -105,8 +105,11 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         secret: bool = True,
         hooks: Callable[[HermesSimulator], list[tuple[float, Callable[[], None]]]] | None = None,
         task_s: dict[str, float] | None = None,
+        wiring_change: Callable[[Wiring], Wiring] | None = None,
     ) -> Outcome:
-        doc, wiring = template(env)
+        _doc, wiring = template(env)
+        if wiring_change is not None:
+            wiring = wiring_change(wiring)
         sim = HermesSimulator(sim_config)
         url = sim.start()
         sims.append(sim)
@@ -241,9 +244,36 @@ def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_du
     _assert_complete(outcome)
     assert _rows(outcome.storage) == _truth(config)
     figures = outcome.figures
-    leaf = [f for fid, f in figures.functions.items() if fid.startswith("DataGroupsFunction")][0]
+    leaf = next(f for fid, f in figures.functions.items() if fid.startswith("DataGroupsFunction"))
     assert leaf.peak_in_flight == leaf.reserved  # the stage was held at its cap
     assert leaf.invocations > 3 * leaf.reserved  # several waves: longer than the retries take to come due
     assert figures.retries_sent == burst
     assert len(figures.retry_lateness_s) == burst
     assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S
+
+
+def _leaf_capped_at_two(wiring: Wiring) -> Wiring:
+    """The leaf stage's function and its mapping capped at 2 (the mapping's floor)."""
+    leaf = next(fid for fid in wiring.functions if fid.startswith("DataGroupsFunction"))
+    functions = {**wiring.functions, leaf: dataclasses.replace(wiring.functions[leaf], reserved=2)}
+    mappings = tuple(
+        dataclasses.replace(m, max_concurrency=2) if m.function == leaf else m for m in wiring.mappings
+    )
+    return dataclasses.replace(wiring, functions=functions, mappings=mappings)
+
+
+def test_queue_mode_completes_a_backlog_longer_than_the_event_age_with_no_dead_letter(
+    emulate: Any, template: Any
+) -> None:
+    """24 leaf tasks of 400-600 s at a cap of 2 take over 80 minutes to drain: longer than
+    dev's one-hour event age, past which the async path would hand them to on-failure."""
+    _, dev = template("dev")
+    event_age = max(f.invoke_config.max_event_age_s for f in dev.functions.values() if f.invoke_config)
+    config = _config(warriors=8)
+    outcome = emulate(
+        "dev-queue", config, task_s={**TASK_S, "data_groups": 400.0}, wiring_change=_leaf_capped_at_two
+    )
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config)
+    assert outcome.figures.max_wait_s > event_age
+    assert outcome.figures.failure_records == 0

@@ -219,6 +219,28 @@ def test_a_garbage_task_object_fails_permanently_with_a_clear_record(deployment,
     assert record.attempts == 1
 
 
+@pytest.mark.parametrize("create", [False, True], ids=["missing", "blank"])
+def test_an_unreadable_token_secret_fails_each_task_at_once_naming_it(deployment, monkeypatch, create):
+    import boto3
+
+    from fanout_aws import config as env_names
+
+    dep = deployment()
+    monkeypatch.delenv(env_names.ENV_TOKEN)
+    monkeypatch.setenv(env_names.ENV_TOKEN_SECRET, "fanout/test/hermes-token")
+    if create:
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="fanout/test/hermes-token", SecretString=" "
+        )
+    seed = _seed(dep, "r10b", None)
+    result = invoke("warriors", _sqs_event(json.dumps(s3_event_for(BUCKET, [seed]))), monkeypatch, dep)
+    assert result == {"batchItemFailures": []}  # no redelivery: no retry can fix it
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(seed)))
+    assert record.error_class == "ConfigurationError" and record.transient is False
+    assert "fanout/test/hermes-token" in record.message
+    assert dep.sim.stats.requests == 0
+
+
 def test_metrics_are_printed_as_embedded_metric_format(deployment, monkeypatch, capsys):
     dep = deployment()
     seed = _seed(dep, "r11", None)
