@@ -586,7 +586,9 @@ class Emulation:
                 r = body["fanout_retry"]
                 delay = self._delays.get((r["task_key"], r["attempt"]), 0.0)
                 self.figures.retry_lateness_s.append(self.clock.t - (self._sent_at(message) + delay))
-            elif (
+            elif body.get("Records"):
+                self.figures.max_wait_s = max(self.figures.max_wait_s, self.clock.t - self._sent_at(message))
+            if (
                 body.get("Records")
                 and self.faults.duplicate_notifications
                 and message["MessageId"] not in self._seen

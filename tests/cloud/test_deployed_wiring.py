@@ -246,7 +246,7 @@ def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_du
     figures = outcome.figures
     leaf = next(f for fid, f in figures.functions.items() if fid.startswith("DataGroupsFunction"))
     assert leaf.peak_in_flight == leaf.reserved  # the stage was held at its cap
-    assert leaf.invocations > 3 * leaf.reserved  # several waves: longer than the retries take to come due
+    assert leaf.invocations >= 3 * leaf.reserved  # several waves: longer than the retries take to come due
     assert figures.retries_sent == burst
     assert len(figures.retry_lateness_s) == burst
     assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S
