@@ -193,9 +193,7 @@ def test_a_task_that_dies_every_time_ends_with_one_failure_record(emulate: Any, 
 
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
-def test_a_missing_secret_fails_the_seed_at_once_naming_it_and_a_redrive_after_the_fix_completes(
-    emulate: Any, env: str
-) -> None:
+def test_a_missing_secret_fails_the_seed_at_once_naming_it(emulate: Any, env: str) -> None:
     config = _config()
     outcome = emulate(env, config, secret=False)
     _assert_complete(outcome)
