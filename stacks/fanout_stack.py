@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from fanout_aws import config as lambda_env
@@ -36,7 +36,8 @@ from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
 from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
-from stacks.constructs.stage_function import StageFunction
+from stacks.constructs.retry_consumer import RetryConsumer
+from stacks.constructs.stage_function import ARCHITECTURE, RUNTIME, StageFunction
 from stacks.nag import (
     LAMBDA_BASIC_EXECUTION,
     acknowledge,
@@ -52,8 +53,6 @@ ENGINE_DESCRIPTIONS = {
     "s3_events": "S3-event-chained Lambdas",
     "queue": "S3 events queued in SQS for each stage's Lambda",
 }
-RETRY_BATCH_SIZE = 1
-"""One task attempt per retry-queue invocation: a task may use the whole timeout."""
 
 
 def stack_name(env_name: str) -> str:
@@ -79,14 +78,17 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
       ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
     - the leaf stage also checks whether its Parquet output exists and reads its footer
-      after a crash, before writing it again.
+      after a crash, before writing it again;
+    - it lists its own failure records' prefix: a refusal that fails a task (a count
+      past ``max_attempts``, the receive after deliveries that died) first checks that
+      the task has no record yet (found missing by ``tests/cloud``'s IAM check).
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
     read = [f"{stage.input_prefix}*", done]
     write = [f"{output}*", done, failed]
-    listed = [done]
+    listed = [done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
@@ -108,7 +110,7 @@ class FanoutStack(Stack):
 
     Attributes: ``settings``, ``storage`` (``PipelineBucket``), ``bucket``,
     ``token_secret``, ``stage_functions`` (stage name -> ``StageFunction``),
-    ``monitoring``.
+    ``retry_consumers`` (stage name -> ``RetryConsumer``), ``monitoring``.
     """
 
     def __init__(
@@ -139,6 +141,10 @@ class FanoutStack(Stack):
         self._removal = removal
         self.stage_queues: dict[str, StageQueue] = {}
         """Engine ``queue`` only: stage name -> its ``StageQueue``."""
+        self.retry_consumers: dict[str, RetryConsumer] = {}
+        self._log_retention = logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS
+        self._tracing = tracing
+        self._code = code
 
         self.storage = PipelineBucket(
             self,
@@ -167,26 +173,28 @@ class FanoutStack(Stack):
         settings_json = environment_to_json(settings)
         self.stage_functions: dict[str, StageFunction] = {}
         for stage in STAGES:
+            environment = {
+                lambda_env.ENV_NAME: settings.name,
+                lambda_env.ENV_SETTINGS: settings_json,
+                lambda_env.ENV_BUCKET: self.bucket.bucket_name,
+                lambda_env.ENV_STAGE: stage.name,
+                lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
+            }
             stage_fn = StageFunction(
                 self,
                 stage.function_id,
                 stage=stage,
                 settings=settings.stage(stage.name),
                 code=code,
-                environment={
-                    lambda_env.ENV_NAME: settings.name,
-                    lambda_env.ENV_SETTINGS: settings_json,
-                    lambda_env.ENV_BUCKET: self.bucket.bucket_name,
-                    lambda_env.ENV_STAGE: stage.name,
-                    lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
-                },
-                log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
+                environment=environment,
+                log_retention=self._log_retention,
                 removal_policy=removal,
+                max_receives=settings.max_receives,
                 tracing=tracing,
                 asynchronous=settings.engine != "queue",
             )
             self.stage_functions[stage.name] = stage_fn
-            self._wire(stage, stage_fn)
+            self._wire(stage, stage_fn, environment)
 
         self.monitoring = PipelineMonitoring(
             self,
@@ -216,7 +224,7 @@ class FanoutStack(Stack):
             return MonitoredStage(
                 name=name,
                 function=sf.function,
-                failure_queue=sq.queue,
+                failure_queue=sq.retry_queue,
                 failure_dlq=sq.dlq,
                 work_queue=sq.queue,
                 concurrency_cap=sq.max_concurrency,
@@ -230,29 +238,55 @@ class FanoutStack(Stack):
             concurrency_cap=self.settings.stage(name).reserved_concurrency,
         )
 
-    def _wire(self, stage: Stage, stage_fn: StageFunction) -> None:
+    def _wire(self, stage: Stage, stage_fn: StageFunction, environment: dict[str, str]) -> None:
         fn = stage_fn.function
         if self.settings.engine == "queue":
-            self._wire_queue(stage, stage_fn)
+            retry_queue = self._wire_queue(stage, stage_fn)
         else:
-            self._wire_s3_events(stage, stage_fn)
+            retry_queue = self._wire_s3_events(stage, stage_fn)
+        self._retry_consumer(stage, stage_fn, environment, retry_queue)
         self.token_secret.grant_read(fn)
         self._grant_s3(stage, fn)
 
-    def _wire_queue(self, stage: Stage, stage_fn: StageFunction) -> None:
+    def _retry_consumer(
+        self, stage: Stage, stage_fn: StageFunction, environment: dict[str, str], queue: sqs.Queue
+    ) -> None:
+        """The stage's retry queue -> its own function (same code and role), so a due
+        retry never waits behind the stage's cap (``stacks.constructs.retry_consumer``)."""
+        role = stage_fn.function.role
+        assert role is not None
+        self.retry_consumers[stage.name] = RetryConsumer(
+            self,
+            f"{stage.function_id}Retries",
+            stage=stage,
+            settings=self.settings.stage(stage.name),
+            code=self._code,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            role=role,
+            environment=environment,
+            queue=queue,
+            log_retention=self._log_retention,
+            removal_policy=self._removal,
+            tracing=self._tracing,
+        )
+
+    def _wire_queue(self, stage: Stage, stage_fn: StageFunction) -> sqs.Queue:
         sq = StageQueue(
             self,
             f"{stage.function_id}Queue",
             stage=stage,
             settings=self.settings.stage(stage.name),
+            max_receives=self.settings.max_receives,
             removal_policy=self._removal,
         )
         sq.connect(self.bucket, stage_fn.function)
         self.stage_queues[stage.name] = sq
         CfnOutput(self, QUEUE_URL_OUTPUT.format(function_id=stage.function_id), value=sq.queue.queue_url)
         CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=sq.dlq.queue_url)
+        return sq.retry_queue
 
-    def _wire_s3_events(self, stage: Stage, stage_fn: StageFunction) -> None:
+    def _wire_s3_events(self, stage: Stage, stage_fn: StageFunction) -> sqs.Queue:
         fn = stage_fn.function
         assert stage_fn.failure_queue is not None
         # S3 -> function, filtered to this stage's input prefix. The stage table
@@ -264,20 +298,10 @@ class FanoutStack(Stack):
         )
         # The retry extension: transient failures are re-sent to the stage's queue
         # with a delivery delay, and Lambda's on-failure records land there too; the
-        # queue feeds the same function (partial batch failures keep the rest).
+        # stage's retry consumer runs them (partial batch failures keep the rest).
         fn.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, stage_fn.failure_queue.queue_url)
         stage_fn.failure_queue.grant_send_messages(fn)
-        reserved = self.settings.stage(stage.name).reserved_concurrency
-        fn.add_event_source(
-            sources.SqsEventSource(
-                stage_fn.failure_queue,
-                batch_size=RETRY_BATCH_SIZE,
-                report_batch_item_failures=True,
-                # At least 2 is the API's floor; more than the reserved concurrency
-                # would only be throttled.
-                max_concurrency=max(2, reserved),
-            )
-        )
+        return stage_fn.failure_queue
 
     def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
         access = stage_access(stage)

@@ -75,6 +75,11 @@ class TaskAttempt:
     """The SQS message it came in, for ``batchItemFailures``; None if not from SQS."""
     s3: S3Object | None = None
     """The notification record it came from, if it came from one."""
+    receives: int = 1
+    """SQS's ``ApproximateReceiveCount`` of the message it came in (1 if not from SQS).
+    Each receive before this one was a delivery that died (a crash, a timeout: a
+    transient failure is a new message, a success deletes it, and no receive of ours is
+    throttled), so each counts as an attempt: ``attempt.number`` includes them."""
 
     @property
     def key(self) -> str:
@@ -184,7 +189,13 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
             continue
         number = item.attempt.number
         if number > scope.max_attempts:
-            if item.source == "on-failure":
+            if item.receives > 1:
+                reason = (
+                    f"received {item.receives} times: the {item.receives - 1} deliveries before "
+                    f"this one died (crash or timeout) without an outcome, which brings it to "
+                    f"attempt {number}, past max_attempts={scope.max_attempts}"
+                )
+            elif item.source == "on-failure":
                 reason = (
                     f"Lambda's own tries bring it to attempt {number}, past "
                     f"max_attempts={scope.max_attempts}: no tries left"
@@ -277,7 +288,22 @@ def _sqs_record(out: Decoded, record: Mapping[str, Any], where: str) -> None:
             )
         )
         return
+    first = len(out.attempts)
     _payload(out, doc, f"{where} body", message_id, on_failure=True)
+    receives = _receive_count(record.get("attributes"))
+    for index in range(first, len(out.attempts)):
+        item = out.attempts[index]
+        attempt = replace(item.attempt, number=item.attempt.number + receives - 1)
+        out.attempts[index] = replace(item, attempt=attempt, receives=receives)
+
+
+def _receive_count(attributes: object) -> int:
+    """``ApproximateReceiveCount`` (a string of digits, as Lambda passes it); 1 when
+    absent or unreadable, so a message never loses attempts to a bad attribute."""
+    value = attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) >= 1:
+        return int(value)
+    return 1
 
 
 def _payload(

@@ -7,9 +7,17 @@ import json
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from fanout_core.errors import SettingsError
+from botocore.exceptions import ClientError
+
+from fanout_core.errors import ConfigurationError, SettingsError
 
 REDACTED = "***"
+CONFIGURATION_CODES = frozenset(
+    {"ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException"}
+)
+"""Secrets Manager answers that no retry can change: the secret does not exist, the role
+may not read it or its key, or it is scheduled for deletion. Throttling and 5xx stay
+transient."""
 
 
 def read_secret(client: Any, secret_id: str) -> str:
@@ -18,7 +26,16 @@ def read_secret(client: Any, secret_id: str) -> str:
     Checked with ``check_token``: a token that needs trimming is refused, not trimmed,
     since a line break pasted into a secret usually means the wrong value was pasted.
     """
-    value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    try:
+        value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in CONFIGURATION_CODES:
+            raise ConfigurationError(
+                f"cannot read the Hermes token secret {secret_id!r}: {code}; create it (docs/deploy.md) "
+                "or grant the function access, then redrive the run"
+            ) from None
+        raise
     if not isinstance(value, str):
         raise SettingsError(f"secret {secret_id!r} holds no SecretString; store the bare Hermes token")
     try:

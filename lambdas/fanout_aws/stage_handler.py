@@ -31,7 +31,7 @@ from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
-from fanout_core.errors import BadTask, SettingsError
+from fanout_core.errors import BadTask, ConfigurationError, SettingsError
 from fanout_core.failures import failure_record_for, now_iso, write_failure
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
@@ -219,6 +219,31 @@ class StageRuntime:
         log.log(level, self._scrub(json.dumps(fields, ensure_ascii=False)))
 
 
+def record_configuration_error(
+    config: LambdaConfig, event: object, error: Exception
+) -> dict[str, Any] | None:
+    """One failure record per task ``event`` names (unless it finished or failed already),
+    kind ``task``, error class ``ConfigurationError`` with the cause; the invocation
+    succeeds. Raises only if a record cannot be written (Lambda's retries take over)."""
+    from fanout_aws.s3_storage import S3Storage
+
+    cause = ConfigurationError(str(error))
+    storage = S3Storage(config.bucket)
+    scope = Scope(bucket=config.bucket, stage=config.stage, max_attempts=config.settings.max_attempts)
+    decoded = decode_event(event, scope)
+    recorded = []
+    for item in decoded.attempts:
+        if storage.exists(keys.done_key(item.key)):
+            continue
+        record = failure_record_for(
+            item.key, cause, attempts=item.attempt.number, first_attempt_at=item.attempt.first_attempt_at
+        )
+        write_failure(storage, record)
+        recorded.append(item.key)
+    log.error(json.dumps({"configuration_error": str(cause)[:500], "recorded": recorded}, ensure_ascii=False))
+    return {"batchItemFailures": []} if decoded.from_sqs else None
+
+
 def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
     """The Lambda entrypoint of one stage; the runtime is built (and the configuration
     checked) on the first call, and reused by warm invocations."""
@@ -232,7 +257,13 @@ def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
                     f"{ENV_STAGE} is {config.stage.name!r} but this is the {stage_name} handler; "
                     "point the function at its own stage's handler module"
                 )
-            runtime.append(StageRuntime.from_config(config))
+            try:
+                runtime.append(StageRuntime.from_config(config))
+            except (ConfigurationError, SettingsError) as exc:
+                # Nothing can run until an operator fixes this: fail each task now with
+                # the cause, instead of hours of Lambda and queue retries ending in a DLQ.
+                # The next invocation tries again, so a fixed secret needs no redeploy.
+                return record_configuration_error(config, event, exc)
         return runtime[0].handle(event, context)
 
     handler.__name__ = f"{stage_name}_handler"

@@ -48,7 +48,8 @@ FLEET_TUNING = Tuning(hold_s=12.0)
 def instance_pacer(settings: EnvironmentSettings, stage_name: str) -> Pacer | AdaptivePacer:
     """The pacer one Lambda instance of a stage builds at its cold start.
 
-    It starts at the instance's share, ``R x weight / sum(weights) / reserved_concurrency``,
+    It starts at the instance's share, ``R x weight / sum(weights) / instances`` (the
+    stage's reserved plus its retry consumer's concurrency),
     so that all instances together start under R; ``static`` keeps to it, ``adaptive``
     probes above it up to R and backs off on 429s.
     """

@@ -47,6 +47,15 @@ class StageSettings:
     """How many sibling units (warriors, troops or data groups) one task object carries."""
     rate_weight: float = 1.0
     """This stage's share of the Hermes rate budget, relative to the other stages."""
+    retry_concurrency: int = 2
+    """Reserved concurrency of the stage's retry consumer (a second function, same code,
+    fed only by the stage's retry queue), so a due retry never waits for the stage's own
+    cap to free up; at least 2, an SQS event source mapping's floor."""
+
+    @property
+    def instances(self) -> int:
+        """Most instances of the stage's code at once: its cap plus its retry consumer's."""
+        return self.reserved_concurrency + self.retry_concurrency
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,8 +108,19 @@ class EnvironmentSettings:
         return self.hermes_rate_limit * self.stages[stage_name].rate_weight / total
 
     def instance_rate(self, stage_name: str) -> float:
-        """Calls/s one concurrent instance of a stage may make so that all together stay under R."""
-        return self.rate_share(stage_name) / self.stages[stage_name].reserved_concurrency
+        """Calls/s one concurrent instance of a stage may make so that all together (the
+        stage's function and its retry consumer, each at its reservation) stay under R."""
+        return self.rate_share(stage_name) / self.stages[stage_name].instances
+
+    @property
+    def max_receives(self) -> int:
+        """``maxReceiveCount`` of every queue feeding a stage: one more than
+        ``max_attempts``. A receive beyond the first is a delivery that died (crash,
+        timeout), and the handler counts it as an attempt, so the last receive finds the
+        task past ``max_attempts`` and writes its failure record instead of running it;
+        only when even that fails does the message reach the DLQ. No receive is ever
+        throttled (each mapping's cap is its function's whole reservation)."""
+        return self.max_attempts + 1
 
 
 _STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}
@@ -149,6 +169,12 @@ def _stage(env: str, name: str, raw: Any) -> StageSettings:
         ),
         units_per_task=_int(f"{where}.units_per_task", raw.get("units_per_task", d.units_per_task), 1, 10000),
         rate_weight=_num(f"{where}.rate_weight", raw.get("rate_weight", d.rate_weight), 0.001, 1e6),
+        retry_concurrency=_int(
+            f"{where}.retry_concurrency",
+            raw.get("retry_concurrency", d.retry_concurrency),
+            ESM_MIN_CONCURRENCY,
+            1000,
+        ),
     )
 
 
@@ -177,10 +203,10 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         LAMBDA_MIN_UNRESERVED + 1,
         1_000_000,
     )
-    reserved = sum(s.reserved_concurrency for s in stages.values())
+    reserved = sum(s.instances for s in stages.values())
     if account_limit - reserved < LAMBDA_MIN_UNRESERVED:
         raise SettingsError(
-            f"{where}.stages.*.reserved_concurrency add up to {reserved}, which leaves "
+            f"{where}.stages.*.reserved_concurrency + retry_concurrency add up to {reserved}, which leaves "
             f"{account_limit - reserved} of the account's {account_limit} unreserved; "
             f"Lambda requires at least {LAMBDA_MIN_UNRESERVED}"
         )

@@ -7,12 +7,15 @@ reserved concurrency, the same number, stays as the hard ceiling, so the mapping
 asks for an execution the reservation would throttle (AWS: reserved concurrency at
 least the sum of the function's mappings' maximum concurrency; this is its only one).
 
-The queue is the retry queue too: the handler sends a transient failure back to it
-with its backoff as ``DelaySeconds`` (``FANOUT_RETRY_QUEUE_URL``). Lambda's
-asynchronous path is not used at all: no event age, no on-failure destination, no
-second queue. A message whose deliveries keep dying (a crash, a timeout, bookkeeping
-that fails) moves after ``QUEUE_MAX_RECEIVES`` receives to the stage's dead-letter
-queue, whose retention is longer than the queue's.
+Retries have a queue of their own per stage (``FANOUT_RETRY_QUEUE_URL``): the handler
+sends a transient failure there with its backoff as ``DelaySeconds``, and the stage's
+retry consumer (``stacks.constructs.retry_consumer``, a second function with its own
+reservation) runs it when it is due, not after the backlog queued ahead of it in the
+stage queue. Lambda's asynchronous path is not used at all: no event age, no
+on-failure destination. A message whose deliveries keep dying (a crash, a timeout)
+is counted an attempt per receive by the handler, which records its failure on the
+last one; only if that fails too does it move, after ``max_receives`` receives, to the
+stage's dead-letter queue (shared by both queues), whose retention is longer.
 """
 
 from __future__ import annotations
@@ -36,11 +39,8 @@ outage of the functions, still loses nothing. Shorter than the DLQ's, because a 
 moved there keeps its original enqueue time."""
 DLQ_RETENTION = Duration.days(14)
 """SQS's maximum."""
-QUEUE_MAX_RECEIVES = 5
-"""Receives before a message moves to the DLQ (AWS's suggested minimum for a Lambda
-source). A message is received again only when its delivery died (crash, timeout, or
-bookkeeping reported in ``batchItemFailures``): a transient task failure is a new,
-delayed message, and the mapping's cap keeps receives from being throttled."""
+RETRY_RETENTION = Duration.days(7)
+"""A retry waits at most 15 minutes (SQS's longest delay) plus its consumer's backlog."""
 VISIBILITY_TIMEOUTS = 6
 """AWS's guidance for a queue feeding a function: six times the function's timeout."""
 BATCH_SIZE = 1
@@ -74,7 +74,8 @@ class StageQueue(Construct):
     """A stage's queue and dead-letter queue, and what connects them to the bucket and
     the function.
 
-    Attributes: ``stage``, ``queue``, ``dlq``, ``max_concurrency``, ``visibility_timeout_s``.
+    Attributes: ``stage``, ``queue``, ``retry_queue``, ``dlq``, ``max_concurrency``,
+    ``visibility_timeout_s``, ``max_receives``.
     """
 
     def __init__(
@@ -84,10 +85,14 @@ class StageQueue(Construct):
         *,
         stage: Stage,
         settings: StageSettings,
+        max_receives: int,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
         self.stage = stage
+        self.max_receives = max_receives
+        """``EnvironmentSettings.max_receives``: at least ``max_attempts`` + 1, since the
+        handler counts every receive as an attempt and records the failure on the last."""
         self.max_concurrency = settings.reserved_concurrency
         self.visibility_timeout_s = VISIBILITY_TIMEOUTS * settings.timeout_s
         self.dlq = sqs.Queue(
@@ -107,13 +112,23 @@ class StageQueue(Construct):
             enforce_ssl=True,
             retention_period=QUEUE_RETENTION,
             visibility_timeout=Duration.seconds(self.visibility_timeout_s),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=QUEUE_MAX_RECEIVES, queue=self.dlq),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=max_receives, queue=self.dlq),
+            removal_policy=removal_policy,
+        )
+        self.retry_queue = sqs.Queue(
+            self,
+            "RetryQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=RETRY_RETENTION,
+            visibility_timeout=Duration.seconds(self.visibility_timeout_s),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=max_receives, queue=self.dlq),
             removal_policy=removal_policy,
         )
 
     def connect(self, bucket: s3.Bucket, function: lambda_.Function) -> None:
         """Notifications for the stage's prefix -> the queue -> the function; the
-        function's retries -> the queue."""
+        function's retries -> the retry queue (which ``RetryConsumer`` consumes)."""
         self.queue.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="ThisBucketsNotificationsOnly",
@@ -133,8 +148,8 @@ class StageQueue(Construct):
             _QueueDestination(self.queue),
             s3.NotificationKeyFilter(prefix=self.stage.input_prefix, suffix=TASK_SUFFIX),
         )
-        function.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, self.queue.queue_url)
-        self.queue.grant_send_messages(function)
+        function.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, self.retry_queue.queue_url)
+        self.retry_queue.grant_send_messages(function)
         function.add_event_source(
             sources.SqsEventSource(
                 self.queue,

@@ -27,10 +27,6 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 FAILURE_RETENTION = Duration.days(14)
 """SQS's maximum: failed events wait for the retry extension or a redrive this long."""
-FAILURE_MAX_RECEIVES = 10
-"""Receives of a retry message before it moves to the stage's dead-letter queue. The
-queue's consumer shares the stage's reserved concurrency with S3's invocations, and a
-throttled poll also counts as a receive, so this is generous."""
 VISIBILITY_TIMEOUTS = 6
 """AWS's guidance for a queue feeding a function: six times the function's timeout."""
 
@@ -54,6 +50,7 @@ class StageFunction(Construct):
         environment: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        max_receives: int,
         tracing: bool = False,
         asynchronous: bool = True,
     ) -> None:
@@ -80,12 +77,12 @@ class StageFunction(Construct):
                 encryption=sqs.QueueEncryption.SQS_MANAGED,
                 enforce_ssl=True,
                 retention_period=FAILURE_RETENTION,
-                # The queue feeds the stage's own function: a message must not reappear
-                # while an invocation (or its throttled retries) still holds it.
+                # The queue feeds the stage's retry consumer: a message must not
+                # reappear while an invocation still holds it.
                 visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUTS * settings.timeout_s),
-                dead_letter_queue=sqs.DeadLetterQueue(
-                    max_receive_count=FAILURE_MAX_RECEIVES, queue=self.failure_dlq
-                ),
+                # EnvironmentSettings.max_receives: the handler counts each receive as an
+                # attempt and records the task's failure on the last one.
+                dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=max_receives, queue=self.failure_dlq),
                 removal_policy=removal_policy,
             )
             # Asynchronous invocation (how S3 calls it): Lambda's own retries and

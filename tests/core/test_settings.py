@@ -33,13 +33,26 @@ def stages(**per_stage: dict[str, Any]) -> dict[str, Any]:
     [
         pytest.param(
             stages(data_groups={"reserved_concurrency": 901}),
-            "reserved_concurrency add up to",
+            "reserved_concurrency + retry_concurrency add up to",
             id="reserved-sum",
         ),
         pytest.param(
             {"account_concurrency_limit": 200, **stages(troops={"reserved_concurrency": 93})},
-            "reserved_concurrency add up to 101",
+            "reserved_concurrency + retry_concurrency add up to 107",
             id="reserved-sum-small-account",
+        ),
+        pytest.param(
+            {
+                "account_concurrency_limit": 200,
+                **stages(troops={"reserved_concurrency": 89, "retry_concurrency": 7}),
+            },
+            "reserved_concurrency + retry_concurrency add up to 108",
+            id="retry-share-counts-towards-the-sum",
+        ),
+        pytest.param(
+            stages(troops={"retry_concurrency": 1}),
+            "stages.troops.retry_concurrency must be between 2 and 1000",
+            id="retry-concurrency-below-the-mapping-floor",
         ),
         pytest.param(stages(troops={"timeout_s": 901}), "stages.troops.timeout_s", id="timeout-901"),
         pytest.param(stages(troops={"timeout_s": 0}), "stages.troops.timeout_s", id="timeout-0"),
@@ -101,8 +114,9 @@ def test_the_environment_must_be_an_object() -> None:
 
 
 def test_reserved_concurrency_may_leave_exactly_100_unreserved() -> None:
-    env = parse_environment("dev", stages(data_groups={"reserved_concurrency": 892}))  # 4 + 4 + 892 = 900
-    assert env.stage("data_groups").reserved_concurrency == 892
+    # 4 + 4 + 886 reserved, plus 3 x 2 for the retry consumers = 900
+    env = parse_environment("dev", stages(data_groups={"reserved_concurrency": 886}))
+    assert env.stage("data_groups").reserved_concurrency == 886
 
 
 def test_defaults_fill_every_stage() -> None:
@@ -175,7 +189,11 @@ def test_load_environment_names_an_unreadable_file(tmp_path: Path) -> None:
 
 def test_instance_rates_of_all_instances_add_up_to_the_rate_limit() -> None:
     env = load_environment("prod", CDK_JSON)
-    total = sum(env.instance_rate(s) * env.stage(s).reserved_concurrency for s in STAGE_NAMES)
+    # Every instance: the stage's function at its cap and its retry consumer at its share.
+    total = sum(
+        env.instance_rate(s) * (env.stage(s).reserved_concurrency + env.stage(s).retry_concurrency)
+        for s in STAGE_NAMES
+    )
     assert total == pytest.approx(env.hermes_rate_limit)
     # weights follow each stage's share of the calls (about 1 : 20 : 1,000 per warrior)
     assert env.rate_share("data_groups") == pytest.approx(25 * env.rate_share("troops"))

@@ -311,6 +311,43 @@ def sqs_event(*bodies: str) -> dict[str, Any]:
     return {"Records": [sqs_record(b, f"m-{i}") for i, b in enumerate(bodies)]}
 
 
+def received(event: dict[str, Any], count: Any) -> dict[str, Any]:
+    """``event`` with every record's ``ApproximateReceiveCount`` set to ``count``."""
+    for record in event["Records"]:
+        record["attributes"]["ApproximateReceiveCount"] = count
+    return event
+
+
+@pytest.mark.parametrize(
+    ("body", "receives", "number"),
+    [
+        (sqs_record(retry_body(attempt=2))["body"], "1", 2),
+        (sqs_record(retry_body(attempt=2))["body"], "3", 4),
+        (json.dumps(s3_event_for(BUCKET, [TROOPS_KEY])), "2", 2),
+        (on_failure_body(s3_event_for(BUCKET, [TROOPS_KEY]), invoke_count=1), "2", 3),
+    ],
+    ids=["retry-first-receive", "retry-third-receive", "s3-in-sqs-second", "on-failure-second"],
+)
+def test_each_receive_before_this_one_counts_as_an_attempt(body: str, receives: str, number: int) -> None:
+    (item,) = decode_event(received(sqs_event(body), receives), TROOPS).attempts
+    assert (item.attempt.number, item.receives) == (number, int(receives))
+
+
+@pytest.mark.parametrize("count", [None, "", "0", "-2", "two", "٣", 3])
+def test_an_unreadable_receive_count_adds_no_attempt(count: Any) -> None:
+    (item,) = decode_event(received(sqs_event(retry_body(attempt=2)), count), TROOPS).attempts
+    assert item.attempt.number == 2
+
+
+def test_the_receive_past_max_attempts_is_refused_as_the_tasks_failure_naming_the_dead_deliveries() -> None:
+    event = received(sqs_event(json.dumps(s3_event_for(BUCKET, [TROOPS_KEY]))), "5")
+    decoded = decode_event(event, TROOPS)
+    assert decoded.attempts == []
+    (refusal,) = decoded.refusals
+    assert "received 5 times: the 4 deliveries before this one died" in refusal.reason
+    assert (refusal.key, refusal.fails_task, refusal.attempts) == (TROOPS_KEY, True, TROOPS.max_attempts)
+
+
 def test_a_retry_message_decodes_to_its_attempt() -> None:
     decoded = decode_event(sqs_event(retry_body(attempt=3)), TROOPS)
     assert decoded.from_sqs

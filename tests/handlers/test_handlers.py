@@ -164,6 +164,31 @@ def test_an_on_failure_destination_record_counts_lambdas_own_tries(deployment, m
     assert record.attempts == 4
 
 
+def test_a_message_whose_deliveries_kept_dying_gets_a_failure_record_on_its_last_receive(
+    deployment, monkeypatch
+):
+    """A crash or timeout leaves the message to be received again; each receive counts
+    as an attempt, so the one past ``max_attempts`` records the failure instead of running."""
+    dep = deployment(max_attempts=3)
+    seed = _seed(dep, "r8b", None)
+    dep.sqs.send_message(
+        QueueUrl=dep.queues["warriors"], MessageBody=json.dumps(s3_event_for(BUCKET, [seed]))
+    )
+    for _ in range(4):  # three deliveries die (nothing deletes the message), the fourth records
+        (message,) = dep.sqs.receive_message(
+            QueueUrl=dep.queues["warriors"], AttributeNames=["All"], VisibilityTimeout=0
+        )["Messages"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "4"
+    event = _sqs_event(message["Body"])
+    event["Records"][0]["attributes"] = message["Attributes"]
+    assert invoke("warriors", event, monkeypatch, dep) == {"batchItemFailures": []}
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(seed)))
+    assert record.attempts == 3
+    assert "received 4 times" in record.message
+    assert dep.sim.stats.requests == 0  # recorded without running it
+    assert not dep.storage.exists(keys.done_key(seed))
+
+
 def test_an_unreadable_sqs_message_is_dropped_with_a_log_line_not_redelivered(
     deployment, monkeypatch, caplog
 ):
@@ -192,6 +217,28 @@ def test_a_garbage_task_object_fails_permanently_with_a_clear_record(deployment,
     assert record.error_class == "BadTask"
     assert "not valid JSON" in record.message
     assert record.attempts == 1
+
+
+@pytest.mark.parametrize("create", [False, True], ids=["missing", "blank"])
+def test_an_unreadable_token_secret_fails_each_task_at_once_naming_it(deployment, monkeypatch, create):
+    import boto3
+
+    from fanout_aws import config as env_names
+
+    dep = deployment()
+    monkeypatch.delenv(env_names.ENV_TOKEN)
+    monkeypatch.setenv(env_names.ENV_TOKEN_SECRET, "fanout/test/hermes-token")
+    if create:
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="fanout/test/hermes-token", SecretString=" "
+        )
+    seed = _seed(dep, "r10b", None)
+    result = invoke("warriors", _sqs_event(json.dumps(s3_event_for(BUCKET, [seed]))), monkeypatch, dep)
+    assert result == {"batchItemFailures": []}  # no redelivery: no retry can fix it
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(seed)))
+    assert record.error_class == "ConfigurationError" and record.transient is False
+    assert "fanout/test/hermes-token" in record.message
+    assert dep.sim.stats.requests == 0
 
 
 def test_metrics_are_printed_as_embedded_metric_format(deployment, monkeypatch, capsys):

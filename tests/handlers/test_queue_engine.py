@@ -1,10 +1,9 @@
 """Engine ``queue`` on moto: real S3 -> SQS notification bodies into the real handlers,
-the status and redrive library (``fanout.queues``), and the emulation of a run larger
-than the reservation can drain within the event age, in both engines."""
+and the status and redrive library (``fanout.queues``). Whole runs under the deployed
+wiring, in both engines, are ``tests/cloud``'s."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,7 @@ from fanout_core import keys
 from fanout_core.bodies import manifest_body
 from fanout_core.stages import STAGES
 
-from .conftest import BUCKET, REGION, TOKEN, Deployment, invoke
-from .queue_emulation import Emulation, _lambda_sqs_event, install_clock
+from .conftest import BUCKET, REGION, Deployment, invoke
 from .test_handlers import _rows, _truth
 
 MAX_RECEIVES = 5
@@ -82,6 +80,23 @@ def _receive(dep: Deployment, stage: str) -> list[dict[str, Any]]:
     return dep.sqs.receive_message(
         QueueUrl=dep.queues[stage], MaxNumberOfMessages=10, AttributeNames=["All"]
     ).get("Messages", [])
+
+
+def _lambda_sqs_event(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """A received message as Lambda's event source mapping hands it to a function."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": dict(message.get("Attributes", {})),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        ]
+    }
 
 
 def _deliver(dep: Deployment, stage: str, message: dict[str, Any], monkeypatch: Any) -> Any:
@@ -303,135 +318,3 @@ def test_redrive_dead_letters_moves_them_back(queue_deployment):
     depth = {d.stage: d for d in queues.queue_status(dep.sqs, urls)}["data_groups"]
     assert depth.dead_letters == 0
     assert depth.waiting == 13 + 1  # and the test event
-
-
-# --- the emulation: a run larger than the reservation drains within the event age --
-
-CAP = 2
-EVENT_AGE_S = 60
-TASK_S = {"warriors": 5.0, "troops": 10.0, "data_groups": 30.0}
-"""Virtual seconds per task: the leaf stage's 36 tasks take 36 x 30 / 2 = 540 s at the
-cap, nine times the 60 s event age."""
-
-
-def _emulation_settings(engine: str) -> dict[str, Any]:
-    stage = {
-        "reserved_concurrency": CAP,
-        "timeout_s": 60,
-        "max_event_age_s": EVENT_AGE_S,
-        "units_per_task": 1,
-    }
-    return {
-        "engine": engine,
-        "hermes_rate_limit": 1e6,  # pacing is not what this emulates
-        "max_attempts": 6,
-        "retry_base_delay_s": 30,
-        "retry_max_delay_s": 120,
-        "stages": {s.name: dict(stage) for s in STAGES},
-    }
-
-
-def _emulate(
-    deployment: Callable[..., Deployment],
-    monkeypatch: Any,
-    engine: str,
-    *,
-    outage: tuple[float, float] | None = None,
-) -> tuple[Deployment, Any]:
-    dep = deployment(
-        max_attempts=6, **{k: v for k, v in _emulation_settings(engine).items() if k != "max_attempts"}
-    )
-    clock = install_clock(monkeypatch)
-    settings = _settings(dep)
-    internal = None
-    if engine == "queue":
-        urls = _wire_queues(dep, visibility_s=6 * 60)
-        stage_queues = {name: (u.queue_url, u.dlq_url) for name, u in urls.items()}
-    else:
-        # s3_events: the retry queues feed the functions; the notifications go to hidden
-        # queues standing for Lambda's internal event queue (see queue_emulation).
-        urls = _wire_queues(dep, visibility_s=6 * 60)
-        stage_queues = {name: (u.queue_url, u.dlq_url) for name, u in urls.items()}
-        internal = {}
-        configs = []
-        for stage in STAGES:
-            url = dep.sqs.create_queue(QueueName=f"lambda-internal-{stage.name}")["QueueUrl"]
-            internal[stage.name] = url
-            configs.append(
-                {
-                    "QueueArn": _queue_arn(dep.sqs, url),
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": stage.input_prefix}]}},
-                }
-            )
-        dep.s3.put_bucket_notification_configuration(
-            Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": configs}
-        )
-        for url in [*internal.values(), *(q for q, _ in stage_queues.values())]:
-            dep.sqs.purge_queue(QueueUrl=url)  # S3 sends no test event to a function
-    hooks = []
-    if outage is not None:
-        healthy = dep.sim.config
-        down = dataclasses.replace(healthy, error_rate_5xx=1.0)
-        hooks = [
-            (outage[0], lambda: setattr(dep.sim, "config", down)),
-            (outage[1], lambda: setattr(dep.sim, "config", healthy)),
-        ]
-    emulation = Emulation(
-        engine=engine,
-        settings=settings,
-        bucket=BUCKET,
-        token=TOKEN,
-        sqs=dep.sqs,
-        clock=clock,
-        queues=stage_queues,
-        internal=internal,
-        task_s=TASK_S,
-        hooks=hooks,
-    )
-    dep.storage.put(task_keys.manifest_key("big"), manifest_body(None))
-    return dep, emulation.run()
-
-
-def _report(figures: Any) -> None:
-    print("\nEMULATION " + json.dumps(figures.as_dict(), sort_keys=True))
-
-
-def test_queue_mode_completes_a_run_larger_than_the_event_age_window_with_no_dead_letter(
-    deployment, monkeypatch, sim_config
-):
-    dep, figures = _emulate(deployment, monkeypatch, "queue")
-    _report(figures)
-    assert _rows(dep, "big") == _truth(sim_config)
-    leaf = figures.stages["data_groups"]
-    assert leaf.invocations >= 36
-    assert leaf.max_wait_s > EVENT_AGE_S  # tasks waited longer than async events may
-    assert figures.dead_letters == 0
-    assert figures.redirected == 0
-    for s in figures.stages.values():
-        assert s.peak_in_flight <= s.cap == CAP
-    assert dep.objects("failed/") == []
-
-
-def test_s3_events_mode_redirects_what_waits_past_the_event_age(deployment, monkeypatch, sim_config):
-    dep, figures = _emulate(deployment, monkeypatch, "s3_events")
-    _report(figures)
-    assert figures.stages["data_groups"].redirected > 0
-    assert len(_rows(dep, "big")) < len(_truth(sim_config))  # the redirected tasks did not run
-    for s in figures.stages.values():
-        assert s.peak_in_flight <= s.cap
-
-
-def test_queue_mode_rides_out_a_hermes_outage_with_retries_on_the_stage_queue(
-    deployment, monkeypatch, sim_config
-):
-    dep, figures = _emulate(deployment, monkeypatch, "queue", outage=(100.0, 400.0))
-    _report(figures)
-    assert _rows(dep, "big") == _truth(sim_config)
-    assert sum(s.retries_sent for s in figures.stages.values()) > 0
-    assert figures.dead_letters == 0
-    assert dep.objects("failed/") == []
-    # A retry is delivered within its delay plus the backlog ahead of it at the cap;
-    # the stage queue holds both, so this is bounded by the stage's drain time.
-    leaf = figures.stages["data_groups"]
-    assert max(leaf.retry_lateness_s, default=0.0) <= 36 * TASK_S["data_groups"] / CAP + 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -14,6 +15,7 @@ from fanout_aws.s3_event import s3_event_for
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_aws.stage_handler import InvocationFailed
 from fanout_core.errors import SettingsError, TransientError
+from fanout_core.failures import FailureRecord
 
 from .conftest import BUCKET, REGION, invoke
 
@@ -78,12 +80,15 @@ def test_redact_without_a_secret_changes_nothing() -> None:
 
 @pytest.mark.parametrize("token", ["Zq9x\r\n", " Zq9x", "Zq\x1b9x"], ids=["crlf", "space", "escape"])
 def test_a_token_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch, token):
+    """No retry can fix the token: each task gets a configuration failure record at once."""
     dep = deployment()
     monkeypatch.setenv(env_names.ENV_TOKEN, token)
-    with pytest.raises(SettingsError, match=r"\$HERMES_TOKEN.*store the bare token") as raised:
-        invoke("warriors", s3_event_for(BUCKET, ["amazon_warriors/r1.json"]), monkeypatch, dep)
-    assert "Zq" not in str(raised.value) and "9x" not in str(raised.value)
-    assert dep.objects() == []
+    assert invoke("warriors", s3_event_for(BUCKET, ["amazon_warriors/r1.json"]), monkeypatch, dep) is None
+    (key,) = dep.objects()
+    record = FailureRecord.from_bytes(dep.storage.get(key))
+    assert key == "failed/amazon_warriors/r1.json" and record.error_class == "ConfigurationError"
+    assert re.search(r"\$HERMES_TOKEN.*store the bare token", record.message)
+    assert "Zq" not in record.message and "9x" not in record.message
 
 
 def test_a_secret_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch):
@@ -93,8 +98,10 @@ def test_a_secret_that_needs_trimming_refuses_the_cold_start(deployment, monkeyp
     )
     monkeypatch.delenv(env_names.ENV_TOKEN)
     monkeypatch.setenv(env_names.ENV_TOKEN_SECRET, "fanout/hermes")
-    with pytest.raises(SettingsError, match="secret 'fanout/hermes' holds a line break"):
-        invoke("warriors", {"Records": []}, monkeypatch, dep)
+    seed = "amazon_warriors/r2.json"
+    invoke("warriors", s3_event_for(BUCKET, [seed]), monkeypatch, dep)
+    record = FailureRecord.from_bytes(dep.storage.get(f"failed/{seed}"))
+    assert "secret 'fanout/hermes' holds a line break" in record.message
 
 
 def _leaky_error(*_: Any, **__: Any) -> Any:

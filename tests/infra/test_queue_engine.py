@@ -51,6 +51,10 @@ def _queue_id(synth: Synth, stage: Stage) -> str:
     return synth.logical_id(synth.stack.stage_queues[stage.name].queue)
 
 
+def _retry_queue_id(synth: Synth, stage: Stage) -> str:
+    return synth.logical_id(synth.stack.stage_queues[stage.name].retry_queue)
+
+
 def _dlq_id(synth: Synth, stage: Stage) -> str:
     return synth.logical_id(synth.stack.stage_queues[stage.name].dlq)
 
@@ -195,26 +199,29 @@ def test_queue_policy_lets_only_this_bucket_in_this_account_send(qsynth: Synth) 
 def test_each_stage_queue_has_a_dlq_and_visibility_of_six_timeouts(qsynth: Synth) -> None:
     for stage in STAGES:
         s = qsynth.settings.stage(stage.name)
-        queue = qsynth.doc["Resources"][_queue_id(qsynth, stage)]["Properties"]
         dlq = qsynth.doc["Resources"][_dlq_id(qsynth, stage)]["Properties"]
-        assert queue["VisibilityTimeout"] >= 6 * s.timeout_s
-        assert queue["VisibilityTimeout"] <= 12 * 3600  # SQS's maximum
-        assert queue["RedrivePolicy"] == {
-            "deadLetterTargetArn": {"Fn::GetAtt": [_dlq_id(qsynth, stage), "Arn"]},
-            "maxReceiveCount": queue_engine.QUEUE_MAX_RECEIVES,
-        }
-        assert queue_engine.QUEUE_MAX_RECEIVES >= 5
-        # A moved message keeps its enqueue time: the DLQ must keep it longer.
-        assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"] >= 4 * 24 * 3600
+        for queue_id in (_queue_id(qsynth, stage), _retry_queue_id(qsynth, stage)):
+            queue = qsynth.doc["Resources"][queue_id]["Properties"]
+            assert queue["VisibilityTimeout"] >= 6 * s.timeout_s
+            assert queue["VisibilityTimeout"] <= 12 * 3600  # SQS's maximum
+            # The handler counts each receive as an attempt: the last receive before the
+            # DLQ finds the task past max_attempts and records its failure.
+            assert queue["RedrivePolicy"] == {
+                "deadLetterTargetArn": {"Fn::GetAtt": [_dlq_id(qsynth, stage), "Arn"]},
+                "maxReceiveCount": qsynth.settings.max_attempts + 1,
+            }
+            # A moved message keeps its enqueue time: the DLQ must keep it longer.
+            assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"] >= 4 * 24 * 3600
+            assert queue["SqsManagedSseEnabled"] is True
         assert dlq["MessageRetentionPeriod"] <= 14 * 24 * 3600
-        assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
-    # Two queues per stage, as in s3_events: no second queue.
-    assert len(qsynth.resources("AWS::SQS::Queue")) == 2 * len(STAGES)
+        assert dlq["SqsManagedSseEnabled"] is True
+    # Per stage: its queue, its retry queue, one DLQ for both.
+    assert len(qsynth.resources("AWS::SQS::Queue")) == 3 * len(STAGES)
 
 
 def test_each_function_consumes_its_queue_capped_at_the_stages_concurrency(qsynth: Synth) -> None:
     mappings = list(qsynth.resources("AWS::Lambda::EventSourceMapping").values())
-    assert len(mappings) == len(STAGES)
+    assert len(mappings) == 2 * len(STAGES)  # the stage queue's and the retry queue's
     functions = qsynth.resources("AWS::Lambda::Function")
     for stage in STAGES:
         s = qsynth.settings.stage(stage.name)
@@ -232,8 +239,20 @@ def test_each_function_consumes_its_queue_capped_at_the_stages_concurrency(qsynt
         # The reservation is the hard ceiling, never below the mapping's cap.
         assert fn["ReservedConcurrentExecutions"] >= cap
         assert fn["Environment"]["Variables"][lambda_env.ENV_RETRY_QUEUE_URL] == {
-            "Ref": _queue_id(qsynth, stage)
+            "Ref": _retry_queue_id(qsynth, stage)
         }
+        consumer = qsynth.stack.retry_consumers[stage.name]
+        (retry_mapping,) = [
+            m
+            for m in mappings
+            if m["Properties"]["FunctionName"] == {"Ref": qsynth.logical_id(consumer.function)}
+        ]
+        assert retry_mapping["Properties"]["EventSourceArn"] == {
+            "Fn::GetAtt": [_retry_queue_id(qsynth, stage), "Arn"]
+        }
+        assert retry_mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == s.retry_concurrency
+        consumer_fn = functions[qsynth.logical_id(consumer.function)]["Properties"]
+        assert consumer_fn["ReservedConcurrentExecutions"] == s.retry_concurrency
 
 
 def test_each_function_may_send_retries_to_its_own_queue_only(qsynth: Synth) -> None:
@@ -250,7 +269,7 @@ def test_each_function_may_send_retries_to_its_own_queue_only(qsynth: Synth) -> 
         sends = [st for st in statements if "sqs:SendMessage" in json.dumps(st["Action"])]
         assert sends
         for st in sends:
-            assert st["Resource"] == {"Fn::GetAtt": [_queue_id(qsynth, stage), "Arn"]}
+            assert st["Resource"] == {"Fn::GetAtt": [_retry_queue_id(qsynth, stage), "Arn"]}
 
 
 def test_queue_urls_are_stack_outputs_named_as_fanout_queues_reads_them(qsynth: Synth) -> None:
@@ -352,9 +371,14 @@ def test_what_the_engine_changes_and_what_it_does_not(qsynth: Synth, synth_env: 
         for t in {r["Type"] for r in (*base.doc["Resources"].values(), *qsynth.doc["Resources"].values())}
     }
     changed = {t: n for t, n in by_type.items() if n[0] != n[1]}
+    n = len(STAGES)
     assert changed == {
-        "AWS::Lambda::EventInvokeConfig": (len(STAGES), 0),
-        "AWS::Lambda::Permission": (len(STAGES), 0),
+        "AWS::Lambda::EventInvokeConfig": (n, 0),
+        "AWS::Lambda::Permission": (n, 0),
+        # the stage queue beside the retry queue and the DLQ, and its mapping
+        "AWS::SQS::Queue": (2 * n, 3 * n),
+        "AWS::SQS::QueuePolicy": (2 * n, 3 * n),
+        "AWS::Lambda::EventSourceMapping": (n, 2 * n),
     }
     # The same functions, settings and S3 grants: the engine is only the wiring.
     for stage in STAGES:

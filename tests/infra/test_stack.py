@@ -47,7 +47,8 @@ def test_one_function_per_stage_with_the_environments_settings(synth: Synth) -> 
         for r in synth.resources("AWS::Lambda::Function").values()
         if r["Properties"].get("Handler", "").startswith("fanout_aws.")
     ]
-    assert sorted(handlers) == sorted(s.handler for s in STAGES)
+    # Each stage's function and its retry consumer (the same code).
+    assert sorted(handlers) == sorted(2 * [s.handler for s in STAGES])
     settings_json = environment_to_json(synth.settings)
     for stage in STAGES:
         s = synth.settings.stage(stage.name)
@@ -104,21 +105,40 @@ def test_async_invoke_retries_event_age_and_failure_destination(synth: Synth) ->
     assert len(synth.resources("AWS::Lambda::EventInvokeConfig")) == len(STAGES)
 
 
-def test_retry_queue_feeds_its_own_function(synth: Synth) -> None:
+def test_retry_queue_feeds_the_stages_retry_consumer_never_the_capped_function(synth: Synth) -> None:
+    """A mapping on the stage's own function would be throttled whenever S3's invocations
+    hold its whole reservation; the retry consumer's are never (its cap is its reservation)."""
+    functions = synth.resources("AWS::Lambda::Function")
     for stage in STAGES:
+        s = synth.settings.stage(stage.name)
+        consumer = synth.logical_id(synth.stack.retry_consumers[stage.name].function)
         synth.template.has_resource_properties(
             "AWS::Lambda::EventSourceMapping",
             {
-                "FunctionName": {"Ref": _function_id(synth, stage)},
+                "FunctionName": {"Ref": consumer},
                 "EventSourceArn": {"Fn::GetAtt": [_queue_id(synth, stage), "Arn"]},
                 "BatchSize": 1,
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
-                "ScalingConfig": {
-                    "MaximumConcurrency": max(2, synth.settings.stage(stage.name).reserved_concurrency)
-                },
+                "ScalingConfig": {"MaximumConcurrency": s.retry_concurrency},
             },
         )
-    assert len(synth.resources("AWS::Lambda::EventSourceMapping")) == len(STAGES)
+        props = functions[consumer]["Properties"]
+        assert props["ReservedConcurrentExecutions"] == s.retry_concurrency
+        assert props["Handler"] == stage.handler
+        main = functions[_function_id(synth, stage)]["Properties"]
+        assert props["Role"] == main["Role"]  # one stage, one set of grants
+        assert props["Environment"] == main["Environment"]
+        assert synth.resources("AWS::Lambda::EventInvokeConfig")  # S3 invokes only the stage function
+        assert not [
+            c
+            for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
+            if c["Properties"]["FunctionName"] == {"Ref": consumer}
+        ]
+    mapped = [
+        m["Properties"]["FunctionName"] for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+    ]
+    assert len(mapped) == len(STAGES)
+    assert not [f for f in mapped if f in [{"Ref": _function_id(synth, st)} for st in STAGES]]
 
 
 def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> None:
@@ -286,6 +306,8 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             assert extra == plans
         if plans:
             assert plans <= set(access.read) and plans <= set(access.list)
+        # Existence checks: its done markers and its own failure records, nothing else's.
+        assert {f"done/{stage.input_prefix}*", f"failed/{stage.input_prefix}*"} <= set(access.list)
         if output == DATA_PREFIX:
             assert f"{DATA_PREFIX}*" in access.read
         else:

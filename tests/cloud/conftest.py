@@ -1,0 +1,43 @@
+"""The deployed-wiring tier: each environment's template synthesized once per session
+(``infra.conftest.synthesize``, bundling skipped), then emulated on moto
+(``tests/cloud/emulation.py``) with the real handlers and the simulator as Hermes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra.conftest import synthesize  # type: ignore[import-not-found]
+
+from .wiring import Wiring, read_wiring
+
+_CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``template("dev")``: (template JSON, its ``Wiring``), synthesized on first use."""
+
+    def get(env: str) -> tuple[dict[str, Any], Wiring]:
+        if env not in _CACHE:
+            synth = synthesize(env, Path(tmp_path_factory.mktemp(f"cloud-{env}")))
+            _CACHE[env] = (synth.doc, read_wiring(synth.doc))
+        return _CACHE[env]
+
+    return get
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield

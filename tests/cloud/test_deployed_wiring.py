@@ -1,0 +1,277 @@
+"""The deployed wiring, emulated: each scenario runs the real handlers under the
+synthesized template's notifications, concurrency, async retries, queues, mappings and
+IAM (``emulation.py``), in both engines, and is checked row for row against the
+simulator's truth, with every task finished or holding a failure record.
+
+Run with ``-s`` to see each scenario's figures (``EMULATION {...}`` lines), which the
+README's "Two engines" table quotes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+import task_keys
+
+from fanout.simulator import HermesSimulator, SimConfig, Universe
+from fanout_aws import stage_handler
+from fanout_aws.s3_storage import S3Storage
+from fanout_core import keys
+from fanout_core.bodies import manifest_body
+from fanout_core.failures import FailureRecord
+from fanout_core.output import read_parquet_bytes
+from fanout_core.stages import STAGES, TASK_SUFFIX
+
+from .emulation import Emulation, Faults, Figures, install_clock
+from .wiring import Wiring
+
+ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
+BUCKET = "fanout-emulated"
+TOKEN = "emulated-token"
+RUN = "r1"
+TASK_S = {"warriors": 5.0, "troops": 10.0, "data_groups": 40.0}
+"""Virtual seconds per invocation, per stage (plus up to half again, per key)."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    figures: Figures
+    storage: S3Storage
+    sim_config: SimConfig
+    emulation: Emulation
+    sim: HermesSimulator
+
+
+def _rows(storage: S3Storage) -> list[tuple[Any, ...]]:
+    rows = []
+    for key in storage.list(f"data/run={RUN}/"):
+        for r in read_parquet_bytes(storage.get(key)).itertuples(index=False):
+            value = None if r.value != r.value else r.value
+            rows.append(
+                (
+                    r.warrior_id,
+                    r.troop_id,
+                    r.service,
+                    r.data_group_id,
+                    r.ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    r.metric,
+                    value,
+                    r.unit,
+                )
+            )
+    return sorted(rows, key=repr)
+
+
+def _truth(config: SimConfig, *, without_troop: tuple[str, str] | None = None) -> list[tuple[Any, ...]]:
+    rows = Universe(config).expected_rows()
+    return sorted((r for r in rows if without_troop is None or tuple(r[:2]) != without_troop), key=repr)
+
+
+def _tasks(storage: S3Storage) -> list[str]:
+    return [k for s in STAGES for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)]
+
+
+def _unfinished(storage: S3Storage) -> list[str]:
+    """Tasks with neither a done marker nor a failure record."""
+    return [
+        k
+        for k in _tasks(storage)
+        if not storage.exists(keys.done_key(k)) and not storage.exists(keys.failed_key(k))
+    ]
+
+
+@pytest.fixture
+def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    sims: list[HermesSimulator] = []
+    original = stage_handler.hermes_client
+
+    def quick_client(*args: Any, **kwargs: Any) -> Any:
+        client = original(*args, **kwargs)
+        client._sleep = lambda _s: None  # the client's in-task backoff is virtual too
+        return client
+
+    monkeypatch.setattr(stage_handler, "hermes_client", quick_client)
+
+    def run(
+        env: str,
+        sim_config: SimConfig,
+        *,
+        faults: Faults | None = None,
+        secret: bool = True,
+        hooks: Callable[[HermesSimulator], list[tuple[float, Callable[[], None]]]] | None = None,
+        task_s: dict[str, float] | None = None,
+        wiring_change: Callable[[Wiring], Wiring] | None = None,
+    ) -> Outcome:
+        _doc, wiring = template(env)
+        if wiring_change is not None:
+            wiring = wiring_change(wiring)
+        sim = HermesSimulator(sim_config)
+        url = sim.start()
+        sims.append(sim)
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        clock = install_clock(monkeypatch)
+        emulation = Emulation(
+            wiring,
+            engine=ENVIRONMENTS[env],
+            s3=s3,
+            sqs=sqs,
+            secrets=secrets,
+            clock=clock,
+            bucket=BUCKET,
+            hermes_url=url,
+            token=None,
+            task_s=task_s or TASK_S,
+            faults=faults,
+            hooks=hooks(sim) if hooks else None,
+        )
+        if secret:
+            name = emulation.settings.token_secret_name
+            emulation.secret_arns[name] = secrets.create_secret(Name=name, SecretString=TOKEN)["ARN"]
+        assert emulation.wiring_problems() == []
+        storage = S3Storage(BUCKET, client=s3)
+        storage.put(task_keys.manifest_key(RUN), manifest_body(None))
+        with emulation.checked_calls(monkeypatch):
+            figures = emulation.run()
+        outcome = Outcome(figures, storage, sim_config, emulation, sim)
+        print(f"\nEMULATION {env} " + json.dumps(figures.as_dict(), sort_keys=True))
+        return outcome
+
+    yield run
+    for sim in sims:
+        sim.stop()
+
+
+def _config(**faults: Any) -> SimConfig:
+    return dataclasses.replace(SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True), **faults)
+
+
+def _assert_complete(outcome: Outcome) -> None:
+    assert outcome.figures.denied_calls == []
+    assert _unfinished(outcome.storage) == []
+    assert outcome.figures.throttled_receives == 0
+    assert outcome.figures.dead_letters == 0
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_small_awkward_tree_under_5xx_and_429_is_row_exact(emulate: Any, env: str) -> None:
+    config = _config(error_rate_5xx=0.25, error_rate_429=0.05, fault_seed=11)
+    outcome = emulate(env, config)
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config)
+    assert outcome.figures.failure_records == 0
+    stats = outcome.sim.stats
+    assert stats.injected_5xx > 0 and stats.injected_429 > 0  # the faults were there
+
+
+def _first_troop(config: SimConfig) -> tuple[str, str]:
+    universe = Universe(config)
+    warrior = universe.warriors()[0]["warrior_id"]
+    return warrior, universe.troops(warrior)[0]["troop_id"]
+
+
+@pytest.mark.parametrize("kind", ["crash", "timeout"])
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_task_that_dies_every_time_ends_with_one_failure_record(emulate: Any, env: str, kind: str) -> None:
+    config = _config()
+    warrior, troop = _first_troop(config)
+    dying = task_keys.data_groups_task_key(RUN, warrior, troop, 0)
+    outcome = emulate(env, config, faults=Faults(crash_keys=frozenset({dying}), crash_kind=kind))
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config, without_troop=(warrior, troop))
+    assert [k for k in outcome.storage.list("failed/")] == [keys.failed_key(dying)]
+    record = FailureRecord.from_bytes(outcome.storage.get(keys.failed_key(dying)))
+    assert record.attempts == outcome.emulation.settings.max_attempts
+    assert "died" in record.message or "tries" in record.message
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_missing_secret_fails_the_seed_at_once_naming_it(emulate: Any, env: str) -> None:
+    config = _config()
+    outcome = emulate(env, config, secret=False)
+    _assert_complete(outcome)
+    seed = task_keys.manifest_key(RUN)
+    assert list(outcome.storage.list("failed/")) == [keys.failed_key(seed)]
+    record = FailureRecord.from_bytes(outcome.storage.get(keys.failed_key(seed)))
+    assert record.error_class == "ConfigurationError"
+    assert (
+        "ResourceNotFoundException" in record.message
+        and outcome.emulation.settings.token_secret_name in record.message
+    )
+    assert record.attempts == 1  # no hours of retries
+    assert outcome.figures.retries_sent == 0
+    assert _rows(outcome.storage) == []
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_duplicate_deliveries_write_every_row_once(emulate: Any, env: str) -> None:
+    config = _config()
+    outcome = emulate(env, config, faults=Faults(duplicate_notifications=True))
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config)
+    assert outcome.figures.failure_records == 0
+    leaf = [f for fid, f in outcome.figures.functions.items() if fid.startswith("DataGroupsFunction")]
+    tasks = len([k for k in _tasks(outcome.storage) if k.startswith(STAGES.leaf.input_prefix)])
+    assert leaf[0].invocations >= 2 * tasks  # every notification really came twice
+
+
+RETRY_DUE_WITHIN_S = 60.0
+"""The promise: a retry runs within its delay plus about a minute."""
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_due(
+    emulate: Any, template: Any, env: str
+) -> None:
+    config = _config(warriors=8)  # more leaf tasks than the stage's cap, for several waves
+    # Leaf tasks of 100-150 s keep the stage's slots full for several waves; the first
+    # two leaf tasks fail transiently (S3 SlowDown) and come due while it is full.
+    _, wiring = template(env)
+    consumers = [f for fid, f in wiring.functions.items() if fid.startswith("DataGroupsRetries")]
+    burst = consumers[0].reserved  # as many as the retry consumer's share
+    outcome = emulate(
+        env, config, faults=Faults(slow_down_first=burst), task_s={**TASK_S, "data_groups": 100.0}
+    )
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config)
+    figures = outcome.figures
+    leaf = next(f for fid, f in figures.functions.items() if fid.startswith("DataGroupsFunction"))
+    assert leaf.peak_in_flight == leaf.reserved  # the stage was held at its cap
+    assert leaf.invocations >= 3 * leaf.reserved  # several waves: longer than the retries take to come due
+    assert figures.retries_sent == burst
+    assert len(figures.retry_lateness_s) == burst
+    assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S
+
+
+def _leaf_capped_at_two(wiring: Wiring) -> Wiring:
+    """The leaf stage's function and its mapping capped at 2 (the mapping's floor)."""
+    leaf = next(fid for fid in wiring.functions if fid.startswith("DataGroupsFunction"))
+    functions = {**wiring.functions, leaf: dataclasses.replace(wiring.functions[leaf], reserved=2)}
+    mappings = tuple(
+        dataclasses.replace(m, max_concurrency=2) if m.function == leaf else m for m in wiring.mappings
+    )
+    return dataclasses.replace(wiring, functions=functions, mappings=mappings)
+
+
+def test_queue_mode_completes_a_backlog_longer_than_the_event_age_with_no_dead_letter(
+    emulate: Any, template: Any
+) -> None:
+    """24 leaf tasks of 400-600 s at a cap of 2 take over 80 minutes to drain: longer than
+    dev's one-hour event age, past which the async path would hand them to on-failure."""
+    _, dev = template("dev")
+    event_age = max(f.invoke_config.max_event_age_s for f in dev.functions.values() if f.invoke_config)
+    config = _config(warriors=8)
+    outcome = emulate(
+        "dev-queue", config, task_s={**TASK_S, "data_groups": 400.0}, wiring_change=_leaf_capped_at_two
+    )
+    _assert_complete(outcome)
+    assert _rows(outcome.storage) == _truth(config)
+    assert outcome.figures.max_wait_s > event_age
+    assert outcome.figures.failure_records == 0
