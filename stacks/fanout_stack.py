@@ -34,7 +34,12 @@ from fanout_core.stages import (
 )
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
-from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
+from stacks.constructs.monitoring import (
+    RETRY_AGE_SLACK_S,
+    MonitoredStage,
+    PipelineMonitoring,
+    dashboard_url,
+)
 from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
 from stacks.constructs.stage_function import StageFunction
 from stacks.nag import (
@@ -192,7 +197,10 @@ class FanoutStack(Stack):
             self,
             "Monitoring",
             dashboard_name=stack_name(settings.name),
+            env_name=settings.name,
             stages=[self._monitored(name, sf) for name, sf in self.stage_functions.items()],
+            alarm_email=settings.alarm_email,
+            removal_policy=removal,
         )
         self.analytics = Analytics(
             self,
@@ -211,6 +219,9 @@ class FanoutStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
     def _monitored(self, name: str, sf: StageFunction) -> MonitoredStage:
+        stuck_after = (
+            int(self.settings.retry_max_delay_s) + self.settings.stage(name).timeout_s + RETRY_AGE_SLACK_S
+        )
         sq = self.stage_queues.get(name)
         if sq is not None:  # engine queue: the stage queue is the work and retry queue
             return MonitoredStage(
@@ -220,6 +231,7 @@ class FanoutStack(Stack):
                 failure_dlq=sq.dlq,
                 work_queue=sq.queue,
                 concurrency_cap=sq.max_concurrency,
+                oldest_retry_alarm_s=stuck_after,
             )
         assert sf.failure_queue is not None and sf.failure_dlq is not None
         return MonitoredStage(
@@ -228,6 +240,7 @@ class FanoutStack(Stack):
             failure_queue=sf.failure_queue,
             failure_dlq=sf.failure_dlq,
             concurrency_cap=self.settings.stage(name).reserved_concurrency,
+            oldest_retry_alarm_s=stuck_after,
         )
 
     def _wire(self, stage: Stage, stage_fn: StageFunction) -> None:

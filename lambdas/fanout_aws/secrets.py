@@ -17,8 +17,17 @@ def read_secret(client: Any, secret_id: str) -> str:
 
     Checked with ``check_token``: a token that needs trimming is refused, not trimmed,
     since a line break pasted into a secret usually means the wrong value was pasted.
+    A secret that does not exist or that the role may not read (or decrypt) is a
+    ``SettingsError`` naming the cause: no retry fixes it. Anything else (throttling,
+    a 5xx) propagates for Lambda to retry.
     """
-    value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    try:
+        value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    except Exception as exc:
+        code = _error_code(exc)
+        if code not in UNREADABLE:
+            raise
+        raise SettingsError(f"secret {secret_id!r} {UNREADABLE[code]} ({code})") from None
     if not isinstance(value, str):
         raise SettingsError(f"secret {secret_id!r} holds no SecretString; store the bare Hermes token")
     try:
@@ -28,6 +37,24 @@ def read_secret(client: Any, secret_id: str) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("token"), str):
         value = doc["token"]
     return check_token(value, f"secret {secret_id!r}")
+
+
+UNREADABLE = {
+    "ResourceNotFoundException": "does not exist: create it before the first run (docs/deploy.md)",
+    "AccessDeniedException": "may not be read by the function's role",
+    "DecryptionFailure": "cannot be decrypted with the role's access to its KMS key",
+    "InvalidRequestException": "is not readable now (scheduled for deletion?)",
+}
+"""Secrets Manager errors only a change to the secret or the role can fix."""
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The ``Error.Code`` of a botocore ``ClientError`` (duck-typed: no botocore import)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return code if isinstance(code, str) else None
+    return None
 
 
 def check_token(token: str, where: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ ENGINES = ("s3_events", "queue")
 """How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
 asynchronously (Lambda's internal queue, its event age, an on-failure queue);
 ``queue`` sends them to the stage's SQS queue, which the function consumes."""
+EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
+"""One address, as SNS's e-mail protocol takes it (not a list, no display name)."""
 ESM_MIN_CONCURRENCY = 2
 """The floor of an SQS event source mapping's ``MaximumConcurrency`` (2-1,000)."""
 
@@ -78,6 +81,9 @@ class EnvironmentSettings:
     empties and deletes it (for throw-away environments)."""
     engine: str = "s3_events"
     """One of ``ENGINES``: what carries a task's notification to its stage's function."""
+    alarm_email: str | None = None
+    """An address the alarm topic mails (after the address confirms); None: subscribe
+    whatever you like to the ``AlarmTopicArn`` output yourself."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -174,7 +180,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
             f"{account_limit - reserved} of the account's {account_limit} unreserved; "
             f"Lambda requires at least {LAMBDA_MIN_UNRESERVED}"
         )
-    for key in ("account", "region", "token_secret_name", "hermes_url"):
+    for key in ("account", "region", "token_secret_name", "hermes_url", "alarm_email"):
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
             raise SettingsError(f"{where}.{key} must be a string, got {value!r}")
@@ -186,6 +192,9 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         raise SettingsError(
             f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, got {removal_policy!r}"
         )
+    alarm_email = raw.get("alarm_email")
+    if alarm_email is not None and not EMAIL.fullmatch(alarm_email):
+        raise SettingsError(f"{where}.alarm_email must be one e-mail address, got {alarm_email!r}")
     engine = raw.get("engine", d.engine)
     if engine not in ENGINES:
         raise SettingsError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -246,6 +255,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         account_concurrency_limit=account_limit,
         removal_policy=removal_policy,
         engine=engine,
+        alarm_email=alarm_email,
         stages=MappingProxyType(stages),
     )
 

@@ -417,7 +417,8 @@ def test_dashboard_shows_every_stages_lambda_and_pipeline_metrics(synth: Synth) 
         for metric in ("Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"):
             assert metric in body
         for metric in metrics.METRIC_NAMES:
-            assert f'[\\"{metrics.NAMESPACE}\\",\\"{metric}\\",\\"Stage\\",\\"{stage.name}\\"' in body
+            dims = f'\\"Environment\\",\\"{synth.env}\\",\\"Stage\\",\\"{stage.name}\\"'
+            assert f'[\\"{metrics.NAMESPACE}\\",\\"{metric}\\",{dims}' in body
     assert dashboard["Properties"]["DashboardName"] == f"Fanout-{synth.env}"
 
 
