@@ -34,6 +34,7 @@ from fanout_core.stages import (
 )
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
+from stacks.constructs.dead_letters import DeadLetterRecorder
 from stacks.constructs.monitoring import (
     RETRY_AGE_SLACK_S,
     MonitoredStage,
@@ -193,12 +194,24 @@ class FanoutStack(Stack):
             self.stage_functions[stage.name] = stage_fn
             self._wire(stage, stage_fn)
 
+        monitored = [self._monitored(name, sf) for name, sf in self.stage_functions.items()]
+        self.dead_letters = DeadLetterRecorder(
+            self,
+            "DeadLetters",
+            code=code,
+            bucket=self.bucket,
+            bucket_logical_arn=f"<{self.resolve(self.storage.data_logical_id)}.Arn>",
+            env_name=settings.name,
+            dead_letter_queues={m.name: m.failure_dlq for m in monitored},
+            log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
+            removal_policy=removal,
+        )
         self.monitoring = PipelineMonitoring(
             self,
             "Monitoring",
             dashboard_name=stack_name(settings.name),
             env_name=settings.name,
-            stages=[self._monitored(name, sf) for name, sf in self.stage_functions.items()],
+            stages=monitored,
             alarm_email=settings.alarm_email,
             removal_policy=removal,
         )

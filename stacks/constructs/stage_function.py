@@ -25,8 +25,12 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 """The newest Python runtime for which every dependency has manylinux aarch64 wheels
 (checked with pip; see ``stacks.bundling.LAMBDA_PYTHON_VERSION``, which must match)."""
 ARCHITECTURE = lambda_.Architecture.ARM_64
-FAILURE_RETENTION = Duration.days(14)
-"""SQS's maximum: failed events wait for the retry extension or a redrive this long."""
+FAILURE_RETENTION = Duration.days(7)
+"""Retries and on-failure records wait this long for the function (their delays are at
+most 15 minutes). Shorter than the DLQ's: a message moved there keeps its original
+enqueue time, so an equal retention would expire it in the DLQ at once."""
+DLQ_RETENTION = Duration.days(14)
+"""SQS's maximum."""
 FAILURE_MAX_RECEIVES = 10
 """Receives of a retry message before it moves to the stage's dead-letter queue. The
 queue's consumer shares the stage's reserved concurrency with S3's invocations, and a
@@ -70,7 +74,7 @@ class StageFunction(Construct):
                 "FailureDlq",
                 encryption=sqs.QueueEncryption.SQS_MANAGED,
                 enforce_ssl=True,
-                retention_period=FAILURE_RETENTION,
+                retention_period=DLQ_RETENTION,
                 removal_policy=removal_policy,
             )
             # cdk-nag's SQS3 exempts a queue that serves as another queue's DLQ, as this does.

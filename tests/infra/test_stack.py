@@ -14,8 +14,8 @@ from fanout_aws import metrics
 from fanout_core.settings import environment_to_json
 from fanout_core.stages import DATA_PREFIX, STAGES, Stage
 from stacks.bundling import LAMBDA_PYTHON_VERSION
-from stacks.constructs import monitoring
-from stacks.constructs.stage_function import RUNTIME
+from stacks.constructs import dead_letters, monitoring
+from stacks.constructs.stage_function import FAILURE_RETENTION, RUNTIME
 from stacks.fanout_stack import stage_access
 
 from .conftest import Synth, render
@@ -47,7 +47,7 @@ def test_one_function_per_stage_with_the_environments_settings(synth: Synth) -> 
         for r in synth.resources("AWS::Lambda::Function").values()
         if r["Properties"].get("Handler", "").startswith("fanout_aws.")
     ]
-    assert sorted(handlers) == sorted(s.handler for s in STAGES)
+    assert sorted(handlers) == sorted([*(s.handler for s in STAGES), dead_letters.HANDLER])
     settings_json = environment_to_json(synth.settings)
     for stage in STAGES:
         s = synth.settings.stage(stage.name)
@@ -118,7 +118,9 @@ def test_retry_queue_feeds_its_own_function(synth: Synth) -> None:
                 },
             },
         )
-    assert len(synth.resources("AWS::Lambda::EventSourceMapping")) == len(STAGES)
+    recorder = {"Ref": synth.logical_id(synth.stack.dead_letters.function)}
+    mappings = synth.resources("AWS::Lambda::EventSourceMapping").values()
+    assert len([m for m in mappings if m["Properties"]["FunctionName"] != recorder]) == len(STAGES)
 
 
 def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> None:
@@ -126,7 +128,7 @@ def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> N
         sf = synth.stack.stage_functions[stage.name]
         queue = synth.doc["Resources"][_queue_id(synth, stage)]["Properties"]
         assert queue["SqsManagedSseEnabled"] is True
-        assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert queue["MessageRetentionPeriod"] == FAILURE_RETENTION.to_seconds()
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
             "Fn::GetAtt": [synth.logical_id(sf.failure_dlq), "Arn"]
         }
