@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -58,6 +58,8 @@ ENGINE_DESCRIPTIONS = {
     "s3_events": "S3-event-chained Lambdas",
     "queue": "S3 events queued in SQS for each stage's Lambda",
 }
+APP_TAG, ENVIRONMENT_TAG, APP = "app", "environment", "fanout"
+"""Must equal ``fanout.bucket_env``'s (a test checks)."""
 RETRY_BATCH_SIZE = 1
 """One task attempt per retry-queue invocation: a task may use the whole timeout."""
 
@@ -140,6 +142,10 @@ class FanoutStack(Stack):
             ),
         )
         self.settings = settings
+        # Cost allocation, and how `fanout status --bucket B` finds B's environment
+        # (fanout.bucket_env reads the bucket's tags): on every taggable resource.
+        Tags.of(self).add(APP_TAG, APP)
+        Tags.of(self).add(ENVIRONMENT_TAG, settings.name)
         retain = settings.removal_policy == "retain"
         removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
         self._removal = removal

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fanout.bucket_env import resolve_environment
 from fanout.cli import (
     compact_command,
     cost_command,
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return int(exc.code or 0)
     try:
+        resolve_environment(args)  # --env, else the bucket's tags, else local
         return int(args.run(args))
     except (UsageError, SettingsError) as exc:
         print(f"fanout: {exc}", file=sys.stderr)
