@@ -80,21 +80,25 @@ class StageAccess:
 def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
-    - read its task objects (``<input>*``) and its done markers (``done/<input>*``);
+    - read its task objects (``<input>*``); done markers are only checked for, never read;
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
       decided on once, reused by every later attempt;
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
-      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
+      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers.
+      That is its done markers and failure records (skip a finished task, never replace
+      a record), and its own task objects: GetObject of a missing key answers 403, not
+      404, without ListBucket for that prefix, and ``S3Storage.get`` then lists to tell
+      "does not exist" from "denied";
     - the leaf stage also checks whether its Parquet output exists and reads its footer
       after a crash, before writing it again.
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
-    read = [f"{stage.input_prefix}*", done]
+    read = [f"{stage.input_prefix}*"]
     write = [f"{output}*", done, failed]
-    listed = [done]
+    listed = [f"{stage.input_prefix}*", done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of

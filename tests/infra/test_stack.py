@@ -294,6 +294,16 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             assert not any(p.startswith(DATA_PREFIX) for p in access.read + access.write)
 
 
+def test_done_markers_are_checked_for_never_read_and_task_objects_are_listable() -> None:
+    """Only ``exists`` touches done/ (a listing); a missing task object must be told from
+    a denied one by listing its key (GetObject answers 403 for both)."""
+    for stage in STAGES:
+        access = stage_access(stage)
+        assert not any(p.startswith("done/") for p in access.read), stage.name
+        for prefix in (stage.input_prefix, f"done/{stage.input_prefix}", f"failed/{stage.input_prefix}"):
+            assert f"{prefix}*" in access.list, (stage.name, prefix)
+
+
 def test_each_function_reads_only_its_own_secret(synth: Synth) -> None:
     for stage in STAGES:
         secret_statements = [
