@@ -30,6 +30,9 @@ asynchronously (Lambda's internal queue, its event age, an on-failure queue);
 ``queue`` sends them to the stage's SQS queue, which the function consumes."""
 EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
 """One address, as SNS's e-mail protocol takes it (not a list, no display name)."""
+RECURSION_CUTOFF = 16
+"""Lambda's recursive-loop detection stops a function invoked about this many times in
+one chain of requests (S3, SQS, SNS, Lambda; the trace header rides along)."""
 ESM_MIN_CONCURRENCY = 2
 """The floor of an SQS event source mapping's ``MaximumConcurrency`` (2-1,000)."""
 
@@ -101,6 +104,16 @@ class EnvironmentSettings:
 
 _STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}
 _ENV_FIELDS = {f for f in EnvironmentSettings.__dataclass_fields__} - {"name", "stages"}
+
+
+def invocations_per_chain(stage_name: str, max_attempts: int) -> int:
+    """The most invocations of one stage's function a single chain of requests makes:
+    the first stage's seed writes its parts back under its own prefix (one hop), every
+    attempt is one invocation (a retry comes back through the stage's own queue), and
+    an on-failure record through that queue is one more. A redrive is written by the
+    CLI, outside any chain, so it starts a new one."""
+    self_hops = 1 if stage_name == STAGE_NAMES[0] else 0
+    return self_hops + max_attempts + 1
 
 
 def _int(where: str, value: Any, lo: int, hi: int) -> int:
@@ -206,6 +219,14 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
                     f"engine queue caps each stage with an event source mapping's MaximumConcurrency, "
                     f"which is at least {ESM_MIN_CONCURRENCY}"
                 )
+    max_attempts = _int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100)
+    worst = max(invocations_per_chain(n, max_attempts) for n in STAGE_NAMES)
+    if worst >= RECURSION_CUTOFF:
+        raise SettingsError(
+            f"{where}.max_attempts is {max_attempts}: a task's chain would invoke its function "
+            f"{worst} times, and Lambda's recursive-loop detection stops it at {RECURSION_CUTOFF}; "
+            f"use at most {max_attempts - (worst - RECURSION_CUTOFF + 1)}"
+        )
     base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
     top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
     if top < base:
@@ -243,7 +264,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
             1,
             1_000_000_000,
         ),
-        max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
+        max_attempts=max_attempts,
         retry_base_delay_s=base,
         retry_max_delay_s=top,
         max_records_per_task=_int(
