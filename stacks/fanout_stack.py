@@ -302,6 +302,8 @@ class FanoutStack(Stack):
         # with a delivery delay, and Lambda's on-failure records land there too; the
         # queue feeds the same function (partial batch failures keep the rest).
         fn.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, stage_fn.failure_queue.queue_url)
+        # Also what the on-failure destination needs (Lambda sends with this role); CDK's
+        # grant adds GetQueueAttributes and GetQueueUrl, as its SqsDestination does.
         stage_fn.failure_queue.grant_send_messages(fn)
         reserved = self.settings.stage(stage.name).reserved_concurrency
         fn.add_event_source(

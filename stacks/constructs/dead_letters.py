@@ -22,8 +22,9 @@ from constructs import Construct
 
 from fanout_aws import config as lambda_env
 from fanout_core.stages import DONE_PREFIX, FAILED_PREFIX
+from stacks.constructs.function_role import function_role
 from stacks.constructs.stage_function import ARCHITECTURE, RUNTIME
-from stacks.nag import LAMBDA_BASIC_EXECUTION, acknowledge, managed_policy_finding, resource_finding
+from stacks.nag import acknowledge, resource_finding
 
 HANDLER = "fanout_aws.handlers.dead_letters.handler"
 TIMEOUT = Duration.seconds(25)
@@ -69,6 +70,7 @@ class DeadLetterRecorder(Construct):
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
+            role=function_role(self, "Role", self.log_group, "fanout dead-letter recorder"),
         )
         for queue in dead_letter_queues.values():
             self.function.add_event_source(
@@ -97,12 +99,6 @@ class DeadLetterRecorder(Construct):
         )
         role = self.function.role
         assert role is not None
-        acknowledge(
-            role,
-            managed_policy_finding("IAM4", LAMBDA_BASIC_EXECUTION),
-            "AWSLambdaBasicExecutionRole only lets the recorder write its own CloudWatch "
-            "log streams; its S3 access is the two inline, prefix-scoped statements.",
-        )
         acknowledge(
             role,
             resource_finding("IAM5", f"{bucket_logical_arn}/{failed}"),

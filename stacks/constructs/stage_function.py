@@ -19,7 +19,7 @@ from constructs import Construct
 
 from fanout_core.settings import StageSettings
 from fanout_core.stages import Stage
-from stacks.nag import LAMBDA_BASIC_EXECUTION, acknowledge, managed_policy_finding
+from stacks.constructs.function_role import function_role
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 """The newest Python runtime for which every dependency has manylinux aarch64 wheels
@@ -118,15 +118,7 @@ class StageFunction(Construct):
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
+            role=function_role(self, "Role", self.log_group, f"fanout {stage.name} function"),
             tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
             **async_invoke,
         )
-        role = self.function.role
-        if role is not None:
-            acknowledge(
-                role,
-                managed_policy_finding("IAM4", LAMBDA_BASIC_EXECUTION),
-                "AWSLambdaBasicExecutionRole only lets the function write its own "
-                "CloudWatch log streams; every data permission is an inline, "
-                "prefix-scoped statement added by the stack.",
-            )

@@ -462,3 +462,27 @@ def test_function_environment_fits_lambdas_4_kb_limit(synth: Synth) -> None:
         # Tokens resolve to at most a queue URL or bucket name; 200 bytes covers either.
         size = sum(len(k) + (len(v) if isinstance(v, str) else 200) for k, v in variables.items())
         assert size < 4096, size
+
+
+def _all_statements(synth: Synth) -> list[dict[str, Any]]:
+    return [
+        s
+        for p in synth.resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_pipeline_roles_have_no_managed_policy_and_cannot_create_log_groups(synth: Synth) -> None:
+    functions = [sf.function for sf in synth.stack.stage_functions.values()] + [
+        synth.stack.dead_letters.function
+    ]
+    roles = {
+        synth.doc["Resources"][synth.logical_id(f)]["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions
+    }
+    for role in roles:
+        assert "ManagedPolicyArns" not in synth.doc["Resources"][role]["Properties"], role
+    for statement in _all_statements(synth):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if any(a.startswith("logs:") for a in actions):
+            assert "logs:CreateLogGroup" not in actions
+            assert statement["Resource"] != "*"
