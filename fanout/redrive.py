@@ -12,8 +12,12 @@ carries on from there; locally the runtime that wraps the storage sees the write
   derived, not counted, so a redrive interrupted and run again writes nothing twice.
 - A lost task (pending past the stale threshold, ``--stale``): written again as is.
 
-Order: archive copy, then the task write, then the record's removal; a crash at
-any point leaves either the record (redrive again, same keys) or the new task.
+Order: archive copy, then (whole task) the record's removal and the task write, or
+(units) the sibling's write and the record's removal. The record of a whole task goes
+first so that the re-run the write triggers can never have its own new record
+deleted; a crash between the two leaves the task pending with its record archived
+(``status`` shows it, ``redrive --stale`` re-triggers it). A crash anywhere else leaves
+either the record (redrive again, same keys) or the new task.
 """
 
 from __future__ import annotations
@@ -122,13 +126,18 @@ def _redrive_record(
     storage.put(archive, record.to_bytes())
     result.archived.append(archive)
     if units_body is not None:
+        # The sibling's own outcome goes to failed/<its key>: this record can go after.
         new_key = address.redriven(address.redrive + 1).key
         storage.put_if_absent(new_key, units_body.to_bytes())
         result.created.append(new_key)
+        storage.delete(failed_key)
     else:
+        # The record goes before the task is written: on a bucket the re-run starts
+        # as soon as the write lands and may fail again at once, and deleting after
+        # the write could remove the record that re-run wrote.
+        storage.delete(failed_key)
         storage.put(task_key, original)
         result.retriggered.append(task_key)
-    storage.delete(failed_key)
 
 
 def describe(result: RedriveResult) -> str:

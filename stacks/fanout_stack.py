@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -34,7 +34,13 @@ from fanout_core.stages import (
 )
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
-from stacks.constructs.monitoring import MonitoredStage, PipelineMonitoring, dashboard_url
+from stacks.constructs.dead_letters import DeadLetterRecorder
+from stacks.constructs.monitoring import (
+    RETRY_AGE_SLACK_S,
+    MonitoredStage,
+    PipelineMonitoring,
+    dashboard_url,
+)
 from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
 from stacks.constructs.retry_consumer import RetryConsumer
 from stacks.constructs.stage_function import ARCHITECTURE, RUNTIME, StageFunction
@@ -53,6 +59,8 @@ ENGINE_DESCRIPTIONS = {
     "s3_events": "S3-event-chained Lambdas",
     "queue": "S3 events queued in SQS for each stage's Lambda",
 }
+APP_TAG, ENVIRONMENT_TAG, APP = "app", "environment", "fanout"
+"""Must equal ``fanout.bucket_env``'s (a test checks)."""
 
 
 def stack_name(env_name: str) -> str:
@@ -71,12 +79,16 @@ class StageAccess:
 def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
-    - read its task objects (``<input>*``) and its done markers (``done/<input>*``);
+    - read its task objects (``<input>*``); done markers are only checked for, never read;
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
       decided on once, reused by every later attempt;
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
-      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers;
+      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers.
+      That is its done markers and failure records (skip a finished task, never replace
+      a record), and its own task objects: GetObject of a missing key answers 403, not
+      404, without ListBucket for that prefix, and ``S3Storage.get`` then lists to tell
+      "does not exist" from "denied";
     - the leaf stage also checks whether its Parquet output exists and reads its footer
       after a crash, before writing it again;
     - it lists its own failure records' prefix: a refusal that fails a task (a count
@@ -86,9 +98,9 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
-    read = [f"{stage.input_prefix}*", done]
+    read = [f"{stage.input_prefix}*"]
     write = [f"{output}*", done, failed]
-    listed = [done, failed]
+    listed = [f"{stage.input_prefix}*", done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
@@ -136,6 +148,10 @@ class FanoutStack(Stack):
             ),
         )
         self.settings = settings
+        # Cost allocation, and how `fanout status --bucket B` finds B's environment
+        # (fanout.bucket_env reads the bucket's tags): on every taggable resource.
+        Tags.of(self).add(APP_TAG, APP)
+        Tags.of(self).add(ENVIRONMENT_TAG, settings.name)
         retain = settings.removal_policy == "retain"
         removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
         self._removal = removal
@@ -196,11 +212,26 @@ class FanoutStack(Stack):
             self.stage_functions[stage.name] = stage_fn
             self._wire(stage, stage_fn, environment)
 
+        monitored = [self._monitored(name, sf) for name, sf in self.stage_functions.items()]
+        self.dead_letters = DeadLetterRecorder(
+            self,
+            "DeadLetters",
+            code=code,
+            bucket=self.bucket,
+            bucket_logical_arn=f"<{self.resolve(self.storage.data_logical_id)}.Arn>",
+            env_name=settings.name,
+            dead_letter_queues={m.name: m.failure_dlq for m in monitored},
+            log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
+            removal_policy=removal,
+        )
         self.monitoring = PipelineMonitoring(
             self,
             "Monitoring",
             dashboard_name=stack_name(settings.name),
-            stages=[self._monitored(name, sf) for name, sf in self.stage_functions.items()],
+            env_name=settings.name,
+            stages=monitored,
+            alarm_email=settings.alarm_email,
+            removal_policy=removal,
         )
         self.analytics = Analytics(
             self,
@@ -219,6 +250,9 @@ class FanoutStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
     def _monitored(self, name: str, sf: StageFunction) -> MonitoredStage:
+        stuck_after = (
+            int(self.settings.retry_max_delay_s) + self.settings.stage(name).timeout_s + RETRY_AGE_SLACK_S
+        )
         sq = self.stage_queues.get(name)
         if sq is not None:  # engine queue: the stage queue is the work and retry queue
             return MonitoredStage(
@@ -228,6 +262,7 @@ class FanoutStack(Stack):
                 failure_dlq=sq.dlq,
                 work_queue=sq.queue,
                 concurrency_cap=sq.max_concurrency,
+                oldest_retry_alarm_s=stuck_after,
             )
         assert sf.failure_queue is not None and sf.failure_dlq is not None
         return MonitoredStage(
@@ -236,6 +271,7 @@ class FanoutStack(Stack):
             failure_queue=sf.failure_queue,
             failure_dlq=sf.failure_dlq,
             concurrency_cap=self.settings.stage(name).reserved_concurrency,
+            oldest_retry_alarm_s=stuck_after,
         )
 
     def _wire(self, stage: Stage, stage_fn: StageFunction, environment: dict[str, str]) -> None:
@@ -270,6 +306,14 @@ class FanoutStack(Stack):
             removal_policy=self._removal,
             tracing=self._tracing,
         )
+        # The shared role writes only its functions' own log groups (function_role.py).
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="RetryConsumerLogStreams",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.retry_consumers[stage.name].log_group.log_group_arn],
+            )
+        )
 
     def _wire_queue(self, stage: Stage, stage_fn: StageFunction) -> sqs.Queue:
         sq = StageQueue(
@@ -300,6 +344,8 @@ class FanoutStack(Stack):
         # with a delivery delay, and Lambda's on-failure records land there too; the
         # stage's retry consumer runs them (partial batch failures keep the rest).
         fn.add_environment(lambda_env.ENV_RETRY_QUEUE_URL, stage_fn.failure_queue.queue_url)
+        # Also what the on-failure destination needs (Lambda sends with this role); CDK's
+        # grant adds GetQueueAttributes and GetQueueUrl, as its SqsDestination does.
         stage_fn.failure_queue.grant_send_messages(fn)
         return stage_fn.failure_queue
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fanout.bucket_env import resolve_environment
 from fanout.cli import (
     check_command,
     compact_command,
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     args.argv = argv
     try:
+        resolve_environment(args)  # --env, else the bucket's tags, else local
         return int(args.run(args))
     except (UsageError, SettingsError) as exc:
         print(f"fanout: {one_line(exc)}", file=sys.stderr)

@@ -183,8 +183,9 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
 def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env",
-        default="local",
-        help="environment in cdk.json whose settings to use (default local)",
+        default=None,
+        help="environment in cdk.json whose settings to use (default: with --bucket, the "
+        "one its tags name; else local)",
     )
     p.add_argument("--config", help="path of cdk.json (default ./cdk.json, else the project's)")
 

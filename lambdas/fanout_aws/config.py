@@ -54,3 +54,19 @@ class LambdaConfig:
             token=env.get(ENV_TOKEN) or None,
             retry_queue_url=env.get(ENV_RETRY_QUEUE_URL) or None,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecorderConfig:
+    """The dead-letter recorder's configuration: which bucket, which environment."""
+
+    bucket: str
+    env_name: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> RecorderConfig:
+        env = os.environ if environ is None else environ
+        missing = [k for k in (ENV_NAME, ENV_BUCKET) if not env.get(k)]
+        if missing:
+            raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
+        return cls(bucket=env[ENV_BUCKET], env_name=env[ENV_NAME])

@@ -64,6 +64,78 @@ class S3Object:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LambdaReport:
+    """What an on-failure destination record says Lambda gave up on, and why."""
+
+    condition: str
+    """``RetriesExhausted``, ``EventAgeExceeded``, or another Lambda names."""
+    invoke_count: int
+    """``requestContext.approximateInvokeCount``: how often Lambda invoked the function."""
+    error_type: str | None
+    """``responsePayload.errorType``: ``InvocationFailed`` (our bookkeeping failed),
+    ``Runtime.ExitError``, ``Sandbox.Timedout``, ``Runtime.OutOfMemory``, ... ; None
+    when the process died before it could say."""
+    error_message: str | None
+    function_error: str | None
+    """``responseContext.functionError`` (``Unhandled``); None: the function never ran
+    to an answer (event age exceeded while throttled)."""
+
+    @property
+    def is_bookkeeping(self) -> bool:
+        """Our own handler raised (S3 or SQS failed while recording): worth another try."""
+        return self.error_type == INVOCATION_FAILED
+
+    @property
+    def error_kind(self) -> str:
+        """``configuration`` when the function could not even start its work, else
+        ``crashed`` (died, timed out, ran out of memory, was stopped)."""
+        return "configuration" if self.error_type in CONFIGURATION_ERROR_TYPES else "crashed"
+
+    @property
+    def never_ran(self) -> bool:
+        """Lambda dropped the event unrun (throttled past its maximum age)."""
+        return (
+            self.condition == EVENT_AGE_EXCEEDED and self.function_error is None and self.error_type is None
+        )
+
+
+INVOCATION_FAILED = "InvocationFailed"
+"""``fanout_aws.stage_handler.InvocationFailed``'s name, as Lambda reports it."""
+EVENT_AGE_EXCEEDED = "EventAgeExceeded"
+CONFIGURATION_ERROR_TYPES = frozenset(
+    {
+        "SettingsError",
+        "Runtime.ImportModuleError",
+        "Runtime.HandlerNotFound",
+        "Runtime.UserCodeSyntaxError",
+    }
+)
+"""Error types that say the function is set up wrong, not that a task broke it."""
+
+
+def lambda_report(doc: Mapping[str, Any]) -> LambdaReport:
+    """The report in an on-failure destination record (fields it lacks left empty)."""
+    context = doc.get("requestContext")
+    context = context if isinstance(context, Mapping) else {}
+    response = doc.get("responseContext")
+    response = response if isinstance(response, Mapping) else {}
+    payload = doc.get("responsePayload")
+    payload = payload if isinstance(payload, Mapping) else {}
+
+    def text(value: object, limit: int = 1000) -> str | None:
+        return value[:limit] if isinstance(value, str) and value else None
+
+    count = context.get("approximateInvokeCount")
+    return LambdaReport(
+        condition=text(context.get("condition"), 100) or "unknown",
+        invoke_count=count if type(count) is int and count >= 0 else 0,
+        error_type=text(payload.get("errorType"), 200),
+        error_message=text(payload.get("errorMessage")),
+        function_error=text(response.get("functionError"), 100),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskAttempt:
     """One try of one task that an event asks for."""
 
@@ -80,6 +152,13 @@ class TaskAttempt:
     Each receive before this one was a delivery that died (a crash, a timeout: a
     transient failure is a new message, a success deletes it, and no receive of ours is
     throttled), so each counts as an attempt: ``attempt.number`` includes them."""
+    report: LambdaReport | None = None
+    """``on-failure`` only: what Lambda reported."""
+
+    @property
+    def receive_count(self) -> int:
+        """The receives of its message (1 when it came in no SQS message)."""
+        return self.receives
 
     @property
     def key(self) -> str:
@@ -458,7 +537,9 @@ def _on_failure(out: Decoded, doc: Mapping[str, Any], where: str, message_id: st
     _payload(inner, payload, f"{where} requestPayload", message_id, on_failure=False)
     out.refusals.extend(inner.refusals)
     tries = context.get("approximateInvokeCount")
-    problem = _attempt_problem(tries, "requestContext.approximateInvokeCount")
+    # 0 only when Lambda never ran it (throttled until its maximum event age).
+    least = 0 if context.get("condition") == EVENT_AGE_EXCEEDED else 1
+    problem = _attempt_problem(tries, "requestContext.approximateInvokeCount", minimum=least)
     for item in inner.attempts:
         if problem:
             out.refusals.append(
@@ -474,14 +555,14 @@ def _on_failure(out: Decoded, doc: Mapping[str, Any], where: str, message_id: st
             continue
         assert isinstance(tries, int)
         attempt = replace(item.attempt, number=item.attempt.number + tries)
-        out.attempts.append(replace(item, attempt=attempt, source="on-failure"))
+        out.attempts.append(replace(item, attempt=attempt, source="on-failure", report=lambda_report(doc)))
 
 
-def _attempt_problem(value: object, name: str) -> str | None:
+def _attempt_problem(value: object, name: str, minimum: int = 1) -> str | None:
     if type(value) is not int:  # bool is an int subclass, and no count
         return f"{name} is {value!r} ({_kind(value)}), not a whole number"
-    if value < 1:
-        return f"{name} is {value}, not 1 or more"
+    if value < minimum:
+        return f"{name} is {value}, not {minimum} or more"
     return None
 
 

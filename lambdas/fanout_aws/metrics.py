@@ -1,5 +1,9 @@
 """Per-invocation metrics as CloudWatch Embedded Metric Format: one JSON log line,
-no API call, no extra dependency."""
+no API call, no extra dependency.
+
+Dimensions ``Environment`` and ``Stage``: two environments in one account (dev and
+prod) never add up into one line of a graph or one alarm.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,21 @@ from collections.abc import Mapping
 from typing import TextIO
 
 NAMESPACE = "Fanout"
-METRIC_NAMES = ("Tasks", "ApiCalls", "Throttled429", "Retries", "Failures", "RecordsWritten")
+METRIC_NAMES = (
+    "Tasks",
+    "ApiCalls",
+    "Throttled429",
+    "Retries",
+    "Failures",
+    "RecordsWritten",
+    "ConfigurationErrors",
+)
+DIMENSIONS = ("Environment", "Stage")
 
 
-def emf_line(stage: str, values: Mapping[str, float], *, timestamp_ms: int | None = None) -> str:
+def emf_line(
+    environment: str, stage: str, values: Mapping[str, float], *, timestamp_ms: int | None = None
+) -> str:
     unknown = set(values) - set(METRIC_NAMES)
     if unknown:
         raise ValueError(f"unknown metric(s): {sorted(unknown)}")
@@ -23,18 +38,19 @@ def emf_line(stage: str, values: Mapping[str, float], *, timestamp_ms: int | Non
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Stage"]],
+                    "Dimensions": [list(DIMENSIONS)],
                     "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
                 }
             ],
         },
+        "Environment": environment,
         "Stage": stage,
         **{name: values[name] for name in values},
     }
     return json.dumps(doc, separators=(",", ":"))
 
 
-def emit(stage: str, values: Mapping[str, float], stream: TextIO | None = None) -> None:
+def emit(environment: str, stage: str, values: Mapping[str, float], stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
-    out.write(emf_line(stage, values) + "\n")
+    out.write(emf_line(environment, stage, values) + "\n")
     out.flush()

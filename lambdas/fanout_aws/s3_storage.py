@@ -162,11 +162,22 @@ class S3Storage:
                 body.close()
             return data
         except ClientError as exc:
-            if error_code(exc) in _NOT_FOUND_CODES:
+            if error_code(exc) in _NOT_FOUND_CODES or self._denied_because_missing(exc, key):
                 raise NoSuchKey(key) from None
             raise translate(exc, f"GetObject {key!r}") from exc
         except BotoCoreError as exc:
             raise translate(exc, f"GetObject {key!r}") from exc
+
+    def _denied_because_missing(self, error: ClientError, key: str) -> bool:
+        """S3 answers GetObject of a missing key with 403 unless the caller may list that
+        key's prefix; the functions may list only under an ``s3:prefix`` condition, so a
+        403 is checked with a listing (which that grant covers) before it counts as denied."""
+        if error_code(error) != "AccessDenied":
+            return False
+        try:
+            return not self.exists(key)
+        except Exception:  # the listing is denied too: the 403 stands
+            return False
 
     def put(self, key: str, body: bytes) -> None:
         try:

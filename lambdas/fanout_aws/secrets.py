@@ -7,17 +7,9 @@ import json
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from botocore.exceptions import ClientError
-
 from fanout_core.errors import ConfigurationError, SettingsError
 
 REDACTED = "***"
-CONFIGURATION_CODES = frozenset(
-    {"ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException"}
-)
-"""Secrets Manager answers that no retry can change: the secret does not exist, the role
-may not read it or its key, or it is scheduled for deletion. Throttling and 5xx stay
-transient."""
 
 
 def read_secret(client: Any, secret_id: str) -> str:
@@ -25,17 +17,17 @@ def read_secret(client: Any, secret_id: str) -> str:
 
     Checked with ``check_token``: a token that needs trimming is refused, not trimmed,
     since a line break pasted into a secret usually means the wrong value was pasted.
+    A secret that does not exist or that the role may not read (or decrypt) is a
+    ``SettingsError`` naming the cause: no retry fixes it. Anything else (throttling,
+    a 5xx) propagates for Lambda to retry.
     """
     try:
         value = client.get_secret_value(SecretId=secret_id).get("SecretString")
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in CONFIGURATION_CODES:
-            raise ConfigurationError(
-                f"cannot read the Hermes token secret {secret_id!r}: {code}; create it (docs/deploy.md) "
-                "or grant the function access, then redrive the run"
-            ) from None
-        raise
+    except Exception as exc:
+        code = _error_code(exc)
+        if code not in UNREADABLE:
+            raise
+        raise ConfigurationError(f"secret {secret_id!r} {UNREADABLE[code]} ({code})") from None
     if not isinstance(value, str):
         raise SettingsError(f"secret {secret_id!r} holds no SecretString; store the bare Hermes token")
     try:
@@ -45,6 +37,24 @@ def read_secret(client: Any, secret_id: str) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("token"), str):
         value = doc["token"]
     return check_token(value, f"secret {secret_id!r}")
+
+
+UNREADABLE = {
+    "ResourceNotFoundException": "does not exist: create it before the first run (docs/deploy.md)",
+    "AccessDeniedException": "may not be read by the function's role",
+    "DecryptionFailure": "cannot be decrypted with the role's access to its KMS key",
+    "InvalidRequestException": "is not readable now (scheduled for deletion?)",
+}
+"""Secrets Manager errors only a change to the secret or the role can fix."""
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The ``Error.Code`` of a botocore ``ClientError`` (duck-typed: no botocore import)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return code if isinstance(code, str) else None
+    return None
 
 
 def check_token(token: str, where: str) -> str:

@@ -12,12 +12,29 @@ invocation reports the message in ``batchItemFailures``, so SQS redelivers it.
 Whatever the event holds that is no task for this function is refused before any
 work, logged once, and never raised: no retry can make it valid. An SQS message that
 is refused is therefore consumed (dropped with its log line), not redelivered.
+
+Two cases end a task at once, with a failure record, instead of hours of retries:
+
+- a configuration error at cold start (the secret is missing, empty or unreadable,
+  the Hermes host does not resolve): every task in the event is recorded with kind
+  ``configuration`` and the invocation succeeds; the next event checks again;
+- an on-failure destination record saying Lambda's own tries crashed (process exit,
+  timeout, out of memory, a loop-detection stop): recorded with kind ``crashed`` and
+  what Lambda reported, unless a done marker or a record already exists. Only our own
+  bookkeeping failures (``InvocationFailed``) and events that aged out unrun are tried
+  again.
+
+Each task attempt logs one line whose fields (``run_id``, ``stage``, ``task_key``,
+``attempt``, ``outcome``, ``error_kind``, ``calls``, ``seconds``) are top-level keys of
+Lambda's JSON log format (``logging`` ``extra=``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,17 +42,25 @@ from typing import Any
 
 from fanout_aws import metrics
 from fanout_aws.config import ENV_STAGE, ENV_TOKEN, LambdaConfig
-from fanout_aws.events import Refusal, Scope, decode_event
+from fanout_aws.events import Refusal, Scope, TaskAttempt, decode_event
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
-from fanout_core.errors import BadTask, ConfigurationError, SettingsError
-from fanout_core.failures import failure_record_for, now_iso, write_failure
+from fanout_core.error_kinds import kind_of
+from fanout_core.errors import BadTask, ConfigurationError, FanoutError, SettingsError
+from fanout_core.failures import (
+    failure_record_for,
+    lambda_failure_record,
+    now_iso,
+    record_unless_settled,
+    write_failure,
+)
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
+from fanout_core.stages import STAGES
 from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
@@ -67,6 +92,7 @@ class StageRuntime:
         from fanout_aws.s3_storage import S3Storage
 
         settings = config.settings
+        check_hermes_host(settings.hermes_url)
         if token is None:
             if config.token:
                 token = check_token(config.token, f"${ENV_TOKEN}")
@@ -114,7 +140,7 @@ class StageRuntime:
             if (error := self._refuse(refusal)) is not None:
                 failed(refusal.message_id, error)
         for item in decoded.attempts:
-            if (error := self._run(item.attempt, context)) is not None:
+            if (error := self._run(item, context)) is not None:
                 failed(item.message_id, error)
         if unreported:  # Lambda retries the event; finished tasks are skipped then
             first = unreported[0]
@@ -159,8 +185,13 @@ class StageRuntime:
         write_failure(self.storage, record)
         return True
 
-    def _run(self, attempt: Attempt, context: Any) -> Exception | None:
+    def _run(self, item: TaskAttempt, context: Any) -> Exception | None:
         """One attempt of one task; returns the exception if its bookkeeping failed."""
+        report = item.report
+        if report is not None and not (report.is_bookkeeping or report.never_ran):
+            return self._record_lambda_failure(item)
+        attempt = item.attempt
+        started = time.monotonic()
         before = self.stats.snapshot()
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
         self.hermes.set_deadline(task_deadline(remaining))
@@ -170,6 +201,8 @@ class StageRuntime:
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         counts = {"Tasks": 1.0, "Retries": 0.0, "Failures": 0.0, "RecordsWritten": 0.0}
+        line: dict[str, Any] = {"task_key": attempt.key, "attempt": attempt.number}
+        level = logging.INFO
         try:
             outcome = attempt_task(attempt, work, self.storage, self.policy)
             if isinstance(outcome, RetryLater):
@@ -177,30 +210,30 @@ class StageRuntime:
                     raise outcome.error
                 self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 counts["Retries"] = 1.0
-                self._log(
-                    logging.WARNING,
-                    task=attempt.key,
-                    attempt=attempt.number,
-                    retry_in_s=outcome.delay_s,
+                level = logging.WARNING
+                line.update(
+                    outcome="retry",
+                    error_kind=kind_of(outcome.error),
+                    retry_in_s=round(outcome.delay_s, 1),
                     error=str(outcome.error),
                 )
             elif isinstance(outcome, GaveUp):
                 counts["Failures"] = 1.0
-                self._log(
-                    logging.ERROR,
-                    task=attempt.key,
-                    gave_up=outcome.record.error_class,
-                    attempts=attempt.number,
+                level = logging.ERROR
+                line.update(
+                    outcome="failed", error_kind=outcome.record.error_kind, error=outcome.record.message
                 )
             elif isinstance(outcome, Finished):
                 result: TaskResult = outcome.result
                 counts["RecordsWritten"] = float(result.records)
                 counts["Failures"] = float(bool(result.failed_units))
+                line.update(outcome="finished_with_failed_units" if result.failed_units else "finished")
             return None
         except Exception as exc:
-            self._log(
-                logging.ERROR,
-                task=attempt.key,
+            level = logging.ERROR
+            line.update(
+                outcome="error",
+                error_kind=kind_of(exc),
                 error=f"could not record its outcome: {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
             )
@@ -209,38 +242,141 @@ class StageRuntime:
             after = self.stats.snapshot()
             counts["ApiCalls"] = after["calls"] - before["calls"]
             counts["Throttled429"] = after["throttled"] - before["throttled"]
-            metrics.emit(self.config.stage.name, counts)
+            line.update(calls=int(counts["ApiCalls"]), seconds=round(time.monotonic() - started, 3))
+            self._log(level, **line)
+            metrics.emit(self.config.settings.name, self.config.stage.name, counts)
+
+    def _record_lambda_failure(self, item: TaskAttempt) -> Exception | None:
+        """Lambda's own tries of this task crashed: its one failure record, now."""
+        report = item.report
+        assert report is not None
+        tried = item.attempt.number - 1  # the on-failure count was added to the next try
+        message = self._scrub(
+            f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}): "
+            f"{report.error_type or 'no error type'}: {report.error_message or 'no message'}"
+        )
+        record = lambda_failure_record(
+            item.key,
+            error_kind=report.error_kind,
+            message=message[:1000],
+            attempts=tried,
+            first_attempt_at=item.attempt.first_attempt_at,
+            condition=report.condition,
+            invoke_count=report.invoke_count,
+            error_type=report.error_type,
+            error_message=self._scrub(report.error_message)[:1000] if report.error_message else None,
+        )
+        try:
+            written = record_unless_settled(self.storage, record)
+        except Exception as exc:
+            self._log(logging.ERROR, task_key=item.key, outcome="error", error=f"{type(exc).__name__}: {exc}")
+            return exc
+        self._log(
+            logging.ERROR,
+            task_key=item.key,
+            attempt=tried,
+            outcome="failed" if written else "already_settled",
+            error_kind=record.error_kind,
+            condition=report.condition,
+            error=message,
+        )
+        failures = 1.0 if written else 0.0
+        counts = {"Tasks": 1.0, "Failures": failures}
+        if record.error_kind == "configuration":
+            counts["ConfigurationErrors"] = failures
+        metrics.emit(self.config.settings.name, self.config.stage.name, counts)
+        return None
 
     def _log(self, level: int, **fields: Any) -> None:
-        """One JSON log line; every string in it scrubbed of the token."""
+        """One log line; its fields are top-level keys of Lambda's JSON log (``extra=``),
+        every string scrubbed of the token."""
         for name in ("error", "traceback"):
             if isinstance(fields.get(name), str):
                 fields[name] = self._scrub(fields[name])[: 500 if name == "error" else 4000]
-        log.log(level, self._scrub(json.dumps(fields, ensure_ascii=False)))
+        log_task(level, self.config.stage.name, fields)
 
 
-def record_configuration_error(
-    config: LambdaConfig, event: object, error: Exception
-) -> dict[str, Any] | None:
-    """One failure record per task ``event`` names (unless it finished or failed already),
-    kind ``task``, error class ``ConfigurationError`` with the cause; the invocation
-    succeeds. Raises only if a record cannot be written (Lambda's retries take over)."""
+def log_task(level: int, stage: str, fields: dict[str, Any]) -> None:
+    """``fields`` as one log line's keys, with the stage and the task's run id."""
+    fields = {"stage": stage, **fields}
+    key = fields.get("task_key")
+    if isinstance(key, str) and "run_id" not in fields:
+        try:
+            fields["run_id"] = STAGES.parse(key).run_id
+        except FanoutError:
+            fields["run_id"] = None
+    message = f"{stage} {fields.get('outcome', '')} {key or ''}".strip()
+    log.log(level, message, extra={RESERVED_RENAMES.get(k, k): v for k, v in fields.items()})
+
+
+RESERVED_RENAMES = {"message": "detail", "name": "task_name", "args": "arguments"}
+"""Field names ``logging.LogRecord`` keeps for itself (``extra=`` may not set them)."""
+
+
+def check_hermes_host(url: str) -> None:
+    """Raise ``SettingsError`` if the Hermes URL's host name does not exist: no retry can
+    make it resolve, so every task would spend hours of retries on it. A temporary
+    resolver failure (``EAI_AGAIN``) is left to the tasks' own retries."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    if not host:
+        raise SettingsError(f"hermes_url {url!r} has no host name")
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        if exc.errno in NAME_NOT_FOUND:
+            raise SettingsError(
+                f"hermes_url host {host!r} does not resolve ({exc.strerror}); fix hermes_url in "
+                "cdk.json and redeploy, then redrive"
+            ) from None
+
+
+NAME_NOT_FOUND = {
+    socket.EAI_NONAME,
+    *(getattr(socket, n) for n in ("EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, n)),
+}
+
+
+def fail_fast(config: LambdaConfig, event: object, error: Exception) -> dict[str, Any] | None:
+    """A configuration error at cold start: each task in ``event`` gets its failure
+    record (kind ``configuration``, naming the cause) and the invocation succeeds, so no
+    retry spends hours on what only a fix can change. A task already done is left be."""
     from fanout_aws.s3_storage import S3Storage
 
-    cause = ConfigurationError(str(error))
+    if not isinstance(error, ConfigurationError):
+        error = ConfigurationError(str(error))
     storage = S3Storage(config.bucket)
     scope = Scope(bucket=config.bucket, stage=config.stage, max_attempts=config.settings.max_attempts)
     decoded = decode_event(event, scope)
-    recorded = []
+    written = 0
     for item in decoded.attempts:
         if storage.exists(keys.done_key(item.key)):
             continue
+        tried = item.attempt.number - 1 if item.source == "on-failure" else item.attempt.number
         record = failure_record_for(
-            item.key, cause, attempts=item.attempt.number, first_attempt_at=item.attempt.first_attempt_at
+            item.key, error, attempts=max(tried, 1), first_attempt_at=item.attempt.first_attempt_at
         )
         write_failure(storage, record)
-        recorded.append(item.key)
-    log.error(json.dumps({"configuration_error": str(cause)[:500], "recorded": recorded}, ensure_ascii=False))
+        written += 1
+        log_task(
+            logging.ERROR,
+            config.stage.name,
+            {
+                "task_key": item.key,
+                "attempt": item.attempt.number,
+                "outcome": "failed",
+                "error_kind": record.error_kind,
+                "error": record.message,
+            },
+        )
+    if not decoded.attempts:
+        log_task(logging.ERROR, config.stage.name, {"outcome": "configuration_error", "error": str(error)})
+    metrics.emit(
+        config.settings.name,
+        config.stage.name,
+        {"Tasks": float(len(decoded.attempts)), "Failures": float(written), "ConfigurationErrors": 1.0},
+    )
     return {"batchItemFailures": []} if decoded.from_sqs else None
 
 
@@ -262,8 +398,9 @@ def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
             except (ConfigurationError, SettingsError) as exc:
                 # Nothing can run until an operator fixes this: fail each task now with
                 # the cause, instead of hours of Lambda and queue retries ending in a DLQ.
-                # The next invocation tries again, so a fixed secret needs no redeploy.
-                return record_configuration_error(config, event, exc)
+                # Not cached: the next invocation checks again, so a fixed secret needs no
+                # redeploy.
+                return fail_fast(config, event, exc)
         return runtime[0].handle(event, context)
 
     handler.__name__ = f"{stage_name}_handler"

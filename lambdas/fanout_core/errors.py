@@ -72,16 +72,18 @@ class StorageFault(FanoutError):
     kind = "storage"
 
 
-class ConfigurationError(PermanentError):
-    """The deployment cannot run any task as it is (its token secret is missing, empty or
-    unreadable): no retry helps until an operator fixes it, so each task it meets gets a
-    failure record naming the cause at once, and ``redrive`` runs them after the fix."""
-
-    kind = "configuration"
-
-
 class SettingsError(ValueError):
     """A setting is missing or out of range; the message names it."""
+
+
+class ConfigurationError(PermanentError, SettingsError):
+    """The deployment cannot run any task as it is (its token secret is missing, empty or
+    unreadable): no retry helps until an operator fixes it, so each task it meets gets a
+    failure record naming the cause at once, and ``redrive`` runs them after the fix.
+
+    A settings error too, so that whatever checks settings at a cold start catches it."""
+
+    kind = "configuration"
 
 
 def is_transient(error: BaseException) -> bool:

@@ -40,6 +40,15 @@ class FailureRecord:
     first_attempt_at: str
     last_attempt_at: str
     units: list[dict[str, Any]] = field(default_factory=list)
+    condition: str | None = None
+    """When Lambda, not fanout, gave up on the task (kind ``crashed`` or
+    ``configuration``): its condition, e.g. ``RetriesExhausted``, ``EventAgeExceeded``,
+    or ``DeadLetterQueue`` when the message reached a dead-letter queue."""
+    approximate_invoke_count: int | None = None
+    """How often Lambda invoked the function on it (or SQS delivered it)."""
+    error_type: str | None = None
+    """What Lambda reported: ``Runtime.ExitError``, ``Sandbox.Timedout``, ..."""
+    error_message: str | None = None
 
     def __post_init__(self) -> None:
         if self.error_kind not in KINDS:
@@ -49,7 +58,9 @@ class FailureRecord:
                 unit["error_kind"] = kind_in(unit)
 
     def to_bytes(self) -> bytes:
-        return dumps(asdict(self))
+        """Lambda's fields only when it reported them: other records keep their bytes."""
+        doc = {k: v for k, v in asdict(self).items() if not (k in _LAMBDA_FIELDS and v is None)}
+        return dumps(doc)
 
     @classmethod
     def from_bytes(cls, body: bytes) -> FailureRecord:
@@ -91,6 +102,61 @@ def failure_record_for(
 
 
 _FIELDS = {f.name for f in fields(FailureRecord)}
+_LAMBDA_FIELDS = {"condition", "approximate_invoke_count", "error_type", "error_message"}
+
+
+def lambda_failure_record(
+    task_key: str,
+    *,
+    error_kind: str,
+    message: str,
+    attempts: int,
+    first_attempt_at: str,
+    condition: str,
+    invoke_count: int | None,
+    error_type: str | None,
+    error_message: str | None,
+    table: StageTable = STAGES,
+) -> FailureRecord:
+    """The record of a task Lambda (or SQS) gave up on: the process crashed, timed out,
+    ran out of memory, could not start, or its message reached a dead-letter queue.
+    Kind ``crashed`` or ``configuration``; not transient, so no runtime retries it on
+    its own: ``fanout redrive`` does, once the cause is fixed."""
+    stage = table.for_key(task_key)
+    try:
+        run_id: str | None = table.parse(task_key).run_id
+    except FanoutError:
+        run_id = None
+    return FailureRecord(
+        run_id=run_id,
+        stage=stage.name if stage else None,
+        task_key=task_key,
+        kind="task",
+        error_class=error_type or condition,
+        error_kind=error_kind,
+        message=message,
+        status=None,
+        transient=False,
+        attempts=max(attempts, 1),
+        first_attempt_at=first_attempt_at,
+        last_attempt_at=now_iso(),
+        condition=condition,
+        approximate_invoke_count=invoke_count,
+        error_type=error_type,
+        error_message=error_message,
+    )
+
+
+def record_unless_settled(storage: Storage, record: FailureRecord) -> bool:
+    """Write ``record`` unless the task finished (a done marker: a retry that got through
+    made it obsolete) or already has a failure record; True if it was written.
+
+    Idempotent: a second delivery of the same dead letter or on-failure record writes
+    nothing, and never replaces the record fanout itself wrote.
+    """
+    if storage.exists(keys.done_key(record.task_key)):
+        return False
+    return storage.put_if_absent(keys.failed_key(record.task_key), record.to_bytes())
 
 
 def write_failure(storage: Storage, record: FailureRecord) -> None:

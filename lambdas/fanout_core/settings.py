@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,11 @@ PACINGS = ("static", "adaptive")
 """How each Lambda instance paces: ``static`` keeps to its fixed share of R (stage weight,
 then reserved concurrency); ``adaptive`` starts there and probes up to R, backing off on
 429s, so the shares of idle stages flow to busy ones (``fanout_core.adaptive_rate``)."""
+EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
+"""One address, as SNS's e-mail protocol takes it (not a list, no display name)."""
+RECURSION_CUTOFF = 16
+"""Lambda's recursive-loop detection stops a function invoked about this many times in
+one chain of requests (S3, SQS, SNS, Lambda; the trace header rides along)."""
 ESM_MIN_CONCURRENCY = 2
 """The floor of an SQS event source mapping's ``MaximumConcurrency`` (2-1,000)."""
 
@@ -97,6 +103,9 @@ class EnvironmentSettings:
     empties and deletes it (for throw-away environments)."""
     engine: str = "s3_events"
     """One of ``ENGINES``: what carries a task's notification to its stage's function."""
+    alarm_email: str | None = None
+    """An address the alarm topic mails (after the address confirms); None: subscribe
+    whatever you like to the ``AlarmTopicArn`` output yourself."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -125,6 +134,16 @@ class EnvironmentSettings:
 
 _STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}
 _ENV_FIELDS = {f for f in EnvironmentSettings.__dataclass_fields__} - {"name", "stages"}
+
+
+def invocations_per_chain(stage_name: str, max_attempts: int) -> int:
+    """The most invocations of one stage's function a single chain of requests makes:
+    the first stage's seed writes its parts back under its own prefix (one hop), every
+    attempt is one invocation (a retry comes back through the stage's own queue), and
+    an on-failure record through that queue is one more. A redrive is written by the
+    CLI, outside any chain, so it starts a new one."""
+    self_hops = 1 if stage_name == STAGE_NAMES[0] else 0
+    return self_hops + max_attempts + 1
 
 
 def _int(where: str, value: Any, lo: int, hi: int) -> int:
@@ -210,7 +229,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
             f"{account_limit - reserved} of the account's {account_limit} unreserved; "
             f"Lambda requires at least {LAMBDA_MIN_UNRESERVED}"
         )
-    for key in ("account", "region", "token_secret_name", "hermes_url"):
+    for key in ("account", "region", "token_secret_name", "hermes_url", "alarm_email"):
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
             raise SettingsError(f"{where}.{key} must be a string, got {value!r}")
@@ -222,6 +241,9 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         raise SettingsError(
             f"{where}.removal_policy must be one of {', '.join(REMOVAL_POLICIES)}, got {removal_policy!r}"
         )
+    alarm_email = raw.get("alarm_email")
+    if alarm_email is not None and not EMAIL.fullmatch(alarm_email):
+        raise SettingsError(f"{where}.alarm_email must be one e-mail address, got {alarm_email!r}")
     engine = raw.get("engine", d.engine)
     if engine not in ENGINES:
         raise SettingsError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -239,6 +261,14 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     rate_start = raw.get("hermes_rate_start")
     if rate_start is not None:
         rate_start = _num(f"{where}.hermes_rate_start", rate_start, 0.1, 1e6)
+    max_attempts = _int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100)
+    worst = max(invocations_per_chain(n, max_attempts) for n in STAGE_NAMES)
+    if worst >= RECURSION_CUTOFF:
+        raise SettingsError(
+            f"{where}.max_attempts is {max_attempts}: a task's chain would invoke its function "
+            f"{worst} times, and Lambda's recursive-loop detection stops it at {RECURSION_CUTOFF}; "
+            f"use at most {max_attempts - (worst - RECURSION_CUTOFF + 1)}"
+        )
     base = _num(f"{where}.retry_base_delay_s", raw.get("retry_base_delay_s", d.retry_base_delay_s), 0, 900)
     top = _num(f"{where}.retry_max_delay_s", raw.get("retry_max_delay_s", d.retry_max_delay_s), 0, 900)
     if top < base:
@@ -278,7 +308,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
             1,
             1_000_000_000,
         ),
-        max_attempts=_int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100),
+        max_attempts=max_attempts,
         retry_base_delay_s=base,
         retry_max_delay_s=top,
         max_records_per_task=_int(
@@ -290,6 +320,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         account_concurrency_limit=account_limit,
         removal_policy=removal_policy,
         engine=engine,
+        alarm_email=alarm_email,
         stages=MappingProxyType(stages),
     )
 

@@ -1,8 +1,9 @@
 """Alarms and a dashboard per stage: is work failing, piling up, or being held back?
 
 Lambda's own metrics say how the functions run; the ``Fanout`` namespace (CloudWatch
-Embedded Metric Format lines the handlers log, dimension ``Stage``) says what they
-did: tasks, Hermes calls, 429s, retries, failures, records written.
+Embedded Metric Format lines the handlers log, dimensions ``Environment`` and ``Stage``)
+says what they did: tasks, Hermes calls, 429s, retries, failures, records written,
+configuration errors. Every alarm publishes to ``AlarmTopic`` (a key CloudWatch may use).
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.constructs.alarm_topic import AlarmTopic
 from stacks.constructs.backpressure import backpressure_widgets
 
 NAMESPACE = "Fanout"
@@ -30,9 +30,14 @@ EMF_METRICS: tuple[str, ...] = (
     "Retries",
     "Failures",
     "RecordsWritten",
+    "ConfigurationErrors",
 )
 """Must equal ``fanout_aws.metrics.METRIC_NAMES`` (a test checks)."""
 PERIOD = Duration.minutes(5)
+THROTTLED_SHARE = 0.2
+"""429s per Hermes call above which, for 15 minutes, the rate limit is set too high."""
+RETRY_AGE_SLACK_S = 900
+"""How long past its longest delay and a run a retry may wait before it counts as stuck."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +53,8 @@ class MonitoredStage:
     the stage's backlog; None for ``s3_events``, whose backlog Lambda holds."""
     concurrency_cap: int | None = None
     """The stage's cap, drawn on the consumers-in-flight graph."""
+    oldest_retry_alarm_s: int = 3600
+    """Age of the oldest retry message past which it is stuck, not just delayed."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,31 @@ class StageAlarms:
     throttles: cw.Alarm
     failure_queue_depth: cw.Alarm
     dead_letters: cw.Alarm
+    failure_records: cw.Alarm
+    configuration_errors: cw.Alarm
+    throttled_share: cw.Alarm
+    oldest_retry: cw.Alarm
+    recursion_stopped: cw.Alarm
 
     def all(self) -> tuple[cw.Alarm, ...]:
-        return (self.errors, self.throttles, self.failure_queue_depth, self.dead_letters)
+        return (
+            self.errors,
+            self.throttles,
+            self.failure_queue_depth,
+            self.dead_letters,
+            self.failure_records,
+            self.configuration_errors,
+            self.throttled_share,
+            self.oldest_retry,
+            self.recursion_stopped,
+        )
 
 
 class PipelineMonitoring(Construct):
     """Per-stage alarms (to an SNS topic) and one dashboard.
 
-    Attributes: ``topic``, ``dashboard``, ``alarms`` (stage name -> ``StageAlarms``).
+    Attributes: ``topic``, ``alarm_topic`` (``AlarmTopic``), ``dashboard``, ``alarms``
+    (stage name -> ``StageAlarms``).
     """
 
     def __init__(
@@ -73,19 +96,22 @@ class PipelineMonitoring(Construct):
         construct_id: str,
         *,
         dashboard_name: str,
+        env_name: str,
         stages: Sequence[MonitoredStage],
+        alarm_email: str | None = None,
         sustained_throttle_periods: int = 6,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(
+        self.env_name = env_name
+        self.alarm_topic = AlarmTopic(
             self,
-            "AlarmTopic",
+            "Alarms",
             display_name=f"{dashboard_name} alarms",
-            enforce_ssl=True,
-            # The AWS-managed key: encrypted at rest without a key policy to maintain
-            # (CloudWatch alarms may publish to topics encrypted with it).
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            email=alarm_email,
+            removal_policy=removal_policy,
         )
+        self.topic = self.alarm_topic.topic
         action = cw_actions.SnsAction(self.topic)
         self.alarms: dict[str, StageAlarms] = {}
         self.dashboard = cw.Dashboard(
@@ -99,7 +125,7 @@ class PipelineMonitoring(Construct):
                 markdown=(
                     f"# {dashboard_name}\nPer stage: Lambda invocations, errors, throttles, "
                     "duration and concurrency; then the pipeline's own metrics "
-                    f"(`{NAMESPACE}` namespace, dimension `Stage`)."
+                    f"(`{NAMESPACE}` namespace, dimensions `Environment` = `{env_name}` and `Stage`)."
                 ),
                 width=24,
                 height=2,
@@ -180,7 +206,107 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        return StageAlarms(errors, throttles, depth, dead)
+        return StageAlarms(
+            errors,
+            throttles,
+            depth,
+            dead,
+            *self._outcome_alarms(stage),
+        )
+
+    def _emf(self, stage: str, name: str, statistic: str = "Sum") -> cw.Metric:
+        return cw.Metric(
+            namespace=NAMESPACE,
+            metric_name=name,
+            dimensions_map={"Environment": self.env_name, "Stage": stage},
+            statistic=statistic,
+            period=PERIOD,
+            label=name,
+        )
+
+    def _outcome_alarms(
+        self, stage: MonitoredStage
+    ) -> tuple[cw.Alarm, cw.Alarm, cw.Alarm, cw.Alarm, cw.Alarm]:
+        """What the tasks did: failure records, configuration errors, 429 share, a stuck
+        retry, and Lambda's recursive-loop detection stopping the function."""
+        name = stage.name
+        failures = cw.Alarm(
+            self,
+            f"{name}FailureRecords",
+            alarm_description=(
+                f"{name}: tasks wrote failure records (failed/<task key>); `fanout failures` "
+                "lists them, `fanout redrive` re-runs them once the cause is fixed."
+            ),
+            metric=self._emf(name, "Failures"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        configuration = cw.Alarm(
+            self,
+            f"{name}ConfigurationErrors",
+            alarm_description=(
+                f"{name}: a configuration error (missing or unreadable secret, a Hermes URL "
+                "that does not resolve) failed tasks without retries; fix it, then redrive."
+            ),
+            metric=self._emf(name, "ConfigurationErrors"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        share = cw.Alarm(
+            self,
+            f"{name}Throttled429Share",
+            alarm_description=(
+                f"{name}: more than {THROTTLED_SHARE:.0%} of Hermes calls answered 429 for 15 "
+                "minutes: hermes_rate_limit is above what Hermes allows the token."
+            ),
+            metric=cw.MathExpression(
+                expression="IF(calls > 0, throttled / calls, 0)",
+                using_metrics={
+                    "calls": self._emf(name, "ApiCalls"),
+                    "throttled": self._emf(name, "Throttled429"),
+                },
+                period=PERIOD,
+                label="429 share",
+            ),
+            threshold=THROTTLED_SHARE,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        oldest = cw.Alarm(
+            self,
+            f"{name}OldestRetry",
+            alarm_description=(
+                f"{name}: a retry message has waited over {stage.oldest_retry_alarm_s} s, past "
+                "its longest delay and a run: retries are not being delivered."
+            ),
+            metric=stage.failure_queue.metric_approximate_age_of_oldest_message(
+                period=PERIOD, statistic="Maximum"
+            ),
+            threshold=stage.oldest_retry_alarm_s,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        recursion = cw.Alarm(
+            self,
+            f"{name}RecursionStopped",
+            alarm_description=(
+                f"{name}: Lambda's recursive-loop detection stopped an invocation; its event "
+                "went to the on-failure path and is recorded as a failure."
+            ),
+            metric=stage.function.metric("RecursiveInvocationsDropped", period=PERIOD, statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        return failures, configuration, share, oldest, recursion
 
     def _stalled_alarm(self, name: str, queue: sqs.IQueue) -> cw.Alarm:
         """Engine ``queue``: a backlog is how a run is paced, so depth alone is no alarm;
@@ -214,17 +340,7 @@ class PipelineMonitoring(Construct):
     def _widgets(self, stage: MonitoredStage, alarms: StageAlarms) -> list[cw.IWidget]:
         fn = stage.function
         title = stage.name
-        emf = [
-            cw.Metric(
-                namespace=NAMESPACE,
-                metric_name=name,
-                dimensions_map={"Stage": stage.name},
-                statistic="Sum",
-                period=PERIOD,
-                label=name,
-            )
-            for name in EMF_METRICS
-        ]
+        emf = [self._emf(stage.name, name) for name in EMF_METRICS]
         return [
             cw.GraphWidget(
                 title=f"{title}: invocations, errors, throttles",

@@ -19,14 +19,18 @@ from constructs import Construct
 
 from fanout_core.settings import StageSettings
 from fanout_core.stages import Stage
-from stacks.nag import LAMBDA_BASIC_EXECUTION, acknowledge, managed_policy_finding
+from stacks.constructs.function_role import function_role
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 """The newest Python runtime for which every dependency has manylinux aarch64 wheels
 (checked with pip; see ``stacks.bundling.LAMBDA_PYTHON_VERSION``, which must match)."""
 ARCHITECTURE = lambda_.Architecture.ARM_64
-FAILURE_RETENTION = Duration.days(14)
-"""SQS's maximum: failed events wait for the retry extension or a redrive this long."""
+FAILURE_RETENTION = Duration.days(7)
+"""Retries and on-failure records wait this long for the function (their delays are at
+most 15 minutes). Shorter than the DLQ's: a message moved there keeps its original
+enqueue time, so an equal retention would expire it in the DLQ at once."""
+DLQ_RETENTION = Duration.days(14)
+"""SQS's maximum."""
 VISIBILITY_TIMEOUTS = 6
 """AWS's guidance for a queue feeding a function: six times the function's timeout."""
 
@@ -67,7 +71,7 @@ class StageFunction(Construct):
                 "FailureDlq",
                 encryption=sqs.QueueEncryption.SQS_MANAGED,
                 enforce_ssl=True,
-                retention_period=FAILURE_RETENTION,
+                retention_period=DLQ_RETENTION,
                 removal_policy=removal_policy,
             )
             # cdk-nag's SQS3 exempts a queue that serves as another queue's DLQ, as this does.
@@ -111,15 +115,7 @@ class StageFunction(Construct):
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
+            role=function_role(self, "Role", self.log_group, f"fanout {stage.name} function"),
             tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
             **async_invoke,
         )
-        role = self.function.role
-        if role is not None:
-            acknowledge(
-                role,
-                managed_policy_finding("IAM4", LAMBDA_BASIC_EXECUTION),
-                "AWSLambdaBasicExecutionRole only lets the function write its own "
-                "CloudWatch log streams; every data permission is an inline, "
-                "prefix-scoped statement added by the stack.",
-            )

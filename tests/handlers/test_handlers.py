@@ -142,7 +142,9 @@ def test_retry_messages_carry_the_attempt_count_until_a_failure_record(deploymen
     assert record.kind == "task"
 
 
-def test_an_on_failure_destination_record_counts_lambdas_own_tries(deployment, monkeypatch):
+def test_an_on_failure_record_of_failed_bookkeeping_is_tried_again_counting_lambdas_tries(
+    deployment, monkeypatch
+):
     dep = deployment(max_attempts=4)
     seed = _seed(dep, "r8", None)
     dep.sim.stop()
@@ -157,11 +159,12 @@ def test_an_on_failure_destination_record_counts_lambdas_own_tries(deployment, m
         },
         "requestPayload": s3_event_for(BUCKET, [seed]),
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {"errorMessage": "boom"},
+        "responsePayload": {"errorMessage": "S3 write failed", "errorType": "InvocationFailed"},
     }
     invoke("warriors", _sqs_event(json.dumps(destination_record)), monkeypatch, dep)
     record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(seed)))
-    assert record.attempts == 4
+    assert record.attempts == 4  # tried once more (Hermes is down): fanout's own record
+    assert record.condition is None
 
 
 def test_a_message_whose_deliveries_kept_dying_gets_a_failure_record_on_its_last_receive(

@@ -14,6 +14,7 @@ from fanout_aws import config as env_names
 from fanout_aws.s3_event import s3_event_for
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_aws.stage_handler import InvocationFailed
+from fanout_core import keys
 from fanout_core.errors import SettingsError, TransientError
 from fanout_core.failures import FailureRecord
 
@@ -79,28 +80,30 @@ def test_redact_without_a_secret_changes_nothing() -> None:
 
 
 @pytest.mark.parametrize("token", ["Zq9x\r\n", " Zq9x", "Zq\x1b9x"], ids=["crlf", "space", "escape"])
-def test_a_token_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch, token):
-    """No retry can fix the token: each task gets a configuration failure record at once."""
+def test_a_token_that_needs_trimming_fails_the_task_as_configuration_without_echoing_it(
+    deployment, monkeypatch, token
+):
     dep = deployment()
     monkeypatch.setenv(env_names.ENV_TOKEN, token)
-    assert invoke("warriors", s3_event_for(BUCKET, ["amazon_warriors/r1.json"]), monkeypatch, dep) is None
-    (key,) = dep.objects()
-    record = FailureRecord.from_bytes(dep.storage.get(key))
-    assert key == "failed/amazon_warriors/r1.json" and record.error_class == "ConfigurationError"
+    key = "amazon_warriors/r1.json"
+    assert invoke("warriors", s3_event_for(BUCKET, [key]), monkeypatch, dep) is None
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(key)))
+    assert record.error_kind == "configuration"
     assert re.search(r"\$HERMES_TOKEN.*store the bare token", record.message)
     assert "Zq" not in record.message and "9x" not in record.message
+    assert dep.objects() == [keys.failed_key(key)]
 
 
-def test_a_secret_that_needs_trimming_refuses_the_cold_start(deployment, monkeypatch):
+def test_a_secret_that_needs_trimming_fails_the_task_naming_the_secret(deployment, monkeypatch):
     dep = deployment()
     boto3.client("secretsmanager", region_name=REGION).create_secret(
         Name="fanout/hermes", SecretString="tok\n"
     )
     monkeypatch.delenv(env_names.ENV_TOKEN)
     monkeypatch.setenv(env_names.ENV_TOKEN_SECRET, "fanout/hermes")
-    seed = "amazon_warriors/r2.json"
-    invoke("warriors", s3_event_for(BUCKET, [seed]), monkeypatch, dep)
-    record = FailureRecord.from_bytes(dep.storage.get(f"failed/{seed}"))
+    key = "amazon_warriors/r1.json"
+    invoke("warriors", s3_event_for(BUCKET, [key]), monkeypatch, dep)
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(key)))
     assert "secret 'fanout/hermes' holds a line break" in record.message
 
 
@@ -138,7 +141,9 @@ def test_the_token_appears_in_no_log_line_nor_the_raised_error(
         except InvocationFailed as exc:
             raised = str(exc)
     out = capsys.readouterr()
-    logged = caplog.text + out.out + out.err
+    # Every field of every log record, extras included (Lambda's JSON log shows them all).
+    fields = " ".join(json.dumps(r.__dict__, default=str, ensure_ascii=False) for r in caplog.records)
+    logged = caplog.text + fields + out.out + out.err
     assert "failed; Authorization: Bearer ***" in logged + raised  # the error itself is there
     for form in {SECRET_TOKEN, quote(SECRET_TOKEN, safe=""), quote_plus(SECRET_TOKEN)}:
         assert form not in logged

@@ -14,8 +14,8 @@ from fanout_aws import metrics
 from fanout_core.settings import environment_to_json
 from fanout_core.stages import DATA_PREFIX, STAGES, Stage
 from stacks.bundling import LAMBDA_PYTHON_VERSION
-from stacks.constructs import monitoring
-from stacks.constructs.stage_function import RUNTIME
+from stacks.constructs import dead_letters, monitoring
+from stacks.constructs.stage_function import FAILURE_RETENTION, RUNTIME
 from stacks.fanout_stack import stage_access
 
 from .conftest import Synth, render
@@ -47,8 +47,8 @@ def test_one_function_per_stage_with_the_environments_settings(synth: Synth) -> 
         for r in synth.resources("AWS::Lambda::Function").values()
         if r["Properties"].get("Handler", "").startswith("fanout_aws.")
     ]
-    # Each stage's function and its retry consumer (the same code).
-    assert sorted(handlers) == sorted(2 * [s.handler for s in STAGES])
+    # Each stage's function and its retry consumer (the same code), and the DLQ recorder.
+    assert sorted(handlers) == sorted([*(2 * [s.handler for s in STAGES]), dead_letters.HANDLER])
     settings_json = environment_to_json(synth.settings)
     for stage in STAGES:
         s = synth.settings.stage(stage.name)
@@ -134,8 +134,11 @@ def test_retry_queue_feeds_the_stages_retry_consumer_never_the_capped_function(s
             for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
             if c["Properties"]["FunctionName"] == {"Ref": consumer}
         ]
+    recorder = {"Ref": synth.logical_id(synth.stack.dead_letters.function)}
     mapped = [
-        m["Properties"]["FunctionName"] for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        m["Properties"]["FunctionName"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] != recorder
     ]
     assert len(mapped) == len(STAGES)
     assert not [f for f in mapped if f in [{"Ref": _function_id(synth, st)} for st in STAGES]]
@@ -146,7 +149,7 @@ def test_failure_queues_are_encrypted_tls_only_and_have_a_dlq(synth: Synth) -> N
         sf = synth.stack.stage_functions[stage.name]
         queue = synth.doc["Resources"][_queue_id(synth, stage)]["Properties"]
         assert queue["SqsManagedSseEnabled"] is True
-        assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert queue["MessageRetentionPeriod"] == FAILURE_RETENTION.to_seconds()
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
             "Fn::GetAtt": [synth.logical_id(sf.failure_dlq), "Arn"]
         }
@@ -314,6 +317,16 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             assert not any(p.startswith(DATA_PREFIX) for p in access.read + access.write)
 
 
+def test_done_markers_are_checked_for_never_read_and_task_objects_are_listable() -> None:
+    """Only ``exists`` touches done/ (a listing); a missing task object must be told from
+    a denied one by listing its key (GetObject answers 403 for both)."""
+    for stage in STAGES:
+        access = stage_access(stage)
+        assert not any(p.startswith("done/") for p in access.read), stage.name
+        for prefix in (stage.input_prefix, f"done/{stage.input_prefix}", f"failed/{stage.input_prefix}"):
+            assert f"{prefix}*" in access.list, (stage.name, prefix)
+
+
 def test_each_function_reads_only_its_own_secret(synth: Synth) -> None:
     for stage in STAGES:
         secret_statements = [
@@ -439,7 +452,8 @@ def test_dashboard_shows_every_stages_lambda_and_pipeline_metrics(synth: Synth) 
         for metric in ("Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"):
             assert metric in body
         for metric in metrics.METRIC_NAMES:
-            assert f'[\\"{metrics.NAMESPACE}\\",\\"{metric}\\",\\"Stage\\",\\"{stage.name}\\"' in body
+            dims = f'\\"Environment\\",\\"{synth.env}\\",\\"Stage\\",\\"{stage.name}\\"'
+            assert f'[\\"{metrics.NAMESPACE}\\",\\"{metric}\\",{dims}' in body
     assert dashboard["Properties"]["DashboardName"] == f"Fanout-{synth.env}"
 
 
@@ -471,3 +485,27 @@ def test_function_environment_fits_lambdas_4_kb_limit(synth: Synth) -> None:
         # Tokens resolve to at most a queue URL or bucket name; 200 bytes covers either.
         size = sum(len(k) + (len(v) if isinstance(v, str) else 200) for k, v in variables.items())
         assert size < 4096, size
+
+
+def _all_statements(synth: Synth) -> list[dict[str, Any]]:
+    return [
+        s
+        for p in synth.resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_pipeline_roles_have_no_managed_policy_and_cannot_create_log_groups(synth: Synth) -> None:
+    functions = [sf.function for sf in synth.stack.stage_functions.values()] + [
+        synth.stack.dead_letters.function
+    ]
+    roles = {
+        synth.doc["Resources"][synth.logical_id(f)]["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions
+    }
+    for role in roles:
+        assert "ManagedPolicyArns" not in synth.doc["Resources"][role]["Properties"], role
+    for statement in _all_statements(synth):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if any(a.startswith("logs:") for a in actions):
+            assert "logs:CreateLogGroup" not in actions
+            assert statement["Resource"] != "*"

@@ -178,3 +178,25 @@ def test_redrive_on_a_bucket_rewrites_the_task_object_so_s3_sends_its_event(monk
         assert redrive(store, RUN).retriggered == [key]
         assert client.head_object(Bucket="fanout-redrive", Key=key)["LastModified"] > written
         assert not store.exists(keys.failed_key(key))
+
+
+class _RunsOnWrite(LocalDirStorage):
+    """A bucket whose task writes start the task at once, as S3's event does: the re-run
+    fails straight away and writes its own record."""
+
+    def put(self, key: str, body: bytes) -> None:
+        super().put(key, body)
+        if key.startswith("troops/"):
+            write_failure(
+                self, failure_record_for(key, PermanentError("again"), attempts=1, first_attempt_at="t2")
+            )
+
+
+def test_redrive_never_deletes_the_record_its_own_re_run_wrote(tmp_path: Path) -> None:
+    store = _RunsOnWrite(tmp_path)
+    key = task_keys.troops_task_key(RUN, "w 1", 0)
+    LocalDirStorage(tmp_path).put(key, TroopsTask(RUN, "w 1", (Troop("t", "s"),)).to_bytes())
+    write_failure(store, failure_record_for(key, TransientError("first"), attempts=6, first_attempt_at="t"))
+    assert redrive(store, RUN).retriggered == [key]
+    record = FailureRecord.from_bytes(store.get(keys.failed_key(key)))
+    assert record.message == "again"

@@ -1,0 +1,123 @@
+"""The dead-letter recorder on moto: every message that reached a DLQ (an on-failure
+record, a retry message, an S3 notification of engine queue) becomes its task's one
+failure record, unless the task is done or already recorded."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import task_keys
+
+from fanout_aws import config as env_names
+from fanout_aws.s3_event import s3_event_for
+from fanout_core import keys
+from fanout_core.failures import FailureRecord
+
+from .conftest import BUCKET
+from .test_lambda_failures import on_failure_record, sqs_event
+
+KEY = task_keys.troops_task_key("dlq", "w 1+", 0)
+
+
+def _recorder(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import importlib
+
+    from fanout_aws.handlers import dead_letters
+
+    monkeypatch.setenv(env_names.ENV_NAME, "test")
+    monkeypatch.setenv(env_names.ENV_BUCKET, BUCKET)
+    return importlib.reload(dead_letters).handler
+
+
+def _record(dep: Any) -> FailureRecord:
+    return FailureRecord.from_bytes(dep.storage.get(keys.failed_key(KEY)))
+
+
+RETRY = {"fanout_retry": {"task_key": KEY, "attempt": 3, "first_attempt_at": "2026-11-27T08:00:00.000Z"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "condition", "kind", "attempts"),
+    [
+        (RETRY, "DeadLetterQueue", "crashed", 3),
+        (s3_event_for(BUCKET, [KEY]), "DeadLetterQueue", "crashed", 1),
+        (
+            on_failure_record(
+                s3_event_for(BUCKET, [KEY]),
+                response={
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": "Task timed out after 300.00 seconds",
+                },
+            ),
+            "RetriesExhausted",
+            "crashed",
+            3,
+        ),
+        (
+            on_failure_record(
+                s3_event_for(BUCKET, [KEY]),
+                response={"errorType": "SettingsError", "errorMessage": "missing environment variable(s)"},
+            ),
+            "RetriesExhausted",
+            "configuration",
+            3,
+        ),
+    ],
+    ids=["retry-message", "s3-notification", "on-failure-timeout", "on-failure-settings"],
+)
+def test_a_dead_letter_becomes_the_tasks_failure_record(
+    deployment, monkeypatch, body, condition, kind, attempts
+):
+    dep = deployment()
+    result = _recorder(monkeypatch)(sqs_event(body, receive_count=11), None)
+    assert result == {"batchItemFailures": []}
+    record = _record(dep)
+    assert (record.condition, record.error_kind, record.attempts) == (condition, kind, attempts)
+    assert record.stage == "troops" and record.run_id == "dlq" and record.task_key == KEY
+    assert record.transient is False
+    assert "dead-letter queue" in record.message
+
+
+def test_a_dead_letter_of_a_finished_task_writes_nothing(deployment, monkeypatch):
+    dep = deployment()
+    dep.storage.put(keys.done_key(KEY), b"{}")
+    _recorder(monkeypatch)(sqs_event(RETRY), None)
+    assert not dep.storage.exists(keys.failed_key(KEY))
+
+
+def test_a_dead_letter_never_replaces_an_existing_record(deployment, monkeypatch):
+    dep = deployment()
+    dep.storage.put(keys.failed_key(KEY), b'{"sentinel": 1}')
+    _recorder(monkeypatch)(sqs_event(RETRY), None)
+    assert dep.storage.get(keys.failed_key(KEY)) == b'{"sentinel": 1}'
+
+
+def test_a_dead_letter_delivered_twice_is_recorded_once(deployment, monkeypatch):
+    dep = deployment()
+    handler = _recorder(monkeypatch)
+    handler(sqs_event(RETRY), None)
+    first = dep.storage.get(keys.failed_key(KEY))
+    handler(sqs_event(RETRY), None)
+    assert dep.storage.get(keys.failed_key(KEY)) == first
+
+
+def test_a_dead_letter_of_another_bucket_is_dropped(deployment, monkeypatch):
+    dep = deployment()
+    _recorder(monkeypatch)(sqs_event(s3_event_for("someone-elses-bucket", [KEY])), None)
+    assert dep.objects("failed/") == []
+
+
+def test_the_recorder_counts_failure_records_per_stage(deployment, monkeypatch, capsys):
+    deployment()
+    _recorder(monkeypatch)(sqs_event(RETRY), None)
+    (doc,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert (doc["Environment"], doc["Stage"], doc["Failures"]) == ("test", "troops", 1.0)
+
+
+def test_a_record_the_recorder_cannot_write_is_left_in_the_queue(deployment, monkeypatch):
+    dep = deployment()
+    dep.s3.delete_bucket(Bucket=BUCKET)
+    result = _recorder(monkeypatch)(sqs_event(RETRY, message_id="m-9"), None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-9"}]}
