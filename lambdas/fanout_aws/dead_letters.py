@@ -86,14 +86,17 @@ class DeadLetterRecorder:
 def dead_letter_record(item: TaskAttempt) -> FailureRecord:
     """The failure record of a task whose message reached a DLQ."""
     report = item.report
+    # The decoder counts each earlier receive as a delivery that died; on a DLQ message
+    # those receives are reported as invoke_count instead, and attempts stay the body's.
+    number = item.attempt.number - (item.receives - 1)
     if report is not None:  # an on-failure record that the stage function could not handle
-        tried = item.attempt.number - 1
+        tried = number - 1
         what = f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition})"
         error_type, error_message = report.error_type, report.error_message
         kind = report.error_kind
     else:  # a retry message, or (engine queue) an S3 notification
-        tried = item.attempt.number
-        what = f"attempt {item.attempt.number}'s message was never processed"
+        tried = number
+        what = f"attempt {number}'s message was never processed"
         error_type, error_message, kind = None, None, "crashed"
     message = (
         f"{what}; then its message reached the dead-letter queue: every invocation on it "

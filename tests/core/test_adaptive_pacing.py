@@ -199,7 +199,10 @@ def test_a_cold_start_builds_its_stage_pacer_at_the_instance_share(pacing: str, 
     env = dataclasses.replace(load_environment("prod", CDK_JSON), pacing=pacing)
     pacer = instance_pacer(env, "data_groups")
     assert isinstance(pacer, kind)
-    assert pacer.rate == pytest.approx(env.hermes_rate_limit * 50 / 53 / 100)
+    # Its share of R (weights 1 : 2 : 50) over the stage's instances: its reservation
+    # plus its retry consumer's.
+    instances = env.stage("data_groups").reserved_concurrency + env.stage("data_groups").retry_concurrency
+    assert pacer.rate == pytest.approx(env.hermes_rate_limit * 50 / 53 / instances)
 
 
 def test_an_adaptive_instance_pacer_is_bounded_by_r() -> None:

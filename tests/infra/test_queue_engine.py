@@ -380,10 +380,11 @@ def test_what_the_engine_changes_and_what_it_does_not(qsynth: Synth, synth_env: 
     assert changed == {
         "AWS::Lambda::EventInvokeConfig": (n, 0),
         "AWS::Lambda::Permission": (n, 0),
-        # the stage queue beside the retry queue and the DLQ, and its mapping
+        # the stage queue beside the retry queue and the DLQ, and its mapping;
         "AWS::SQS::Queue": (2 * n, 3 * n),
         "AWS::SQS::QueuePolicy": (2 * n, 3 * n),
-        "AWS::Lambda::EventSourceMapping": (n, 2 * n),
+        # (each engine also maps every DLQ to the dead-letter recorder)
+        "AWS::Lambda::EventSourceMapping": (2 * n, 3 * n),
     }
     # The same functions, settings and S3 grants: the engine is only the wiring.
     for stage in STAGES:
