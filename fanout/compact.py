@@ -31,8 +31,8 @@ def describe(result: CompactionResult) -> str:
             + (f"; removed {result.deleted} leftover input(s)" if result.deleted else "")
         )
     return (
-        f"run {result.run_id}: {result.inputs} file(s) compacted into {len(result.files)} "
-        f"(generation {result.generation}), {result.rows} rows; {result.deleted} input(s) removed"
+        f"run {result.run_id}: {result.inputs} file(s) into {len(result.files)} "
+        f"(generation {result.generation}), {result.rows} rows; {result.deleted} removed"
     )
 
 

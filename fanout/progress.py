@@ -195,19 +195,26 @@ def _eta(seconds: float | None, growing: bool) -> str:
     return _clock(seconds) + ("+" if growing else "")
 
 
+STAGE_COLUMNS = ("done", "failed", "units", "retried", "dups", "calls", "429s")
+"""The per-stage summary's columns: tasks finished, tasks failed, units failed, task
+retries, duplicate events skipped, Hermes calls, 429s. Narrow, so 80 columns hold it."""
+
+
+def stage_lines(outcome: RunOutcome) -> list[str]:
+    """The per-stage part of the summary, as a table (one row per stage)."""
+    width = max(len("stage"), *(len(name) for name in outcome.report.stages))
+    lines = ["stage".ljust(width) + "".join(f"{c:>9}" for c in STAGE_COLUMNS)]
+    for name, c in outcome.report.stages.items():
+        s = outcome.stats[name]
+        values = (c.finished, c.failed, c.unit_failures, c.retries, c.skipped, s.calls, s.throttled)
+        lines.append(name.ljust(width) + "".join(f"{v:>9,}" for v in values))
+    return lines
+
+
 def summary_rows(outcome: RunOutcome, where: str) -> list[tuple[str, str]]:
     report = outcome.report
     elapsed = report.elapsed_s
     rows: list[tuple[str, str]] = []
-    for name, c in report.stages.items():
-        s = outcome.stats[name]
-        rows.append(
-            (
-                f"stage {name}",
-                f"{c.finished} tasks finished, {c.skipped} duplicates skipped, {c.retries} retried, "
-                f"{c.failed} failed, {c.unit_failures} units failed; {s.calls} calls, {s.throttled} 429s",
-            )
-        )
     files = sum(c.files for c in report.stages.values())
     records = sum(c.records for c in report.stages.values())
     retries = sum(c.retries for c in report.stages.values()) + outcome.client_retries

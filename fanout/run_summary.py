@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from fanout.failure_report import failed_items, group_failures, read_failures, render_groups
-from fanout.progress import print_table, summary_rows
+from fanout.progress import print_table, stage_lines, summary_rows
 from fanout.start_run import RunOutcome
 from fanout_core.storage import Storage
 
@@ -90,6 +90,8 @@ def show_summary(
         doc = summary_doc(outcome, where, [g.to_json() for g in groups], None if outcome.ok else redrive)
         stream.write(json.dumps({**doc, **(extra_doc or {})}, indent=2) + "\n")
     else:
+        for line in stage_lines(outcome):
+            stream.write(f"  {line}\n")
         print_table([*first_rows, *summary_rows(outcome, where), *extra_rows], stream)
         for line in render_groups(groups):
             stream.write(f"  {line}\n")

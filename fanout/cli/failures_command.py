@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
             "then the exact `fanout redrive` that re-triggers them. Exit 0 none, 1 some, 2 usage."
         ),
     )
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run id (the manifest's name without .json)")
     p.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
     p.add_argument(
         "--error-class", metavar="KIND", help="only failures of this kind (not_found, unauthorized, ...)"

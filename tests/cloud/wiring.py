@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stacks.constructs.dead_letters import HANDLER as DEAD_LETTER_HANDLER
+
 ACCOUNT = "123456789012"
 """moto's default account: the ARNs moto returns must match what the template grants."""
 REGION = "us-east-1"
@@ -216,9 +218,15 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
     bucket_id = _ref(notifications["BucketName"])
     invoke_configs = {_ref(p["FunctionName"]): p for _, p in of("AWS::Lambda::EventInvokeConfig")}
     functions = {}
+    recorders: set[str] = set()
     for fid, p in of("AWS::Lambda::Function"):
         if not str(p.get("Handler", "")).startswith("fanout_aws."):
             continue  # CDK's own helpers
+        if p["Handler"] == DEAD_LETTER_HANDLER:
+            # The DLQ recorder is not driven here: no scenario may reach a DLQ (each test
+            # asserts none does); tests/handlers/test_dead_letters.py covers the recorder.
+            recorders.add(fid)
+            continue
         ic = invoke_configs.get(fid)
         functions[fid] = FunctionSpec(
             logical_id=fid,
@@ -256,6 +264,7 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
             report_failures="ReportBatchItemFailures" in p.get("FunctionResponseTypes", []),
         )
         for _, p in of("AWS::Lambda::EventSourceMapping")
+        if _ref(p["FunctionName"]) not in recorders
     )
     config = notifications["NotificationConfiguration"]
     found = []

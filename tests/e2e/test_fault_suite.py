@@ -197,7 +197,7 @@ def test_listings_that_change_and_repeat_ids_under_every_fault_give_the_kept_lis
             {
                 "groups kept": len(groups),
                 "troops whose kept listing had the extra group": len(kept_extras),
-                "duplicate ids": summary["duplicate ids"],
+                "duplicate ids": summary["duplicate_ids"],
                 "rows": comparison.found,
                 "files": files,
             }

@@ -56,9 +56,10 @@ def test_local_run_paces_to_the_rate_limit_it_is_given(tmp_path: Path, args, env
     assert stats.pages_served >= 49
 
 
-def test_an_unpaced_run_against_the_same_server_is_refused_often(tmp_path: Path):
-    """The contrast that makes the test above mean something."""
-    stats = _crawl_against_a_limited_server(tmp_path)
+def test_a_run_without_pacing_against_the_same_server_is_refused_often(tmp_path: Path):
+    """The contrast that makes the test above mean something (--no-pacing: since adaptive
+    pacing, a run without --rate-limit finds the limit by itself)."""
+    stats = _crawl_against_a_limited_server(tmp_path, "--no-pacing")
     assert stats.rate_limited > 10, stats
 
 
