@@ -42,7 +42,6 @@ from fanout_aws.events import SQS_SOURCE, parse_event
 from fanout_aws.retry_queue import retry_message
 from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
-from fanout_core.keys import parse_in_stage
 from fanout_core.retry import Attempt, RetryPolicy
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, StageTable
@@ -282,11 +281,8 @@ def runs_of_message(body: str, table: StageTable = STAGES) -> set[str]:
     decoded = parse_event({"Records": [{"eventSource": SQS_SOURCE, "messageId": "m", "body": body}]})
     runs = set()
     for item in decoded.attempts:
-        stage = table.for_key(item.key)
-        if stage is None:
-            continue
         try:
-            runs.add(parse_in_stage(item.key, stage, seeds=True).run_id)
+            runs.add(table.parse(item.key).run_id)
         except FanoutError:
             continue
     return runs
