@@ -238,3 +238,17 @@ def _drain(sqs: Any, url: str) -> list[str]:
             break
         bodies += [m["Body"] for m in got]
     return bodies
+
+
+@pytest.mark.parametrize("extra", [["--stale"], ["--error-class", "not_found"]])
+def test_redrive_from_dlq_refuses_what_only_a_rewrite_of_objects_means(
+    stack: Stack, extra: list[str]
+) -> None:
+    stack.clients["sqs"].send_message(
+        QueueUrl=stack.urls["troops"].dlq_url,
+        MessageBody=_dead_letter(task_keys.troops_task_key(RUN, "w", 0)),
+    )
+    code, _out, err = _cli("redrive", RUN, *stack.flags(), "--from-dlq", *extra)
+    assert code == 2
+    assert f"it takes no {extra[0]}" in err
+    assert len(_drain(stack.clients["sqs"], stack.urls["troops"].dlq_url)) == 1  # nothing moved
