@@ -19,18 +19,28 @@ or moto alike; nothing here is deployed.
   in queue mode: the task objects it writes are notified to the queues.
 - ``send_stale``: the ``--stale`` redrive through messages.
 - ``redrive_dead_letters``: move what reached a stage's dead-letter queue back to its
-  queue (after the cause is fixed).
+  queue (after the cause is fixed), optionally only one run's messages
+  (``runs_of_message``).
+- ``connect``: the clients and queue URLs of a deployed stack, every AWS error one line
+  (``fanout status --queues``, ``fanout redrive --from-dlq``).
+
+Only engine ``queue`` names its queues in the stack's outputs; the ``s3_events``
+engine's dead-letter queues (``stacks.constructs.stage_function``) are not outputs, so
+``stage_queue_urls`` refuses such a stack.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fanout.status import run_status
+from fanout_aws.events import SQS_SOURCE, parse_event
 from fanout_aws.retry_queue import retry_message
+from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt, RetryPolicy
 from fanout_core.settings import EnvironmentSettings
@@ -40,11 +50,18 @@ from fanout_core.storage import Storage
 QUEUE_URL_OUTPUT = "{function_id}QueueUrl"
 DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
 """Must equal ``stacks.constructs.queue_engine``'s (a test checks)."""
+STACK_NAME = "Fanout-{env}"
+"""The stack of an environment; must equal ``stacks.fanout_stack.stack_name`` (a test checks)."""
 SQS_BATCH = 10
 """SendMessageBatch, DeleteMessageBatch and ReceiveMessage take at most ten."""
 AGE_WINDOW = timedelta(minutes=10)
 """How far back to look for the latest oldest-message-age datapoint (SQS publishes one
 a minute, a few minutes late)."""
+HOLD_S = 300
+"""How long ``redrive_dead_letters`` keeps a dead letter it leaves (another run's)
+invisible, so one pass over the queue does not receive it twice."""
+PASS_BUDGET_S = 240.0
+"""A pass over a dead-letter queue ends by then, before the first held message reappears."""
 
 
 class QueueEngineError(Exception):
@@ -258,26 +275,102 @@ def send_stale(
     return send_tasks(sqs, urls, stale, table=table)
 
 
-def redrive_dead_letters(sqs: Any, urls: StageQueueUrls, *, limit: int | None = None) -> int:
+def runs_of_message(body: str, table: StageTable = STAGES) -> set[str]:
+    """The runs whose tasks a queued message names (an S3 notification, a retry message,
+    a Lambda on-failure record); empty if it names no task key of any stage."""
+    decoded = parse_event({"Records": [{"eventSource": SQS_SOURCE, "messageId": "m", "body": body}]})
+    runs = set()
+    for item in decoded.attempts:
+        try:
+            runs.add(table.parse(item.key).run_id)
+        except FanoutError:
+            continue
+    return runs
+
+
+def redrive_dead_letters(
+    sqs: Any,
+    urls: StageQueueUrls,
+    *,
+    limit: int | None = None,
+    keep: Callable[[str], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
     """Move messages from a stage's dead-letter queue back to its queue; returns how many.
 
     Receive, send the same body, then delete: a crash between the two leaves a message in
     both, which the handler's done markers make harmless. (SQS's StartMessageMoveTask
-    does the same server-side for a whole queue.)"""
+    does the same server-side for a whole queue, but cannot choose messages.) With
+    ``keep``, only bodies it accepts move; the others stay hidden for the rest of the
+    pass (at most ``PASS_BUDGET_S``) and are made visible again at its end."""
     moved = 0
-    while limit is None or moved < limit:
-        want = SQS_BATCH if limit is None else min(SQS_BATCH, limit - moved)
-        messages = sqs.receive_message(
-            QueueUrl=urls.dlq_url, MaxNumberOfMessages=want, WaitTimeSeconds=0, VisibilityTimeout=60
-        ).get("Messages", [])
-        if not messages:
-            break
-        _send_batch(sqs, urls.queue_url, [m["Body"] for m in messages])
-        answer = sqs.delete_message_batch(
-            QueueUrl=urls.dlq_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-        )
-        if answer.get("Failed"):
-            raise QueueEngineError(f"could not delete {len(answer['Failed'])} moved dead letter(s)")
-        moved += len(messages)
+    held: list[str] = []
+    deadline = clock() + PASS_BUDGET_S
+    try:
+        while (limit is None or moved < limit) and clock() < deadline:
+            want = SQS_BATCH if limit is None else min(SQS_BATCH, limit - moved)
+            messages = sqs.receive_message(
+                QueueUrl=urls.dlq_url, MaxNumberOfMessages=want, WaitTimeSeconds=0, VisibilityTimeout=HOLD_S
+            ).get("Messages", [])
+            if not messages:
+                break
+            chosen = [m for m in messages if keep is None or keep(m["Body"])]
+            held.extend(m["ReceiptHandle"] for m in messages if m not in chosen)
+            if not chosen:
+                continue
+            _send_batch(sqs, urls.queue_url, [m["Body"] for m in chosen])
+            answer = sqs.delete_message_batch(
+                QueueUrl=urls.dlq_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chosen)],
+            )
+            if answer.get("Failed"):
+                raise QueueEngineError(f"could not delete {len(answer['Failed'])} moved dead letter(s)")
+            moved += len(chosen)
+    finally:
+        for start in range(0, len(held), SQS_BATCH):
+            sqs.change_message_visibility_batch(
+                QueueUrl=urls.dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                    for i, h in enumerate(held[start : start + SQS_BATCH])
+                ],
+            )
     return moved
+
+
+@dataclass(frozen=True)
+class QueueAccess:
+    """What ``status --queues`` and ``redrive --from-dlq`` need of a deployed stack."""
+
+    stack_name: str
+    sqs: Any
+    cloudwatch: Any
+    urls: dict[str, StageQueueUrls]
+
+
+def aws_problem(exc: BaseException) -> str:
+    """A boto3 error as a short reason: the service's error code and message, or the
+    client's own error (no credentials, endpoint unreachable)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def connect(stack_name: str, *, region: str | None = None, endpoint_url: str | None = None) -> QueueAccess:
+    """Clients for the stack's region (and endpoint: a moto server) and its stage queues.
+    QueueEngineError, one line, if there is no AWS access, no such stack, or no queues."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        session = boto3.session.Session(region_name=region)
+        clients = {
+            name: session.client(name, endpoint_url=endpoint_url)
+            for name in ("cloudformation", "sqs", "cloudwatch")
+        }
+        urls = stage_queue_urls(clients["cloudformation"], stack_name)
+    except (BotoCoreError, ClientError) as exc:
+        raise QueueEngineError(f"no AWS access to stack {stack_name} ({aws_problem(exc)})") from None
+    return QueueAccess(stack_name, clients["sqs"], clients["cloudwatch"], urls)

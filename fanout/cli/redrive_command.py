@@ -22,6 +22,7 @@ from fanout.cli.common import (
     spec_from_args,
     stale_threshold,
 )
+from fanout.cli.status_command import add_stack_args, open_queues
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
 from fanout_core.storage import Storage
@@ -39,12 +40,19 @@ def register(sub: Any) -> None:
     redrive.add_argument(
         "--stale", action="store_true", help="also re-trigger tasks pending past the threshold"
     )
+    redrive.add_argument(
+        "--from-dlq",
+        action="store_true",
+        help="with --bucket, engine queue: move the run's messages from each stage's dead-letter "
+        "queue back to its queue (needs AWS access to the stack)",
+    )
     redrive.add_argument("--hermes-url", help="with --bucket-dir: run the redriven tasks locally to the end")
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     add_stale_args(redrive)
     add_storage_args(redrive)
     add_settings_args(redrive)
     add_concurrency_args(redrive)
+    add_stack_args(redrive)
 
     redrive.set_defaults(run=_redrive, resumable=True)
 
@@ -63,6 +71,8 @@ def _redrive(args: argparse.Namespace) -> int:
             check_kind(args.error_class)
         except UnknownKind as exc:
             raise UsageError(str(exc)) from None
+    if args.from_dlq:
+        return _from_dead_letters(args)
     if not args.bucket and not args.hermes_url:
         raise UsageError("locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)")
     storage, where = open_run(args, args.run_id)
@@ -137,3 +147,50 @@ def _nothing(args: argparse.Namespace) -> str:
     if args.stale:
         what += " and no task is stale"
     return f"nothing to redrive: {what} in run {args.run_id} (fanout failures {args.run_id} lists them)"
+
+
+def _from_dead_letters(args: argparse.Namespace) -> int:
+    """``--from-dlq``: the run's dead letters back to their stage queues (engine ``queue``)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fanout.queues import QueueEngineError, aws_problem, redrive_dead_letters, runs_of_message
+
+    for flag in ("error_class", "stale", "hermes_url"):
+        if getattr(args, flag):
+            raise UsageError(f"--from-dlq moves messages; it takes no --{flag.replace('_', '-')}")
+    if not args.bucket:
+        raise UsageError("the dead-letter queues are deployed: give --bucket B")
+    _storage, where = open_run(args, args.run_id)
+    access = open_queues(args)
+    moved: dict[str, int] = {}
+    try:
+        for stage, urls in access.urls.items():
+            if args.stage in (None, stage):
+                moved[stage] = redrive_dead_letters(
+                    access.sqs, urls, keep=lambda body: args.run_id in runs_of_message(body)
+                )
+    except (BotoCoreError, ClientError, QueueEngineError) as exc:
+        done = ", ".join(f"{s} {n}" for s, n in moved.items()) or "none"
+        raise UsageError(
+            f"dead letters of stack {access.stack_name}: {aws_problem(exc)} (moved so far: {done})"
+        ) from None
+    total = sum(moved.values())
+    if args.json:
+        print(
+            json.dumps(
+                {"run_id": args.run_id, "bucket": where, "stack": access.stack_name, "moved": moved}, indent=2
+            )
+        )
+    else:
+        per_stage = ", ".join(f"{s} {n}" for s, n in moved.items())
+        print(
+            f"redrive of {args.run_id} from the dead-letter queues of stack {access.stack_name}: "
+            f"{total} message(s) moved back ({per_stage})"
+        )
+    if not total:
+        print(
+            f"fanout: nothing to redrive: no dead letter of run {args.run_id} in stack {access.stack_name}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURES
+    return EXIT_OK

@@ -1,4 +1,5 @@
-"""``fanout status``: per-stage task counts of a run, read from the bucket alone."""
+"""``fanout status``: per-stage task counts of a run, read from the bucket; with
+``--queues`` (engine ``queue``) also each stage queue's depth, from SQS and CloudWatch."""
 
 from __future__ import annotations
 
@@ -29,11 +30,54 @@ def register(sub: Any) -> None:
     status.add_argument(
         "--show-pending", type=non_negative_int, default=5, metavar="N", help="list up to N unfinished tasks"
     )
+    status.add_argument(
+        "--queues",
+        action="store_true",
+        help="with --bucket, engine queue: each stage queue's waiting, in-flight, delayed and dead "
+        "messages and its oldest message's age (needs AWS access to the stack)",
+    )
     add_stale_args(status)
     add_storage_args(status)
     add_settings_args(status)
+    add_stack_args(status)
 
     status.set_defaults(run=_status)
+
+
+def add_stack_args(p: argparse.ArgumentParser) -> None:
+    """Where the deployed stack is, for the commands that read its queues."""
+    g = p.add_argument_group("where the stack is (--queues, --from-dlq)")
+    g.add_argument("--stack-name", help="the stack whose outputs name the queues (default Fanout-<env>)")
+    g.add_argument(
+        "--aws-endpoint-url", help="endpoint for CloudFormation, SQS and CloudWatch (a moto server, ...)"
+    )
+
+
+def open_queues(args: argparse.Namespace) -> Any:
+    """The stack's stage queues; a usage error (exit 2), one line, without access to them."""
+    from fanout.queues import STACK_NAME, QueueEngineError, connect
+
+    if not args.bucket:
+        raise UsageError("the stage queues are deployed: give --bucket B")
+    stack = args.stack_name or STACK_NAME.format(env=args.env)
+    try:
+        return connect(stack, region=args.region, endpoint_url=args.aws_endpoint_url)
+    except QueueEngineError as exc:
+        raise UsageError(f"{exc}; give --stack-name, --region or --env") from None
+
+
+def _queue_depths(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fanout.queues import aws_problem, queue_status
+
+    access = open_queues(args)
+    try:
+        return access, queue_status(access.sqs, access.urls, cloudwatch=access.cloudwatch)
+    except (BotoCoreError, ClientError) as exc:
+        raise UsageError(
+            f"no AWS access to the queues of stack {access.stack_name} ({aws_problem(exc)})"
+        ) from None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -47,8 +91,15 @@ def _status(args: argparse.Namespace) -> int:
     from fanout.status import run_status
 
     storage, where = open_run(args, args.run_id)
+    access, depths = _queue_depths(args) if args.queues else (None, [])
+    stale_after = stale_threshold(args)
+    if depths and args.stale_after is None:
+        from fanout.queues import stale_after_in_queue_mode
+        from fanout.settings_files import find_settings
+
+        stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths)
     try:
-        status = run_status(storage, args.run_id, stale_after=stale_threshold(args))
+        status = run_status(storage, args.run_id, stale_after=stale_after)
     except FanoutError as exc:
         raise UsageError(str(exc)) from exc
     groups = group_failures(failed_items(read_failures(storage, args.run_id))) if status.failed else []
@@ -75,6 +126,9 @@ def _status(args: argparse.Namespace) -> int:
             "failures": [g.to_json() for g in groups],
             "redrive_command": redrive if status.failed else None,
         }
+        if access is not None:
+            doc["stack"] = access.stack_name
+            doc["queues"] = {d.stage: {k: v for k, v in d.as_dict().items() if k != "stage"} for d in depths}
         print(json.dumps(doc, indent=2))
     else:
         print(f"run {status.run_id} in {where}")
@@ -85,6 +139,8 @@ def _status(args: argparse.Namespace) -> int:
             )
         print(f"  data files: {status.data_files}")
         print(f"  complete: {'yes' if status.complete else 'no'}")
+        if access is not None:
+            _print_depths(access.stack_name, depths)
         pending = [k for s in status.stages for k in s.pending][: args.show_pending]
         for key in pending:
             print(f"    pending: {key}")
@@ -102,3 +158,13 @@ def _status(args: argparse.Namespace) -> int:
     if not status.complete:
         return EXIT_INCOMPLETE
     return EXIT_FAILURES if status.failed else EXIT_OK
+
+
+def _print_depths(stack: str, depths: list[Any]) -> None:
+    print(f"  queues of stack {stack} (all runs):")
+    print(f"  {'stage':<12} {'waiting':>8} {'in flight':>9} {'delayed':>8} {'dead':>6} {'oldest':>8}")
+    for d in depths:
+        oldest = "-" if d.oldest_age_s is None else f"{d.oldest_age_s:.0f} s"
+        print(
+            f"  {d.stage:<12} {d.waiting:>8} {d.in_flight:>9} {d.delayed:>8} {d.dead_letters:>6} {oldest:>8}"
+        )

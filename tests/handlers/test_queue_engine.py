@@ -15,8 +15,10 @@ import task_keys
 
 from fanout import queues
 from fanout.redrive import redrive
+from fanout_aws.retry_queue import retry_message
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
+from fanout_core.retry import Attempt
 from fanout_core.stages import STAGES
 
 from .conftest import BUCKET, REGION, Deployment, invoke
@@ -318,3 +320,32 @@ def test_redrive_dead_letters_moves_them_back(queue_deployment):
     depth = {d.stage: d for d in queues.queue_status(dep.sqs, urls)}["data_groups"]
     assert depth.dead_letters == 0
     assert depth.waiting == 13 + 1  # and the test event
+
+
+def _notification(key: str) -> str:
+    from urllib.parse import quote_plus
+
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 10}},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def _retry(key: str) -> str:
+    return retry_message(Attempt(key=key, number=2, first_attempt_at="2026-01-01T00:00:00Z"))
+
+
+@pytest.mark.parametrize(
+    ("body", "runs"),
+    [
+        (_notification(task_keys.troops_task_key("r-1", "w 1+=", 0)), {"r-1"}),
+        (_retry(task_keys.manifest_key("seed.run")), {"seed.run"}),
+        (_retry("elsewhere/x.json"), set()),
+        ("not json", set()),
+    ],
+)
+def test_runs_of_message_reads_the_run_of_the_task_a_dead_letter_names(body: str, runs: set[str]) -> None:
+    assert queues.runs_of_message(body) == runs

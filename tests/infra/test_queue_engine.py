@@ -292,6 +292,14 @@ def test_queue_urls_are_stack_outputs_named_as_fanout_queues_reads_them(qsynth: 
         }
 
 
+@pytest.mark.parametrize("env", ["dev", "dev-queue", "prod"])
+def test_the_cli_names_each_environments_stack_as_the_app_does(env: str) -> None:
+    from fanout import queues
+    from stacks.fanout_stack import stack_name
+
+    assert queues.STACK_NAME.format(env=env) == stack_name(env)
+
+
 # --- monitoring --------------------------------------------------------------------
 
 
