@@ -78,8 +78,15 @@ def target_flags(arch: Arch, python_version: str) -> list[str]:
     return flags
 
 
+def requirement_lines(requirements: Path = REQUIREMENTS) -> list[str]:
+    """The requirement lines, comments and blank lines dropped."""
+    lines = (raw.split("#", 1)[0].strip() for raw in requirements.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def source_digest(requirements: Path = REQUIREMENTS) -> str:
-    return hashlib.sha256(requirements.read_bytes()).hexdigest()
+    """What the lock was resolved from; a comment edit does not make it stale."""
+    return hashlib.sha256("\n".join(requirement_lines(requirements)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

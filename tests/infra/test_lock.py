@@ -26,16 +26,24 @@ def test_lock_was_generated_from_the_current_requirements() -> None:
 
 
 def test_lock_pins_satisfy_every_bundled_requirement() -> None:
-    for line in lock.REQUIREMENTS.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        requirement = Requirement(text)
+    for line in lock.requirement_lines():
+        requirement = Requirement(line)
         name = lock.normalize(requirement.name)
         if name in lock.PROVIDED_BY_RUNTIME:
             assert name not in LOCKED.versions, name
         else:
             assert requirement.specifier.contains(LOCKED.versions[name], prereleases=True), name
+
+
+def test_lock_source_digest_ignores_comments_but_not_requirements(tmp_path: Path) -> None:
+    base = tmp_path / "base.txt"
+    base.write_text("requests>=2.32,<3\nfastparquet>=2024.11\n")
+    commented = tmp_path / "commented.txt"
+    commented.write_text("# why\nrequests>=2.32,<3  # http\n\nfastparquet>=2024.11\n")
+    changed = tmp_path / "changed.txt"
+    changed.write_text("requests>=2.33,<3\nfastparquet>=2024.11\n")
+    assert lock.source_digest(base) == lock.source_digest(commented)
+    assert lock.source_digest(base) != lock.source_digest(changed)
 
 
 def test_constraints_are_the_locks_versions_plus_the_runtime_provided() -> None:
