@@ -4,11 +4,12 @@ One recipe, used three ways: CDK's *local* bundling (``LocalPipBundler``, the im
 is never pulled), ``bench/package.py`` (sizes and cold imports) and the bundle test
 (which builds it for this machine's Python and runs the handlers from it alone).
 
-The recipe: ``pip install --target`` of ``requirements.txt`` for the Lambda
-platform, with explicit ``manylinux_2_*`` tags (pip picks current wheels for another
-platform only when it is told every tag the platform accepts) and
-``--only-binary=:all:`` (nothing is compiled here for a machine it cannot run on);
-then the deployed packages from ``lambdas/`` are copied in and the result is
+The recipe: ``pip install --target --require-hashes`` of ``requirements-lambda.lock``
+(``stacks.lock`` resolves ``requirements.txt`` into it, with the sha256 of each
+target's wheels) for the Lambda platform, with explicit ``manylinux_2_*`` tags (pip
+picks current wheels for another platform only when it is told every tag the
+platform accepts) and ``--only-binary=:all:`` (nothing is compiled here for a
+machine it cannot run on); then the deployed packages from ``lambdas/`` are copied in and the result is
 trimmed of what no import needs (tests, caches, headers, stubs, most dist-info).
 ``.so`` files are never touched: numpy fails to load once they are stripped.
 
@@ -20,7 +21,7 @@ bundle with it (``unchecked-hash`` pycs, valid whatever the zip does to mtimes);
 otherwise it ships sources only and says so in its report.
 
 Packages the Lambda Python runtime already provides (boto3 and its own
-dependencies) are left out; what ``requests`` needs (urllib3, certifi, idna,
+dependencies) are not in the lock; what ``requests`` needs (urllib3, certifi, idna,
 charset-normalizer) stays, and so does ``python-dateutil``, pinned ``<3`` in
 requirements.txt because the runtime's botocore imports the bundle's copy.
 """
@@ -31,7 +32,6 @@ import hashlib
 import importlib.util
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -46,9 +46,10 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
+from stacks.lock import LOCK, PROVIDED_BY_RUNTIME, Arch, normalize, read_lock, target_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = ROOT / "lambdas"
-REQUIREMENTS = ROOT / "requirements.txt"
 DEPLOYED_PACKAGES: tuple[str, ...] = ("fanout_core", "fanout_aws")
 """The project's own packages under ``lambdas/`` that go into the bundle."""
 
@@ -57,17 +58,9 @@ LAMBDA_PYTHON_VERSION = "3.14"
 pip resolves cp314 manylinux aarch64 wheels for every dependency (numpy, pandas,
 cramjam, fastparquet), so the newest runtime is usable."""
 
-PROVIDED_BY_RUNTIME: frozenset[str] = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
-"""Distributions the Lambda Python runtime ships; bundling them only adds size and
-shadows the runtime's tested copies. urllib3, python-dateutil and six are also in
-the runtime, but ``requests``/``pandas`` need them and the bundle brings its own."""
-
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 """Bump when the recipe changes in a way the hashed inputs do not show."""
 
-Arch = Literal["aarch64", "x86_64"]
-GLIBC_MINORS = range(17, 35)
-"""manylinux_2_17 (the old manylinux2014) up to manylinux_2_34 (Amazon Linux 2023's glibc)."""
 
 _TRIM_DIRS = frozenset({"__pycache__", "tests", "test", "include", "bin"})
 """Directory names removed anywhere in the bundle (``include`` holds C headers)."""
@@ -75,12 +68,6 @@ _TRIM_SUFFIXES = (".pyc", ".pyo", ".pyi", ".h", ".hpp", ".c", ".cpp", ".pyx", ".
 _DIST_INFO_KEEP = frozenset({"METADATA", "entry_points.txt", "top_level.txt"})
 """What stays of a ``*.dist-info``: ``importlib.metadata`` versions and entry points
 (fsspec registers implementations through them); license files stay too."""
-_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def normalize(name: str) -> str:
-    """PEP 503 normalized distribution name."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def host_arch() -> Arch:
@@ -96,26 +83,7 @@ def host_python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def platform_tags(arch: Arch) -> list[str]:
-    """Every manylinux tag Lambda's glibc accepts; pip needs them all spelled out."""
-    return [f"manylinux_2_{minor}_{arch}" for minor in GLIBC_MINORS] + [f"manylinux2014_{arch}"]
-
-
-def runtime_requirements(requirements: Path = REQUIREMENTS) -> list[str]:
-    """requirements.txt lines to install: comments dropped, runtime-provided ones left out."""
-    lines = []
-    for raw in requirements.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = _REQ_NAME.match(line)
-        if match and normalize(match.group(1)) in PROVIDED_BY_RUNTIME:
-            continue
-        lines.append(line)
-    return lines
-
-
-def pip_command(target: Path, requirements_file: Path, *, arch: Arch, python_version: str) -> list[str]:
+def pip_command(target: Path, lock_file: Path, *, arch: Arch, python_version: str) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -126,16 +94,11 @@ def pip_command(target: Path, requirements_file: Path, *, arch: Arch, python_ver
         "--no-compile",
         "--target",
         str(target),
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        python_version,
+        "--require-hashes",
+        *target_flags(arch, python_version),
         "-r",
-        str(requirements_file),
+        str(lock_file),
     ]
-    for tag in platform_tags(arch):
-        command += ["--platform", tag]
     return command
 
 
@@ -178,13 +141,14 @@ def asset_hash(
     python_version: str,
     bytecode: bool = False,
     lambdas_dir: Path = LAMBDAS_DIR,
-    requirements: Path = REQUIREMENTS,
+    lock: Path = LOCK,
 ) -> str:
     """Stable hash of everything the bundle is made of, so CDK rebuilds exactly when
-    the requirements, the deployed sources, the target or the recipe change."""
+    the resolved pins (the lock's bytes: versions and wheel hashes), the deployed
+    sources, the target or the recipe change."""
     digest = hashlib.sha256()
     digest.update(f"recipe={RECIPE_VERSION};arch={arch};python={python_version};pyc={bytecode}\n".encode())
-    digest.update("\n".join(runtime_requirements(requirements)).encode())
+    digest.update(lock.read_bytes())
     for path in _source_files(lambdas_dir):
         digest.update(b"\0" + path.relative_to(lambdas_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
@@ -271,7 +235,7 @@ def build_bundle(
     platform_arch: Literal["aarch64", "x86_64", "host"] = "aarch64",
     python_version: str | None = None,
     lambdas_dir: Path = LAMBDAS_DIR,
-    requirements: Path = REQUIREMENTS,
+    lock: Path = LOCK,
     measure_zip: bool = False,
     bytecode: bool | None = None,
 ) -> BundleReport:
@@ -288,16 +252,19 @@ def build_bundle(
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise FileExistsError(f"bundle directory {out} is not empty")
-    with tempfile.TemporaryDirectory() as tmp:
-        req_file = Path(tmp) / "requirements.txt"
-        req_file.write_text("\n".join(runtime_requirements(requirements)) + "\n")
-        command = pip_command(out, req_file, arch=arch, python_version=version)
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"pip could not build the {arch}/cp{version} bundle "
-                f"(exit {done.returncode}):\n{done.stderr[-4000:]}"
-            )
+    if (arch, version) not in read_lock(lock).targets:
+        raise RuntimeError(
+            f"{lock.name} has no wheel hashes for {arch}/cp{version}; "
+            "add the target to stacks.lock.TARGETS and run `python -m stacks.lock`"
+        )
+    done = subprocess.run(
+        pip_command(out, lock, arch=arch, python_version=version), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"pip could not build the {arch}/cp{version} bundle "
+            f"(exit {done.returncode}):\n{done.stderr[-4000:]}"
+        )
     for name in PROVIDED_BY_RUNTIME:
         # Defensive: a dependency pulling boto3 in would be caught here, not in Lambda.
         for path in (out / name, *out.glob(f"{name}-*.dist-info")):
