@@ -180,7 +180,10 @@ def test_a_server_that_drips_its_answers_cannot_hold_a_task_past_its_deadline(tm
     assert record.task_key == STAGES.seed("drip").key
     assert record.attempts == 2
     assert "took longer than 1.8 s (the server is sending too slowly)" in record.message
-    assert took < 15, took  # two attempts of 1.8 s each, plus start-up
+    # It ended by itself: two attempts of 1.8 s each, the preflight's bounded call and
+    # start-up; the bound is loose (a loaded 2-core CI machine), a hang would meet the
+    # 60 s subprocess timeout instead.
+    assert took < 45, took
 
 
 def test_a_list_longer_than_max_pages_fails_only_its_group(tmp_path: Path):
