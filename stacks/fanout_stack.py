@@ -43,7 +43,7 @@ from stacks.constructs.monitoring import (
 )
 from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
 from stacks.constructs.retry_consumer import RetryConsumer
-from stacks.constructs.stage_function import ARCHITECTURE, RUNTIME, StageFunction
+from stacks.constructs.stage_function import StageFunction
 from stacks.nag import (
     LAMBDA_BASIC_EXECUTION,
     acknowledge,
@@ -297,8 +297,6 @@ class FanoutStack(Stack):
             stage=stage,
             settings=self.settings.stage(stage.name),
             code=self._code,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
             role=role,
             environment=environment,
             queue=queue,

@@ -109,7 +109,7 @@ def dead_letter_record(item: TaskAttempt) -> FailureRecord:
         attempts=tried,
         first_attempt_at=item.attempt.first_attempt_at,
         condition=report.condition if report is not None else DEAD_LETTER,
-        invoke_count=report.invoke_count if report is not None else item.receive_count,
+        invoke_count=report.invoke_count if report is not None else item.receives,
         error_type=error_type,
         error_message=error_message,
     )

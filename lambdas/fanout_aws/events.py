@@ -156,11 +156,6 @@ class TaskAttempt:
     """``on-failure`` only: what Lambda reported."""
 
     @property
-    def receive_count(self) -> int:
-        """The receives of its message (1 when it came in no SQS message)."""
-        return self.receives
-
-    @property
     def key(self) -> str:
         return self.attempt.key
 

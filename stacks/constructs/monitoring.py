@@ -140,71 +140,50 @@ class PipelineMonitoring(Construct):
 
     def _alarms(self, stage: MonitoredStage, throttle_periods: int) -> StageAlarms:
         fn = stage.function
-        prefix = f"{stage.name}"
-        errors = cw.Alarm(
-            self,
+        errors = self._at_least_one(
             f"{stage.name}Errors",
-            alarm_description=(
-                f"{prefix}: invocations have been failing for 15 minutes. The wrapper turns "
+            (
+                f"{stage.name}: invocations have been failing for 15 minutes. The wrapper turns "
                 "task errors into retries or failure records, so a raising invocation means "
                 "its bookkeeping (S3, SQS, the secret) is failing."
             ),
-            metric=fn.metric_errors(period=PERIOD, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=3,
-            datapoints_to_alarm=3,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            fn.metric_errors(period=PERIOD, statistic="Sum"),
+            periods=3,
         )
-        throttles = cw.Alarm(
-            self,
+        throttles = self._at_least_one(
             f"{stage.name}Throttles",
-            alarm_description=(
-                f"{prefix}: throttled in every 5-minute period for "
+            (
+                f"{stage.name}: throttled in every 5-minute period for "
                 f"{throttle_periods * 5} minutes. Throttling is how the reserved concurrency "
                 "paces a run, but sustained throttling means events wait in Lambda's "
                 "internal queue and may reach the maximum event age."
             ),
-            metric=fn.metric_throttles(period=PERIOD, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=throttle_periods,
-            datapoints_to_alarm=throttle_periods,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            fn.metric_throttles(period=PERIOD, statistic="Sum"),
+            periods=throttle_periods,
         )
         if stage.work_queue is not None:
             depth = self._stalled_alarm(stage.name, stage.work_queue)
         else:
-            depth = cw.Alarm(
-                self,
+            depth = self._at_least_one(
                 f"{stage.name}FailureQueueDepth",
-                alarm_description=(
-                    f"{prefix}: messages wait in the failure/retry queue (due retries or events "
+                (
+                    f"{stage.name}: messages wait in the failure/retry queue (due retries or events "
                     "Lambda gave up on) and the function is not draining them."
                 ),
-                metric=stage.failure_queue.metric_approximate_number_of_messages_visible(
+                stage.failure_queue.metric_approximate_number_of_messages_visible(
                     period=PERIOD, statistic="Maximum"
                 ),
-                threshold=1,
-                evaluation_periods=3,
-                datapoints_to_alarm=3,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                periods=3,
             )
-        dead = cw.Alarm(
-            self,
+        dead = self._at_least_one(
             f"{stage.name}DeadLetters",
-            alarm_description=(
-                f"{prefix}: a retry message could not be processed after repeated receives "
+            (
+                f"{stage.name}: a retry message could not be processed after repeated receives "
                 "and sits in the dead-letter queue; its task needs a redrive."
             ),
-            metric=stage.failure_dlq.metric_approximate_number_of_messages_visible(
+            stage.failure_dlq.metric_approximate_number_of_messages_visible(
                 period=PERIOD, statistic="Maximum"
             ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
         return StageAlarms(
             errors,
@@ -212,6 +191,23 @@ class PipelineMonitoring(Construct):
             depth,
             dead,
             *self._outcome_alarms(stage),
+        )
+
+    def _at_least_one(
+        self, construct_id: str, description: str, metric: cw.IMetric, *, periods: int = 1
+    ) -> cw.Alarm:
+        """An alarm on at least one of something per period, for ``periods`` periods in a row
+        (one period: it rings at the first)."""
+        return cw.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=1,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods if periods > 1 else None,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
 
     def _emf(self, stage: str, name: str, statistic: str = "Sum") -> cw.Metric:
@@ -230,31 +226,21 @@ class PipelineMonitoring(Construct):
         """What the tasks did: failure records, configuration errors, 429 share, a stuck
         retry, and Lambda's recursive-loop detection stopping the function."""
         name = stage.name
-        failures = cw.Alarm(
-            self,
+        failures = self._at_least_one(
             f"{name}FailureRecords",
-            alarm_description=(
+            (
                 f"{name}: tasks wrote failure records (failed/<task key>); `fanout failures` "
                 "lists them, `fanout redrive` re-runs them once the cause is fixed."
             ),
-            metric=self._emf(name, "Failures"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            self._emf(name, "Failures"),
         )
-        configuration = cw.Alarm(
-            self,
+        configuration = self._at_least_one(
             f"{name}ConfigurationErrors",
-            alarm_description=(
+            (
                 f"{name}: a configuration error (missing or unreadable secret, a Hermes URL "
                 "that does not resolve) failed tasks without retries; fix it, then redrive."
             ),
-            metric=self._emf(name, "ConfigurationErrors"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            self._emf(name, "ConfigurationErrors"),
         )
         share = cw.Alarm(
             self,
@@ -293,33 +279,27 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        recursion = cw.Alarm(
-            self,
+        recursion = self._at_least_one(
             f"{name}RecursionStopped",
-            alarm_description=(
+            (
                 f"{name}: Lambda's recursive-loop detection stopped an invocation; its event "
                 "went to the on-failure path and is recorded as a failure."
             ),
-            metric=stage.function.metric("RecursiveInvocationsDropped", period=PERIOD, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            stage.function.metric("RecursiveInvocationsDropped", period=PERIOD, statistic="Sum"),
         )
         return failures, configuration, share, oldest, recursion
 
     def _stalled_alarm(self, name: str, queue: sqs.IQueue) -> cw.Alarm:
         """Engine ``queue``: a backlog is how a run is paced, so depth alone is no alarm;
         messages waiting while none is consumed for 15 minutes is."""
-        return cw.Alarm(
-            self,
+        return self._at_least_one(
             f"{name}QueueStalled",
-            alarm_description=(
+            (
                 f"{name}: tasks wait in the stage queue and none has been consumed for 15 "
                 "minutes: the function is not draining it (failing, disabled mapping, or "
                 "concurrency taken)."
             ),
-            metric=cw.MathExpression(
+            cw.MathExpression(
                 expression="IF(waiting >= 1 AND consumed == 0, 1, 0)",
                 using_metrics={
                     "waiting": queue.metric_approximate_number_of_messages_visible(
@@ -330,11 +310,7 @@ class PipelineMonitoring(Construct):
                 period=PERIOD,
                 label="stalled",
             ),
-            threshold=1,
-            evaluation_periods=3,
-            datapoints_to_alarm=3,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            periods=3,
         )
 
     def _widgets(self, stage: MonitoredStage, alarms: StageAlarms) -> list[cw.IWidget]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -30,6 +30,7 @@ from constructs import Construct
 from fanout_aws import config as lambda_env
 from fanout_core.settings import StageSettings
 from fanout_core.stages import Stage
+from stacks.constructs.stage_function import stage_lambda
 
 BATCH_SIZE = 1
 """One task attempt per invocation: a task may use the whole timeout."""
@@ -46,8 +47,6 @@ class RetryConsumer(Construct):
         stage: Stage,
         settings: StageSettings,
         code: lambda_.Code,
-        runtime: lambda_.Runtime,
-        architecture: lambda_.Architecture,
         role: iam.IRole,
         environment: Mapping[str, str],
         queue: sqs.Queue,
@@ -59,24 +58,17 @@ class RetryConsumer(Construct):
         self.queue = queue
         self.max_concurrency = settings.retry_concurrency
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
-        self.function = lambda_.Function(
+        self.function = stage_lambda(
             self,
-            "Function",
-            description=f"fanout {stage.name} retries: {stage.description}"[:256],
-            runtime=runtime,
-            architecture=architecture,
-            handler=stage.handler,
+            stage=stage,
+            description=f"fanout {stage.name} retries: {stage.description}",
             code=code,
-            role=role,
-            memory_size=settings.memory_mb,
-            timeout=Duration.seconds(settings.timeout_s),
-            reserved_concurrent_executions=settings.retry_concurrency,
+            settings=settings,
+            reserved=settings.retry_concurrency,
             environment={**environment, lambda_env.ENV_RETRY_QUEUE_URL: queue.queue_url},
-            logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
-            system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
-            tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
+            role=role,
+            tracing=tracing,
         )
         self.function.add_event_source(
             sources.SqsEventSource(

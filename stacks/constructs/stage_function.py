@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
@@ -99,23 +100,54 @@ class StageFunction(Construct):
 
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=removal_policy)
 
-        self.function = lambda_.Function(
+        self.function = stage_lambda(
             self,
-            "Function",
-            description=f"fanout {stage.name}: {stage.description}"[:256],
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=stage.handler,
+            stage=stage,
+            description=f"fanout {stage.name}: {stage.description}",
             code=code,
-            memory_size=settings.memory_mb,
-            timeout=Duration.seconds(settings.timeout_s),
-            reserved_concurrent_executions=settings.reserved_concurrency,
-            environment=dict(environment),
-            logging_format=lambda_.LoggingFormat.JSON,
-            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
-            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            settings=settings,
+            reserved=settings.reserved_concurrency,
+            environment=environment,
             log_group=self.log_group,
             role=function_role(self, "Role", self.log_group, f"fanout {stage.name} function"),
-            tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
+            tracing=tracing,
             **async_invoke,
         )
+
+
+def stage_lambda(
+    scope: Construct,
+    *,
+    stage: Stage,
+    description: str,
+    code: lambda_.Code,
+    settings: StageSettings,
+    reserved: int,
+    environment: Mapping[str, str],
+    log_group: logs.ILogGroup,
+    role: iam.IRole,
+    tracing: bool,
+    **extra: Any,
+) -> lambda_.Function:
+    """A function running the stage's handler: the stage function and its retry consumer
+    differ only in reservation, environment, role and what invokes them."""
+    return lambda_.Function(
+        scope,
+        "Function",
+        description=description[:256],
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        handler=stage.handler,
+        code=code,
+        memory_size=settings.memory_mb,
+        timeout=Duration.seconds(settings.timeout_s),
+        reserved_concurrent_executions=reserved,
+        environment=dict(environment),
+        logging_format=lambda_.LoggingFormat.JSON,
+        application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+        system_log_level_v2=lambda_.SystemLogLevel.WARN,
+        log_group=log_group,
+        role=role,
+        tracing=lambda_.Tracing.ACTIVE if tracing else lambda_.Tracing.DISABLED,
+        **extra,
+    )

@@ -18,13 +18,13 @@ import boto3
 import pytest
 import task_keys
 
+from fanout.audit import normalize, output_rows
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout_aws import stage_handler
 from fanout_aws.s3_storage import S3Storage
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
 from fanout_core.failures import FailureRecord
-from fanout_core.output import read_parquet_bytes
 from fanout_core.stages import STAGES, TASK_SUFFIX
 
 from .emulation import Emulation, Faults, Figures, install_clock
@@ -48,28 +48,13 @@ class Outcome:
 
 
 def _rows(storage: S3Storage) -> list[tuple[Any, ...]]:
-    rows = []
-    for key in storage.list(f"data/run={RUN}/"):
-        for r in read_parquet_bytes(storage.get(key)).itertuples(index=False):
-            value = None if r.value != r.value else r.value
-            rows.append(
-                (
-                    r.warrior_id,
-                    r.troop_id,
-                    r.service,
-                    r.data_group_id,
-                    r.ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    r.metric,
-                    value,
-                    r.unit,
-                )
-            )
-    return sorted(rows, key=repr)
+    return sorted(output_rows(storage, RUN)[0], key=repr)
 
 
 def _truth(config: SimConfig, *, without_troop: tuple[str, str] | None = None) -> list[tuple[Any, ...]]:
     rows = Universe(config).expected_rows()
-    return sorted((r for r in rows if without_troop is None or tuple(r[:2]) != without_troop), key=repr)
+    kept = (normalize(r) for r in rows if without_troop is None or tuple(r[:2]) != without_troop)
+    return sorted(kept, key=repr)
 
 
 def _tasks(storage: S3Storage) -> list[str]:

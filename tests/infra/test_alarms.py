@@ -98,9 +98,9 @@ def test_emf_alarms_are_scoped_to_the_environment(synth: Synth) -> None:
 def test_alarm_email_subscribes_the_address(tmp_path: Any, environments_context: dict[str, Any]) -> None:
     environments_context["dev"]["alarm_email"] = "ops@example.com"
     synth = synthesize("dev", tmp_path, context={"environments": environments_context})
-    synth.template.has_resource_properties(
-        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"}
-    )
+    subscriptions = [r["Properties"] for r in synth.resources("AWS::SNS::Subscription").values()]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")]
+    assert subscriptions[0]["TopicArn"] == {"Ref": synth.logical_id(synth.stack.monitoring.topic)}
 
 
 @pytest.mark.parametrize("bad", ["", "ops", "a@b", "a@b.com,c@d.com", "Ops <ops@example.com>"])
