@@ -33,7 +33,7 @@ class FlakyStorage:
             if fail:
                 self.injected += 1
         if fail:
-            raise TransientError(f"injected storage fault: {op} {key} (SlowDown)", status=503)
+            raise TransientError(f"injected storage fault: {op} {key} (SlowDown)", status=503, kind="storage")
 
     def get(self, key: str) -> bytes:
         self._maybe_fail("get", key)

@@ -91,6 +91,8 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
       "does not exist" from "denied";
     - the leaf stage also checks whether its Parquet output exists and reads its footer
       after a crash, before writing it again;
+    - a listing stage lists its children's folders when it reuses a plan, to write only
+      the children an earlier attempt did not (``fanout_core.fan_out``);
     - it lists its own failure records' prefix: a refusal that fails a task (a count
       past ``max_attempts``, the receive after deliveries that died) first checks that
       the task has no record yet (found missing by ``tests/cloud``'s IAM check).
@@ -113,7 +115,7 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
         plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
         read.append(plans)
         write.append(plans)
-        listed.append(plans)
+        listed.extend([plans, f"{output}*"])
     return StageAccess(read=tuple(read), write=tuple(write), list=tuple(listed))
 
 

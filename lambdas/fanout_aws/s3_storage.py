@@ -109,17 +109,17 @@ def translate(error: BaseException, what: str) -> Exception:
         code, status = error_code(error), http_status(error)
         message = f"S3 {what}: {code or 'error'} (HTTP {status}): {error}"
         if code in TRANSIENT_CODES:
-            return TransientError(message, status=status)
+            return TransientError(message, status=status, kind="storage")
         if code in PERMANENT_CODES:
-            return PermanentError(message, status=status)
+            return PermanentError(message, status=status, kind="storage")
         if status is not None and (status == 429 or status >= 500):
-            return TransientError(message, status=status)
+            return TransientError(message, status=status, kind="storage")
         if status is not None and 400 <= status < 500:
-            return PermanentError(message, status=status)
-        return TransientError(message, status=status)
+            return PermanentError(message, status=status, kind="storage")
+        return TransientError(message, status=status, kind="storage")
     if isinstance(error, ParamValidationError):
-        return PermanentError(f"S3 {what}: {error}")
-    return TransientError(f"S3 {what}: {type(error).__name__}: {error}")
+        return PermanentError(f"S3 {what}: {error}", kind="storage")
+    return TransientError(f"S3 {what}: {type(error).__name__}: {error}", kind="storage")
 
 
 class S3Storage:

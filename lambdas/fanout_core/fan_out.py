@@ -113,19 +113,34 @@ def _carry_out(
     *,
     whole_task: bool = False,
 ) -> None:
-    plan = _plan(task, ctx, child, parents, whole_task=whole_task)
+    plan, reused = _plan(task, ctx, child, parents, whole_task=whole_task)
+    written = _children_written(ctx, plan) if reused else set()
     for key, body in plan.children:
-        if ctx.storage.put_if_absent(key, body):
+        if key not in written and ctx.storage.put_if_absent(key, body):
             result.children += 1
     result.failed_units.extend(plan.failed_units)
     result.duplicates += plan.duplicates
 
 
-def _plan(task: Task, ctx: TaskContext, child: Stage, parents: list[_Parent], *, whole_task: bool) -> Plan:
-    """The task's plan: read if an earlier attempt wrote it, else listed, written and kept."""
+def _children_written(ctx: TaskContext, plan: Plan) -> set[str]:
+    """The plan's children an earlier attempt already wrote: one listing per folder.
+
+    Each attempt then only writes what is left, so a task with many children makes
+    durable progress through a storm of throttled writes (S3 SlowDown) instead of
+    needing one attempt in which every write succeeds."""
+    wanted = {key for key, _ in plan.children}
+    folders = sorted({key.rsplit("/", 1)[0] + "/" for key in wanted})
+    return {key for folder in folders for key in ctx.storage.list(folder) if key in wanted}
+
+
+def _plan(
+    task: Task, ctx: TaskContext, child: Stage, parents: list[_Parent], *, whole_task: bool
+) -> tuple[Plan, bool]:
+    """The task's plan, and whether an earlier attempt decided it: read if one wrote it,
+    else listed, written and kept."""
     plan_key = task.address.plan_key
     if ctx.storage.exists(plan_key):  # exists, not a bare get: S3 answers 403 for a missing key
-        return Plan.from_bytes(ctx.storage.get(plan_key))
+        return Plan.from_bytes(ctx.storage.get(plan_key)), True
     plan = Plan()
     per_task = ctx.settings.stage(child.name).units_per_task
     for parent in parents:
@@ -142,8 +157,8 @@ def _plan(task: Task, ctx: TaskContext, child: Stage, parents: list[_Parent], *,
             address = child.address(task.address.run_id, parent.ids, index)
             plan.children.append((address.key, body.to_bytes()))
     if not ctx.storage.put_if_absent(plan_key, plan.to_bytes()):
-        return Plan.from_bytes(ctx.storage.get(plan_key))  # a concurrent attempt decided first
-    return plan
+        return Plan.from_bytes(ctx.storage.get(plan_key)), True  # a concurrent attempt decided first
+    return plan, False
 
 
 def _distinct_sorted(units: Iterable[Any]) -> tuple[list[Any], int]:

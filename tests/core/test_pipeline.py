@@ -6,6 +6,7 @@ The ``settings`` fixture puts two units in every task, so batching shows with a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -212,6 +213,63 @@ def test_a_troops_task_writes_one_data_groups_task_per_group_batch(store, fake_h
         ).to_bytes(),
     }
     assert result.children == 3
+
+
+class _WritesPerAttempt:
+    """A bucket that takes ``allowed`` child writes per attempt, then throttles (SlowDown)."""
+
+    def __init__(self, inner: LocalDirStorage, allowed: int, prefix: str) -> None:
+        self.inner, self.allowed, self.prefix = inner, allowed, prefix
+        self.left = allowed
+        self.child_writes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def new_attempt(self) -> None:
+        self.left = self.allowed
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        if key.startswith(self.prefix):
+            if self.left == 0:
+                raise TransientError(f"SlowDown: {key}", status=503, kind="storage")
+            self.left -= 1
+            self.child_writes.append(key)
+        return self.inner.put_if_absent(key, body)
+
+
+def test_a_retried_fan_out_writes_only_the_children_its_earlier_attempts_did_not(
+    store, fake_hermes, ctx_for, settings
+) -> None:
+    key = troops_task(store)
+    throttled = _WritesPerAttempt(store, allowed=1, prefix="data_groups/")
+    ctx = TaskContext(
+        storage=throttled, hermes=world(fake_hermes), settings=settings, clock=lambda: FETCHED_AT
+    )
+    attempts = 0
+    while not store.exists(keys.done_key(key)):
+        attempts += 1
+        assert attempts <= 3, "each attempt must keep what the one before it wrote"
+        throttled.new_attempt()
+        with contextlib.suppress(TransientError):
+            run_task(key, ctx)
+    assert attempts == 3  # three children, one write let through per attempt
+    assert sorted(throttled.child_writes) == sorted(children(store, "data_groups/"))  # each written once
+    assert len(children(store, "data_groups/")) == 3
+
+
+def test_a_fan_out_whose_children_are_all_written_already_writes_none_again(
+    store, fake_hermes, ctx_for, settings
+) -> None:
+    key = troops_task(store)
+    hermes = world(fake_hermes)
+    run_task(key, ctx_for(hermes))
+    store.delete(keys.done_key(key))  # a crash after the last child, before the done marker
+    watched = _WritesPerAttempt(store, allowed=0, prefix="data_groups/")
+    ctx = TaskContext(storage=watched, hermes=hermes, settings=settings, clock=lambda: FETCHED_AT)
+    result = run_task(key, ctx)
+    assert watched.child_writes == [] and result.children == 0
+    assert store.exists(keys.done_key(key))
 
 
 # --- data groups and Parquet -----------------------------------------------------------------

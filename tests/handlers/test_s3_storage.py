@@ -30,6 +30,7 @@ from moto.s3.models import s3_backends
 from moto.s3.responses import S3Response
 
 from fanout_aws.s3_storage import S3Storage, make_client
+from fanout_core.error_kinds import kind_of
 from fanout_core.errors import PermanentError, TransientError
 from fanout_core.storage import LocalDirStorage, NoSuchKey, Storage
 
@@ -348,6 +349,7 @@ def test_s3_error_codes_map_to_the_cores_error_types(
         invoke(storage)
     assert caught.value.status == status  # type: ignore[attr-defined]
     assert code in str(caught.value)
+    assert kind_of(caught.value) == "storage"  # an S3 503 is not "Hermes answered 5xx"
 
 
 def test_put_if_absent_returns_false_on_412_precondition_failed() -> None:
