@@ -18,8 +18,13 @@ R is scaled from the environments' own (dev 50, prod 500) to ``--rate`` (default
 that a tree of >= 10,000 calls takes about a minute per run, and every reservation is
 scaled with it (dev 2/4/8 becomes 8/16/32, prod 5/20/100 becomes 2/8/40): each
 instance keeps the deployed share of R, and with it the deployed ratio of pacing to
-latency (Little's law). Weights are the environments'; the retry delays are the local
-ones (0.05-1 s) instead of minutes. An override ``stage=N`` sets a scaled reservation.
+latency (Little's law). An environment whose ``engine`` is ``queue`` (``dev-queue``) is
+dispatched as its event source mappings would: each task object reaches its stage after
+a delivery delay (S3 to SQS, then a poll: 0.05-0.5 s, a model), and a stage's mapping
+starts at 5 concurrent invocations and grows by 300 a minute up to the reservation; SQS
+requests are counted (3 per queued task, 3 per retry in either engine). Weights are the
+environments'; the retry delays are the local ones (0.05-1 s) instead of minutes.
+An override ``stage=N`` sets a scaled reservation.
 
 Figures per run: accepted calls/s / R over the whole run and its middle 80 % (steady),
 the share of 429s, run time / (N / R) with N the calls the tree needs, and instance-seconds
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import shutil
 import sys
 import tempfile
@@ -54,6 +60,13 @@ from fanout_core.storage import LocalDirStorage, Storage
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 PAGE_SIZE = 100
 RUN_ID = "fleet"
+QUEUE_DELIVERY_S = (0.05, 0.5)
+"""Engine queue: from the object's creation to the poller's receive (S3 to SQS, then a
+long poll); a model, not a measurement (nothing here reaches AWS)."""
+ESM_START = 5
+ESM_GROWTH_PER_S = 5.0
+"""An SQS event source mapping starts at 5 concurrent invocations and adds up to 300 a
+minute (standard mode; aws-facts.md)."""
 DEFAULT_RUNS = "dev:static,dev:adaptive,prod:static,prod:adaptive"
 BILLING_RUNS = (
     "prod:adaptive:data_groups=20",
@@ -143,6 +156,7 @@ class EventStorage:
 class StageFleet:
     stage: Stage
     reserved: int
+    first_event_at: float | None = None
     waiting: deque[Attempt] = dataclasses.field(default_factory=deque)
     instances: int = 0
     idle: int = 0
@@ -157,9 +171,19 @@ class Fleet:
     """Per stage, up to its reservation of instances, each a thread with its own pacer."""
 
     def __init__(
-        self, settings: EnvironmentSettings, url: str, storage: Storage, cold_start_s: float
+        self,
+        settings: EnvironmentSettings,
+        url: str,
+        storage: Storage,
+        cold_start_s: float,
+        queue_delivery_s: tuple[float, float] = QUEUE_DELIVERY_S,
     ) -> None:
         self.settings, self.url, self.cold_start_s = settings, url, cold_start_s
+        self.queued = settings.engine == "queue"
+        self.queue_delivery_s = queue_delivery_s
+        self.sqs_requests = 0
+        self.tasks = 0
+        self._rng = random.Random(7)
         self.storage = EventStorage(storage, self)
         self.policy = retry_policy(settings)
         self.lock = threading.Lock()  # one lock; a condition per stage wakes only its instances
@@ -176,20 +200,58 @@ class Fleet:
 
     def event(self, key: str) -> None:
         stage = STAGES.for_key(key)
-        if stage is not None:
+        if stage is None:
+            return
+        with self.cv:
+            self.tasks += 1
+        if not self.queued:
             self.dispatch(stage.name, Attempt(key=key))
+            return
+        # Engine queue: S3 sends the notification to the stage's queue (one request), and
+        # the mapping's poller receives it some time later.
+        with self.cv:
+            self.outstanding += 1  # in the queue already: the run is not over
+            self.sqs_requests += 1
+            delay = self._rng.uniform(*self.queue_delivery_s)
+        timer = threading.Timer(delay, self._delivered, (stage.name, Attempt(key=key)))
+        timer.daemon = True
+        timer.start()
+
+    def _delivered(self, stage_name: str, attempt: Attempt) -> None:
+        self.dispatch(stage_name, attempt)
+        with self.cv:
+            self.outstanding -= 1
+            if self.outstanding == 0:
+                self._wake_all()
+
+    def _allowed(self, f: StageFleet, now: float) -> int:
+        """Instances the stage may run now: its reservation; in engine queue, the event
+        source mapping's concurrency, which starts at 5 and grows by 300 a minute."""
+        if not self.queued or f.first_event_at is None:
+            return f.reserved
+        grown = ESM_START + ESM_GROWTH_PER_S * (now - f.first_event_at)
+        return min(f.reserved, int(grown))
 
     def dispatch(self, stage_name: str, attempt: Attempt) -> None:
         f = self.stages[stage_name]
         with self.cv:
             self.outstanding += 1
+            if self.queued or attempt.number > 1:
+                self.sqs_requests += 2  # a mapping's receive and its delete (batch size 1)
+            if f.first_event_at is None:
+                f.first_event_at = time.monotonic()
             f.waiting.append(attempt)
-            if f.idle == 0 and f.instances < f.reserved:
-                f.instances += 1
-                t = threading.Thread(target=self._instance, args=(f,), daemon=True)
-                self.threads.append(t)
-                t.start()
+            if f.idle == 0:
+                self._start_instance(f)
             f.cv.notify()
+
+    def _start_instance(self, f: StageFleet) -> None:
+        """A new instance when the stage may have one more (the lock is held)."""
+        if f.instances < self._allowed(f, time.monotonic()):
+            f.instances += 1
+            t = threading.Thread(target=self._instance, args=(f,), daemon=True)
+            self.threads.append(t)
+            t.start()
 
     def _instance(self, f: StageFleet) -> None:
         """One Lambda instance: a cold start, then invocations until the run is over."""
@@ -227,6 +289,10 @@ class Fleet:
                 timer.daemon = True
                 timer.start()
             with self.cv:
+                if isinstance(outcome, RetryLater):
+                    self.sqs_requests += 1  # the retry's SendMessage (both engines)
+                if f.waiting and f.idle == 0:
+                    self._start_instance(f)  # the mapping has scaled up meanwhile
                 f.busy_s += spent
                 f.invocations += 1
                 self.gave_up += isinstance(outcome, GaveUp)
@@ -322,6 +388,10 @@ def run_once(
         "instance_s": round(billed, 1),
         "instance_s_per_1k_calls": round(1000 * billed / max(calls, 1), 1),
         "gb_s_per_1k_calls": round(1000 * gb_s / max(calls, 1), 1),
+        "engine": settings.engine,
+        "tasks": fleet.tasks,
+        "sqs_requests": fleet.sqs_requests,
+        "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),
         "per_stage": {
             name: {
                 "calls": int(f.stats.calls),
@@ -437,6 +507,7 @@ def print_report(result: dict[str, Any]) -> None:
         "inst-s",
         "inst-s / 1k calls",
         "GB-s / 1k calls",
+        "SQS req / task",
         "rows exact",
     ]
     rows = [
@@ -452,6 +523,7 @@ def print_report(result: dict[str, Any]) -> None:
             r["instance_s"],
             r["instance_s_per_1k_calls"],
             r["gb_s_per_1k_calls"],
+            r["sqs_requests_per_task"],
             r["rows_exact"],
         ]
         for r in result["runs"]
@@ -459,7 +531,9 @@ def print_report(result: dict[str, Any]) -> None:
     print_table(headers, rows, digits=3)
     print()
     print_table(
-        ["target", "this run", "met"], [[t["target"], t["value"], t["met"]] for t in result["targets"]]
+        ["target", "this run", "met"],
+        [[t["target"], t["value"], t["met"]] for t in result["targets"]],
+        digits=3,
     )
 
 

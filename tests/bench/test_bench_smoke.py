@@ -112,3 +112,20 @@ def test_fleet_runs_a_tiny_tree_as_static_and_adaptive_fleets(capsys):
         assert 1 <= sum(r["instances"].values()) <= sum(r["reserved"].values())
         assert all(r["instances"][s] <= r["reserved"][s] for s in r["reserved"])
     assert len(result["targets"]) == 6
+
+
+def test_fleet_models_the_queue_engine_with_its_sqs_requests(capsys):
+    argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
+    argv += ["--runs", "dev:adaptive,dev-queue:adaptive"]
+    code, result = run_json(fleet.main, argv, capsys)
+    assert code == 0
+    runs = {r["run"]: r for r in result["runs"]}
+    events, queue = runs["dev:adaptive"], runs["dev-queue:adaptive"]
+    assert (events["engine"], queue["engine"]) == ("s3_events", "queue")
+    for r in (events, queue):
+        assert r["rows_exact"], r["verify"]
+        assert r["tasks"] > 1
+    # No retry without faults: s3_events sends nothing to SQS; queue sends, receives and
+    # deletes every task once.
+    assert events["sqs_requests"] == 0
+    assert queue["sqs_requests"] == 3 * queue["tasks"]
