@@ -1,32 +1,37 @@
-"""Status and redrive for engine ``queue``: the stage queues seen from outside.
+"""Status and redrive through a stack's SQS queues, for both engines: the queues seen
+from outside.
 
-With engine ``queue`` every stage's tasks wait in its SQS queue, so besides what the
-bucket says (``fanout.status``) an operator with AWS access can see each queue's depth
-and the age of its oldest message, and can re-trigger work by sending messages instead
-of rewriting task objects. Everything here takes boto3 clients, so it runs against AWS
-or moto alike; nothing here is deployed.
+With engine ``queue`` every stage's tasks wait in its SQS queue; in either engine a
+stage's retries (and, in ``s3_events``, Lambda's on-failure records) wait in its retry
+queue, and what no delivery could process ends in its dead-letter queue. So besides
+what the bucket says (``fanout.status``) an operator with AWS access can see each
+stage's queue depth and the age of its oldest message, and can re-trigger work by
+sending messages instead of rewriting task objects. Everything here takes boto3
+clients, so it runs against AWS or moto alike; nothing here is deployed.
 
-- ``stage_queue_urls``: each stage's queue and dead-letter queue, from the stack's
-  outputs (``<FunctionId>QueueUrl``, ``<FunctionId>DeadLetterQueueUrl``).
+- ``stage_queue_urls``: each stage's queues, from the stack's outputs
+  (``<FunctionId>QueueUrl``, engine ``queue`` only; ``<FunctionId>RetryQueueUrl`` and
+  ``<FunctionId>DeadLetterQueueUrl``, both engines).
 - ``queue_status``: per stage, messages waiting, in flight, delayed (retries waiting
-  out their backoff), dead letters, and the oldest message's age (CloudWatch's
-  ``ApproximateAgeOfOldestMessage``; SQS has no API for it that does not receive, and a
-  receive would count towards the dead-letter queue).
+  out their backoff), summed over its stage queue (engine ``queue``) and its retry
+  queue, dead letters, and the oldest message's age (the larger of those queues'
+  CloudWatch ``ApproximateAgeOfOldestMessage``; SQS has no API for it that does not
+  receive, and a receive would count towards the dead-letter queue).
 - ``stale_after_in_queue_mode``: the stale threshold ``fanout.status.run_status`` takes:
   a pending task is not lost while its stage's queue still holds messages.
 - ``send_tasks``: re-trigger tasks by sending each a first-attempt message to its stage's
   queue (no S3 write, no notification). ``fanout.redrive.redrive`` also works unchanged
   in queue mode: the task objects it writes are notified to the queues.
 - ``send_stale``: the ``--stale`` redrive through messages.
-- ``redrive_dead_letters``: move what reached a stage's dead-letter queue back to its
-  queue (after the cause is fixed), optionally only one run's messages
+- ``redrive_dead_letters``: move what reached a stage's dead-letter queue back to where
+  its function consumes it (after the cause is fixed): the stage queue in engine
+  ``queue``, the retry queue in ``s3_events`` (whose dead letters are retry messages and
+  on-failure records, the retry consumer's input); optionally only one run's messages
   (``runs_of_message``).
 - ``connect``: the clients and queue URLs of a deployed stack, every AWS error one line
   (``fanout status --queues``, ``fanout redrive --from-dlq``).
 
-Only engine ``queue`` names its queues in the stack's outputs; the ``s3_events``
-engine's dead-letter queues (``stacks.constructs.stage_function``) are not outputs, so
-``stage_queue_urls`` refuses such a stack.
+A stack without these outputs (deployed before them) is refused by ``stage_queue_urls``.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
 QUEUE_URL_OUTPUT = "{function_id}QueueUrl"
+"""Engine ``queue`` only: the stage queue."""
+RETRY_QUEUE_URL_OUTPUT = "{function_id}RetryQueueUrl"
 DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
-"""Must equal ``stacks.constructs.queue_engine``'s (a test checks)."""
+"""Must equal ``stacks.fanout_stack``'s (tests/infra checks, for both engines)."""
 STACK_NAME = "Fanout-{env}"
 """The stack of an environment; must equal ``stacks.fanout_stack.stack_name`` (a test checks)."""
 SQS_BATCH = 10
@@ -65,14 +72,35 @@ PASS_BUDGET_S = 240.0
 
 
 class QueueEngineError(Exception):
-    """The stack has no stage queues (engine ``s3_events``), or SQS refused a request."""
+    """The stack's outputs name no stage queues, or SQS refused a request."""
 
 
 @dataclass(frozen=True)
 class StageQueueUrls:
     stage: str
-    queue_url: str
+    queue_url: str | None
+    """Engine ``queue``: the stage queue the bucket notifies. None in ``s3_events``."""
     dlq_url: str
+    retry_queue_url: str | None = None
+    """The stage's retry queue (its retry consumer's input); None from a stack whose
+    outputs do not name it (engine ``queue`` deployed before they did)."""
+
+    @property
+    def engine(self) -> str:
+        return "queue" if self.queue_url else "s3_events"
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        """The queues whose messages are the stage's outstanding work."""
+        return tuple(u for u in (self.queue_url, self.retry_queue_url) if u)
+
+    @property
+    def consumed_from(self) -> str:
+        """Where a message for the stage's function goes: the stage queue, else the retry
+        queue (in ``s3_events`` the only queue any function of the stage consumes)."""
+        url = self.queue_url or self.retry_queue_url
+        assert url is not None  # stage_queue_urls keeps only stages with one of them
+        return url
 
 
 @dataclass(frozen=True)
@@ -107,18 +135,22 @@ class QueueDepth:
 def stage_queue_urls(
     cloudformation: Any, stack_name: str, table: StageTable = STAGES
 ) -> dict[str, StageQueueUrls]:
-    """Stage name -> its queue URLs, from the stack's outputs. QueueEngineError if the
-    stack has none (it runs engine ``s3_events``)."""
+    """Stage name -> its queue URLs, from the stack's outputs (either engine).
+    QueueEngineError if they name none (a stack deployed before the outputs)."""
     (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     found = {}
     for stage in table:
-        queue = outputs.get(QUEUE_URL_OUTPUT.format(function_id=stage.function_id))
-        dlq = outputs.get(DLQ_URL_OUTPUT.format(function_id=stage.function_id))
-        if queue and dlq:
-            found[stage.name] = StageQueueUrls(stage.name, queue, dlq)
+        fid = stage.function_id
+        queue = outputs.get(QUEUE_URL_OUTPUT.format(function_id=fid))
+        retry = outputs.get(RETRY_QUEUE_URL_OUTPUT.format(function_id=fid))
+        dlq = outputs.get(DLQ_URL_OUTPUT.format(function_id=fid))
+        if dlq and (queue or retry):
+            found[stage.name] = StageQueueUrls(stage.name, queue, dlq, retry)
     if not found:
-        raise QueueEngineError(f"stack {stack_name} has no stage queues: its engine is not 'queue'")
+        raise QueueEngineError(
+            f"stack {stack_name} has no stage queues in its outputs (deploy this version of the stack)"
+        )
     return found
 
 
@@ -154,46 +186,63 @@ def queue_status(
     now: datetime | None = None,
     table: StageTable = STAGES,
 ) -> list[QueueDepth]:
-    """Each stage's queue depth, in stage order. Without ``cloudwatch`` the oldest age is None."""
+    """Each stage's queue depth, in stage order: its stage queue (engine ``queue``) and
+    its retry queue together. Without ``cloudwatch`` the oldest age is None."""
     depths = []
     for stage in table:
         if stage.name not in urls:
             continue
         u = urls[stage.name]
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=u.queue_url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )["Attributes"]
+        waiting = in_flight = delayed = 0
+        ages: list[float] = []
+        for url in u.watched:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            waiting += _count(attrs, "ApproximateNumberOfMessages")
+            in_flight += _count(attrs, "ApproximateNumberOfMessagesNotVisible")
+            delayed += _count(attrs, "ApproximateNumberOfMessagesDelayed")
+            age = oldest_message_age_s(cloudwatch, url, now=now) if cloudwatch else None
+            if age is not None:
+                ages.append(age)
         dead = sqs.get_queue_attributes(QueueUrl=u.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])[
             "Attributes"
         ]
         depths.append(
             QueueDepth(
                 stage=stage.name,
-                waiting=_count(attrs, "ApproximateNumberOfMessages"),
-                in_flight=_count(attrs, "ApproximateNumberOfMessagesNotVisible"),
-                delayed=_count(attrs, "ApproximateNumberOfMessagesDelayed"),
+                waiting=waiting,
+                in_flight=in_flight,
+                delayed=delayed,
                 dead_letters=_count(dead, "ApproximateNumberOfMessages"),
-                oldest_age_s=oldest_message_age_s(cloudwatch, u.queue_url, now=now) if cloudwatch else None,
+                oldest_age_s=max(ages) if ages else None,
             )
         )
     return depths
 
 
 def stale_after_in_queue_mode(
-    settings: EnvironmentSettings, depths: Sequence[QueueDepth]
+    settings: EnvironmentSettings,
+    depths: Sequence[QueueDepth],
+    urls: Mapping[str, StageQueueUrls] | None = None,
 ) -> Callable[[str], float]:
-    """``run_status``'s ``stale_after`` for engine ``queue``.
+    """``run_status``'s ``stale_after`` once the queues' depths are known.
 
-    A task waits in its queue as long as the stage needs to reach it (there is no event
-    age), so while a stage's queue holds any message none of its pending tasks counts as
-    lost. Once the queue is empty, a task still pending after every retry's backoff and
-    run is lost (a notification that never arrived, a message that expired).
+    While a stage's queues hold any message (a task waiting, a retry in its backoff)
+    none of its pending tasks counts as lost. Once they are empty: in engine ``queue``
+    a task waits in its queue as long as the stage needs to reach it (there is no event
+    age), so one still pending after every retry's backoff and run is lost (a
+    notification that never arrived, a message that expired); in ``s3_events`` (per
+    ``urls``) Lambda may still hold its event, so the bucket-only threshold applies
+    (``fanout.status.stale_after_s``).
     """
+    from fanout.status import stale_after_s
+
     queued = {d.stage: d.queued for d in depths}
     policy = RetryPolicy.from_settings(settings)
     backoffs = sum(
@@ -203,6 +252,8 @@ def stale_after_in_queue_mode(
     def stale_after(stage: str) -> float:
         if queued.get(stage, 0) > 0:
             return float("inf")
+        if urls is not None and stage in urls and urls[stage].engine == "s3_events":
+            return stale_after_s(settings, stage)
         return backoffs + settings.stage(stage).timeout_s * policy.max_attempts
 
     return stale_after
@@ -245,7 +296,7 @@ def send_tasks(
         if stage.name not in urls:
             result.skipped.append((key, f"no queue for stage {stage.name}"))
             continue
-        by_queue.setdefault(urls[stage.name].queue_url, []).append(key)
+        by_queue.setdefault(urls[stage.name].consumed_from, []).append(key)
     for queue_url, stage_keys in by_queue.items():
         _send_batch(
             sqs,
@@ -269,7 +320,7 @@ def send_stale(
 ) -> SendResult:
     """``redrive --stale`` for engine ``queue``: every pending task of a stage whose queue
     is empty and that is older than the retry window gets a message."""
-    stale_after = stale_after_in_queue_mode(settings, queue_status(sqs, urls, table=table))
+    stale_after = stale_after_in_queue_mode(settings, queue_status(sqs, urls, table=table), urls)
     status = run_status(storage, run_id, stale_after=stale_after, now=now, table=table)
     stale = [k for s in status.stages if stage in (None, s.stage) for k in s.stale]
     return send_tasks(sqs, urls, stale, table=table)
@@ -296,7 +347,8 @@ def redrive_dead_letters(
     keep: Callable[[str], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Move messages from a stage's dead-letter queue back to its queue; returns how many.
+    """Move messages from a stage's dead-letter queue back to where its function consumes
+    them (``StageQueueUrls.consumed_from``); returns how many.
 
     Receive, send the same body, then delete: a crash between the two leaves a message in
     both, which the handler's done markers make harmless. (SQS's StartMessageMoveTask
@@ -318,7 +370,7 @@ def redrive_dead_letters(
             held.extend(m["ReceiptHandle"] for m in messages if m not in chosen)
             if not chosen:
                 continue
-            _send_batch(sqs, urls.queue_url, [m["Body"] for m in chosen])
+            _send_batch(sqs, urls.consumed_from, [m["Body"] for m in chosen])
             answer = sqs.delete_message_batch(
                 QueueUrl=urls.dlq_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chosen)],

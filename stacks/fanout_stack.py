@@ -41,7 +41,7 @@ from stacks.constructs.monitoring import (
     PipelineMonitoring,
     dashboard_url,
 )
-from stacks.constructs.queue_engine import DLQ_URL_OUTPUT, QUEUE_URL_OUTPUT, StageQueue
+from stacks.constructs.queue_engine import StageQueue
 from stacks.constructs.retry_consumer import RetryConsumer
 from stacks.constructs.stage_function import StageFunction
 from stacks.nag import (
@@ -61,6 +61,13 @@ ENGINE_DESCRIPTIONS = {
 }
 APP_TAG, ENVIRONMENT_TAG, APP = "app", "environment", "fanout"
 """Must equal ``fanout.bucket_env``'s (a test checks)."""
+QUEUE_URL_OUTPUT = "{function_id}QueueUrl"
+"""Engine ``queue`` only: the stage queue the bucket notifies."""
+RETRY_QUEUE_URL_OUTPUT = "{function_id}RetryQueueUrl"
+DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
+"""Both engines: the stage's retry queue and dead-letter queue. Stack output ids, per
+stage; ``fanout.queues`` reads them (``fanout status --queues``, ``fanout redrive
+--from-dlq``; a test checks the names agree)."""
 
 
 def stack_name(env_name: str) -> str:
@@ -283,6 +290,13 @@ class FanoutStack(Stack):
         else:
             retry_queue = self._wire_s3_events(stage, stage_fn)
         self._retry_consumer(stage, stage_fn, environment, retry_queue)
+        sq = self.stage_queues.get(stage.name)
+        dlq = sq.dlq if sq is not None else stage_fn.failure_dlq
+        assert dlq is not None
+        CfnOutput(
+            self, RETRY_QUEUE_URL_OUTPUT.format(function_id=stage.function_id), value=retry_queue.queue_url
+        )
+        CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=dlq.queue_url)
         self.token_secret.grant_read(fn)
         self._grant_s3(stage, fn)
 
@@ -327,7 +341,6 @@ class FanoutStack(Stack):
         sq.connect(self.bucket, stage_fn.function)
         self.stage_queues[stage.name] = sq
         CfnOutput(self, QUEUE_URL_OUTPUT.format(function_id=stage.function_id), value=sq.queue.queue_url)
-        CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=sq.dlq.queue_url)
         return sq.retry_queue
 
     def _wire_s3_events(self, stage: Stage, stage_fn: StageFunction) -> sqs.Queue:

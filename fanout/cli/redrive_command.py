@@ -43,8 +43,8 @@ def register(sub: Any) -> None:
     redrive.add_argument(
         "--from-dlq",
         action="store_true",
-        help="with --bucket, engine queue: move the run's messages from each stage's dead-letter "
-        "queue back to its queue (needs AWS access to the stack)",
+        help="with --bucket: move the run's messages from each stage's dead-letter queue back to "
+        "its stage queue (engine queue) or retry queue (s3_events) (needs AWS access to the stack)",
     )
     redrive.add_argument("--hermes-url", help="with --bucket-dir: run the redriven tasks locally to the end")
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -150,7 +150,8 @@ def _nothing(args: argparse.Namespace) -> str:
 
 
 def _from_dead_letters(args: argparse.Namespace) -> int:
-    """``--from-dlq``: the run's dead letters back to their stage queues (engine ``queue``)."""
+    """``--from-dlq``: the run's dead letters back to where their stage consumes them (the
+    stage queue in engine ``queue``, the retry queue in ``s3_events``)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from fanout.queues import QueueEngineError, aws_problem, redrive_dead_letters, runs_of_message

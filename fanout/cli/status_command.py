@@ -1,5 +1,6 @@
 """``fanout status``: per-stage task counts of a run, read from the bucket; with
-``--queues`` (engine ``queue``) also each stage queue's depth, from SQS and CloudWatch."""
+``--queues`` also each stage's queue depth (engine ``queue``: its stage and retry queues;
+``s3_events``: its retry queue) and dead letters, from SQS and CloudWatch."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def register(sub: Any) -> None:
     status.add_argument(
         "--queues",
         action="store_true",
-        help="with --bucket, engine queue: each stage queue's waiting, in-flight, delayed and dead "
-        "messages and its oldest message's age (needs AWS access to the stack)",
+        help="with --bucket: each stage's queued messages (waiting, in flight, delayed), dead "
+        "letters and oldest message's age (needs AWS access to the stack)",
     )
     add_stale_args(status)
     add_storage_args(status)
@@ -93,11 +94,11 @@ def _status(args: argparse.Namespace) -> int:
     storage, where = open_run(args, args.run_id)
     access, depths = _queue_depths(args) if args.queues else (None, [])
     stale_after = stale_threshold(args)
-    if depths and args.stale_after is None:
+    if access is not None and depths and args.stale_after is None:
         from fanout.queues import stale_after_in_queue_mode
         from fanout.settings_files import find_settings
 
-        stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths)
+        stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths, access.urls)
     try:
         status = run_status(storage, args.run_id, stale_after=stale_after)
     except FanoutError as exc:
@@ -140,7 +141,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  data files: {status.data_files}")
         print(f"  complete: {'yes' if status.complete else 'no'}")
         if access is not None:
-            _print_depths(access.stack_name, depths)
+            _print_depths(access.stack_name, depths, access.urls)
         pending = [k for s in status.stages for k in s.pending][: args.show_pending]
         for key in pending:
             print(f"    pending: {key}")
@@ -160,8 +161,10 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if status.failed else EXIT_OK
 
 
-def _print_depths(stack: str, depths: list[Any]) -> None:
-    print(f"  queues of stack {stack} (all runs):")
+def _print_depths(stack: str, depths: list[Any], urls: Any) -> None:
+    engines = {u.engine for u in urls.values()}
+    which = "retry queues" if engines == {"s3_events"} else "stage and retry queues"
+    print(f"  queues of stack {stack} (all runs; {which}, dead-letter queues):")
     print(f"  {'stage':<12} {'waiting':>8} {'in flight':>9} {'delayed':>8} {'dead':>6} {'oldest':>8}")
     for d in depths:
         oldest = "-" if d.oldest_age_s is None else f"{d.oldest_age_s:.0f} s"

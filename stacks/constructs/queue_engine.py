@@ -46,9 +46,6 @@ VISIBILITY_TIMEOUTS = 6
 BATCH_SIZE = 1
 """One task per invocation: a task may use the whole timeout, and a redelivery repeats
 one task, not a batch."""
-QUEUE_URL_OUTPUT = "{function_id}QueueUrl"
-DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
-"""Stack output ids, per stage; ``fanout.queues`` reads them (a test checks they agree)."""
 S3_PRINCIPAL = "s3.amazonaws.com"
 
 

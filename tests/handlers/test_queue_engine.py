@@ -1,6 +1,6 @@
 """Engine ``queue`` on moto: real S3 -> SQS notification bodies into the real handlers,
-and the status and redrive library (``fanout.queues``). Whole runs under the deployed
-wiring, in both engines, are ``tests/cloud``'s."""
+and the status and redrive library (``fanout.queues``), for both engines' queues. Whole
+runs under the deployed wiring, in both engines, are ``tests/cloud``'s."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def test_stage_queue_urls_come_from_the_stack_outputs(queue_deployment):
     cfn.create_stack(
         StackName="Fanout-plain", TemplateBody=json.dumps({"Resources": {"T": {"Type": "AWS::SNS::Topic"}}})
     )
-    with pytest.raises(queues.QueueEngineError, match="engine is not 'queue'"):
+    with pytest.raises(queues.QueueEngineError, match="has no stage queues in its outputs"):
         queues.stage_queue_urls(cfn, "Fanout-plain")
 
 
@@ -323,15 +323,7 @@ def test_redrive_dead_letters_moves_them_back(queue_deployment):
 
 
 def _notification(key: str) -> str:
-    from urllib.parse import quote_plus
-
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 10}},
-    }
-    return json.dumps({"Records": [record]})
+    return json.dumps({"Records": [_s3_record(key)]})
 
 
 def _retry(key: str) -> str:
@@ -349,3 +341,109 @@ def _retry(key: str) -> str:
 )
 def test_runs_of_message_reads_the_run_of_the_task_a_dead_letter_names(body: str, runs: set[str]) -> None:
     assert queues.runs_of_message(body) == runs
+
+
+# --- the same for engine s3_events: its retry queues and their dead-letter queues ------
+
+
+def _s3_events_queues(dep: Deployment) -> dict[str, queues.StageQueueUrls]:
+    """The ``s3_events`` wiring's queues on moto: each stage's retry queue (the
+    Deployment's) with a dead-letter queue behind it, as ``StageFunction`` builds them."""
+    urls = {}
+    for stage in STAGES:
+        retry = dep.queues[stage.name]
+        dlq = dep.sqs.create_queue(QueueName=f"fanout-{stage.name}-failure-dlq")["QueueUrl"]
+        target = _queue_arn(dep.sqs, dlq)
+        redrive_policy = {"deadLetterTargetArn": target, "maxReceiveCount": str(MAX_RECEIVES)}
+        dep.sqs.set_queue_attributes(QueueUrl=retry, Attributes={"RedrivePolicy": json.dumps(redrive_policy)})
+        urls[stage.name] = queues.StageQueueUrls(stage.name, None, dlq, retry)
+    return urls
+
+
+def _s3_events_stack(urls: dict[str, queues.StageQueueUrls]) -> Any:
+    """A CloudFormation stack whose outputs are an ``s3_events`` stack's: no stage queue."""
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    outputs = {}
+    for stage in STAGES:
+        u = urls[stage.name]
+        outputs[queues.RETRY_QUEUE_URL_OUTPUT.format(function_id=stage.function_id)] = {
+            "Value": u.retry_queue_url
+        }
+        outputs[queues.DLQ_URL_OUTPUT.format(function_id=stage.function_id)] = {"Value": u.dlq_url}
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": outputs}
+    cfn.create_stack(StackName="Fanout-s3", TemplateBody=json.dumps(template))
+    return cfn
+
+
+def test_stage_queue_urls_read_an_s3_events_stacks_retry_queues_and_dlqs(deployment):
+    dep = deployment()
+    urls = _s3_events_queues(dep)
+    found = queues.stage_queue_urls(_s3_events_stack(urls), "Fanout-s3")
+    assert found == urls
+    assert {u.engine for u in found.values()} == {"s3_events"}
+    assert found["troops"].consumed_from == dep.queues["troops"]
+
+
+def test_queue_status_of_s3_events_counts_the_retry_queue_and_its_dead_letters(deployment):
+    dep = deployment()
+    urls = _s3_events_queues(dep)
+    sqs, troops = dep.sqs, urls["troops"]
+    for i in range(2):
+        sqs.send_message(QueueUrl=troops.consumed_from, MessageBody=f'{{"n": {i}}}')
+    sqs.send_message(QueueUrl=troops.consumed_from, MessageBody="{}", DelaySeconds=600)
+    sqs.receive_message(QueueUrl=troops.consumed_from, MaxNumberOfMessages=1)
+    sqs.send_message(QueueUrl=troops.dlq_url, MessageBody="{}")
+    depths = {d.stage: d for d in queues.queue_status(sqs, urls)}
+    t = depths["troops"]
+    assert (t.waiting, t.in_flight, t.delayed, t.dead_letters) == (1, 1, 1, 1)
+    assert (depths["warriors"].queued, depths["warriors"].dead_letters) == (0, 0)
+
+
+def test_queue_status_of_engine_queue_adds_the_retry_queue_to_the_stage_queue(queue_deployment):
+    dep, urls = queue_deployment()
+    sqs, plain = dep.sqs, urls["data_groups"]
+    retry = sqs.create_queue(QueueName="fanout-data_groups-retries")["QueueUrl"]
+    u = queues.StageQueueUrls(plain.stage, plain.queue_url, plain.dlq_url, retry)
+    sqs.send_message(QueueUrl=retry, MessageBody="{}", DelaySeconds=600)  # a retry in its backoff
+    sqs.send_message(QueueUrl=retry, MessageBody="{}")
+    (depth,) = queues.queue_status(sqs, {"data_groups": u})
+    assert (depth.waiting, depth.delayed) == (1 + 1, 1)  # the retry and the stage queue's test event
+
+
+def test_dead_letters_of_s3_events_go_back_to_the_retry_queue_and_are_run(deployment, monkeypatch):
+    from fanout_aws.events import parse_event
+
+    from .test_lambda_failures import on_failure_record
+
+    dep = deployment()
+    urls = _s3_events_queues(dep)
+    seed = task_keys.manifest_key("s3dlq")
+    dep.storage.put(seed, manifest_body(None))
+    u = urls["warriors"]
+    retry_body = retry_message(Attempt(key=seed, number=2, first_attempt_at="2026-01-01T00:00:00Z"))
+    failure = json.dumps(on_failure_record({"Records": [_s3_record(seed)]}, condition="RetriesExhausted"))
+    for body in (retry_body, failure):
+        dep.sqs.send_message(QueueUrl=u.dlq_url, MessageBody=body)
+    assert queues.redrive_dead_letters(dep.sqs, u) == 2
+    moved = _receive(dep, "warriors")
+    assert sorted(m["Body"] for m in moved) == sorted([retry_body, failure])
+    assert queues.queue_status(dep.sqs, {"warriors": u})[0].dead_letters == 0
+    # What the retry consumer's mapping hands its function: both decode as the seed's attempts.
+    arn = _queue_arn(dep.sqs, u.consumed_from)
+    for message in moved:
+        decoded = parse_event(_lambda_sqs_event(message, arn))
+        assert [a.key for a in decoded.attempts] == [seed] and not decoded.refusals
+    (retry,) = [m for m in moved if m["Body"] == retry_body]
+    assert invoke("warriors", _lambda_sqs_event(retry, arn), monkeypatch, dep)["batchItemFailures"] == []
+    assert dep.storage.exists(keys.done_key(seed))
+
+
+def _s3_record(key: str) -> dict[str, Any]:
+    from urllib.parse import quote_plus
+
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 10}},
+    }

@@ -17,7 +17,6 @@ from fanout_core.errors import SettingsError
 from fanout_core.settings import ENGINES, environment_from_json, environment_to_json, parse_environment
 from fanout_core.stages import STAGES, Stage
 from stacks import build_app, cdk_json_context
-from stacks.constructs import queue_engine
 
 from .conftest import SKIP_BUNDLING, Synth, render, synthesize
 from .test_policy_checks import CFN_LINT_IGNORED, LINT_REGIONS, _plugin
@@ -279,17 +278,21 @@ def test_each_function_may_send_retries_to_its_own_queue_only(qsynth: Synth) -> 
 
 def test_queue_urls_are_stack_outputs_named_as_fanout_queues_reads_them(qsynth: Synth) -> None:
     from fanout import queues
+    from stacks import fanout_stack
 
-    assert queues.QUEUE_URL_OUTPUT == queue_engine.QUEUE_URL_OUTPUT
-    assert queues.DLQ_URL_OUTPUT == queue_engine.DLQ_URL_OUTPUT
+    assert queues.QUEUE_URL_OUTPUT == fanout_stack.QUEUE_URL_OUTPUT
+    assert queues.RETRY_QUEUE_URL_OUTPUT == fanout_stack.RETRY_QUEUE_URL_OUTPUT
+    assert queues.DLQ_URL_OUTPUT == fanout_stack.DLQ_URL_OUTPUT
+    out = qsynth.doc["Outputs"]
     for stage in STAGES:
-        out = qsynth.doc["Outputs"]
-        assert out[queues.QUEUE_URL_OUTPUT.format(function_id=stage.function_id)]["Value"] == {
+        fid = stage.function_id
+        assert out[queues.QUEUE_URL_OUTPUT.format(function_id=fid)]["Value"] == {
             "Ref": _queue_id(qsynth, stage)
         }
-        assert out[queues.DLQ_URL_OUTPUT.format(function_id=stage.function_id)]["Value"] == {
-            "Ref": _dlq_id(qsynth, stage)
+        assert out[queues.RETRY_QUEUE_URL_OUTPUT.format(function_id=fid)]["Value"] == {
+            "Ref": _retry_queue_id(qsynth, stage)
         }
+        assert out[queues.DLQ_URL_OUTPUT.format(function_id=fid)]["Value"] == {"Ref": _dlq_id(qsynth, stage)}
 
 
 @pytest.mark.parametrize("env", ["dev", "dev-queue", "prod"])

@@ -469,6 +469,22 @@ def test_outputs_bucket_and_dashboard(synth: Synth) -> None:
     assert url.endswith(f"#dashboards:name=Fanout-{synth.env}")
 
 
+def test_s3_events_retry_queues_and_dlqs_are_outputs_named_as_fanout_queues_reads_them(synth: Synth) -> None:
+    from fanout import queues
+
+    out = synth.doc["Outputs"]
+    for stage in STAGES:
+        fid, sf = stage.function_id, synth.stack.stage_functions[stage.name]
+        assert out[queues.RETRY_QUEUE_URL_OUTPUT.format(function_id=fid)]["Value"] == {
+            "Ref": synth.logical_id(sf.failure_queue)
+        }
+        assert out[queues.DLQ_URL_OUTPUT.format(function_id=fid)]["Value"] == {
+            "Ref": synth.logical_id(sf.failure_dlq)
+        }
+        # No stage queue in this engine: fanout.queues reads that as engine s3_events.
+        assert queues.QUEUE_URL_OUTPUT.format(function_id=fid) not in out
+
+
 def test_stack_environment_follows_settings(synth: Synth) -> None:
     assert synth.stack.stack_name == f"Fanout-{synth.env}"
     if synth.settings.account:
