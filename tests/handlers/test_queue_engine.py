@@ -322,6 +322,17 @@ def test_redrive_dead_letters_moves_them_back(queue_deployment):
     assert depth.waiting == 13 + 1  # and the test event
 
 
+def _s3_record(key: str) -> dict[str, Any]:
+    from urllib.parse import quote_plus
+
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 10}},
+    }
+
+
 def _notification(key: str) -> str:
     return json.dumps({"Records": [_s3_record(key)]})
 
@@ -436,14 +447,3 @@ def test_dead_letters_of_s3_events_go_back_to_the_retry_queue_and_are_run(deploy
     (retry,) = [m for m in moved if m["Body"] == retry_body]
     assert invoke("warriors", _lambda_sqs_event(retry, arn), monkeypatch, dep)["batchItemFailures"] == []
     assert dep.storage.exists(keys.done_key(seed))
-
-
-def _s3_record(key: str) -> dict[str, Any]:
-    from urllib.parse import quote_plus
-
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 10}},
-    }
