@@ -1,7 +1,7 @@
 """``fanout status --queues`` and ``fanout redrive --from-dlq`` through the real CLI, against
-a moto server standing in for a deployed ``queue``-engine stack: its bucket (tagged with its
-environment), its stage queues and dead-letter queues, and a CloudFormation stack whose
-outputs name them as ``stacks.constructs.queue_engine`` does."""
+a moto server standing in for a deployed stack of either engine: its bucket (tagged with its
+environment), its queues (engine ``queue``: stage queues; both: retry queues) and dead-letter
+queues, and a CloudFormation stack whose outputs name them as ``stacks.fanout_stack`` does."""
 
 from __future__ import annotations
 
@@ -252,3 +252,88 @@ def test_redrive_from_dlq_refuses_what_only_a_rewrite_of_objects_means(
     assert code == 2
     assert f"it takes no {extra[0]}" in err
     assert len(_drain(stack.clients["sqs"], stack.urls["troops"].dlq_url)) == 1  # nothing moved
+
+
+# --- engine s3_events: the retry queues and their dead-letter queues -----------------
+
+S3_EVENTS_STACK = "Fanout-s3-events"
+
+
+@pytest.fixture
+def s3_stack(aws: tuple[str, dict[str, Any]]) -> Stack:
+    """An ``s3_events`` stack: per stage a retry queue and its DLQ in the outputs, no stage queue."""
+    endpoint, clients = aws
+    n = next(_made)
+    urls, outputs = {}, {}
+    for stage in STAGES:
+        retry = clients["sqs"].create_queue(QueueName=f"{stage.function_id}-retry{n}")["QueueUrl"]
+        dlq = clients["sqs"].create_queue(QueueName=f"{stage.function_id}-fdlq{n}")["QueueUrl"]
+        urls[stage.name] = queues.StageQueueUrls(stage.name, None, dlq, retry)
+        outputs[queues.RETRY_QUEUE_URL_OUTPUT.format(function_id=stage.function_id)] = {"Value": retry}
+        outputs[queues.DLQ_URL_OUTPUT.format(function_id=stage.function_id)] = {"Value": dlq}
+    cfn = clients["cloudformation"]
+    cfn.delete_stack(StackName=S3_EVENTS_STACK)
+    cfn.create_stack(StackName=S3_EVENTS_STACK, TemplateBody=json.dumps({**TOPIC, "Outputs": outputs}))
+    return Stack(endpoint, clients, urls)
+
+
+def _s3_flags(stack: Stack) -> list[str]:
+    return [*stack.flags(), "--env", "dev", "--stack-name", S3_EVENTS_STACK]
+
+
+def test_status_queues_of_s3_events_prints_each_retry_queues_depth_and_dead_letters(s3_stack: Stack) -> None:
+    sqs, troops = s3_stack.clients["sqs"], s3_stack.urls["troops"]
+    retry = troops.consumed_from
+    sqs.send_message(QueueUrl=retry, MessageBody="{}")
+    sqs.send_message(QueueUrl=retry, MessageBody="{}", DelaySeconds=600)  # a retry in its backoff
+    sqs.send_message(
+        QueueUrl=s3_stack.urls["data_groups"].dlq_url,
+        MessageBody=_dead_letter(task_keys.data_groups_task_key(RUN, "w 1", "t+1", 0)),
+    )
+    s3_stack.clients["cloudwatch"].put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": retry.rsplit("/", 1)[-1]}],
+                "Timestamp": datetime.now(UTC),
+                "Value": 77.0,
+            }
+        ],
+    )
+    code, out, err = _cli("status", RUN, *_s3_flags(s3_stack), "--queues")
+    assert code == 3, err
+    assert f"queues of stack {S3_EVENTS_STACK} (all runs; retry queues, dead-letter queues)" in out
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in out.splitlines()
+        if line.startswith("  ") and line.split()
+    }
+    assert rows["troops"] == ["1", "0", "1", "0", "77", "s"]
+    assert rows["data_groups"] == ["0", "0", "0", "1", "-"]
+    code, out, err = _cli("status", RUN, *_s3_flags(s3_stack), "--queues", "--json")
+    doc = json.loads(out)
+    shapes = schemas()
+    assert violations(doc, shapes["status_queues"], shapes) == []
+    assert doc["queues"]["troops"] == {
+        "waiting": 1,
+        "in_flight": 0,
+        "delayed": 1,
+        "dead_letters": 0,
+        "oldest_age_s": 77.0,
+    }
+
+
+def test_redrive_from_dlq_of_s3_events_moves_the_runs_dead_letters_to_the_retry_queue(
+    s3_stack: Stack,
+) -> None:
+    sqs, u = s3_stack.clients["sqs"], s3_stack.urls["troops"]
+    mine = [_dead_letter(task_keys.troops_task_key(RUN, f"w{i}", 0)) for i in range(3)]
+    theirs = _dead_letter(task_keys.troops_task_key(OTHER, "w0", 0))
+    for body in [*mine, theirs]:
+        sqs.send_message(QueueUrl=u.dlq_url, MessageBody=body)
+    code, out, err = _cli("redrive", RUN, *_s3_flags(s3_stack), "--from-dlq", "--json")
+    assert code == 0, err
+    assert json.loads(out)["moved"] == {"warriors": 0, "troops": 3, "data_groups": 0}
+    assert sorted(_drain(sqs, u.consumed_from)) == sorted(mine)
+    assert _drain(sqs, u.dlq_url) == [theirs]
