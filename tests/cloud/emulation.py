@@ -18,7 +18,13 @@ module, cold-started once per function under the template's environment) and Her
   timeout; if the function is at its reserved concurrency the receive is *throttled*
   (counted, and the message stays invisible for the visibility timeout, as on AWS).
   After the invocation it deletes the messages unless they failed (``batchItemFailures``
-  or a function error).
+  or a function error). A function without reserved concurrency (the dead-letter
+  recorder) draws on the account's pool: never throttled, its mappings capped at
+  ``UNRESERVED_POLLERS`` batches in flight (Lambda's starting concurrency for a queue).
+- **Dead letters**: moto moves a message whose receives reached its queue's
+  ``maxReceiveCount`` to the DLQ (receive count and message id kept); the recorder's
+  mappings on the DLQs hand it to the recorder (``fanout_aws.dead_letters``), which
+  writes the task's failure record under its own role.
 - **A function error** is the handler raising anything (a process that dies is
   ``ProcessDied``, raised from the call that reads the task object; a timeout the same
   with Lambda's timeout message).
@@ -36,6 +42,7 @@ emulates).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -49,14 +56,22 @@ from typing import Any
 import botocore.client
 from botocore.exceptions import ClientError
 
+from fanout_aws.dead_letters import dead_letter_handler
 from fanout_aws.stage_handler import handler_for
+from fanout_core import keys
 from fanout_core.settings import environment_from_json, environment_to_json, parse_environment
 from fanout_core.stages import STAGES, TASK_SUFFIX, stage_named
+from stacks.constructs.dead_letters import HANDLER as DEAD_LETTER_HANDLER
 
 from .wiring import ACCOUNT, REGION, FunctionSpec, MappingSpec, Names, RolePolicy, Wiring, resolve
 
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 """Lambda's waits before its first and second retry of a failed asynchronous event."""
+UNRESERVED_POLLERS = 5
+"""Batches in flight for a mapping with no maximum concurrency on a function with no
+reservation: Lambda starts an SQS mapping at 5 concurrent invocations."""
+RECORDER_S = 1.0
+"""Virtual seconds per recorder invocation (two S3 calls per message)."""
 
 
 class VirtualClock:
@@ -127,11 +142,15 @@ class Faults:
     slow_down_first: int = 0
     """The first this many leaf tasks to run each get S3 ``SlowDown`` (503) reading their
     task object on their first attempt: a transient failure, so a retry through the queue."""
+    refused_records: frozenset[str] = frozenset()
+    """Task keys whose failure record S3 refuses (500 ``InternalError``) to every stage
+    function (the stage's and its retry consumer's): no receive can record the task, so
+    its message reaches the DLQ. The recorder's own writes are not refused."""
 
 
 @dataclass
 class FunctionFigures:
-    reserved: int
+    reserved: int | None
     invocations: int = 0
     errors: int = 0
     peak_in_flight: int = 0
@@ -152,7 +171,14 @@ class Figures:
     on_failure_records: int = 0
     event_age_exceeded: int = 0
     failure_records: int = 0
+    refused_record_writes: int = 0
+    """Failure-record writes refused to a stage function (``Faults.refused_records``)."""
+    dead_lettered: int = 0
+    """Distinct messages that reached a DLQ (received there by the recorder)."""
+    dead_letter_records: int = 0
+    """Failure records the recorder wrote."""
     dead_letters: int = 0
+    """Messages left in the DLQs when the run ended."""
     denied_calls: list[str] = field(default_factory=list)
     functions: dict[str, FunctionFigures] = field(default_factory=dict)
 
@@ -174,6 +200,9 @@ class Figures:
             "on_failure_records": self.on_failure_records,
             "event_age_exceeded": self.event_age_exceeded,
             "failure_records": self.failure_records,
+            "refused_record_writes": self.refused_record_writes,
+            "dead_lettered": self.dead_lettered,
+            "dead_letter_records": self.dead_letter_records,
             "dead_letters": self.dead_letters,
             "throttled_receives": self.throttled_receives,
             "makespan_s": round(self.makespan_s),
@@ -200,7 +229,8 @@ class _AsyncEvent:
 @dataclass
 class _Function:
     spec: FunctionSpec
-    stage: str
+    stage: str | None
+    """None for the dead-letter recorder."""
     environment: dict[str, str]
     handler: Callable[[Any, Any], Any]
     policy: RolePolicy
@@ -251,6 +281,17 @@ class Emulation:
         self.functions: dict[str, _Function] = {}
         for fid, spec in wiring.functions.items():
             env = {k: str(resolve(v, self.names)) for k, v in spec.environment.items()}
+            if spec.recorder:
+                assert spec.handler == DEAD_LETTER_HANDLER and spec.invoke_config is None
+                self.functions[fid] = _Function(
+                    spec=spec,
+                    stage=None,
+                    environment=env,
+                    handler=dead_letter_handler(),
+                    policy=policies[spec.role_id],
+                )
+                self.figures.functions[fid] = FunctionFigures(reserved=spec.reserved)
+                continue
             settings = environment_from_json(env["FANOUT_ENV_NAME"], env["FANOUT_SETTINGS"])
             raw = json.loads(environment_to_json(settings))
             raw.update(hermes_url=hermes_url, hermes_rate_limit=1e6)
@@ -290,6 +331,8 @@ class Emulation:
         self._current: _Function | None = None
         self._delays: dict[tuple[str, int], float] = {}
         self._seen: set[str] = set()
+        self._dead_lettered: set[str] = set()
+        self._dlqs = {q.dlq for q in wiring.queues.values() if q.dlq}
         self._slowed: set[str] = set()
         self._seq = itertools.count()
 
@@ -390,6 +433,15 @@ class Emulation:
             key = params.get("Key")
             if op == "GetObject" and key in emulation.faults.crash_keys:
                 raise ProcessDied(key)
+            if op == "PutObject" and fn.stage is not None and key in emulation._refused_record_keys:
+                emulation.figures.refused_record_writes += 1
+                raise ClientError(
+                    {
+                        "Error": {"Code": "InternalError", "Message": "emulated"},
+                        "ResponseMetadata": {"HTTPStatusCode": 500},
+                    },
+                    op,
+                )
             if op == "GetObject" and emulation._slow_down(str(key)):
                 raise ClientError(
                     {
@@ -399,6 +451,8 @@ class Emulation:
                     op,
                 )
             result = original(client, op, params)
+            if op == "PutObject" and fn.spec.recorder:
+                emulation.figures.dead_letter_records += 1
             if op == "SendMessage":
                 body = json.loads(params["MessageBody"])
                 if "fanout_retry" in body:
@@ -409,6 +463,10 @@ class Emulation:
 
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
         yield
+
+    @functools.cached_property
+    def _refused_record_keys(self) -> frozenset[str]:
+        return frozenset(keys.failed_key(k) for k in self.faults.refused_records)
 
     def _slow_down(self, key: str) -> bool:
         if not key.startswith(STAGES.leaf.input_prefix) or not key.endswith(TASK_SUFFIX):
@@ -422,11 +480,13 @@ class Emulation:
 
     # -- invoking ------------------------------------------------------------------
 
-    def _duration(self, fn: _Function, keys: list[str]) -> float:
+    def _duration(self, fn: _Function, task_keys: list[str]) -> float:
+        if fn.stage is None:
+            return RECORDER_S
         base = self.task_s[fn.stage]
-        if any(k in self.faults.crash_keys for k in keys) and self.faults.crash_kind == "timeout":
+        if any(k in self.faults.crash_keys for k in task_keys) and self.faults.crash_kind == "timeout":
             return float(fn.spec.timeout_s)
-        spread = int(hashlib.sha256("".join(keys).encode()).hexdigest()[:4], 16) % 100 / 100
+        spread = int(hashlib.sha256("".join(task_keys).encode()).hexdigest()[:4], 16) % 100 / 100
         return base * (1 + 0.5 * spread)
 
     def _invoke(self, fn: _Function, event: Any) -> tuple[BaseException | None, Any]:
@@ -511,7 +571,7 @@ class Emulation:
             self._pull_notifications()
             for fn in self.functions.values():
                 ic = fn.spec.invoke_config
-                while ic is not None and fn.in_flight < fn.spec.reserved:
+                while ic is not None and fn.in_flight < (fn.spec.reserved or 0):
                     due = [e for e in fn.pending if e.due <= self.clock.t]
                     if not due:
                         break
@@ -523,7 +583,7 @@ class Emulation:
                     self._start(fn, ends, ("async", ev))
             for index, m in enumerate(self.wiring.mappings):
                 fn = self.functions[m.function]
-                cap = m.max_concurrency or fn.spec.reserved
+                cap = m.max_concurrency or fn.spec.reserved or UNRESERVED_POLLERS
                 while mapping_in_flight[index] < cap:
                     got = self.sqs.receive_message(
                         QueueUrl=self.names.queue_urls[m.queue],
@@ -533,7 +593,7 @@ class Emulation:
                     ).get("Messages", [])
                     if not got:
                         break
-                    if fn.in_flight >= fn.spec.reserved:
+                    if fn.spec.reserved is not None and fn.in_flight >= fn.spec.reserved:
                         self.figures.functions[m.function].throttled_receives += 1
                         break  # stays invisible for the visibility timeout, counted as a receive
                     self._observe(m, got)
@@ -572,12 +632,16 @@ class Emulation:
         f = self.figures.functions[fn.spec.logical_id]
         f.peak_in_flight = max(f.peak_in_flight, fn.in_flight)
         event = source[1].event if source[0] == "async" else lambda_sqs_event(source[2], "")
-        keys = self._keys(event)
+        task_keys = self._keys(event)
         heapq.heappush(
-            ends, (self.clock.t + self._duration(fn, keys), next(self._seq), fn.spec.logical_id, source)
+            ends, (self.clock.t + self._duration(fn, task_keys), next(self._seq), fn.spec.logical_id, source)
         )
 
     def _observe(self, m: MappingSpec, messages: list[dict[str, Any]]) -> None:
+        if m.queue in self._dlqs:
+            self._dead_lettered.update(message["MessageId"] for message in messages)
+            self.figures.dead_lettered = len(self._dead_lettered)
+            return
         for message in messages:
             body = json.loads(message["Body"])
             if message["Attributes"].get("ApproximateReceiveCount") != "1":
@@ -651,9 +715,10 @@ class Emulation:
     def _idle(self) -> bool:
         if any(fn.pending for fn in self.functions.values()):
             return False
-        for url in self.names.queue_urls.values():
-            if self._is_dlq(url):
-                continue
+        consumed = {m.queue for m in self.wiring.mappings}
+        for qid, url in self.names.queue_urls.items():
+            if qid in self._dlqs and qid not in consumed:
+                continue  # nothing would ever take it out
             attrs = self.sqs.get_queue_attributes(
                 QueueUrl=url,
                 AttributeNames=[
@@ -666,10 +731,6 @@ class Emulation:
                 return False
         return True
 
-    def _is_dlq(self, url: str) -> bool:
-        dlqs = {q.dlq for q in self.wiring.queues.values() if q.dlq}
-        return any(self.names.queue_urls[d] == url for d in dlqs)
-
     def _close(self) -> Figures:
         from fanout_aws.s3_storage import S3Storage
 
@@ -679,7 +740,7 @@ class Emulation:
             1 for s in STAGES for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)
         )
         self.figures.failure_records = sum(1 for _ in storage.list("failed/"))
-        for q in {q.dlq for q in self.wiring.queues.values() if q.dlq}:
+        for q in self._dlqs:
             attrs = self.sqs.get_queue_attributes(
                 QueueUrl=self.names.queue_urls[q], AttributeNames=["ApproximateNumberOfMessages"]
             )["Attributes"]

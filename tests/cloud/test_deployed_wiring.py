@@ -1,7 +1,8 @@
-"""The deployed wiring, emulated: each scenario runs the real handlers under the
-synthesized template's notifications, concurrency, async retries, queues, mappings and
-IAM (``emulation.py``), in both engines, and is checked row for row against the
-simulator's truth, with every task finished or holding a failure record.
+"""The deployed wiring, emulated: each scenario runs the real handlers (the dead-letter
+recorder among them) under the synthesized template's notifications, concurrency, async
+retries, queues, mappings and IAM (``emulation.py``), in both engines, and is checked
+row for row against the simulator's truth, with every task finished or holding a
+failure record, and no message left in a DLQ.
 
 Run with ``-s`` to see each scenario's figures (``EMULATION {...}`` lines), which the
 README's "Two engines" table quotes.
@@ -138,11 +139,12 @@ def _config(**faults: Any) -> SimConfig:
     return dataclasses.replace(SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True), **faults)
 
 
-def _assert_complete(outcome: Outcome) -> None:
+def _assert_complete(outcome: Outcome, *, dead_lettered: int = 0) -> None:
     assert outcome.figures.denied_calls == []
     assert _unfinished(outcome.storage) == []
     assert outcome.figures.throttled_receives == 0
-    assert outcome.figures.dead_letters == 0
+    assert outcome.figures.dead_lettered == dead_lettered  # only where the scenario says
+    assert outcome.figures.dead_letters == 0  # none left behind
 
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
@@ -265,3 +267,35 @@ def test_queue_mode_completes_a_backlog_longer_than_the_event_age_with_no_dead_l
     assert _rows(outcome.storage) == _truth(config)
     assert outcome.figures.max_wait_s > event_age
     assert outcome.figures.failure_records == 0
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_task_that_no_receive_can_record_is_recorded_from_its_dead_letter(emulate: Any, env: str) -> None:
+    """A leaf task that dies every time, and S3 refuses its failure record to the
+    stage's functions: every receive of its message ends without a delete, so after the
+    queue's ``maxReceiveCount`` receives it moves to the DLQ, where the recorder (its
+    mapping and role from the template) writes the record."""
+    config = _config()
+    warrior, troop = _first_troop(config)
+    dying = task_keys.data_groups_task_key(RUN, warrior, troop, 0)
+    doomed = frozenset({dying})
+    outcome = emulate(env, config, faults=Faults(crash_keys=doomed, refused_records=doomed))
+    _assert_complete(outcome, dead_lettered=1)
+    figures = outcome.figures
+    assert figures.refused_record_writes > 0  # the fault was there: the stage could not record it
+    assert figures.dead_letter_records == 1
+    assert _rows(outcome.storage) == _truth(config, without_troop=(warrior, troop))
+    assert list(outcome.storage.list("failed/")) == [keys.failed_key(dying)]
+    record = FailureRecord.from_bytes(outcome.storage.get(keys.failed_key(dying)))
+    assert record.error_kind == "crashed" and "dead-letter queue" in record.message
+    leaf = outcome.emulation.settings.stage("data_groups")
+    if figures.engine == "queue":  # the S3 notification itself reached the DLQ
+        assert record.condition == "DeadLetterQueue"
+        assert record.attempts == 1  # the body's attempt; the receives are its invoke count
+        # every receive in the stage queue, and the recorder's (moto keeps the count)
+        assert record.approximate_invoke_count == outcome.emulation.settings.max_attempts + 2
+    else:  # Lambda's on-failure record reached the DLQ, and its report is kept
+        assert record.condition == "RetriesExhausted"
+        assert record.attempts == leaf.retry_attempts + 1
+        assert record.approximate_invoke_count == leaf.retry_attempts + 1
+        assert record.error_type == "Runtime.ExitError"

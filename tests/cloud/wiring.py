@@ -6,7 +6,8 @@ function's handler, environment, role and reserved concurrency, its event-invoke
 config (retries, event age, on-failure destination), each queue's visibility timeout
 and redrive policy, each event source mapping's batch size, maximum concurrency and
 response types, and each role's policy statements (``RolePolicy``), against which
-every AWS call a handler makes is checked.
+every AWS call a handler makes is checked. The dead-letter recorder is one of the
+functions (``FunctionSpec.recorder``), with its mappings on the DLQs and its own role.
 """
 
 from __future__ import annotations
@@ -145,12 +146,15 @@ class AsyncConfig:
 class FunctionSpec:
     logical_id: str
     handler: str
-    reserved: int
+    reserved: int | None
+    """Reserved concurrency; None draws on the account's unreserved pool (the recorder)."""
     timeout_s: int
     role_id: str
     environment: Mapping[str, Any]
     """Unresolved: values may be CloudFormation expressions."""
     invoke_config: AsyncConfig | None
+    recorder: bool = False
+    """The dead-letter recorder (``fanout_aws.handlers.dead_letters``), not a stage."""
 
 
 @dataclass(frozen=True)
@@ -218,20 +222,15 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
     bucket_id = _ref(notifications["BucketName"])
     invoke_configs = {_ref(p["FunctionName"]): p for _, p in of("AWS::Lambda::EventInvokeConfig")}
     functions = {}
-    recorders: set[str] = set()
     for fid, p in of("AWS::Lambda::Function"):
         if not str(p.get("Handler", "")).startswith("fanout_aws."):
             continue  # CDK's own helpers
-        if p["Handler"] == DEAD_LETTER_HANDLER:
-            # The DLQ recorder is not driven here: no scenario may reach a DLQ (each test
-            # asserts none does); tests/handlers/test_dead_letters.py covers the recorder.
-            recorders.add(fid)
-            continue
         ic = invoke_configs.get(fid)
+        reserved = p.get("ReservedConcurrentExecutions")
         functions[fid] = FunctionSpec(
             logical_id=fid,
             handler=p["Handler"],
-            reserved=int(p["ReservedConcurrentExecutions"]),
+            reserved=None if reserved is None else int(reserved),
             timeout_s=int(p["Timeout"]),
             role_id=_ref(p["Role"]),
             environment=dict(p["Environment"]["Variables"]),
@@ -244,6 +243,7 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
                 if "DestinationConfig" in ic
                 else None,
             ),
+            recorder=p["Handler"] == DEAD_LETTER_HANDLER,
         )
     queues = {}
     for qid, p in of("AWS::SQS::Queue"):
@@ -264,7 +264,6 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
             report_failures="ReportBatchItemFailures" in p.get("FunctionResponseTypes", []),
         )
         for _, p in of("AWS::Lambda::EventSourceMapping")
-        if _ref(p["FunctionName"]) not in recorders
     )
     config = notifications["NotificationConfiguration"]
     found = []
