@@ -229,6 +229,7 @@ class FanoutStack(Stack):
             bucket=self.bucket,
             bucket_logical_arn=f"<{self.resolve(self.storage.data_logical_id)}.Arn>",
             env_name=settings.name,
+            max_attempts=settings.max_attempts,
             dead_letter_queues={m.name: m.failure_dlq for m in monitored},
             log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
             removal_policy=removal,

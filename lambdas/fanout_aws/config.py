@@ -23,6 +23,8 @@ ENV_TOKEN_SECRET = "HERMES_TOKEN_SECRET"
 ENV_TOKEN = "HERMES_TOKEN"
 """The token itself; for tests and local use only (the stack never sets it)."""
 ENV_RETRY_QUEUE_URL = "FANOUT_RETRY_QUEUE_URL"
+ENV_MAX_ATTEMPTS = "FANOUT_MAX_ATTEMPTS"
+"""The environment's ``max_attempts``, for the dead-letter recorder (which has no settings)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,15 +60,20 @@ class LambdaConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RecorderConfig:
-    """The dead-letter recorder's configuration: which bucket, which environment."""
+    """The dead-letter recorder's configuration: which bucket, which environment, and its
+    ``max_attempts`` (so how many receives a message had before it reached a DLQ)."""
 
     bucket: str
     env_name: str
+    max_attempts: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> RecorderConfig:
         env = os.environ if environ is None else environ
-        missing = [k for k in (ENV_NAME, ENV_BUCKET) if not env.get(k)]
+        missing = [k for k in (ENV_NAME, ENV_BUCKET, ENV_MAX_ATTEMPTS) if not env.get(k)]
         if missing:
             raise SettingsError(f"missing environment variable(s): {', '.join(missing)}")
-        return cls(bucket=env[ENV_BUCKET], env_name=env[ENV_NAME])
+        raw = env[ENV_MAX_ATTEMPTS]
+        if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise SettingsError(f"{ENV_MAX_ATTEMPTS} must be a whole number of 1 or more, got {raw[:20]!r}")
+        return cls(bucket=env[ENV_BUCKET], env_name=env[ENV_NAME], max_attempts=int(raw))

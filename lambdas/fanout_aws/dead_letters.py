@@ -12,6 +12,24 @@ done marker (a later retry finished it) or a record already. A second delivery w
 nothing. The message is then deleted: ``fanout redrive`` re-runs the task from its
 record, and a message the recorder itself cannot handle stays in the DLQ (its depth
 alarm rings) for ``fanout redrive --from-dlq``.
+
+How often the task ran. SQS documents ``ApproximateReceiveCount`` as the receives
+"across all queues" of a message not yet deleted, and a dead letter is the same message
+(its id and enqueue time kept): real SQS, as observed in public reports (a DLQ message
+whose count exceeds its source's ``maxReceiveCount``), and moto keep the count when the
+redrive policy moves it. So the count the recorder sees is the source queue's receives
+plus its own, and SQS does not document whether the receive that moved it counts too;
+the recorder therefore takes nothing from it. It takes the source's receives from the
+redrive policy instead: a message reaches a DLQ only after ``maxReceiveCount`` receives
+of its source queue, which is ``max_attempts`` + 1 for every queue feeding a stage
+(``fanout_core.settings.receives_before_dead_letter``; the stack passes
+``max_attempts``). Each of those receives ran the task while it had attempts left (a
+receive after the first is a delivery that died), and the one past ``max_attempts``
+tried to write the record, so the record says ``max_attempts`` attempts and that many
+receives as its invoke count. Only an on-failure record reporting a crash differs: the
+retry consumer records such a record on each receive and never runs the task, so its
+attempts and invoke count are Lambda's own tries. The counts are as approximate as
+SQS's receive count is.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ from typing import Any
 from fanout_aws import metrics
 from fanout_aws.events import TaskAttempt, parse_event
 from fanout_core.failures import FailureRecord, lambda_failure_record, record_unless_settled
+from fanout_core.settings import receives_before_dead_letter
 from fanout_core.stages import stage_for_key
 from fanout_core.storage import Storage
 
@@ -37,6 +56,8 @@ class DeadLetterRecorder:
     storage: Storage
     bucket: str
     environment: str
+    max_attempts: int
+    """The environment's; its queues' ``maxReceiveCount`` is one more."""
 
     def handle(self, event: object) -> dict[str, Any]:
         decoded = parse_event(event)
@@ -56,7 +77,8 @@ class DeadLetterRecorder:
                 )
                 continue
             try:
-                if record_unless_settled(self.storage, dead_letter_record(item)):
+                record = dead_letter_record(item, max_attempts=self.max_attempts)
+                if record_unless_settled(self.storage, record):
                     written[stage.name] = written.get(stage.name, 0.0) + 1
                     outcome = "failed"
                 else:
@@ -83,35 +105,49 @@ class DeadLetterRecorder:
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
 
 
-def dead_letter_record(item: TaskAttempt) -> FailureRecord:
-    """The failure record of a task whose message reached a DLQ."""
+def dead_letter_record(item: TaskAttempt, *, max_attempts: int) -> FailureRecord:
+    """The failure record of a task whose message reached a DLQ after its source queue's
+    ``max_attempts`` + 1 receives (see the module's note on receive counts)."""
+    receives = receives_before_dead_letter(max_attempts)
     report = item.report
-    # The decoder counts each earlier receive as a delivery that died; on a DLQ message
-    # those receives are reported as invoke_count instead, and attempts stay the body's.
+    # The decoder adds the receives before this one to the body's attempt; on a dead letter
+    # those are the DLQ's count, not the task's, so take the body's own attempt back.
     number = item.attempt.number - (item.receives - 1)
-    if report is not None:  # an on-failure record that the stage function could not handle
-        tried = number - 1
-        what = f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition})"
-        error_type, error_message = report.error_type, report.error_message
-        kind = report.error_kind
-    else:  # a retry message, or (engine queue) an S3 notification
-        tried = number
-        what = f"attempt {number}'s message was never processed"
-        error_type, error_message, kind = None, None, "crashed"
-    message = (
-        f"{what}; then its message reached the dead-letter queue: every invocation on it "
-        "crashed, timed out, ran out of memory, could not start or was throttled"
+    ends = (
+        "then its message reached the dead-letter queue: every invocation on it crashed, "
+        "timed out, ran out of memory or could not start"
     )
+    if report is not None and not (report.is_bookkeeping or report.never_ran):
+        # A crash Lambda reported: each receive tried to record it, none ran the task.
+        attempts, invoke_count = number - 1, report.invoke_count
+        message = (
+            f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}); "
+            f"its on-failure record was received {receives} times and none could record it; {ends}"
+        )
+    else:  # a retry message, an S3 notification (engine queue), or a report to run again
+        # Receive r ran attempt number + r - 1 while that was within max_attempts.
+        attempts = min(number + receives - 1, max_attempts)
+        invoke_count = receives + (report.invoke_count if report is not None else 0)
+        lead = (
+            f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}); "
+            if report is not None
+            else ""
+        )
+        died = f"attempts {number} to {attempts} died and " if number <= attempts else ""
+        message = (
+            f"{lead}its message was received {receives} times without an outcome: {died}the "
+            f"receive past max_attempts={max_attempts} could not record it; {ends}"
+        )
     return lambda_failure_record(
         item.key,
-        error_kind=kind,
+        error_kind=report.error_kind if report is not None else "crashed",
         message=message,
-        attempts=tried,
+        attempts=attempts,
         first_attempt_at=item.attempt.first_attempt_at,
         condition=report.condition if report is not None else DEAD_LETTER,
-        invoke_count=report.invoke_count if report is not None else item.receives,
-        error_type=error_type,
-        error_message=error_message,
+        invoke_count=invoke_count,
+        error_type=report.error_type if report is not None else None,
+        error_message=report.error_message if report is not None else None,
     )
 
 
@@ -125,7 +161,11 @@ def dead_letter_handler() -> Callable[[Any, Any], dict[str, Any]]:
             from fanout_aws.s3_storage import S3Storage
 
             config = RecorderConfig.from_environ()
-            recorder.append(DeadLetterRecorder(S3Storage(config.bucket), config.bucket, config.env_name))
+            recorder.append(
+                DeadLetterRecorder(
+                    S3Storage(config.bucket), config.bucket, config.env_name, config.max_attempts
+                )
+            )
         return recorder[0].handle(event)
 
     return handler

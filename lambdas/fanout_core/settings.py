@@ -129,7 +129,14 @@ class EnvironmentSettings:
         task past ``max_attempts`` and writes its failure record instead of running it;
         only when even that fails does the message reach the DLQ. No receive is ever
         throttled (each mapping's cap is its function's whole reservation)."""
-        return self.max_attempts + 1
+        return receives_before_dead_letter(self.max_attempts)
+
+
+def receives_before_dead_letter(max_attempts: int) -> int:
+    """``maxReceiveCount`` of every queue feeding a stage of an environment with this
+    ``max_attempts`` (``EnvironmentSettings.max_receives``): SQS moves a message to the
+    DLQ only after that many receives, which the dead-letter recorder relies on."""
+    return max_attempts + 1
 
 
 _STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}

@@ -49,6 +49,7 @@ class DeadLetterRecorder(Construct):
         bucket: s3.IBucket,
         bucket_logical_arn: str,
         env_name: str,
+        max_attempts: int,
         dead_letter_queues: Mapping[str, sqs.IQueue],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
@@ -65,7 +66,13 @@ class DeadLetterRecorder(Construct):
             code=code,
             memory_size=MEMORY_MB,
             timeout=TIMEOUT,
-            environment={lambda_env.ENV_NAME: env_name, lambda_env.ENV_BUCKET: bucket.bucket_name},
+            environment={
+                lambda_env.ENV_NAME: env_name,
+                lambda_env.ENV_BUCKET: bucket.bucket_name,
+                # How many receives a dead letter had (every source queue's maxReceiveCount
+                # is max_attempts + 1), so its record can say how often the task ran.
+                lambda_env.ENV_MAX_ATTEMPTS: str(max_attempts),
+            },
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,

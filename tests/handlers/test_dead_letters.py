@@ -14,11 +14,14 @@ from fanout_aws import config as env_names
 from fanout_aws.s3_event import s3_event_for
 from fanout_core import keys
 from fanout_core.failures import FailureRecord
+from fanout_core.settings import receives_before_dead_letter
 
 from .conftest import BUCKET
 from .test_lambda_failures import on_failure_record, sqs_event
 
 KEY = task_keys.troops_task_key("dlq", "w 1+", 0)
+MAX_ATTEMPTS = 4
+"""The recorder's; every queue feeding a stage moves a message to its DLQ after 5 receives."""
 
 
 def _recorder(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -28,6 +31,7 @@ def _recorder(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setenv(env_names.ENV_NAME, "test")
     monkeypatch.setenv(env_names.ENV_BUCKET, BUCKET)
+    monkeypatch.setenv(env_names.ENV_MAX_ATTEMPTS, str(MAX_ATTEMPTS))
     return importlib.reload(dead_letters).handler
 
 
@@ -41,8 +45,8 @@ RETRY = {"fanout_retry": {"task_key": KEY, "attempt": 3, "first_attempt_at": "20
 @pytest.mark.parametrize(
     ("body", "condition", "kind", "attempts"),
     [
-        (RETRY, "DeadLetterQueue", "crashed", 3),
-        (s3_event_for(BUCKET, [KEY]), "DeadLetterQueue", "crashed", 1),
+        (RETRY, "DeadLetterQueue", "crashed", MAX_ATTEMPTS),
+        (s3_event_for(BUCKET, [KEY]), "DeadLetterQueue", "crashed", MAX_ATTEMPTS),
         (
             on_failure_record(
                 s3_event_for(BUCKET, [KEY]),
@@ -121,3 +125,70 @@ def test_a_record_the_recorder_cannot_write_is_left_in_the_queue(deployment, mon
     dep.s3.delete_bucket(Bucket=BUCKET)
     result = _recorder(monkeypatch)(sqs_event(RETRY, message_id="m-9"), None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m-9"}]}
+
+
+def _dead_letter_of(dep: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` sent to a moto queue whose redrive policy is the stack's (maxReceiveCount
+    ``max_attempts`` + 1), received that many times without a delete (each delivery
+    died), then received from its DLQ as the recorder's mapping would: the Lambda event
+    carries the DLQ's own ApproximateReceiveCount."""
+    dlq = dep.sqs.create_queue(QueueName="fanout-troops-dlq")["QueueUrl"]
+    arn = dep.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = {"deadLetterTargetArn": arn, "maxReceiveCount": str(receives_before_dead_letter(MAX_ATTEMPTS))}
+    source = dep.sqs.create_queue(QueueName="fanout-troops", Attributes={"RedrivePolicy": json.dumps(policy)})
+    dep.sqs.send_message(QueueUrl=source["QueueUrl"], MessageBody=json.dumps(body))
+    receives = 0
+    while dep.sqs.receive_message(QueueUrl=source["QueueUrl"], VisibilityTimeout=0).get("Messages"):
+        receives += 1
+    assert receives == receives_before_dead_letter(MAX_ATTEMPTS)  # then SQS moved it
+    (message,) = dep.sqs.receive_message(QueueUrl=dlq, MessageSystemAttributeNames=["All"])["Messages"]
+    record = {
+        "eventSource": "aws:sqs",
+        "messageId": message["MessageId"],
+        "body": message["Body"],
+        "attributes": message["Attributes"],
+    }
+    return {"Records": [record]}
+
+
+CRASH_REPORT = on_failure_record(
+    s3_event_for(BUCKET, [KEY]),
+    response={"errorType": "Runtime.ExitError", "errorMessage": "exit status 137"},
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "attempts", "invoke_count"),
+    [
+        (s3_event_for(BUCKET, [KEY]), MAX_ATTEMPTS, MAX_ATTEMPTS + 1),
+        (RETRY, MAX_ATTEMPTS, MAX_ATTEMPTS + 1),
+        (CRASH_REPORT, 3, 3),
+    ],
+    ids=["s3-notification", "retry-message", "on-failure-crash"],
+)
+def test_a_dead_letters_record_counts_the_attempts_its_receives_ran_not_the_dlqs_receive_count(
+    deployment, monkeypatch, body, attempts, invoke_count
+):
+    """Engine queue's S3 notification and a retry message ran on each receive up to
+    max_attempts (the one past it could not record): max_attempts attempts, max_attempts +
+    1 invocations. A Lambda crash report was only ever recorded, never run: Lambda's 3
+    tries. Neither the recorder's own receive nor the receive count moto carries into the
+    DLQ (as real SQS does) adds to them."""
+    dep = deployment()
+    event = _dead_letter_of(dep, body)
+    assert int(event["Records"][0]["attributes"]["ApproximateReceiveCount"]) > MAX_ATTEMPTS + 1
+    assert _recorder(monkeypatch)(event, None) == {"batchItemFailures": []}
+    record = _record(dep)
+    assert (record.attempts, record.approximate_invoke_count) == (attempts, invoke_count)
+    assert "dead-letter queue" in record.message
+
+
+def test_a_recorder_without_a_valid_max_attempts_refuses_to_start(monkeypatch):
+    from fanout_aws.config import RecorderConfig
+    from fanout_core.errors import SettingsError
+
+    environ = {env_names.ENV_NAME: "test", env_names.ENV_BUCKET: BUCKET, env_names.ENV_MAX_ATTEMPTS: "0"}
+    with pytest.raises(SettingsError, match=env_names.ENV_MAX_ATTEMPTS):
+        RecorderConfig.from_environ(environ)
+    with pytest.raises(SettingsError, match="missing"):
+        RecorderConfig.from_environ({env_names.ENV_NAME: "test", env_names.ENV_BUCKET: BUCKET})

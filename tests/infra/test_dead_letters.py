@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fanout_core.settings import receives_before_dead_letter
 from fanout_core.stages import STAGES
 from stacks.constructs.dead_letters import HANDLER
 
@@ -46,7 +47,23 @@ def test_the_recorder_consumes_the_queue_engines_dead_letter_queues(synth_env: A
 def test_the_recorder_runs_the_recorder_handler_without_the_secret(synth: Synth) -> None:
     fn = synth.doc["Resources"][_recorder_id(synth)]["Properties"]
     assert fn["Handler"] == HANDLER
-    assert set(fn["Environment"]["Variables"]) == {"FANOUT_ENV_NAME", "FANOUT_BUCKET"}
+    assert set(fn["Environment"]["Variables"]) == {"FANOUT_ENV_NAME", "FANOUT_BUCKET", "FANOUT_MAX_ATTEMPTS"}
+
+
+@pytest.mark.parametrize("env", ["dev", "prod", "dev-queue"])
+def test_the_recorder_knows_how_many_receives_a_dead_letter_had(synth_env: Any, env: str) -> None:
+    """Every queue feeding a stage moves a message to its DLQ after max_attempts + 1
+    receives, which is what the recorder computes from the max_attempts it is given."""
+    synth = synth_env(env)
+    fn = synth.doc["Resources"][_recorder_id(synth)]["Properties"]
+    max_attempts = int(fn["Environment"]["Variables"]["FANOUT_MAX_ATTEMPTS"])
+    assert max_attempts == synth.settings.max_attempts
+    counts = {
+        q["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+        for q in synth.resources("AWS::SQS::Queue").values()
+        if "RedrivePolicy" in q["Properties"]
+    }
+    assert counts == {receives_before_dead_letter(max_attempts)}
     assert fn["LoggingConfig"]["LogFormat"] == "JSON"
 
 
