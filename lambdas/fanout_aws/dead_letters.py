@@ -3,7 +3,8 @@ task's one failure record, so no task is lost silently in a DLQ.
 
 A message lands in a DLQ after its queue's ``maxReceiveCount`` receives all ended
 without a delete: every invocation on it crashed, timed out, ran out of memory, could
-not start, was stopped by Lambda's recursive-loop detection, or was throttled. The
+not start, or was stopped by Lambda's recursive-loop detection (no receive is throttled:
+each mapping polls no more than its function's reservation). The
 stage's own function cannot be trusted to record it (it is what kept failing), so a
 separate small function, with no secret and no Hermes client, consumes every stage's
 DLQ and writes ``failed/<task key>`` (kind ``crashed``, or ``configuration`` when the
@@ -25,10 +26,11 @@ of its source queue, which is ``max_attempts`` + 1 for every queue feeding a sta
 (``fanout_core.settings.receives_before_dead_letter``; the stack passes
 ``max_attempts``). Each of those receives ran the task while it had attempts left (a
 receive after the first is a delivery that died), and the one past ``max_attempts``
-tried to write the record, so the record says ``max_attempts`` attempts and that many
-receives as its invoke count. Only an on-failure record reporting a crash differs: the
-retry consumer records such a record on each receive and never runs the task, so its
-attempts and invoke count are Lambda's own tries. The counts are as approximate as
+tried to write the record, so the record says ``max_attempts`` attempts and, as its
+invoke count, ``max_attempts`` + 1 (one invocation per receive). Only an on-failure
+record reporting a crash differs: the retry consumer records such a record on each
+receive and never runs the task, so its attempts and invoke count are Lambda's own
+tries. The counts are as approximate as
 SQS's receive count is.
 """
 
