@@ -30,8 +30,7 @@ tried to write the record, so the record says ``max_attempts`` attempts and, as 
 invoke count, ``max_attempts`` + 1 (one invocation per receive). Only an on-failure
 record reporting a crash differs: the retry consumer records such a record on each
 receive and never runs the task, so its attempts and invoke count are Lambda's own
-tries. The counts are as approximate as
-SQS's receive count is.
+tries. The counts are as approximate as SQS's receive count is.
 """
 
 from __future__ import annotations
