@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fanout_core.adaptive_rate import Tuning
+from fanout_core.errors import SettingsError
+from fanout_core.fleet_budget import BudgetStore, FleetPacer
 from fanout_core.hermes import CallStats, HermesClient, PacerLike
 from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.retry import RetryPolicy
@@ -45,15 +47,23 @@ FLEET_TUNING = Tuning(hold_s=12.0)
 """Instances probe independently, so each probes rarely: a fleet of N makes N probes."""
 
 
-def instance_pacer(settings: EnvironmentSettings, stage_name: str) -> Pacer | AdaptivePacer:
+def instance_pacer(
+    settings: EnvironmentSettings, stage_name: str, *, budget: BudgetStore | None = None
+) -> Pacer | AdaptivePacer | FleetPacer:
     """The pacer one Lambda instance of a stage builds at its cold start.
 
-    It starts at the instance's share, ``R x weight / sum(weights) / instances`` (the
-    stage's reserved plus its retry consumer's concurrency),
-    so that all instances together start under R; ``static`` keeps to it, ``adaptive``
-    probes above it up to R and backs off on 429s.
+    ``static`` and ``adaptive`` start at the instance's share, ``R x weight /
+    sum(weights) / instances`` (the stage's reserved plus its retry consumer's
+    concurrency), so that all instances together start under R; ``static`` keeps to it,
+    ``adaptive`` probes above it up to R and backs off on 429s. ``shared`` reserves its
+    calls from the fleet's one budget (``budget``, the stack's table) and falls back to
+    the static share only while that store fails.
     """
     share = settings.instance_rate(stage_name)
+    if settings.pacing == "shared":
+        if budget is None:
+            raise SettingsError("pacing 'shared' needs the budget table (FANOUT_BUDGET_TABLE)")
+        return FleetPacer(budget, settings.hermes_rate_limit, fallback_rate=share)
     if settings.pacing == "adaptive":
         return AdaptivePacer(
             settings.hermes_rate_limit, start=share, tuning=FLEET_TUNING, probe_from_start=True

@@ -28,10 +28,14 @@ ENGINES = ("s3_events", "queue")
 """How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
 asynchronously (Lambda's internal queue, its event age, an on-failure queue);
 ``queue`` sends them to the stage's SQS queue, which the function consumes."""
-PACINGS = ("static", "adaptive")
+SHARED_MAX_RATE = 1000.0
+"""Pacing ``shared`` writes one DynamoDB item per call; one item takes about 1,000 writes/s."""
+PACINGS = ("static", "adaptive", "shared")
 """How each Lambda instance paces: ``static`` keeps to its fixed share of R (stage weight,
 then reserved concurrency); ``adaptive`` starts there and probes up to R, backing off on
-429s, so the shares of idle stages flow to busy ones (``fanout_core.adaptive_rate``)."""
+429s, so the shares of idle stages flow to busy ones (``fanout_core.adaptive_rate``);
+``shared`` reserves each call's slot in one fleet-wide budget, a DynamoDB item the stack
+creates (``fanout_core.fleet_budget``)."""
 EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
 """One address, as SNS's e-mail protocol takes it (not a list, no display name)."""
 RECURSION_CUTOFF = 16
@@ -78,7 +82,8 @@ class EnvironmentSettings:
     """Calls/s a local run's adaptive budget starts from when R is not known exactly
     (None: R itself); it climbs from there to the real limit in about a second."""
     pacing: str = "static"
-    """One of ``PACINGS``: how each Lambda instance paces."""
+    """One of ``PACINGS``: how each Lambda instance paces (``shared``: one budget for the
+    whole fleet, in the stack's budget table; ``fanout_core.fleet_budget``)."""
     hermes_page_size: int = 100
     hermes_timeout_s: float = 20.0
     """Read timeout of one Hermes call; a call past it is a transient failure."""
@@ -265,6 +270,13 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     pacing = raw.get("pacing", d.pacing)
     if pacing not in PACINGS:
         raise SettingsError(f"{where}.pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
+    rate_limit = raw.get("hermes_rate_limit", d.hermes_rate_limit)
+    if pacing == "shared" and isinstance(rate_limit, int | float) and rate_limit > SHARED_MAX_RATE:
+        raise SettingsError(
+            f"{where}.hermes_rate_limit is {rate_limit:g}, but pacing shared writes its one budget "
+            f"item once per call and a DynamoDB item takes about {SHARED_MAX_RATE:g} writes/s; "
+            "use pacing adaptive"
+        )
     rate_start = raw.get("hermes_rate_start")
     if rate_start is not None:
         rate_start = _num(f"{where}.hermes_rate_start", rate_start, 0.1, 1e6)

@@ -88,7 +88,12 @@ def stages(**per_stage: dict[str, Any]) -> dict[str, Any]:
         pytest.param(
             {"hermes_rate_start": "fast"}, "hermes_rate_start must be a number", id="rate-start-text"
         ),
-        pytest.param({"pacing": "shared"}, "pacing must be one of static, adaptive", id="pacing"),
+        pytest.param({"pacing": "fleet"}, "pacing must be one of static, adaptive, shared", id="pacing"),
+        pytest.param(
+            {"pacing": "shared", "hermes_rate_limit": 1500},
+            "a DynamoDB item takes about 1000 writes/s",
+            id="shared-above-one-item",
+        ),
         pytest.param({"hermes_page_size": 1001}, "hermes_page_size", id="page-size-1001"),
         pytest.param({"max_attempts": 0}, "max_attempts", id="attempts-0"),
         pytest.param({"retry_base_delay_s": 901}, "retry_base_delay_s", id="base-delay-901"),

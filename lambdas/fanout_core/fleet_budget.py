@@ -1,0 +1,199 @@
+"""Pacing ``shared``: one Hermes budget for a whole fleet of Lambda instances.
+
+With ``static`` or ``adaptive`` pacing an instance knows only itself: it starts at its
+share of R and idle shares flow to busy stages only as fast as instances dare to probe.
+Here the fleet keeps one GCRA budget bounded by R, like a local run's shared memory
+(``fanout.shared_pacing``), in one small item of a store (a DynamoDB table on AWS,
+``fanout_aws.budget_table``):
+
+- ``tat``, the budget's theoretical arrival time: before each call an instance
+  **reserves** the next slot with one atomic update (``tat += 1 / rate``, or
+  ``tat = now - credit + 1 / rate`` once the budget has been idle, a credit of a few
+  write per call: leasing several slots at once was measured in ``bench/fleet.py`` and
+  lost a third of R, because an instance spends slots at its own pace (two calls in
+  flight) while the budget had placed them 1/R apart, so the fleet either voided late
+  slots or sent them as bursts into Hermes' 0.1 s bucket. A single item takes about
+  1,000 writes/s, which bounds R for this pacing (``settings``).
+- ``w_max``, ``cut_at``, ``hold_until``: what 429s taught (``fanout_core.adaptive_rate``).
+  A 429 for a call sent after the last cut cuts the rate for everyone (a conditional
+  update on ``cut_at``, so a clump of 429s cuts once); every instance derives the current
+  rate from them (``Controller.share_after``), so recovery costs no writes. A configured
+  R stays the bound; a 429 at R (a clump) climbs straight back to it.
+
+The store's clock is the wall clock of every instance (Lambda hosts are NTP-synchronised
+to milliseconds). If the store fails (throttled, unreachable), the instance paces alone at
+its static share for ``FALLBACK_S`` and then tries the store again: a budget problem
+never fails a task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from fanout_core.adaptive_rate import Controller, Tuning
+from fanout_core.pacing import Pacer
+
+FALLBACK_S = 5.0
+"""How long an instance paces alone after the store failed."""
+
+
+@dataclass(frozen=True)
+class BudgetItem:
+    """The shared budget as the store holds it (seconds are wall-clock epoch seconds)."""
+
+    tat: float = 0.0
+    w_max: float = 0.0
+    """The rate at which 429s began (0: none seen)."""
+    cut_at: float = 0.0
+    hold_until: float = 0.0
+
+
+class BudgetUnavailable(Exception):
+    """The store could not be read or written (throttled, unreachable, denied)."""
+
+
+class BudgetStore(Protocol):
+    """The one item of a fleet's budget; each call is one atomic write."""
+
+    def reserve(self, *, floor: float, increment: float) -> BudgetItem:
+        """Advance ``tat`` by ``increment`` from ``max(tat, floor)``; the item after it.
+
+        ``floor`` is now less the burst credit: an idle budget keeps a few slots in hand,
+        as Hermes' own bucket does, so a moment without demand is not capacity lost."""
+        ...
+
+    def cut(
+        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
+    ) -> BudgetItem | None:
+        """Record a cut at ``now`` (with ``tat``, and ``hold_until`` if not 0) unless one was
+        recorded at or after ``sent_at`` (then None: that 429 is already answered for)."""
+        ...
+
+
+class MemoryBudgetStore:
+    """The store in one process (tests, the fleet bench), with a modelled write latency;
+    counts its writes, which is what DynamoDB bills."""
+
+    def __init__(self, *, latency_s: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.item = BudgetItem()
+        self.writes = 0
+        self._latency = latency_s
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def reserve(self, *, floor: float, increment: float) -> BudgetItem:
+        if self._latency:
+            self._sleep(self._latency)
+        with self._lock:
+            self.writes += 1
+            start = max(self.item.tat, floor)
+            self.item = BudgetItem(start + increment, self.item.w_max, self.item.cut_at, self.item.hold_until)
+            return self.item
+
+    def cut(
+        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
+    ) -> BudgetItem | None:
+        if self._latency:
+            self._sleep(self._latency)
+        with self._lock:
+            self.writes += 1
+            if self.item.cut_at >= sent_at:
+                return None
+            self.item = BudgetItem(tat, w_max, now, hold_until or self.item.hold_until)
+            return self.item
+
+
+class FleetPacer:
+    """The ``PacerLike`` interface over a fleet's shared budget; one per instance."""
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        bound: float,
+        *,
+        fallback_rate: float,
+        tuning: Tuning | None = None,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if bound <= 0 or fallback_rate <= 0:
+            raise ValueError("rate must be positive")
+        self.store = store
+        self.controller = Controller(bound, 1.0, tuning)
+        self.bound = float(bound)
+        self.burst = max(1.0, min(bound * 0.1, 10.0)) if burst is None else max(1.0, burst)
+        """Slots an idle budget keeps in hand (the local pacer's default: 0.1 s of R, at most 10)."""
+        self.fallback = Pacer(fallback_rate, clock=clock, sleep=sleep)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._item = BudgetItem()
+        self._alone_until = 0.0
+        self._sent = threading.local()
+
+    # -- the rate everyone derives from the item ---------------------------------------------
+    def rate_at(self, now: float, item: BudgetItem | None = None) -> float:
+        it = item or self._item
+        if not it.w_max:
+            return self.bound
+        since = now - it.cut_at
+        if it.w_max >= self.bound:
+            share = self.controller.share_after(min(since, self.controller.t.recover_s), hold=1.0)
+        else:
+            share = self.controller.share_after(since)
+        return min(self.bound, max(self.controller.min_rate, it.w_max * share))
+
+    @property
+    def rate(self) -> float:
+        return self.rate_at(self._clock())
+
+    # -- PacerLike ---------------------------------------------------------------------------
+    def acquire(self) -> float:
+        now = self._clock()
+        if now < self._alone_until:
+            return self.fallback.acquire()
+        try:
+            slot = self._next_slot(now)
+        except BudgetUnavailable:
+            self._alone_until = now + FALLBACK_S
+            return self.fallback.acquire()
+        wait = max(0.0, slot - now)
+        if wait:
+            self._sleep(wait)
+        self._sent.at = self._clock()
+        return wait
+
+    def _next_slot(self, now: float) -> float:
+        interval = 1.0 / self.rate_at(now)
+        credit = (self.burst - 1.0) * interval
+        item = self.store.reserve(floor=now - credit, increment=interval)
+        self._item = item
+        return max(item.tat - interval, item.hold_until)
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        now = self._clock()
+        self.fallback.on_throttled(retry_after)
+        if now < self._alone_until:
+            return
+        sent_at = getattr(self._sent, "at", now)
+        t = self.controller.t
+        with self._lock:  # one cut per instance at a time; the store decides across instances
+            w = self.rate_at(now)
+            w_max = max(self.controller.min_rate, w)
+            hold = now + retry_after if retry_after is not None and retry_after > t.hold_above_s else 0.0
+            tat = now + 1.0 / max(self.controller.min_rate, t.beta * w_max)
+            try:
+                item = self.store.cut(now=now, sent_at=sent_at, w_max=w_max, hold_until=hold, tat=tat)
+            except BudgetUnavailable:
+                self._alone_until = now + FALLBACK_S
+                return
+            if item is not None:
+                self._item = item
+
+    def on_success(self) -> None:
+        self.fallback.on_success()
