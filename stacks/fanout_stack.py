@@ -34,6 +34,7 @@ from fanout_core.stages import (
 )
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
+from stacks.constructs.budget_table import BudgetTable
 from stacks.constructs.dead_letters import DeadLetterRecorder
 from stacks.constructs.monitoring import (
     RETRY_AGE_SLACK_S,
@@ -131,7 +132,8 @@ class FanoutStack(Stack):
 
     Attributes: ``settings``, ``storage`` (``PipelineBucket``), ``bucket``,
     ``token_secret``, ``stage_functions`` (stage name -> ``StageFunction``),
-    ``retry_consumers`` (stage name -> ``RetryConsumer``), ``monitoring``.
+    ``retry_consumers`` (stage name -> ``RetryConsumer``), ``monitoring``, ``budget``
+    (``BudgetTable`` with pacing ``shared``, else None).
     """
 
     def __init__(
@@ -195,6 +197,11 @@ class FanoutStack(Stack):
             self, "HermesToken", settings.token_secret_name
         )
 
+        # Pacing shared: the fleet's one Hermes budget (stacks.constructs.budget_table).
+        self.budget = (
+            BudgetTable(self, "HermesBudget", removal_policy=removal) if settings.pacing == "shared" else None
+        )
+
         settings_json = environment_to_json(settings)
         self.stage_functions: dict[str, StageFunction] = {}
         for stage in STAGES:
@@ -205,6 +212,8 @@ class FanoutStack(Stack):
                 lambda_env.ENV_STAGE: stage.name,
                 lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
             }
+            if self.budget is not None:
+                environment[lambda_env.ENV_BUDGET_TABLE] = self.budget.table.table_name
             stage_fn = StageFunction(
                 self,
                 stage.function_id,
@@ -299,6 +308,8 @@ class FanoutStack(Stack):
         )
         CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=dlq.queue_url)
         self.token_secret.grant_read(fn)
+        if self.budget is not None:  # the retry consumer shares the role
+            self.budget.grant_reserve(fn)
         self._grant_s3(stage, fn)
 
     def _retry_consumer(

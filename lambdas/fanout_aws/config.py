@@ -23,6 +23,8 @@ ENV_TOKEN_SECRET = "HERMES_TOKEN_SECRET"
 ENV_TOKEN = "HERMES_TOKEN"
 """The token itself; for tests and local use only (the stack never sets it)."""
 ENV_RETRY_QUEUE_URL = "FANOUT_RETRY_QUEUE_URL"
+ENV_BUDGET_TABLE = "FANOUT_BUDGET_TABLE"
+"""The fleet's budget table; set by the stack only for pacing ``shared``."""
 ENV_MAX_ATTEMPTS = "FANOUT_MAX_ATTEMPTS"
 """The environment's ``max_attempts``, for the dead-letter recorder (which has no settings)."""
 
@@ -35,6 +37,7 @@ class LambdaConfig:
     token_secret: str | None
     token: str | None
     retry_queue_url: str | None
+    budget_table: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LambdaConfig:
@@ -48,13 +51,17 @@ class LambdaConfig:
             stage = stage_named(env[ENV_STAGE])
         except KeyError as exc:
             raise SettingsError(f"{ENV_STAGE}: {exc.args[0]}") from None
+        settings = environment_from_json(env[ENV_NAME], env[ENV_SETTINGS])
+        if settings.pacing == "shared" and not env.get(ENV_BUDGET_TABLE):
+            raise SettingsError(f"pacing 'shared' needs {ENV_BUDGET_TABLE} (the stack's budget table)")
         return cls(
             stage=stage,
             bucket=env[ENV_BUCKET],
-            settings=environment_from_json(env[ENV_NAME], env[ENV_SETTINGS]),
+            settings=settings,
             token_secret=env.get(ENV_TOKEN_SECRET) or None,
             token=env.get(ENV_TOKEN) or None,
             retry_queue_url=env.get(ENV_RETRY_QUEUE_URL) or None,
+            budget_table=env.get(ENV_BUDGET_TABLE) or None,
         )
 
 

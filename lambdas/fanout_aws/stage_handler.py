@@ -99,11 +99,20 @@ class StageRuntime:
             else:
                 token = read_secret(boto3.client("secretsmanager"), config.token_secret or "")
         stats = CallStats()
+        budget = None
+        if config.budget_table:
+            from botocore.config import Config
+
+            from fanout_aws.budget_table import CLIENT_CONFIG, DynamoBudgetStore
+
+            budget = DynamoBudgetStore(
+                boto3.client("dynamodb", config=Config(**CLIENT_CONFIG)), config.budget_table
+            )
         hermes = hermes_client(
             settings,
             url=settings.hermes_url,
             token=token,
-            pacer=instance_pacer(settings, config.stage.name),
+            pacer=instance_pacer(settings, config.stage.name, budget=budget),
             stats=stats,
             pool_size=4,
         )

@@ -1,0 +1,99 @@
+"""The fleet's Hermes budget (pacing ``shared``) as one DynamoDB item.
+
+Each call is one conditional ``UpdateItem``, so no read-modify-write races between
+instances, and a call never waits long on the table: short timeouts and two tries, then
+``BudgetUnavailable`` and the instance paces alone at its static share for a few seconds
+(``fanout_core.fleet_budget``). Numbers are epoch seconds with microseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fanout_core.fleet_budget import BudgetItem, BudgetUnavailable
+
+KEY = {"pk": {"S": "hermes"}}
+"""One item per table: the stack makes one table per environment, and an environment
+crawls one Hermes with one token."""
+CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 1,
+    "read_timeout": 1,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
+"""botocore settings: a slow table must cost a call milliseconds, not the task its time."""
+
+
+def _n(x: float) -> dict[str, str]:
+    return {"N": f"{x:.6f}"}
+
+
+def _item(attrs: dict[str, Any]) -> BudgetItem:
+    def num(name: str) -> float:
+        value = attrs.get(name, {}).get("N")
+        return float(value) if value is not None else 0.0
+
+    return BudgetItem(num("tat"), num("w_max"), num("cut_at"), num("hold_until"))
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class DynamoBudgetStore:
+    """``BudgetStore`` over a table whose partition key is ``pk`` (string)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+        self.writes = 0
+
+    def _update(self, **kwargs: Any) -> BudgetItem | None:
+        """One UpdateItem; None when its condition failed."""
+        self.writes += 1
+        try:
+            out = self._client.update_item(TableName=self._table, Key=KEY, ReturnValues="ALL_NEW", **kwargs)
+        except Exception as exc:  # botocore's ClientError, timeouts, connection errors
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise BudgetUnavailable(
+                f"budget table {self._table}: {_code(exc) or type(exc).__name__}"
+            ) from None
+        return _item(out.get("Attributes", {}))
+
+    def reserve(self, *, floor: float, increment: float) -> BudgetItem:
+        # Busy budget (tat >= floor): tat += increment. Idle (tat < floor, or no item yet):
+        # tat = floor + increment. Two conditions cover the max(); a race between them is
+        # settled by trying again, at most twice more.
+        for _ in range(3):
+            busy = self._update(
+                UpdateExpression="SET tat = tat + :inc",
+                ConditionExpression="tat >= :floor",
+                ExpressionAttributeValues={":inc": _n(increment), ":floor": _n(floor)},
+            )
+            if busy is not None:
+                return busy
+            idle = self._update(
+                UpdateExpression="SET tat = :start",
+                ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
+                ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
+            )
+            if idle is not None:
+                return idle
+        raise BudgetUnavailable(f"budget table {self._table}: contended")
+
+    def cut(
+        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
+    ) -> BudgetItem | None:
+        values = {":tat": _n(tat), ":w": _n(w_max), ":now": _n(now), ":sent": _n(sent_at)}
+        expression = "SET tat = :tat, w_max = :w, cut_at = :now"
+        if hold_until:
+            expression += ", hold_until = :hold"
+            values[":hold"] = _n(hold_until)
+        return self._update(
+            UpdateExpression=expression,
+            ConditionExpression="attribute_not_exists(cut_at) OR cut_at < :sent",
+            ExpressionAttributeValues=values,
+        )

@@ -1,0 +1,96 @@
+"""Pacing ``shared`` on moto: the budget item's conditional updates, and a crawl through
+the real handlers that reserves every call's slot in it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import boto3
+import pytest
+
+from fanout_aws import config as env_names
+from fanout_aws.budget_table import KEY, DynamoBudgetStore
+from fanout_core.errors import SettingsError
+from fanout_core.fleet_budget import BudgetUnavailable, FleetPacer
+
+from .conftest import REGION, drain
+from .test_handlers import _rows, _seed, _truth
+
+TABLE = "fanout-test-budget"
+
+
+@pytest.fixture
+def table(aws: None) -> str:
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return TABLE
+
+
+def store(table: str) -> DynamoBudgetStore:
+    return DynamoBudgetStore(boto3.client("dynamodb", region_name=REGION), table)
+
+
+def test_the_first_reservation_creates_the_item_from_its_floor(table: str) -> None:
+    item = store(table).reserve(floor=100.0, increment=0.01)
+    assert item.tat == pytest.approx(100.01)
+
+
+def test_a_busy_budget_advances_from_its_tat_not_from_now(table: str) -> None:
+    s = store(table)
+    s.reserve(floor=100.0, increment=0.5)
+    assert s.reserve(floor=100.1, increment=0.5).tat == pytest.approx(101.0)
+
+
+def test_an_idle_budget_restarts_at_the_floor(table: str) -> None:
+    s = store(table)
+    s.reserve(floor=100.0, increment=0.01)
+    assert s.reserve(floor=200.0, increment=0.01).tat == pytest.approx(200.01)
+
+
+def test_a_clump_of_429s_cuts_once(table: str) -> None:
+    s = store(table)
+    s.reserve(floor=100.0, increment=0.01)
+    first = s.cut(now=101.0, sent_at=100.5, w_max=80.0, hold_until=0.0, tat=101.02)
+    assert first is not None and first.w_max == pytest.approx(80.0) and first.cut_at == pytest.approx(101.0)
+    assert s.cut(now=101.1, sent_at=100.9, w_max=70.0, hold_until=0.0, tat=101.2) is None
+    later = s.cut(now=102.0, sent_at=101.5, w_max=60.0, hold_until=105.0, tat=102.02)
+    assert later is not None and later.hold_until == pytest.approx(105.0)
+
+
+def test_a_missing_table_is_budget_unavailable_not_a_task_failure(aws: None) -> None:
+    with pytest.raises(BudgetUnavailable, match="ResourceNotFoundException"):
+        store("no-such-table").reserve(floor=1.0, increment=0.01)
+
+
+def test_a_fleet_on_the_table_gets_slots_one_interval_apart(table: str) -> None:
+    s = store(table)
+    pacers = [FleetPacer(s, 100.0, fallback_rate=10.0, burst=1.0) for _ in range(5)]
+    slots = [p._next_slot(1_000.0) for p in pacers]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(slots)] == [0.01] * 4
+
+
+def test_a_crawl_with_pacing_shared_reserves_every_call_in_the_table(
+    deployment, monkeypatch, sim_config, table: str
+) -> None:
+    dep = deployment(pacing="shared", hermes_rate_limit=200)
+    monkeypatch.setenv(env_names.ENV_BUDGET_TABLE, table)
+    started = time.time()
+    drain(dep, monkeypatch, [_seed(dep, "rs", None)])
+    assert _rows(dep, "rs") == _truth(sim_config)
+    item = boto3.client("dynamodb", region_name=REGION).get_item(TableName=table, Key=KEY)["Item"]
+    # The last call's slot, in wall-clock time: the crawl paced through the table.
+    assert started - 1.0 <= float(item["tat"]["N"]) <= time.time() + 1.0
+
+
+def test_pacing_shared_without_the_table_refuses_to_start(deployment, monkeypatch) -> None:
+    deployment(pacing="shared")
+    monkeypatch.setenv(env_names.ENV_STAGE, "warriors")
+    monkeypatch.delenv(env_names.ENV_BUDGET_TABLE, raising=False)
+    with pytest.raises(SettingsError, match="FANOUT_BUDGET_TABLE"):
+        env_names.LambdaConfig.from_environ()

@@ -1,0 +1,89 @@
+"""Pacing ``shared``: ``dev`` with ``pacing: shared`` synthesizes the fleet's budget table,
+on demand and recoverable, named to every stage function and retry consumer, which may
+call UpdateItem on it and nothing else; cdk-nag and cfn-lint stay clean. Other pacings
+build no table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from fanout_aws import config as lambda_env
+from fanout_core.stages import STAGES
+from stacks import cdk_json_context
+
+from .conftest import Synth, render, synthesize
+from .test_policy_checks import CFN_LINT_IGNORED, LINT_REGIONS, _plugin
+
+_CACHE: dict[str, Synth] = {}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    if "dev-shared" not in _CACHE:
+        environments = json.loads(json.dumps(cdk_json_context()["environments"]))
+        environments["dev-shared"] = {
+            **environments["dev"],
+            "pacing": "shared",
+            "token_secret_name": "fanout/dev-shared/hermes-token",
+        }
+        _CACHE["dev-shared"] = synthesize(
+            "dev-shared", tmp_path_factory.mktemp("cdk-dev-shared"), context={"environments": environments}
+        )
+    return _CACHE["dev-shared"]
+
+
+def _table_id(synth: Synth) -> str:
+    assert synth.stack.budget is not None
+    return synth.logical_id(synth.stack.budget.table)
+
+
+def test_the_budget_table_is_on_demand_and_recoverable(shared: Synth) -> None:
+    (props,) = [r["Properties"] for r in shared.resources("AWS::DynamoDB::Table").values()]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+
+
+def test_every_stage_function_and_retry_consumer_is_told_the_table(shared: Synth) -> None:
+    table = f"<{_table_id(shared)}>"
+    functions = [shared.stack.stage_functions[s.name].function for s in STAGES]
+    functions += [shared.stack.retry_consumers[s.name].function for s in STAGES]
+    for fn in functions:
+        props = shared.doc["Resources"][shared.logical_id(fn)]["Properties"]
+        assert render(props["Environment"]["Variables"][lambda_env.ENV_BUDGET_TABLE]) == table
+
+
+def _statements_on(synth: Synth, logical_id: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            if any(logical_id in json.dumps(r) for r in resources):
+                found.append({**st, "Roles": policy["Properties"]["Roles"]})
+    return found
+
+
+def test_the_roles_may_only_update_the_budget_item(shared: Synth) -> None:
+    statements = _statements_on(shared, _table_id(shared))
+    assert len(statements) == len(STAGES)  # one per stage role (its retry consumer shares it)
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        assert st["Action"] == "dynamodb:UpdateItem"
+
+
+def test_cdk_nag_and_cfn_lint_stay_clean_with_the_table(shared: Synth) -> None:
+    plugin = _plugin(shared.nag_report)
+    assert plugin["conclusion"] == "success"
+    assert plugin.get("violations", []) == []
+    matches = lint(json.dumps(shared.doc), config=ManualArgs(regions=LINT_REGIONS))
+    assert [m for m in matches if m.rule.id not in CFN_LINT_IGNORED] == []
+
+
+def test_adaptive_pacing_builds_no_table(synth_env: Any) -> None:
+    dev = synth_env("dev")
+    assert dev.stack.budget is None
+    assert dev.resources("AWS::DynamoDB::Table") == {}
