@@ -50,6 +50,7 @@ from typing import Any
 from bench.common import TOKEN, machine, print_table
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
+from fanout_core.fleet_budget import MemoryBudgetStore
 from fanout_core.hermes import CallStats
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, GaveUp, RetryLater, attempt_task
@@ -60,6 +61,8 @@ from fanout_core.storage import LocalDirStorage, Storage
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 PAGE_SIZE = 100
 RUN_ID = "fleet"
+BUDGET_WRITE_S = 0.005
+"""A DynamoDB UpdateItem in the same region (a model)."""
 QUEUE_DELIVERY_S = (0.05, 0.5)
 """Engine queue: from the object's creation to the poller's receive (S3 to SQS, then a
 long poll); a model, not a measurement (nothing here reaches AWS)."""
@@ -197,6 +200,10 @@ class Fleet:
         self.outstanding = 0
         self.threads: list[threading.Thread] = []
         self.gave_up = 0
+        self.pacers: list[object] = []
+        # pacing "shared": one budget for the fleet, a modelled DynamoDB item (one
+        # atomic UpdateItem per call, ~5 ms; its writes are what the table bills)
+        self.budget = MemoryBudgetStore(latency_s=BUDGET_WRITE_S) if settings.pacing == "shared" else None
 
     def event(self, key: str) -> None:
         stage = STAGES.for_key(key)
@@ -257,11 +264,13 @@ class Fleet:
         """One Lambda instance: a cold start, then invocations until the run is over."""
         t0 = time.monotonic()
         time.sleep(self.cold_start_s)
+        pacer = instance_pacer(self.settings, f.stage.name, budget=self.budget)
+        self.pacers.append(pacer)
         client = hermes_client(
             self.settings,
             url=self.url,
             token=TOKEN,
-            pacer=instance_pacer(self.settings, f.stage.name),
+            pacer=pacer,
             stats=f.stats,
             pool_size=2,
         )
@@ -389,6 +398,7 @@ def run_once(
         "instance_s_per_1k_calls": round(1000 * billed / max(calls, 1), 1),
         "gb_s_per_1k_calls": round(1000 * gb_s / max(calls, 1), 1),
         "engine": settings.engine,
+        "budget_writes": fleet.budget.writes if fleet.budget else 0,
         "tasks": fleet.tasks,
         "sqs_requests": fleet.sqs_requests,
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),
