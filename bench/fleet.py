@@ -5,7 +5,9 @@
 Each stage runs as a fleet of "instances" (threads), at most its reserved concurrency
 (the environment's settings from cdk.json, read by ``fanout_core.settings``), each with
 the pacer and Hermes client a Lambda cold start builds (``assembly.instance_pacer``,
-``assembly.hermes_client``), and nothing shared between instances. Task objects are
+``assembly.hermes_client``), and nothing shared between instances, except with pacing
+``shared`` the fleet's one budget item (an in-process store with a modelled 5 ms
+UpdateItem, whose writes the JSON reports as ``budget_writes``). Task objects are
 dispatched as S3 events would be: every object created under a stage's prefix is an
 event for that stage; an idle warm instance takes it, else a new instance starts (after
 ``--cold-start-s``, billed as init) while the stage is under its reservation, else the
