@@ -18,13 +18,14 @@ crawls one Hermes with one token."""
 CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 1,
     "read_timeout": 1,
-    "retries": {"max_attempts": 2, "mode": "standard"},
+    "retries": {"total_max_attempts": 2, "mode": "standard"},
 }
 """botocore settings: a slow table must cost a call milliseconds, not the task its time."""
 
 
 def _n(x: float) -> dict[str, str]:
-    return {"N": f"{x:.6f}"}
+    # Nanoseconds: an increment rounded to microseconds could round down, above R.
+    return {"N": f"{x:.9f}"}
 
 
 def _item(attrs: dict[str, Any]) -> BudgetItem:
@@ -49,6 +50,7 @@ class DynamoBudgetStore:
         self._client = client
         self._table = table
         self.writes = 0
+        self._seen_tat = 0.0
 
     def _update(self, **kwargs: Any) -> BudgetItem | None:
         """One UpdateItem; None when its condition failed."""
@@ -65,30 +67,31 @@ class DynamoBudgetStore:
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         # Busy budget (tat >= floor): tat += increment. Idle (tat < floor, or no item yet):
-        # tat = floor + increment. Two conditions cover the max(); a race between them is
-        # settled by trying again, at most twice more.
-        for _ in range(3):
-            busy = self._update(
-                UpdateExpression="SET tat = tat + :inc",
-                ConditionExpression="tat >= :floor",
-                ExpressionAttributeValues={":inc": _n(increment), ":floor": _n(floor)},
-            )
-            if busy is not None:
-                return busy
-            idle = self._update(
-                UpdateExpression="SET tat = :start",
-                ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
-                ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
-            )
-            if idle is not None:
-                return idle
+        # tat = floor + increment. The last tat seen picks the write likely to succeed
+        # (a failed condition is billed too); another instance's write in between can
+        # make it the other one, so both are tried, twice at most.
+        busy_first = self._seen_tat >= floor
+        for busy in (busy_first, not busy_first, busy_first, not busy_first):
+            if busy:
+                item = self._update(
+                    UpdateExpression="SET tat = tat + :inc",
+                    ConditionExpression="tat >= :floor",
+                    ExpressionAttributeValues={":inc": _n(increment), ":floor": _n(floor)},
+                )
+            else:
+                item = self._update(
+                    UpdateExpression="SET tat = :start",
+                    ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
+                    ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
+                )
+            if item is not None:
+                self._seen_tat = item.tat
+                return item
         raise BudgetUnavailable(f"budget table {self._table}: contended")
 
-    def cut(
-        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
-    ) -> BudgetItem | None:
-        values = {":tat": _n(tat), ":w": _n(w_max), ":now": _n(now), ":sent": _n(sent_at)}
-        expression = "SET tat = :tat, w_max = :w, cut_at = :now"
+    def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
+        values = {":w": _n(w_max), ":now": _n(now), ":sent": _n(sent_at)}
+        expression = "SET w_max = :w, cut_at = :now"
         if hold_until:
             expression += ", hold_until = :hold"
             values[":hold"] = _n(hold_until)
@@ -96,4 +99,11 @@ class DynamoBudgetStore:
             UpdateExpression=expression,
             ConditionExpression="attribute_not_exists(cut_at) OR cut_at < :sent",
             ExpressionAttributeValues=values,
+        )
+
+    def push(self, *, tat: float) -> None:
+        self._update(
+            UpdateExpression="SET tat = :tat",
+            ConditionExpression="attribute_not_exists(tat) OR tat < :tat",
+            ExpressionAttributeValues={":tat": _n(tat)},
         )

@@ -7,18 +7,24 @@ Here the fleet keeps one GCRA budget bounded by R, like a local run's shared mem
 ``fanout_aws.budget_table``):
 
 - ``tat``, the budget's theoretical arrival time: before each call an instance
-  **reserves** the next slot with one atomic update (``tat += 1 / rate``, or
-  ``tat = now - credit + 1 / rate`` once the budget has been idle, a credit of a few
-  write per call: leasing several slots at once was measured in ``bench/fleet.py`` and
-  lost a third of R, because an instance spends slots at its own pace (two calls in
-  flight) while the budget had placed them 1/R apart, so the fleet either voided late
-  slots or sent them as bursts into Hermes' 0.1 s bucket. A single item takes about
-  1,000 writes/s, which bounds R for this pacing (``settings``).
+  **reserves** the next slot with one conditional update (``tat += 1 / rate``, or
+  ``tat = now - credit + 1 / rate`` once the budget has been idle, a credit of 0.1 s of R
+  as Hermes' bucket has), and a second one only when another instance moved the budget
+  since this one last saw it. One slot per call: leasing several slots at once was
+  measured in ``bench/fleet.py`` and lost a third of R, because an instance spends slots
+  at its own pace (one call in flight per task) while the budget had placed them 1/R
+  apart, so the fleet either voided late slots or sent them as bursts into Hermes'
+  bucket. ``tat`` only moves forward, so no slot is handed out twice. A single item takes
+  about 1,000 writes/s, which bounds R for this pacing (``settings.SHARED_MAX_RATE``).
 - ``w_max``, ``cut_at``, ``hold_until``: what 429s taught (``fanout_core.adaptive_rate``).
   A 429 for a call sent after the last cut cuts the rate for everyone (a conditional
-  update on ``cut_at``, so a clump of 429s cuts once); every instance derives the current
-  rate from them (``Controller.share_after``), so recovery costs no writes. A configured
-  R stays the bound; a 429 at R (a clump) climbs straight back to it.
+  update on ``cut_at``, so a clump of 429s cuts once) and pushes ``tat`` to one new
+  interval after now or the Retry-After hold, so the fleet resumes one call at a time;
+  slots handed out before the cut are still sent (at most one per waiting thread).
+  Every instance derives the current rate from the item (``Controller.share_after``), so
+  recovery costs no writes. A configured R stays the bound. ``w_max`` is the paced rate
+  at the 429, not a measured one: a 429 at R (a clump) climbs straight back to R, so a
+  real limit below a configured R is found by repeated cuts, not remembered.
 
 The store's clock is the wall clock of every instance (Lambda hosts are NTP-synchronised
 to milliseconds). If the store fails (throttled, unreachable), the instance paces alone at
@@ -28,14 +34,17 @@ never fails a task.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from fanout_core.adaptive_rate import Controller, Tuning
 from fanout_core.pacing import Pacer
+
+log = logging.getLogger("fanout")
 
 FALLBACK_S = 5.0
 """How long an instance paces alone after the store failed."""
@@ -57,26 +66,37 @@ class BudgetUnavailable(Exception):
 
 
 class BudgetStore(Protocol):
-    """The one item of a fleet's budget; each call is one atomic write."""
+    """The one item of a fleet's budget; each write is one atomic conditional update."""
+
+    writes: int
+    """Writes made, failed conditions included (DynamoDB bills those too)."""
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         """Advance ``tat`` by ``increment`` from ``max(tat, floor)``; the item after it.
 
         ``floor`` is now less the burst credit: an idle budget keeps a few slots in hand,
-        as Hermes' own bucket does, so a moment without demand is not capacity lost."""
+        as Hermes' own bucket does, so a moment without demand is not capacity lost. The
+        max() takes two conditional writes (busy: ``tat >= floor``; idle: ``tat < floor``);
+        the store tries first the one its last-seen ``tat`` predicts, which is right
+        unless another instance moved the budget meanwhile (``tat`` never goes back)."""
         ...
 
-    def cut(
-        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
-    ) -> BudgetItem | None:
-        """Record a cut at ``now`` (with ``tat``, and ``hold_until`` if not 0) unless one was
-        recorded at or after ``sent_at`` (then None: that 429 is already answered for)."""
+    def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
+        """Record a cut at ``now`` (and ``hold_until`` if not 0) unless one was recorded at
+        or after ``sent_at`` (then None: that 429 is already answered for); ``tat`` is not
+        touched here (see ``push``)."""
+        ...
+
+    def push(self, *, tat: float) -> None:
+        """Move ``tat`` forward to ``tat`` if it is behind, never back: slots already
+        handed out stay the budget's, so none is handed out twice."""
         ...
 
 
 class MemoryBudgetStore:
-    """The store in one process (tests, the fleet bench), with a modelled write latency;
-    counts its writes, which is what DynamoDB bills."""
+    """The store in one process (tests, the fleet bench), with a modelled latency per
+    write and the same conditional writes as the DynamoDB store, so its ``writes`` are
+    what the table would bill."""
 
     def __init__(self, *, latency_s: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.item = BudgetItem()
@@ -84,27 +104,40 @@ class MemoryBudgetStore:
         self._latency = latency_s
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._seen = threading.local()
 
-    def reserve(self, *, floor: float, increment: float) -> BudgetItem:
-        if self._latency:
-            self._sleep(self._latency)
-        with self._lock:
-            self.writes += 1
-            start = max(self.item.tat, floor)
-            self.item = BudgetItem(start + increment, self.item.w_max, self.item.cut_at, self.item.hold_until)
-            return self.item
-
-    def cut(
-        self, *, now: float, sent_at: float, w_max: float, hold_until: float, tat: float
+    def _write(
+        self, condition: Callable[[BudgetItem], bool], change: Callable[[BudgetItem], BudgetItem]
     ) -> BudgetItem | None:
         if self._latency:
             self._sleep(self._latency)
         with self._lock:
             self.writes += 1
-            if self.item.cut_at >= sent_at:
+            if not condition(self.item):
                 return None
-            self.item = BudgetItem(tat, w_max, now, hold_until or self.item.hold_until)
+            self.item = change(self.item)
             return self.item
+
+    def reserve(self, *, floor: float, increment: float) -> BudgetItem:
+        busy_first = getattr(self._seen, "tat", 0.0) >= floor
+        for busy in (busy_first, not busy_first, busy_first, not busy_first):
+            if busy:
+                item = self._write(lambda it: it.tat >= floor, lambda it: replace(it, tat=it.tat + increment))
+            else:
+                item = self._write(lambda it: it.tat < floor, lambda it: replace(it, tat=floor + increment))
+            if item is not None:
+                self._seen.tat = item.tat
+                return item
+        raise BudgetUnavailable("contended")
+
+    def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
+        return self._write(
+            lambda it: it.cut_at < sent_at,
+            lambda it: replace(it, w_max=w_max, cut_at=now, hold_until=hold_until or it.hold_until),
+        )
+
+    def push(self, *, tat: float) -> None:
+        self._write(lambda it: it.tat < tat, lambda it: replace(it, tat=tat))
 
 
 class FleetPacer:
@@ -159,8 +192,8 @@ class FleetPacer:
             return self.fallback.acquire()
         try:
             slot = self._next_slot(now)
-        except BudgetUnavailable:
-            self._alone_until = now + FALLBACK_S
+        except BudgetUnavailable as exc:
+            self._fall_back(exc)
             return self.fallback.acquire()
         wait = max(0.0, slot - now)
         if wait:
@@ -186,14 +219,26 @@ class FleetPacer:
             w = self.rate_at(now)
             w_max = max(self.controller.min_rate, w)
             hold = now + retry_after if retry_after is not None and retry_after > t.hold_above_s else 0.0
-            tat = now + 1.0 / max(self.controller.min_rate, t.beta * w_max)
             try:
-                item = self.store.cut(now=now, sent_at=sent_at, w_max=w_max, hold_until=hold, tat=tat)
-            except BudgetUnavailable:
-                self._alone_until = now + FALLBACK_S
-                return
-            if item is not None:
-                self._item = item
+                item = self.store.cut(now=now, sent_at=sent_at, w_max=w_max, hold_until=hold)
+                if item is not None:
+                    self._item = item
+                    # The next slot comes one new interval after the cut (or the hold), so the
+                    # fleet resumes one call at a time, not all at once; slots handed out
+                    # before it stay valid (tat only moves forward).
+                    self.store.push(tat=max(now, hold) + 1.0 / max(self.controller.min_rate, t.beta * w_max))
+            except BudgetUnavailable as exc:
+                self._fall_back(exc)
 
     def on_success(self) -> None:
         self.fallback.on_success()
+
+    def _fall_back(self, exc: BudgetUnavailable) -> None:
+        """Pace alone for ``FALLBACK_S`` from now (after the failed write, which may have
+        taken seconds). While it does, its static share is not in the budget, so the fleet
+        can exceed R by the shares of the instances falling back."""
+        self._alone_until = self._clock() + FALLBACK_S
+        log.warning(
+            "budget unavailable: pacing alone at the static share",
+            extra={"outcome": "budget_fallback", "reason": str(exc)[:200], "seconds": FALLBACK_S},
+        )

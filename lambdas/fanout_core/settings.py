@@ -28,8 +28,9 @@ ENGINES = ("s3_events", "queue")
 """How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
 asynchronously (Lambda's internal queue, its event age, an on-failure queue);
 ``queue`` sends them to the stage's SQS queue, which the function consumes."""
-SHARED_MAX_RATE = 1000.0
-"""Pacing ``shared`` writes one DynamoDB item per call; one item takes about 1,000 writes/s."""
+SHARED_MAX_RATE = 500.0
+"""Pacing ``shared`` writes one DynamoDB item once per call, twice when another instance
+moved the budget meanwhile, and one item takes about 1,000 writes/s."""
 PACINGS = ("static", "adaptive", "shared")
 """How each Lambda instance paces: ``static`` keeps to its fixed share of R (stage weight,
 then reserved concurrency); ``adaptive`` starts there and probes up to R, backing off on
@@ -274,7 +275,8 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     if pacing == "shared" and isinstance(rate_limit, int | float) and rate_limit > SHARED_MAX_RATE:
         raise SettingsError(
             f"{where}.hermes_rate_limit is {rate_limit:g}, but pacing shared writes its one budget "
-            f"item once per call and a DynamoDB item takes about {SHARED_MAX_RATE:g} writes/s; "
+            f"item once or twice per call and a DynamoDB item takes about 1000 writes/s "
+            f"(at most {SHARED_MAX_RATE:g} calls/s); "
             "use pacing adaptive"
         )
     rate_start = raw.get("hermes_rate_start")

@@ -101,6 +101,9 @@ class BrokenStore:
     def cut(self, **_: float) -> BudgetItem | None:
         raise BudgetUnavailable("throttled")
 
+    def push(self, **_: float) -> None:
+        raise BudgetUnavailable("throttled")
+
 
 def test_a_failing_store_falls_back_to_the_static_share() -> None:
     t = FakeTime()
@@ -109,3 +112,51 @@ def test_a_failing_store_falls_back_to_the_static_share() -> None:
     for _ in range(51):
         pacer.acquire()
     assert 4.0 <= t.now - start <= 6.0  # 10 calls/s alone, after the first burst
+
+
+def test_a_cut_never_hands_out_a_reserved_slot_again() -> None:
+    t, store = FakeTime(), MemoryBudgetStore()
+    pacers = fleet(10, 100.0, store, t)
+    slots = [p._next_slot(t.now) for p in pacers for _ in range(5)]  # 0.5 s queued
+    pacers[0]._sent.at = t.now
+    t.now += 0.001
+    pacers[0].on_throttled(None)
+    slots += [p._next_slot(t.now) for p in pacers]
+    gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
+    assert min(gaps) >= 0.01 - 1e-9
+
+
+def test_slots_reserved_during_a_hold_queue_after_it_one_interval_apart() -> None:
+    t, store = FakeTime(), MemoryBudgetStore()
+    pacers = fleet(10, 100.0, store, t)
+    pacers[0].acquire()
+    pacers[0].on_throttled(5.0)  # Retry-After: 5 s holds every caller
+    slots = [p._next_slot(t.now) for p in pacers]
+    assert min(slots) >= t.now + 5.0
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert min(gaps) >= 0.01 - 1e-9
+
+
+def test_below_r_a_reservation_costs_one_write() -> None:
+    t, store = FakeTime(), MemoryBudgetStore()
+    round_robin(fleet(5, 100.0, store, t), t, 500, latency_s=1.0)  # 5 calls/s, the budget idles
+    assert store.writes <= 505
+
+
+class SlowBrokenStore(BrokenStore):
+    def __init__(self, t: FakeTime) -> None:
+        self.t, self.calls = t, 0
+
+    def reserve(self, **_: float) -> BudgetItem:
+        self.calls += 1
+        self.t.now += 6.0  # timeouts and tries: longer than the fallback window
+        raise BudgetUnavailable("unreachable")
+
+
+def test_the_fallback_window_starts_after_the_failed_write() -> None:
+    t = FakeTime()
+    broken = SlowBrokenStore(t)
+    pacer = FleetPacer(broken, 100.0, fallback_rate=100.0, clock=t.clock, sleep=t.sleep)
+    for _ in range(50):  # 0.5 s of calls: all inside the window the first failure opened
+        pacer.acquire()
+    assert broken.calls == 1

@@ -56,11 +56,29 @@ def test_an_idle_budget_restarts_at_the_floor(table: str) -> None:
 def test_a_clump_of_429s_cuts_once(table: str) -> None:
     s = store(table)
     s.reserve(floor=100.0, increment=0.01)
-    first = s.cut(now=101.0, sent_at=100.5, w_max=80.0, hold_until=0.0, tat=101.02)
+    first = s.cut(now=101.0, sent_at=100.5, w_max=80.0, hold_until=0.0)
     assert first is not None and first.w_max == pytest.approx(80.0) and first.cut_at == pytest.approx(101.0)
-    assert s.cut(now=101.1, sent_at=100.9, w_max=70.0, hold_until=0.0, tat=101.2) is None
-    later = s.cut(now=102.0, sent_at=101.5, w_max=60.0, hold_until=105.0, tat=102.02)
+    assert s.cut(now=101.1, sent_at=100.9, w_max=70.0, hold_until=0.0) is None
+    later = s.cut(now=102.0, sent_at=101.5, w_max=60.0, hold_until=105.0)
     assert later is not None and later.hold_until == pytest.approx(105.0)
+
+
+def test_push_moves_tat_forward_never_back(table: str) -> None:
+    s = store(table)
+    s.reserve(floor=100.0, increment=1.0)
+    s.push(tat=100.5)  # behind: slots up to 101 were handed out, they stay
+    assert s.reserve(floor=100.0, increment=0.0).tat == pytest.approx(101.0)
+    s.push(tat=103.0)
+    assert s.reserve(floor=100.0, increment=0.0).tat == pytest.approx(103.0)
+
+
+def test_a_reservation_on_an_idle_budget_costs_one_write_once_the_store_has_seen_it(table: str) -> None:
+    s = store(table)
+    s.reserve(floor=100.0, increment=0.01)
+    before = s.writes
+    s.reserve(floor=200.0, increment=0.01)  # the last tat seen (100.01) predicts idle
+    s.reserve(floor=200.0, increment=0.01)  # and then busy
+    assert s.writes - before == 2
 
 
 def test_a_missing_table_is_budget_unavailable_not_a_task_failure(aws: None) -> None:
