@@ -34,10 +34,17 @@ module, cold-started once per function under the template's environment) and Her
 - **IAM.** Every AWS call a handler makes is checked against its function's role from
   the template (action, resource ARN, ``s3:prefix``); a denied call is recorded and
   answered AccessDenied, as AWS would.
+- **DynamoDB** (moto): each ``AWS::DynamoDB::Table`` of the template (pacing
+  ``shared``'s budget table) is created with the template's key schema, attribute
+  definitions and billing mode; ``Ref`` resolves to its moto name, ``Fn::GetAtt Arn`` to
+  its ARN, and each call is checked against the role on the table's ARN. The budget
+  item's times are the handlers' wall clock, not the virtual one (at the lifted rate its
+  waits are milliseconds).
 
 Two deliberate departures from the template: the functions' ``hermes_url`` points at
-the simulator, and the pacing rate is lifted (time is virtual; pacing is not what this
-emulates).
+the simulator, and the pacing rate is lifted (time is virtual; the rate is not what this
+emulates, though pacing ``shared`` still makes every one of its budget-table calls; its
+rate is lifted to the most that pacing allows, ``SHARED_MAX_RATE``).
 """
 
 from __future__ import annotations
@@ -59,11 +66,26 @@ from botocore.exceptions import ClientError
 from fanout_aws.dead_letters import dead_letter_handler
 from fanout_aws.stage_handler import handler_for
 from fanout_core import keys
-from fanout_core.settings import environment_from_json, environment_to_json, parse_environment
+from fanout_core.settings import (
+    SHARED_MAX_RATE,
+    environment_from_json,
+    environment_to_json,
+    parse_environment,
+)
 from fanout_core.stages import STAGES, TASK_SUFFIX, stage_named
 from stacks.constructs.dead_letters import HANDLER as DEAD_LETTER_HANDLER
 
-from .wiring import ACCOUNT, REGION, FunctionSpec, MappingSpec, Names, RolePolicy, Wiring, resolve
+from .wiring import (
+    ACCOUNT,
+    REGION,
+    FunctionSpec,
+    MappingSpec,
+    Names,
+    RolePolicy,
+    Wiring,
+    resolve,
+    table_arn,
+)
 
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 """Lambda's waits before its first and second retry of a failed asynchronous event."""
@@ -180,6 +202,9 @@ class Figures:
     dead_letters: int = 0
     """Messages left in the DLQs when the run ended."""
     denied_calls: list[str] = field(default_factory=list)
+    budget_writes: int = 0
+    """``dynamodb:UpdateItem`` calls the handlers made on the budget table (pacing
+    ``shared``), a failed condition included: DynamoDB bills those too."""
     functions: dict[str, FunctionFigures] = field(default_factory=dict)
 
     @property
@@ -205,6 +230,7 @@ class Figures:
             "dead_letter_records": self.dead_letter_records,
             "dead_letters": self.dead_letters,
             "throttled_receives": self.throttled_receives,
+            "budget_writes": self.budget_writes,
             "makespan_s": round(self.makespan_s),
             "functions": {
                 k: {
@@ -248,6 +274,7 @@ class Emulation:
         s3: Any,
         sqs: Any,
         secrets: Any,
+        dynamodb: Any = None,
         clock: VirtualClock,
         bucket: str,
         hermes_url: str,
@@ -266,7 +293,17 @@ class Emulation:
         urls = {}
         for qid in wiring.queues:
             urls[qid] = sqs.create_queue(QueueName=qid[:80])["QueueUrl"]
-        self.names = Names(bucket_id=wiring.bucket_id, bucket=bucket, queue_urls=urls)
+        tables = {}
+        for tid, t in wiring.tables.items():
+            assert dynamodb is not None, "the template has a DynamoDB table: pass a dynamodb client"
+            tables[tid] = dynamodb.create_table(
+                TableName=tid[:255],
+                KeySchema=list(t.key_schema),
+                AttributeDefinitions=list(t.attribute_definitions),
+                BillingMode=t.billing_mode,
+            )["TableDescription"]["TableName"]
+        self.dynamodb = dynamodb
+        self.names = Names(bucket_id=wiring.bucket_id, bucket=bucket, queue_urls=urls, table_names=tables)
         for qid, q in wiring.queues.items():
             attrs = {"VisibilityTimeout": str(q.visibility_s), "MessageRetentionPeriod": str(q.retention_s)}
             if q.dlq is not None:
@@ -294,7 +331,10 @@ class Emulation:
                 continue
             settings = environment_from_json(env["FANOUT_ENV_NAME"], env["FANOUT_SETTINGS"])
             raw = json.loads(environment_to_json(settings))
-            raw.update(hermes_url=hermes_url, hermes_rate_limit=1e6)
+            # shared's bound is capped by what one DynamoDB item takes; its waits are then
+            # real milliseconds (the budget is on the wall clock), a fraction of a second a run
+            rate = SHARED_MAX_RATE if settings.pacing == "shared" else 1e6
+            raw.update(hermes_url=hermes_url, hermes_rate_limit=rate)
             env["FANOUT_SETTINGS"] = environment_to_json(parse_environment(settings.name, raw))
             if token is not None and not env.get("HERMES_TOKEN_SECRET"):
                 env["HERMES_TOKEN"] = token
@@ -404,6 +444,8 @@ class Emulation:
             sid = str(params.get("SecretId", ""))
             arn = self.secret_arns.get(sid, f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{sid}-AbCdEf")
             return f"secretsmanager:{op}", arn, {}
+        if service == "dynamodb":
+            return f"dynamodb:{op}", table_arn(str(params.get("TableName", ""))), {}
         return f"{service}:{op}", "*", {}
 
     @contextmanager
@@ -450,6 +492,8 @@ class Emulation:
                     },
                     op,
                 )
+            if op == "UpdateItem":  # counted before the call: a failed condition is billed too
+                emulation.figures.budget_writes += 1
             result = original(client, op, params)
             if op == "PutObject" and fn.spec.recorder:
                 emulation.figures.dead_letter_records += 1

@@ -5,7 +5,8 @@ settings: the bucket's notification configuration (prefix -> function or queue),
 function's handler, environment, role and reserved concurrency, its event-invoke
 config (retries, event age, on-failure destination), each queue's visibility timeout
 and redrive policy, each event source mapping's batch size, maximum concurrency and
-response types, and each role's policy statements (``RolePolicy``), against which
+response types, each DynamoDB table's key schema (the budget table of pacing
+``shared``), and each role's policy statements (``RolePolicy``), against which
 every AWS call a handler makes is checked. The dead-letter recorder is one of the
 functions (``FunctionSpec.recorder``), with its mappings on the DLQs and its own role.
 """
@@ -42,14 +43,23 @@ class Names:
     bucket: str
     queue_urls: Mapping[str, str]
     """Queue logical id -> its moto URL."""
+    table_names: Mapping[str, str] = field(default_factory=dict)
+    """DynamoDB table logical id -> its moto table name."""
 
     def queue_arn(self, logical_id: str) -> str:
         return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_urls[logical_id].rsplit('/', 1)[-1]}"
 
+    def table_arn(self, logical_id: str) -> str:
+        return table_arn(self.table_names[logical_id])
+
+
+def table_arn(name: str) -> str:
+    return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
 
 def resolve(value: Any, names: Names) -> Any:
-    """A CloudFormation expression as the deployed value (bucket, queues, functions, pseudo
-    parameters, joins); raises on anything the emulation does not know, rather than guess."""
+    """A CloudFormation expression as the deployed value (bucket, queues, tables, functions,
+    pseudo parameters, joins); raises on anything the emulation does not know, rather than guess."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, list):
@@ -64,6 +74,8 @@ def resolve(value: Any, names: Names) -> Any:
                 return names.bucket
             if arg in names.queue_urls:
                 return names.queue_urls[arg]
+            if arg in names.table_names:
+                return names.table_names[arg]
             return arg  # a function's name is its logical id here
         if fn == "Fn::GetAtt":
             target, attr = arg
@@ -73,6 +85,8 @@ def resolve(value: Any, names: Names) -> Any:
                 return names.queue_arn(target)
             if target in names.queue_urls and attr == "QueueName":
                 return names.queue_urls[target].rsplit("/", 1)[-1]
+            if target in names.table_names and attr == "Arn":
+                return names.table_arn(target)
             if attr == "Arn":
                 return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{target}"
         if fn == "Fn::Join":
@@ -167,6 +181,16 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class TableSpec:
+    """An ``AWS::DynamoDB::Table`` as the emulation creates it in moto."""
+
+    logical_id: str
+    key_schema: tuple[dict[str, str], ...]
+    attribute_definitions: tuple[dict[str, str], ...]
+    billing_mode: str
+
+
+@dataclass(frozen=True)
 class MappingSpec:
     queue: str
     function: str
@@ -196,6 +220,8 @@ class Wiring:
     s3_invoke_permissions: tuple[tuple[str, Any, Any], ...]
     """(function logical id, SourceArn, SourceAccount) of each S3 ``lambda:InvokeFunction``."""
     queue_policies: Mapping[str, tuple[dict[str, Any], ...]]
+    tables: Mapping[str, TableSpec] = field(default_factory=dict)
+    """Table logical id -> its spec (the budget table of pacing ``shared``)."""
 
     def bind(self, names: Names) -> dict[str, RolePolicy]:
         return {
@@ -255,6 +281,15 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
             dlq=_ref(redrive["deadLetterTargetArn"]) if redrive else None,
             max_receives=int(redrive["maxReceiveCount"]) if redrive else None,
         )
+    tables = {
+        tid: TableSpec(
+            logical_id=tid,
+            key_schema=tuple(dict(k) for k in p["KeySchema"]),
+            attribute_definitions=tuple(dict(a) for a in p["AttributeDefinitions"]),
+            billing_mode=str(p.get("BillingMode", "PROVISIONED")),
+        )
+        for tid, p in of("AWS::DynamoDB::Table")
+    }
     mappings = tuple(
         MappingSpec(
             queue=_ref(p["EventSourceArn"]),
@@ -310,4 +345,5 @@ def read_wiring(doc: Mapping[str, Any]) -> Wiring:
         raw_statements={k: tuple(v) for k, v in statements.items()},
         s3_invoke_permissions=permissions,
         queue_policies={k: tuple(v) for k, v in queue_policies.items()},
+        tables=tables,
     )
