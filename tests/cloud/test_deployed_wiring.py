@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,16 +23,22 @@ import task_keys
 from fanout.audit import normalize, output_rows
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout_aws import stage_handler
+from fanout_aws.budget_table import KEY as BUDGET_KEY
+from fanout_aws.config import ENV_BUDGET_TABLE
 from fanout_aws.s3_storage import S3Storage
 from fanout_core import keys
 from fanout_core.bodies import manifest_body
 from fanout_core.failures import FailureRecord
 from fanout_core.stages import STAGES, TASK_SUFFIX
 
+from .conftest import SHARED
 from .emulation import Emulation, Faults, Figures, install_clock
 from .wiring import Wiring
 
 ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
+"""The environments every scenario runs in, and their engines."""
+ENGINES = {**ENVIRONMENTS, SHARED: "s3_events"}
+"""Also ``dev-shared`` (``dev`` with pacing ``shared``), for its one scenario."""
 BUCKET = "fanout-emulated"
 TOKEN = "emulated-token"
 RUN = "r1"
@@ -103,13 +110,15 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         s3.create_bucket(Bucket=BUCKET)
         sqs = boto3.client("sqs", region_name="us-east-1")
         secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         clock = install_clock(monkeypatch)
         emulation = Emulation(
             wiring,
-            engine=ENVIRONMENTS[env],
+            engine=ENGINES[env],
             s3=s3,
             sqs=sqs,
             secrets=secrets,
+            dynamodb=dynamodb,
             clock=clock,
             bucket=BUCKET,
             hermes_url=url,
@@ -156,6 +165,43 @@ def test_a_small_awkward_tree_under_5xx_and_429_is_row_exact(emulate: Any, env: 
     assert outcome.figures.failure_records == 0
     stats = outcome.sim.stats
     assert stats.injected_5xx > 0 and stats.injected_429 > 0  # the faults were there
+
+
+def test_pacing_shared_paces_every_call_through_the_templates_budget_table(
+    emulate: Any, template: Any
+) -> None:
+    """``dev`` with pacing ``shared``, under the first scenario's 5xx and 429s: the
+    template's budget table is created in moto (its key schema), every stage function and
+    retry consumer is told its name and may UpdateItem it and nothing else, and the
+    handlers really reserve their calls there: the item has a ``tat`` from this run."""
+    _, wiring = template(SHARED)
+    (table_id,) = wiring.tables  # pacing shared builds the one table
+    config = _config(error_rate_5xx=0.25, error_rate_429=0.05, fault_seed=11)
+    started = time.time()  # the budget's times are the handlers' wall clock
+    outcome = emulate(SHARED, config)
+    _assert_complete(outcome)  # no denied call: the DynamoDB calls were held to the roles too
+    assert _rows(outcome.storage) == _truth(config)
+    assert outcome.figures.failure_records == 0
+    stats = outcome.sim.stats
+    assert stats.injected_5xx > 0 and stats.injected_429 > 0  # the faults were there
+
+    emulation = outcome.emulation
+    table = emulation.names.table_names[table_id]
+    arn = emulation.names.table_arn(table_id)
+    described = emulation.dynamodb.describe_table(TableName=table)["Table"]
+    assert described["KeySchema"] == list(wiring.tables[table_id].key_schema)
+    stage_functions = [fn for fn in emulation.functions.values() if fn.stage is not None]
+    assert len(stage_functions) == 2 * len(STAGES)  # each stage's function and retry consumer
+    for fn in stage_functions:
+        assert fn.environment[ENV_BUDGET_TABLE] == table
+        assert fn.policy.allows("dynamodb:UpdateItem", arn)
+        for other in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Scan"):
+            assert not fn.policy.allows(other, arn), (fn.spec.logical_id, other)
+        assert not fn.policy.allows("dynamodb:UpdateItem", arn + "-other")
+    # at least one reservation per Hermes call the simulator answered
+    assert outcome.figures.budget_writes >= stats.requests > 0
+    item = emulation.dynamodb.get_item(TableName=table, Key=BUDGET_KEY, ConsistentRead=True)["Item"]
+    assert float(item["tat"]["N"]) >= started
 
 
 def _first_troop(config: SimConfig) -> tuple[str, str]:
