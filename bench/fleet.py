@@ -202,9 +202,8 @@ class Fleet:
         self.outstanding = 0
         self.threads: list[threading.Thread] = []
         self.gave_up = 0
-        self.pacers: list[object] = []
         # pacing "shared": one budget for the fleet, a modelled DynamoDB item (one
-        # atomic UpdateItem per call, ~5 ms; its writes are what the table bills)
+        # or two conditional UpdateItems per call, ~5 ms each; its writes are what the table bills)
         self.budget = MemoryBudgetStore(latency_s=BUDGET_WRITE_S) if settings.pacing == "shared" else None
 
     def event(self, key: str) -> None:
@@ -266,13 +265,11 @@ class Fleet:
         """One Lambda instance: a cold start, then invocations until the run is over."""
         t0 = time.monotonic()
         time.sleep(self.cold_start_s)
-        pacer = instance_pacer(self.settings, f.stage.name, budget=self.budget)
-        self.pacers.append(pacer)
         client = hermes_client(
             self.settings,
             url=self.url,
             token=TOKEN,
-            pacer=pacer,
+            pacer=instance_pacer(self.settings, f.stage.name, budget=self.budget),
             stats=f.stats,
             pool_size=2,
         )

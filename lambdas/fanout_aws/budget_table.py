@@ -1,16 +1,17 @@
 """The fleet's Hermes budget (pacing ``shared``) as one DynamoDB item.
 
-Each call is one conditional ``UpdateItem``, so no read-modify-write races between
-instances, and a call never waits long on the table: short timeouts and two tries, then
+Every write is one conditional ``UpdateItem`` (a reservation takes one, or two when
+another instance moved the budget in between), so no read-modify-write races between
+instances, and a call never waits long on the table: 1 s timeouts and two tries, then
 ``BudgetUnavailable`` and the instance paces alone at its static share for a few seconds
-(``fanout_core.fleet_budget``). Numbers are epoch seconds with microseconds.
+(``fanout_core.fleet_budget``). Numbers are epoch seconds with nanoseconds.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fanout_core.fleet_budget import BudgetItem, BudgetUnavailable
+from fanout_core.fleet_budget import BudgetItem, BudgetUnavailable, reserve_by_two_writes
 
 KEY = {"pk": {"S": "hermes"}}
 """One item per table: the stack makes one table per environment, and an environment
@@ -67,27 +68,23 @@ class DynamoBudgetStore:
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         # Busy budget (tat >= floor): tat += increment. Idle (tat < floor, or no item yet):
-        # tat = floor + increment. The last tat seen picks the write likely to succeed
-        # (a failed condition is billed too); another instance's write in between can
-        # make it the other one, so both are tried, twice at most.
-        busy_first = self._seen_tat >= floor
-        for busy in (busy_first, not busy_first, busy_first, not busy_first):
-            if busy:
-                item = self._update(
-                    UpdateExpression="SET tat = tat + :inc",
-                    ConditionExpression="tat >= :floor",
-                    ExpressionAttributeValues={":inc": _n(increment), ":floor": _n(floor)},
-                )
-            else:
-                item = self._update(
-                    UpdateExpression="SET tat = :start",
-                    ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
-                    ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
-                )
-            if item is not None:
-                self._seen_tat = item.tat
-                return item
-        raise BudgetUnavailable(f"budget table {self._table}: contended")
+        # tat = floor + increment. The last tat seen picks the write likely to succeed (a
+        # failed condition is billed too).
+        item = reserve_by_two_writes(
+            busy=lambda: self._update(
+                UpdateExpression="SET tat = tat + :inc",
+                ConditionExpression="tat >= :floor",
+                ExpressionAttributeValues={":inc": _n(increment), ":floor": _n(floor)},
+            ),
+            idle=lambda: self._update(
+                UpdateExpression="SET tat = :start",
+                ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
+                ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
+            ),
+            busy_first=self._seen_tat >= floor,
+        )
+        self._seen_tat = item.tat
+        return item
 
     def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
         values = {":w": _n(w_max), ":now": _n(now), ":sent": _n(sent_at)}

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from fanout_core.adaptive_rate import Controller, Tuning
-from fanout_core.pacing import Pacer
+from fanout_core.pacing import Pacer, default_burst
 
 log = logging.getLogger("fanout")
 
@@ -93,6 +93,23 @@ class BudgetStore(Protocol):
         ...
 
 
+def reserve_by_two_writes(
+    *,
+    busy: Callable[[], BudgetItem | None],
+    idle: Callable[[], BudgetItem | None],
+    busy_first: bool,
+) -> BudgetItem:
+    """``BudgetStore.reserve``'s max(tat, floor) as two conditional writes (None: its
+    condition failed), the likely one first; another instance's write in between can make
+    it the other one, so each is tried twice at most."""
+    order = (busy, idle) if busy_first else (idle, busy)
+    for write in order * 2:
+        item = write()
+        if item is not None:
+            return item
+    raise BudgetUnavailable("contended")
+
+
 class MemoryBudgetStore:
     """The store in one process (tests, the fleet bench), with a modelled latency per
     write and the same conditional writes as the DynamoDB store, so its ``writes`` are
@@ -119,16 +136,17 @@ class MemoryBudgetStore:
             return self.item
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
-        busy_first = getattr(self._seen, "tat", 0.0) >= floor
-        for busy in (busy_first, not busy_first, busy_first, not busy_first):
-            if busy:
-                item = self._write(lambda it: it.tat >= floor, lambda it: replace(it, tat=it.tat + increment))
-            else:
-                item = self._write(lambda it: it.tat < floor, lambda it: replace(it, tat=floor + increment))
-            if item is not None:
-                self._seen.tat = item.tat
-                return item
-        raise BudgetUnavailable("contended")
+        item = reserve_by_two_writes(
+            busy=lambda: self._write(
+                lambda it: it.tat >= floor, lambda it: replace(it, tat=it.tat + increment)
+            ),
+            idle=lambda: self._write(
+                lambda it: it.tat < floor, lambda it: replace(it, tat=floor + increment)
+            ),
+            busy_first=getattr(self._seen, "tat", 0.0) >= floor,
+        )
+        self._seen.tat = item.tat
+        return item
 
     def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
         return self._write(
@@ -159,8 +177,8 @@ class FleetPacer:
         self.store = store
         self.controller = Controller(bound, 1.0, tuning)
         self.bound = float(bound)
-        self.burst = max(1.0, min(bound * 0.1, 10.0)) if burst is None else max(1.0, burst)
-        """Slots an idle budget keeps in hand (the local pacer's default: 0.1 s of R, at most 10)."""
+        self.burst = default_burst(bound) if burst is None else max(1.0, burst)
+        """Slots an idle budget keeps in hand (the local pacer's default)."""
         self.fallback = Pacer(fallback_rate, clock=clock, sleep=sleep)
         self._clock = clock
         self._sleep = sleep

@@ -21,6 +21,12 @@ RECHECKS = 8
 """How often one acquire may re-take its slot after cuts (each is a fresh, later slot)."""
 
 
+def default_burst(rate: float) -> float:
+    """Calls a pacer lets through at once after an idle spell: 0.1 s of ``rate``, at most
+    10, at least 1 (a server's bucket is rarely smaller)."""
+    return max(1.0, min(rate * 0.1, 10.0))
+
+
 class Pacer:
     """A token bucket that blocks callers until they may make their next call."""
 
@@ -38,7 +44,7 @@ class Pacer:
             raise ValueError("rate must be positive")
         self.target_rate = rate
         self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else min(rate * 0.1, 10.0))
+        self.burst = max(1.0, burst) if burst is not None else default_burst(rate)
         self._min_rate = rate * min_rate_fraction
         self._recovery = recovery_per_success
         self._clock = clock

@@ -271,8 +271,10 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     pacing = raw.get("pacing", d.pacing)
     if pacing not in PACINGS:
         raise SettingsError(f"{where}.pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
-    rate_limit = raw.get("hermes_rate_limit", d.hermes_rate_limit)
-    if pacing == "shared" and isinstance(rate_limit, int | float) and rate_limit > SHARED_MAX_RATE:
+    rate_limit = _num(
+        f"{where}.hermes_rate_limit", raw.get("hermes_rate_limit", d.hermes_rate_limit), 0.1, 1e6
+    )
+    if pacing == "shared" and rate_limit > SHARED_MAX_RATE:
         raise SettingsError(
             f"{where}.hermes_rate_limit is {rate_limit:g}, but pacing shared writes its one budget "
             f"item once or twice per call and a DynamoDB item takes about 1000 writes/s "
@@ -300,12 +302,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         region=raw.get("region"),
         hermes_url=hermes_url.rstrip("/"),
         token_secret_name=raw.get("token_secret_name", f"fanout/{name}/hermes-token"),
-        hermes_rate_limit=_num(
-            f"{where}.hermes_rate_limit",
-            raw.get("hermes_rate_limit", d.hermes_rate_limit),
-            0.1,
-            1e6,
-        ),
+        hermes_rate_limit=rate_limit,
         hermes_rate_start=rate_start,
         pacing=pacing,
         hermes_page_size=_int(

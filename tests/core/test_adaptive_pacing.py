@@ -14,21 +14,9 @@ from fanout_core.assembly import instance_pacer
 from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.settings import load_environment
 
+from .fake_time import FakeTime
+
 CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
-
-
-class FakeTime:
-    """A clock that moves only when slept on (at least a nanosecond, like a real sleep)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += max(seconds, 1e-9)
 
 
 class HiddenLimit:

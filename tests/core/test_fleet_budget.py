@@ -15,17 +15,10 @@ from fanout_core.fleet_budget import (
     MemoryBudgetStore,
 )
 
+from .fake_time import FakeTime
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += max(seconds, 1e-9)
+START = 1_000.0
+"""Wall-clock-like: past the empty item's ``cut_at`` of 0, so a first 429 is a cut."""
 
 
 def fleet(n: int, bound: float, store: MemoryBudgetStore, t: FakeTime) -> list[FleetPacer]:
@@ -43,7 +36,7 @@ def round_robin(pacers: list[FleetPacer], t: FakeTime, calls: int, latency_s: fl
 
 
 def test_a_fleet_sharing_one_budget_keeps_to_r_together() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     sent = round_robin(fleet(20, 100.0, store, t), t, 3_000, latency_s=0.05)
     rate = (len(sent) - 1) / (sent[-1] - sent[0])
     # One fake clock serialises the instances (while one waits for its slot, none of the
@@ -52,13 +45,13 @@ def test_a_fleet_sharing_one_budget_keeps_to_r_together() -> None:
 
 
 def test_every_call_reserves_exactly_one_slot() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     round_robin(fleet(5, 100.0, store, t), t, 500, latency_s=0.05)
     assert store.writes == 500
 
 
 def test_instances_sending_at_once_get_slots_one_interval_apart() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     pacers = fleet(10, 100.0, store, t)
     slots = [p._next_slot(t.now) for p in pacers]  # ten instances asking in the same instant
     gaps = [b - a for a, b in itertools.pairwise(slots)]
@@ -66,7 +59,7 @@ def test_instances_sending_at_once_get_slots_one_interval_apart() -> None:
 
 
 def test_a_429_cuts_the_rate_for_every_instance_once() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     a, b = fleet(2, 100.0, store, t)
     a.acquire()
     b.acquire()
@@ -80,7 +73,7 @@ def test_a_429_cuts_the_rate_for_every_instance_once() -> None:
 
 
 def test_a_429_at_the_told_rate_climbs_back_to_it() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     pacer = fleet(1, 100.0, store, t)[0]
     pacer.acquire()
     pacer.on_throttled(None)
@@ -88,7 +81,7 @@ def test_a_429_at_the_told_rate_climbs_back_to_it() -> None:
 
 
 def test_the_rate_never_exceeds_the_configured_bound() -> None:
-    t = FakeTime()
+    t = FakeTime(START)
     pacer = FleetPacer(MemoryBudgetStore(), 50.0, fallback_rate=5.0, clock=t.clock, sleep=t.sleep)
     item = BudgetItem(tat=0.0, w_max=40.0, cut_at=t.now)
     assert max(pacer.rate_at(t.now + s, item) for s in range(0, 120)) <= 50.0
@@ -106,7 +99,7 @@ class BrokenStore:
 
 
 def test_a_failing_store_falls_back_to_the_static_share() -> None:
-    t = FakeTime()
+    t = FakeTime(START)
     pacer = FleetPacer(BrokenStore(), 100.0, fallback_rate=10.0, clock=t.clock, sleep=t.sleep)
     start = t.now
     for _ in range(51):
@@ -115,7 +108,7 @@ def test_a_failing_store_falls_back_to_the_static_share() -> None:
 
 
 def test_a_cut_never_hands_out_a_reserved_slot_again() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     pacers = fleet(10, 100.0, store, t)
     slots = [p._next_slot(t.now) for p in pacers for _ in range(5)]  # 0.5 s queued
     pacers[0]._sent.at = t.now
@@ -127,7 +120,7 @@ def test_a_cut_never_hands_out_a_reserved_slot_again() -> None:
 
 
 def test_slots_reserved_during_a_hold_queue_after_it_one_interval_apart() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     pacers = fleet(10, 100.0, store, t)
     pacers[0].acquire()
     pacers[0].on_throttled(5.0)  # Retry-After: 5 s holds every caller
@@ -138,7 +131,7 @@ def test_slots_reserved_during_a_hold_queue_after_it_one_interval_apart() -> Non
 
 
 def test_below_r_a_reservation_costs_one_write() -> None:
-    t, store = FakeTime(), MemoryBudgetStore()
+    t, store = FakeTime(START), MemoryBudgetStore()
     round_robin(fleet(5, 100.0, store, t), t, 500, latency_s=1.0)  # 5 calls/s, the budget idles
     assert store.writes <= 505
 
@@ -154,7 +147,7 @@ class SlowBrokenStore(BrokenStore):
 
 
 def test_the_fallback_window_starts_after_the_failed_write() -> None:
-    t = FakeTime()
+    t = FakeTime(START)
     broken = SlowBrokenStore(t)
     pacer = FleetPacer(broken, 100.0, fallback_rate=100.0, clock=t.clock, sleep=t.sleep)
     for _ in range(50):  # 0.5 s of calls: all inside the window the first failure opened

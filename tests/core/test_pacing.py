@@ -10,28 +10,9 @@ from hypothesis import strategies as st
 
 from fanout_core.pacing import NoPacer, Pacer
 
+from .fake_time import FakeTime
+
 EPS = 1e-9
-
-
-class FakeTime:
-    """A clock that moves only when slept on.
-
-    Like a real sleep, every sleep lets at least a nanosecond pass (the resolution of
-    ``time.monotonic``): the bucket's float arithmetic can leave it 1e-16 short of a whole
-    token and ask for a sleep shorter than the clock can count.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.slept.append(seconds)
-        self.now += max(seconds, 1e-9)
 
 
 def make(rate: float, **options: float) -> tuple[Pacer, FakeTime]:
