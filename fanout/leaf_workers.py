@@ -58,6 +58,13 @@ class _Reply:
     stats: dict[str, float]
 
 
+COUNTS_ONLY = -1
+"""The job of a reply that carries only counts. A worker sends one each second, so the
+runtime's figures (its progress line, a bench's samples) follow the calls as they are
+made, not as the tasks that made them end."""
+COUNTS_EVERY_S = 1.0
+
+
 def _exit_with_parent(parent: int) -> None:
     """A runtime killed with SIGKILL cannot stop its workers: they notice and go too."""
     while os.getppid() == parent:
@@ -95,8 +102,18 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         with send_lock:  # counts since the last reply: the threads share one client
             now = stats.snapshot()
             delta = {k: now[k] - reported[k] for k in now}
+            if job_id == COUNTS_ONLY and not any(delta.values()):
+                return
             reported = now
             conn.send(_Reply(job_id, result, error, delta))
+
+    def send_counts() -> None:
+        while True:
+            time.sleep(COUNTS_EVERY_S)
+            try:
+                reply(COUNTS_ONLY, None, None)
+            except (OSError, ValueError):  # the runtime has gone or closed the pipe
+                return
 
     def loop() -> None:
         while (job := jobs.get()) is not None:
@@ -117,6 +134,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(spec.threads)]
     for t in threads:
         t.start()
+    threading.Thread(target=send_counts, daemon=True).start()
     while True:  # the pipe is ours alone, so a killed sibling can hold no lock we need
         try:
             job = conn.recv()

@@ -251,3 +251,41 @@ def test_a_different_manifest_for_an_existing_run_is_refused_and_nothing_runs(si
     with pytest.raises(BadManifest, match="already has a different manifest"):
         _run(store, url, manifest=None)  # {"warriors": "all"}
     assert {key: store.get(key) for key in store.list("")} == before
+
+
+def test_a_leaf_workers_calls_are_counted_while_its_task_runs(simulator, tmp_path: Path):
+    """The progress line (and a bench's samples) follow the calls as they are made: a
+    worker reports its counts each second, not only when its task ends."""
+    import io
+    import time
+
+    from fanout.bucket import StorageSpec
+
+    config = SimConfig.from_size(
+        "tiny",
+        token=TOKEN,
+        warriors=1,
+        troops_per_warrior=1,
+        groups_per_troop=1,
+        records_per_group=4000,
+        latency_s=0.15,
+    )
+    url = simulator(config)
+    store = LocalDirStorage(tmp_path)
+    seen: list[tuple[int, int]] = []  # (calls on the progress line, leaf tasks done then)
+
+    class Tap(io.StringIO):
+        def write(self, text: str) -> int:
+            for line in text.splitlines():
+                if " calls (" in line:
+                    calls = int(line.split(" calls (")[0].rsplit(" ", 1)[-1])
+                    seen.append((calls, len(list(store.list("done/data_groups/")))))
+            return len(text)
+
+    started = time.monotonic()
+    spec = StorageSpec(bucket_dir=str(tmp_path))
+    outcome = _run(store, url, processes=2, progress=Tap(), storage_spec=spec)
+    assert outcome.report.ok
+    assert time.monotonic() - started > 4  # 40 pages at 0.15 s: long enough for two progress lines
+    listing_calls = 3  # warriors, troops, data groups: made in the runtime's own process
+    assert any(done == 0 and calls > listing_calls + 5 for calls, done in seen), seen
