@@ -22,6 +22,9 @@ estimated the same way:
 - **SQS**: three requests (send, receive, delete) per retry through a stage's queue.
 - **Secrets Manager**: one ``GetSecretValue`` per cold start, at most one per concurrent
   instance of a stage (``min(invocations, reserved_concurrency)``).
+- **DynamoDB**, with ``pacing: shared`` only: the budget item's conditional writes,
+  ``BUDGET_WRITES_PER_CALL`` per Hermes call (measured by ``bench/fleet.py``; the bucket
+  records no writes), on demand.
 - **API calls** (for the server comparison): one list call per unit of every task, and a
   leaf task's pages beyond one per unit from its records (``ceil(records / page_size)``);
   the seed of ``"all"`` lists the warriors, ``ceil(warriors / page_size)`` calls.
@@ -63,6 +66,7 @@ _COMMON = {
     "s3_gb_month": "0.023",  # S3 Standard, first 50 TB
     "sqs_per_million": "0.40",  # standard queues
     "secrets_per_10000_calls": "0.05",
+    "dynamodb_write_per_million": "0.625",  # on-demand write request units (us-east-1's)
     "server_instance": "t4g.small",
 }
 PRICES: dict[str, dict[str, str]] = {
@@ -82,6 +86,9 @@ PRICES: dict[str, dict[str, str]] = {
 """Spot prices move by the hour; the figure is a typical one for the instance then."""
 DEFAULT_REGION = "us-east-1"
 SERVER_MINIMUM_S = 60
+BUDGET_WRITES_PER_CALL = Decimal("1.88")
+"""Write request units per Hermes call of the shared budget: 19,111-19,271 writes for
+10,211 calls in ``bench/fleet.py``'s dev- and prod-shaped fleets (README, Rate limiting)."""
 CENT = Decimal("0.01")
 
 
@@ -295,8 +302,11 @@ class Line:
     cost: Decimal
 
 
-def estimate(counts: RunCounts, prices: dict[str, Any], rate_limit: float) -> dict[str, Any]:
-    """The bill: one line per component, the total, and the server beside it."""
+def estimate(
+    counts: RunCounts, prices: dict[str, Any], rate_limit: float, pacing: str = "static"
+) -> dict[str, Any]:
+    """The bill: one line per component, the total, and the server beside it; ``pacing``
+    ``shared`` adds the budget table's writes."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k not in ("region", "as_of", "server_instance")}
     invocations = counts.total("invocations")
     gb_s = sum((s.gb_seconds for s in counts.stages), Decimal(0))
@@ -315,6 +325,10 @@ def estimate(counts: RunCounts, prices: dict[str, Any], rate_limit: float) -> di
         Line("SQS retries", Decimal(sqs), "requests", p["sqs_per_million"] / 1_000_000, Decimal(0)),
         Line("Secrets Manager", Decimal(secrets), "calls", p["secrets_per_10000_calls"] / 10_000, Decimal(0)),
     ]
+    if pacing == "shared":
+        writes = Decimal(counts.api_calls) * BUDGET_WRITES_PER_CALL
+        price = p["dynamodb_write_per_million"] / 1_000_000
+        lines.append(Line("DynamoDB budget (est.)", writes, "write units", price, Decimal(0)))
     lines = [
         Line(li.component, li.quantity, li.unit, li.unit_price, li.quantity * li.unit_price) for li in lines
     ]

@@ -13,7 +13,7 @@ from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storag
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "cost",
-        help="a run's estimated AWS bill (Lambda, S3, SQS, Secrets Manager) beside a server's",
+        help="a run's estimated AWS bill (Lambda, S3, SQS, Secrets Manager, DynamoDB) beside a server's",
         description=(
             "Counts invocations, billed duration x memory, requests and bytes from the bucket "
             "(a local folder or a deployed bucket), prices them, and puts the same crawl on an "
@@ -52,6 +52,6 @@ def _cost(args: argparse.Namespace) -> int:
     counts = count_run(storage, args.run_id, settings)
     if not counts.stages[0].tasks:
         raise UsageError(f"run {args.run_id!r} has no tasks in this bucket")
-    bill = estimate(counts, prices, settings.hermes_rate_limit)
+    bill = estimate(counts, prices, settings.hermes_rate_limit, settings.pacing)
     print(json.dumps(to_json(bill), indent=2) if args.json else render_text(bill))
     return EXIT_OK

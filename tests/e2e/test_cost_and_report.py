@@ -155,12 +155,27 @@ def test_cost_equals_a_hand_calculation_to_the_cent(tiny_run) -> None:
     assert records > 0
 
 
+def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None:
+    store, _ = tiny_run
+    settings = fast_settings()
+    counts = count_run(store, "2026-11-27", settings)
+    prices = prices_for("us-east-1")
+    static = estimate(counts, prices, rate_limit=50)
+    shared = estimate(counts, prices, rate_limit=50, pacing="shared")
+    (budget,) = [li for li in shared["lines"] if li.component.startswith("DynamoDB")]
+    assert not [li for li in static["lines"] if li.component.startswith("DynamoDB")]
+    assert budget.quantity == counts.api_calls * Decimal("1.88") > 0
+    assert budget.cost == budget.quantity * Decimal("0.625") / 1_000_000
+    assert shared["total"] == static["total"] + budget.cost
+
+
 def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path: Path) -> None:
     store, _ = tiny_run
     bucket = str(store.root)
     text = _cli("cost", "2026-11-27", "--bucket-dir", bucket)
     assert text.returncode == 0, text.stderr
     assert "Lambda duration" in text.stdout and "Spot" in text.stdout and "as of 2025-01" in text.stdout
+    assert "DynamoDB budget" in text.stdout  # --env dev (the default) paces shared
     plain = json.loads(_cli("cost", "2026-11-27", "--bucket-dir", bucket, "--json").stdout)
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"lambda_request": 0.0001}))
