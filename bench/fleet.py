@@ -72,13 +72,15 @@ ESM_START = 5
 ESM_GROWTH_PER_S = 5.0
 """An SQS event source mapping starts at 5 concurrent invocations and adds up to 300 a
 minute (standard mode; aws-facts.md)."""
-DEFAULT_RUNS = "dev:static,dev:adaptive,prod:static,prod:adaptive"
+DEFAULT_RUNS = "dev:static,dev:adaptive,dev:shared,prod:static,prod:adaptive,prod:shared"
 BILLING_RUNS = (
-    "prod:adaptive:data_groups=20",
-    "prod:adaptive:data_groups=12",
+    "prod:shared:data_groups=20",
+    "prod:shared:data_groups=12",
     "prod:adaptive:weights=1/1/1",
 )
-"""The idle-billing variants: the reservation halved, quartered, and equal stage weights."""
+"""The idle-billing variants: the shared budget with the data_groups reservation halved and
+cut to Little's law; equal stage weights with adaptive pacing (under ``shared`` the
+weights only set the share an instance falls back to when the table fails)."""
 
 
 @dataclasses.dataclass(frozen=True)
