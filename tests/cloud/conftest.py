@@ -1,12 +1,9 @@
 """The deployed-wiring tier: each environment's template synthesized once per session
-(``infra.conftest.synthesize``, bundling skipped; ``dev-shared`` is ``dev`` with pacing
-``shared``, from a context override as ``tests/infra/test_budget_table.py`` builds it),
-then emulated on moto
+(``infra.conftest.synthesize``, bundling skipped), then emulated on moto
 (``tests/cloud/emulation.py``) with the real handlers and the simulator as Hermes."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,25 +11,9 @@ from typing import Any
 import pytest
 from infra.conftest import synthesize  # type: ignore[import-not-found]
 
-from stacks import cdk_json_context
-
 from .wiring import Wiring, read_wiring
 
 _CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
-SHARED = "dev-shared"
-"""``dev`` with ``pacing: shared``: the stack builds its budget table."""
-
-
-def _context(env: str) -> dict[str, Any] | None:
-    if env != SHARED:
-        return None
-    environments = json.loads(json.dumps(cdk_json_context()["environments"]))
-    environments[SHARED] = {
-        **environments["dev"],
-        "pacing": "shared",
-        "token_secret_name": f"fanout/{SHARED}/hermes-token",
-    }
-    return {"environments": environments}
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +22,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def get(env: str) -> tuple[dict[str, Any], Wiring]:
         if env not in _CACHE:
-            synth = synthesize(env, Path(tmp_path_factory.mktemp(f"cloud-{env}")), context=_context(env))
+            synth = synthesize(env, Path(tmp_path_factory.mktemp(f"cloud-{env}")))
             _CACHE[env] = (synth.doc, read_wiring(synth.doc))
         return _CACHE[env]
 

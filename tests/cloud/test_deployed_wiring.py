@@ -31,14 +31,11 @@ from fanout_core.bodies import manifest_body
 from fanout_core.failures import FailureRecord
 from fanout_core.stages import STAGES, TASK_SUFFIX
 
-from .conftest import SHARED
 from .emulation import Emulation, Faults, Figures, install_clock
 from .wiring import Wiring
 
 ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
 """The environments every scenario runs in, and their engines."""
-ENGINES = {**ENVIRONMENTS, SHARED: "s3_events"}
-"""Also ``dev-shared`` (``dev`` with pacing ``shared``), for its one scenario."""
 BUCKET = "fanout-emulated"
 TOKEN = "emulated-token"
 RUN = "r1"
@@ -114,7 +111,7 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         clock = install_clock(monkeypatch)
         emulation = Emulation(
             wiring,
-            engine=ENGINES[env],
+            engine=ENVIRONMENTS[env],
             s3=s3,
             sqs=sqs,
             secrets=secrets,
@@ -157,28 +154,19 @@ def _assert_complete(outcome: Outcome, *, dead_lettered: int = 0) -> None:
 
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
-def test_a_small_awkward_tree_under_5xx_and_429_is_row_exact(emulate: Any, env: str) -> None:
-    config = _config(error_rate_5xx=0.25, error_rate_429=0.05, fault_seed=11)
-    outcome = emulate(env, config)
-    _assert_complete(outcome)
-    assert _rows(outcome.storage) == _truth(config)
-    assert outcome.figures.failure_records == 0
-    stats = outcome.sim.stats
-    assert stats.injected_5xx > 0 and stats.injected_429 > 0  # the faults were there
-
-
-def test_pacing_shared_paces_every_call_through_the_templates_budget_table(
-    emulate: Any, template: Any
+def test_a_small_awkward_tree_under_5xx_and_429_is_row_exact_paced_through_the_budget_table(
+    emulate: Any, template: Any, env: str
 ) -> None:
-    """``dev`` with pacing ``shared``, under the first scenario's 5xx and 429s: the
-    template's budget table is created in moto (its key schema), every stage function and
-    retry consumer is told its name and may UpdateItem it and nothing else, and the
-    handlers really reserve their calls there: the item has a ``tat`` from this run."""
-    _, wiring = template(SHARED)
+    """Under 5xx and 429s the run is row exact, and pacing ``shared`` (every deployed
+    environment's) worked through the template's budget table: created in moto from its
+    key schema, named to every stage function and retry consumer, which may UpdateItem
+    it and nothing else, and the handlers really reserved their calls there (the item
+    has a ``tat`` from this run)."""
+    _, wiring = template(env)
     (table_id,) = wiring.tables  # pacing shared builds the one table
     config = _config(error_rate_5xx=0.25, error_rate_429=0.05, fault_seed=11)
     started = time.time()  # the budget's times are the handlers' wall clock
-    outcome = emulate(SHARED, config)
+    outcome = emulate(env, config)
     _assert_complete(outcome)  # no denied call: the DynamoDB calls were held to the roles too
     assert _rows(outcome.storage) == _truth(config)
     assert outcome.figures.failure_records == 0

@@ -1,7 +1,7 @@
-"""Pacing ``shared``: ``dev`` with ``pacing: shared`` synthesizes the fleet's budget table,
-on demand and recoverable, named to every stage function and retry consumer, which may
-call UpdateItem on it and nothing else; cdk-nag and cfn-lint stay clean. Other pacings
-build no table."""
+"""Pacing ``shared`` (every deployed environment's): the stack synthesizes the fleet's
+budget table, on demand and recoverable, named to every stage function and retry
+consumer, which may call UpdateItem on it and nothing else; cdk-nag and cfn-lint stay
+clean. Other pacings (``dev-adaptive``: ``dev`` with pacing ``adaptive``) build no table."""
 
 from __future__ import annotations
 
@@ -21,19 +21,25 @@ from .test_policy_checks import CFN_LINT_IGNORED, LINT_REGIONS, _plugin
 _CACHE: dict[str, Synth] = {}
 
 
+@pytest.fixture
+def shared(synth: Synth) -> Synth:
+    """Each deployed environment: all of them pace ``shared``."""
+    assert synth.settings.pacing == "shared"
+    return synth
+
+
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    if "dev-shared" not in _CACHE:
+def adaptive(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    if "dev-adaptive" not in _CACHE:
         environments = json.loads(json.dumps(cdk_json_context()["environments"]))
-        environments["dev-shared"] = {
+        environments["dev-adaptive"] = {
             **environments["dev"],
-            "pacing": "shared",
-            "token_secret_name": "fanout/dev-shared/hermes-token",
+            "pacing": "adaptive",
+            "token_secret_name": "fanout/dev-adaptive/hermes-token",
         }
-        _CACHE["dev-shared"] = synthesize(
-            "dev-shared", tmp_path_factory.mktemp("cdk-dev-shared"), context={"environments": environments}
-        )
-    return _CACHE["dev-shared"]
+        outdir = tmp_path_factory.mktemp("cdk-dev-adaptive")
+        _CACHE["dev-adaptive"] = synthesize("dev-adaptive", outdir, context={"environments": environments})
+    return _CACHE["dev-adaptive"]
 
 
 def _table_id(synth: Synth) -> str:
@@ -83,7 +89,8 @@ def test_cdk_nag_and_cfn_lint_stay_clean_with_the_table(shared: Synth) -> None:
     assert [m for m in matches if m.rule.id not in CFN_LINT_IGNORED] == []
 
 
-def test_adaptive_pacing_builds_no_table(synth_env: Any) -> None:
-    dev = synth_env("dev")
-    assert dev.stack.budget is None
-    assert dev.resources("AWS::DynamoDB::Table") == {}
+def test_adaptive_pacing_builds_no_table(adaptive: Synth) -> None:
+    assert adaptive.stack.budget is None
+    assert adaptive.resources("AWS::DynamoDB::Table") == {}
+    for fn in adaptive.resources("AWS::Lambda::Function").values():
+        assert lambda_env.ENV_BUDGET_TABLE not in fn["Properties"].get("Environment", {}).get("Variables", {})
