@@ -1,6 +1,7 @@
 """Fleet: what the deployed design achieves against Hermes' limit R, measured on one machine.
 
-``python -m bench.fleet [--rate 200] [--warriors 10] [--runs dev:static,...] [--billing] [--json]``
+``python -m bench.fleet [--rate 200] [--server-rate 150] [--warriors 10] [--runs dev:static,...]``
+``[--billing] [--json]``
 
 Each stage runs as a fleet of "instances" (threads), at most its reserved concurrency
 (the environment's settings from cdk.json, read by ``fanout_core.settings``), each with
@@ -28,6 +29,9 @@ requests are counted (3 per queued task, 3 per retry in either engine). Weights 
 environments'; the retry delays are the local ones (0.05-1 s) instead of minutes.
 An override ``stage=N`` sets a scaled reservation.
 
+``--server-rate`` limits the simulator below the R the fleet is told (a limit told too
+high): the figures are then against the server's limit, what the pacing has to find.
+
 Figures per run: accepted calls/s / R over the whole run and its middle 80 % (steady),
 the share of 429s, run time / (N / R) with N the calls the tree needs, and instance-seconds
 (init + invocations: what Lambda bills, times memory) per 1,000 calls. ``--billing`` adds
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import shutil
 import sys
@@ -355,6 +360,7 @@ def run_once(
     from fanout_core.bodies import manifest_body
 
     settings = fleet_settings(spec, rate)
+    ceiling = min(rate, config.rate_limit or rate)  # a told R is a hard bound; the server's is real
     out = work / spec.label.replace(":", "_").replace("/", "-").replace(",", "_")
     storage = LocalDirStorage(out)
     universe = Universe(config)
@@ -381,16 +387,17 @@ def run_once(
         "run": spec.label,
         "env": spec.env,
         "pacing": spec.pacing,
-        "rate_limit": rate,
+        "rate_limit": ceiling,
+        "rate_told": rate,
         "reserved": {name: f.reserved for name, f in fleet.stages.items()},
         "weights": {name: settings.stage(name).rate_weight for name in fleet.stages},
         "elapsed_s": round(elapsed, 2),
-        "ideal_s": round(needed / rate, 2),
-        "time_vs_ideal": round(elapsed / (needed / rate), 3),
+        "ideal_s": round(needed / ceiling, 2),
+        "time_vs_ideal": round(elapsed / (needed / ceiling), 3),
         "calls": calls,
         "calls_needed": needed,
-        "accepted_vs_rate": round(accepted / elapsed / rate, 3),
-        "steady_accepted_vs_rate": round(steady / rate, 3) if steady is not None else None,
+        "accepted_vs_rate": round(accepted / elapsed / ceiling, 3),
+        "steady_accepted_vs_rate": round(steady / ceiling, 3) if steady is not None else None,
         "throttled": throttled,
         "throttled_share": round(throttled / calls, 4) if calls else 0.0,
         "instances": {name: f.instances for name, f in fleet.stages.items()},
@@ -441,12 +448,15 @@ def judge(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    server_rate = args.server_rate or args.rate
+    if server_rate > args.rate:
+        raise SystemExit("--server-rate is for a limit told too high: give one below --rate")
     config = SimConfig.from_size(
         "full",
         warriors=args.warriors,
         records_per_group=args.records_per_group,
         token=TOKEN,
-        rate_limit=args.rate,
+        rate_limit=server_rate,
         latency_s=args.latency_ms[0] / 1000.0,
         latency_jitter_s=(args.latency_ms[1] - args.latency_ms[0]) / 1000.0,
     )
@@ -454,7 +464,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = dataclasses.replace(
             SimConfig.from_size(args.size),
             token=TOKEN,
-            rate_limit=args.rate,
+            rate_limit=server_rate,
             latency_s=config.latency_s,
             latency_jitter_s=config.latency_jitter_s,
         )
@@ -462,7 +472,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     specs = [parse_run(r) for r in _split_runs(args.runs)]
     if args.billing:
         specs += [parse_run(r) for r in BILLING_RUNS]
-    sys.stderr.write(f"fleet: {needed:,} calls at R = {args.rate:g}/s (ideal {needed / args.rate:.1f} s)\n")
+    ceiling = min(args.rate, server_rate)
+    told = f", told R = {args.rate:g}" if server_rate != args.rate else ""
+    sys.stderr.write(
+        f"fleet: {needed:,} calls, server limited to {server_rate:g}/s{told}"
+        f" (ideal {needed / ceiling:.1f} s)\n"
+    )
+    load, cpus = machine()["load_1m"], os.cpu_count() or 1
+    if load > cpus:
+        sys.stderr.write(
+            f"fleet: the machine is busy (load {load:g} on {cpus} cores): the fleet's threads and the"
+            " simulator need the cores, so every run's figures will be low; compare rows, not targets\n"
+        )
     results = []
     work = Path(tempfile.mkdtemp(prefix="fanout-fleet-"))
     try:
@@ -478,7 +499,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "fleet",
         "machine": machine(),
-        "rate_limit": args.rate,
+        "rate_limit": ceiling,
+        "rate_told": args.rate,
+        "server_rate": server_rate,
         "calls_needed": needed,
         "latency_ms": list(args.latency_ms),
         "cold_start_s": args.cold_start_s,
@@ -501,7 +524,9 @@ def _split_runs(text: str) -> list[str]:
 def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(
-        f"fleet: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s, latency "
+        f"fleet: {result['calls_needed']:,} calls needed at R = {result['rate_limit']:g}/s"
+        + (f" (told {result['rate_told']:g})" if result["rate_told"] != result["rate_limit"] else "")
+        + ", latency "
         f"{result['latency_ms'][0]:g}-{result['latency_ms'][1]:g} ms, "
         f"cold start {result['cold_start_s']:g} s; "
         f"{m['cpus']} cores, load {m['load_1m']} at the end"
@@ -551,6 +576,12 @@ def print_report(result: dict[str, Any]) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.split("\n")[0])
     p.add_argument("--rate", type=float, default=200.0, help="Hermes' limit R in calls/s (default 200)")
+    p.add_argument(
+        "--server-rate",
+        type=float,
+        default=None,
+        help="the simulator's real limit, below R: a limit told too high (the ratios are against it)",
+    )
     p.add_argument("--warriors", type=int, default=10, help="warriors of the full preset (10: 10,211 calls)")
     p.add_argument(
         "--records-per-group",

@@ -114,6 +114,21 @@ def test_fleet_runs_a_tiny_tree_as_static_and_adaptive_fleets(capsys):
     assert len(result["targets"]) == 6
 
 
+def test_fleet_with_a_limit_told_too_high_measures_against_the_servers(capsys):
+    argv = ["--size", "tiny", "--rate", "100", "--server-rate", "60", "--cold-start-s", "0.01"]
+    argv += ["--latency-ms", "1", "5", "--runs", "dev:shared"]
+    code, result = run_json(fleet.main, argv, capsys)
+    assert code == 0
+    (r,) = result["runs"]
+    assert (result["rate_told"], result["server_rate"], r["rate_limit"], r["rate_told"]) == (100, 60, 60, 100)
+    assert r["ideal_s"] == round(TINY_CALLS / 60, 2)
+    assert r["reserved"]["data_groups"] == 16  # the fleet is shaped by the R it was told
+    assert r["time_vs_ideal"] == pytest.approx(r["elapsed_s"] / r["ideal_s"], rel=0.01)  # both rounded
+    accepted = r["calls"] - r["throttled"]
+    assert r["accepted_vs_rate"] == pytest.approx(accepted / r["elapsed_s"] / 60, rel=0.01)
+    assert r["rows_exact"], r["verify"]
+
+
 def test_fleet_models_the_queue_engine_with_its_sqs_requests(capsys):
     argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
     argv += ["--runs", "dev:adaptive,dev-queue:adaptive"]
