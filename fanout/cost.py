@@ -302,9 +302,7 @@ class Line:
     cost: Decimal
 
 
-def estimate(
-    counts: RunCounts, prices: dict[str, Any], rate_limit: float, pacing: str = "static"
-) -> dict[str, Any]:
+def estimate(counts: RunCounts, prices: dict[str, Any], rate_limit: float, *, pacing: str) -> dict[str, Any]:
     """The bill: one line per component, the total, and the server beside it; ``pacing``
     ``shared`` adds the budget table's writes."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k not in ("region", "as_of", "server_instance")}

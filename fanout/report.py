@@ -169,7 +169,7 @@ def render_report(
         count_run(storage, run_id, settings),
         prices_for(region or settings.region),
         settings.hermes_rate_limit,
-        settings.pacing,
+        pacing=settings.pacing,
     )
     figures = _figures(data, settings.hermes_rate_limit, bill, list(STAGES.names))
     per_stage = Counter(t["stage"] for t in data["tasks"])

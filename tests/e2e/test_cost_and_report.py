@@ -104,7 +104,7 @@ def test_cost_equals_a_hand_calculation_to_the_cent(tiny_run) -> None:
     settings = fast_settings()
     prices = prices_for("us-east-1")
     counts = count_run(store, "2026-11-27", settings)
-    bill = estimate(counts, prices, rate_limit=50)
+    bill = estimate(counts, prices, rate_limit=50, pacing=settings.pacing)
 
     # The run's counts (tiny: 3 warriors x 3 troops x 4 groups; 2 warriors, 1 troop, 3 groups per task).
     by = {s.stage: s for s in counts.stages}
@@ -160,7 +160,7 @@ def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None
     settings = fast_settings()
     counts = count_run(store, "2026-11-27", settings)
     prices = prices_for("us-east-1")
-    static = estimate(counts, prices, rate_limit=50)
+    static = estimate(counts, prices, rate_limit=50, pacing="static")
     shared = estimate(counts, prices, rate_limit=50, pacing="shared")
     (budget,) = [li for li in shared["lines"] if li.component.startswith("DynamoDB")]
     assert not [li for li in static["lines"] if li.component.startswith("DynamoDB")]
@@ -185,6 +185,9 @@ def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path:
 
     def requests(doc: dict) -> dict:
         return next(c for c in doc["components"] if c["component"] == "Lambda requests")
+
+    budget = next(c for c in plain["components"] if c["component"] == "DynamoDB budget (est.)")
+    assert budget["unit"] == "write units" and budget["cost_usd"] > 0
 
     invocations = requests(plain)["quantity"]
     assert requests(dearer)["cost_usd"] == pytest.approx(invocations * 0.0001)
