@@ -21,9 +21,10 @@ from .test_policy_checks import CFN_LINT_IGNORED, LINT_REGIONS, _plugin
 _CACHE: dict[str, Synth] = {}
 
 
-@pytest.fixture
-def shared(synth: Synth) -> Synth:
-    """Each deployed environment: all of them pace ``shared``."""
+@pytest.fixture(params=["dev", "dev-queue", "prod"])
+def shared(request: pytest.FixtureRequest, synth_env: Any) -> Synth:
+    """Each deployed environment, either engine: all of them pace ``shared``."""
+    synth: Synth = synth_env(request.param)
     assert synth.settings.pacing == "shared"
     return synth
 
