@@ -30,9 +30,12 @@ def describe(result: CompactionResult) -> str:
             f"{len(result.files)} file(s), {result.rows} rows"
             + (f"; removed {result.deleted} leftover input(s)" if result.deleted else "")
         )
+    # Short: with a demo's run id it fits an 80-column terminal. The inputs are removed
+    # once replaced, so only a count that differs from theirs is worth a word.
     return (
         f"run {result.run_id}: {result.inputs} file(s) into {len(result.files)} "
-        f"(generation {result.generation}), {result.rows} rows; {result.deleted} removed"
+        f"(gen. {result.generation}), {result.rows:,} rows"
+        + (f", {result.deleted} removed" if result.deleted != result.inputs else "")
     )
 
 
