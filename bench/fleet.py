@@ -19,7 +19,8 @@ after 30-80 ms (jittered).
 
 R is scaled from the environments' own (dev 50, prod 500) to ``--rate`` (default 200) so
 that a tree of >= 10,000 calls takes about a minute per run, and every reservation is
-scaled with it (dev 2/4/8 becomes 8/16/32, prod 5/20/100 becomes 2/8/40): each
+scaled with it (dev 2/4/8 becomes 8/16/32, prod 5/20/100 becomes 2/8/40; the retry
+consumers' 2 become 8 and 1, though retries return to the stage's own fleet): each
 instance keeps the deployed share of R, and with it the deployed ratio of pacing to
 latency (Little's law). An environment whose ``engine`` is ``queue`` (``dev-queue``) is
 dispatched as its event source mappings would: each task object reaches its stage after
@@ -121,13 +122,20 @@ def parse_run(text: str) -> RunSpec:
 
 
 def fleet_settings(spec: RunSpec, rate: float) -> EnvironmentSettings:
-    """The environment's settings with R scaled to ``rate`` and every reservation with it (so
-    each instance's share of R, and what it can do at the latency, stay the deployed ones),
+    """The environment's settings with R scaled to ``rate`` and every reservation with it, the
+    retry consumers' too (so each instance's share of R, and what it can do at the latency,
+    stay the deployed ones),
     local retry delays, the run's pacing and overrides."""
     settings = load_environment(spec.env, CDK_JSON)
     scale = rate / settings.hermes_rate_limit
     stages = {
-        name: dataclasses.replace(s, reserved_concurrency=max(1, round(s.reserved_concurrency * scale)))
+        name: dataclasses.replace(
+            s,
+            reserved_concurrency=max(1, round(s.reserved_concurrency * scale)),
+            # not modelled as instances (retries return to the stage's fleet), but part of
+            # the divisor of an instance's static share: scaled too, or the share would grow
+            retry_concurrency=max(1, round(s.retry_concurrency * scale)),
+        )
         for name, s in settings.stages.items()
     }
     for name, value in spec.reserved.items():

@@ -114,6 +114,16 @@ def test_fleet_runs_a_tiny_tree_as_static_and_adaptive_fleets(capsys):
     assert len(result["targets"]) == 6
 
 
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_fleet_settings_keep_each_instances_deployed_share_of_r(env):
+    """R and every reservation (the retry consumers' too) scale together, so a static
+    instance paces at the calls/s it would deployed (to the rounding of reservations)."""
+    deployed = fleet.load_environment(env, fleet.CDK_JSON)
+    scaled = fleet.fleet_settings(fleet.parse_run(f"{env}:static"), 200.0)
+    for stage in ("troops", "data_groups"):
+        assert scaled.instance_rate(stage) == pytest.approx(deployed.instance_rate(stage), rel=0.05)
+
+
 def test_fleet_with_a_limit_told_too_high_measures_against_the_servers(capsys):
     argv = ["--size", "tiny", "--rate", "100", "--server-rate", "60", "--cold-start-s", "0.01"]
     argv += ["--latency-ms", "1", "5", "--runs", "dev:shared"]
