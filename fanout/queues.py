@@ -64,6 +64,7 @@ SQS_BATCH = 10
 AGE_WINDOW = timedelta(minutes=10)
 """How far back to look for the latest oldest-message-age datapoint (SQS publishes one
 a minute, a few minutes late)."""
+AGE_PERIOD = timedelta(seconds=60)
 HOLD_S = 300
 """How long ``redrive_dead_letters`` keeps a dead letter it leaves (another run's)
 invisible, so one pass over the queue does not receive it twice."""
@@ -163,15 +164,18 @@ def _queue_name(url: str) -> str:
 
 
 def oldest_message_age_s(cloudwatch: Any, queue_url: str, *, now: datetime | None = None) -> float | None:
-    """The latest ``ApproximateAgeOfOldestMessage`` of a queue (seconds), or None."""
+    """The latest ``ApproximateAgeOfOldestMessage`` of a queue (seconds), or None.
+
+    The window ends a period after now: EndTime is exclusive and taken to the whole
+    second, so a point published this very second would otherwise be left out."""
     end = now or datetime.now(UTC)
     answer = cloudwatch.get_metric_statistics(
         Namespace="AWS/SQS",
         MetricName="ApproximateAgeOfOldestMessage",
         Dimensions=[{"Name": "QueueName", "Value": _queue_name(queue_url)}],
         StartTime=end - AGE_WINDOW,
-        EndTime=end,
-        Period=60,
+        EndTime=end + AGE_PERIOD,
+        Period=int(AGE_PERIOD.total_seconds()),
         Statistics=["Maximum"],
     )
     points = sorted(answer.get("Datapoints", []), key=lambda p: p["Timestamp"])

@@ -255,6 +255,28 @@ def test_queue_status_counts_waiting_in_flight_delayed_and_dead(queue_deployment
     assert t.as_dict()["waiting"] == 2
 
 
+def test_an_age_published_this_very_second_is_seen(queue_deployment):
+    """CloudWatch's EndTime is exclusive and taken to the whole second: a window ending at
+    now would miss a point published earlier in the same second (a flaky status test)."""
+    _, urls = queue_deployment()
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    published = datetime.now(UTC).replace(microsecond=500_000)
+    name = urls["troops"].queue_url.rsplit("/", 1)[-1]
+    cloudwatch.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": name}],
+                "Timestamp": published,
+                "Value": 77.0,
+            }
+        ],
+    )
+    asked_at = published + timedelta(milliseconds=200)
+    assert queues.oldest_message_age_s(cloudwatch, urls["troops"].queue_url, now=asked_at) == 77.0
+
+
 def test_send_tasks_runs_them_as_first_attempts(queue_deployment, monkeypatch):
     dep, urls = queue_deployment()
     _drain_queues(dep, monkeypatch)  # the test events
