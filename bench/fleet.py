@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
 import shutil
 import sys
@@ -486,7 +485,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"fleet: {needed:,} calls, server limited to {server_rate:g}/s{told}"
         f" (ideal {needed / ceiling:.1f} s)\n"
     )
-    load, cpus = machine()["load_1m"], os.cpu_count() or 1
+    now = machine()
+    load, cpus = now["load_1m"], now["cpus"] or 1
     if load > cpus:
         sys.stderr.write(
             f"fleet: the machine is busy (load {load:g} on {cpus} cores): the fleet's threads and the"
