@@ -33,6 +33,11 @@ class TransientError(FanoutError):
             self.kind = kind
 
 
+class PacerBeyondDeadline(TransientError):
+    """The pacer's next slot for a call lies past what the task may wait: the task is given
+    back (retried later) instead of sleeping towards a slot it could not use."""
+
+
 class PermanentError(FanoutError):
     """Retrying cannot help: 400/401/403/404, or input that does not validate."""
 

@@ -35,6 +35,7 @@ never fails a task.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -204,7 +205,7 @@ class FleetPacer:
         return self.rate_at(self._clock())
 
     # -- PacerLike ---------------------------------------------------------------------------
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float = math.inf) -> float:
         now = self._clock()
         if now < self._alone_until:
             return self.fallback.acquire()

@@ -10,6 +10,7 @@ too high, and for a fleet whose idle shares should flow to the busy stage.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, MutableSequence
@@ -58,7 +59,7 @@ class Pacer:
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
 
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float = math.inf) -> float:
         """Wait for one call's token; returns the seconds waited."""
         waited = 0.0
         while True:
@@ -119,7 +120,7 @@ class ControlledPacer:
     def rate(self) -> float:
         return self.state[RATE]
 
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float = math.inf) -> float:
         """Wait for this call's slot; a slot taken before a cut is re-taken at the new pace."""
         now = self._clock()
         with self.locked() as ok:
@@ -184,7 +185,7 @@ class AdaptivePacer(ControlledPacer):
 class NoPacer:
     """Pacing switched off (the concurrency cap alone limits the rate)."""
 
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float = math.inf) -> float:
         return 0.0
 
     def on_throttled(self, retry_after: float | None) -> None:

@@ -4,6 +4,7 @@ replies the simulator cannot be made to give. Sleeps are recorded, never slept."
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -290,7 +291,7 @@ class RecordingPacer:
     def __init__(self) -> None:
         self.events: list[tuple[str, float | None]] = []
 
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float = math.inf) -> float:
         self.events.append(("acquire", None))
         return 0.0
 
