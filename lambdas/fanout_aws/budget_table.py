@@ -52,6 +52,7 @@ class DynamoBudgetStore:
         self._table = table
         self.writes = 0
         self._seen_tat = 0.0
+        self._seen_busy = False
 
     def _update(self, **kwargs: Any) -> BudgetItem | None:
         """One UpdateItem; None when its condition failed."""
@@ -68,9 +69,9 @@ class DynamoBudgetStore:
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         # Busy budget (tat >= floor): tat += increment. Idle (tat < floor, or no item yet):
-        # tat = floor + increment. The last tat seen picks the write likely to succeed (a
-        # failed condition is billed too).
-        item = reserve_by_two_writes(
+        # tat = floor + increment. The last write that succeeded, or the last tat seen,
+        # picks the write likely to succeed (a failed condition is billed too).
+        item, self._seen_busy = reserve_by_two_writes(
             busy=lambda: self._update(
                 UpdateExpression="SET tat = tat + :inc",
                 ConditionExpression="tat >= :floor",
@@ -81,7 +82,7 @@ class DynamoBudgetStore:
                 ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
                 ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
             ),
-            busy_first=self._seen_tat >= floor,
+            busy_first=self._seen_busy or self._seen_tat >= floor,
         )
         self._seen_tat = item.tat
         return item

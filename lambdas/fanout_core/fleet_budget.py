@@ -110,11 +110,12 @@ class BudgetStore(Protocol):
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         """Advance ``tat`` by ``increment`` from ``max(tat, floor)``; the item after it.
 
-        ``floor`` is now less the burst credit: an idle budget keeps a few slots in hand,
-        as Hermes' own bucket does, so a moment without demand is not capacity lost. The
-        max() takes two conditional writes (busy: ``tat >= floor``; idle: ``tat < floor``);
-        the store tries first the one its last-seen ``tat`` predicts, which is right
-        unless another instance moved the budget meanwhile (``tat`` never goes back)."""
+        A lease of k slots is ``increment = k / rate``. ``floor`` is now less the burst
+        credit: an idle budget keeps a few slots in hand, as Hermes' own bucket does, so a
+        moment without demand is not capacity lost. The max() takes two conditional
+        writes (busy: ``tat >= floor``; idle: ``tat < floor``); the store tries first the
+        one its last success or last-seen ``tat`` predicts, which is right unless the
+        fleet's demand changed meanwhile (``tat`` never goes back)."""
         ...
 
     def cut(self, *, now: float, sent_at: float, w_max: float, hold_until: float) -> BudgetItem | None:
@@ -145,15 +146,17 @@ def reserve_by_two_writes(
     busy: Callable[[], BudgetItem | None],
     idle: Callable[[], BudgetItem | None],
     busy_first: bool,
-) -> BudgetItem:
+) -> tuple[BudgetItem, bool]:
     """``BudgetStore.reserve``'s max(tat, floor) as two conditional writes (None: its
     condition failed), the likely one first; another instance's write in between can make
-    it the other one, so each is tried twice at most."""
-    order = (busy, idle) if busy_first else (idle, busy)
-    for write in order * 2:
+    it the other one, so each is tried twice at most. The item, and whether the budget
+    was busy (the store's next guess: a fleet that kept it busy keeps it busy, though this
+    instance's own last ``tat``, a slice ago, may lie behind the floor by now)."""
+    order = ((busy, True), (idle, False)) if busy_first else ((idle, False), (busy, True))
+    for write, was_busy in order * 2:
         item = write()
         if item is not None:
-            return item
+            return item, was_busy
     raise BudgetUnavailable("contended")
 
 
@@ -183,14 +186,14 @@ class MemoryBudgetStore:
             return self.item
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
-        item = reserve_by_two_writes(
+        item, self._seen.busy = reserve_by_two_writes(
             busy=lambda: self._write(
                 lambda it: it.tat >= floor, lambda it: replace(it, tat=it.tat + increment)
             ),
             idle=lambda: self._write(
                 lambda it: it.tat < floor, lambda it: replace(it, tat=floor + increment)
             ),
-            busy_first=getattr(self._seen, "tat", 0.0) >= floor,
+            busy_first=getattr(self._seen, "busy", False) or getattr(self._seen, "tat", 0.0) >= floor,
         )
         self._seen.tat = item.tat
         return item
