@@ -82,6 +82,17 @@ def test_a_reservation_on_an_idle_budget_costs_one_write_once_the_store_has_seen
     assert s.writes - before == 2
 
 
+def test_a_lease_on_a_budget_kept_busy_by_others_costs_one_write(table: str) -> None:
+    a, b = store(table), store(table)  # two instances
+    a.reserve(floor=100.0, increment=0.3)
+    b.reserve(floor=100.05, increment=0.3)
+    a.reserve(floor=100.35, increment=0.3)  # busy: tat 0.9 s ahead
+    b.reserve(floor=100.45, increment=0.3)
+    before = a.writes
+    a.reserve(floor=101.0, increment=0.3)  # a's own last tat (100.9) lies behind the floor
+    assert a.writes - before == 1
+
+
 def test_a_missing_table_is_budget_unavailable_not_a_task_failure(aws: None) -> None:
     with pytest.raises(BudgetUnavailable, match="ResourceNotFoundException"):
         store("no-such-table").reserve(floor=1.0, increment=0.01)
