@@ -105,10 +105,10 @@ def test_a_fresh_instance_leases_one_slot_then_what_its_pace_uses_in_lease_s() -
     pacer = fleet(1, 100.0, store, t)[0]
     pacer.acquire()
     assert store.writes == 1
-    t.now += 0.05  # one call answered in 50 ms: 1 + 0.3 / 0.05 slots a lease
+    t.now += 0.05  # one call answered in 50 ms: 1 + 0.35 / 0.05 slots a lease
     pacer.acquire()
-    assert pacer.slice_size(100.0) == 7
-    assert len(pacer._slots) == 6 and store.writes == 2
+    assert pacer.slice_size(100.0) == 8
+    assert len(pacer._slots) == 7 and store.writes == 2
 
 
 def test_a_slot_too_late_to_send_within_late_s_is_void_not_sent() -> None:
