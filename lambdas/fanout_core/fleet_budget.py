@@ -9,21 +9,24 @@ Here the fleet keeps one GCRA budget bounded by R, like a local run's shared mem
 - ``tat``, the budget's theoretical arrival time. An instance **leases a slice** of k
   slots with one conditional update (GCRA with a burst of k: ``tat += k / rate``, or
   ``tat = now - credit + k / rate`` once the budget has been idle, a credit of 0.1 s of R
-  as Hermes' bucket has; a second write only when another instance moved the budget
-  since this one last saw it), then spends the slice locally, its threads sharing it.
-  k is what the instance can use in ``LEASE_S`` at its own pace (the measured gap from
-  one of its sends to its next request: Hermes' latency over its calls in flight), at
-  most ``LEASE_S`` of the rate and no more than fits before the caller's deadline; a
-  fresh instance leases one slot. About 0.2 writes per call instead of 1.9.
+  as Hermes' bucket has, at most 0.1 s at any rate; a second write only when the
+  fleet's demand turned the budget busy or idle since this instance's last lease), then
+  spends the slice locally, its threads sharing it. k is what the instance can send in
+  ``LEASE_S`` at its own pace after its first slot (the measured gap from one of its
+  sends to its next request: Hermes' latency over its calls in flight), at most
+  ``LEASE_S`` of the rate and no more than fits before the caller's deadline; a fresh
+  instance leases one slot. About 0.2 writes per call instead of 1.9.
 
   An instance spends slots at its own pace, slower than the 1/rate the budget placed
   them at (an earlier attempt that insisted on the placement lost a third of R), so a
   slot is sent at or after its time and at most ``LATE_S`` after it; a later one is void
-  (lets it expire harmlessly). ``tat`` only moves forward, so slots are 1/rate >= 1/R
-  apart across the fleet, and **the bound** follows: over any window of W seconds the
-  fleet sends at most ``R x (W + LATE_S) + 1`` calls (slots whose time lies in
-  ``[t - LATE_S, t + W]``), e.g. 1.094 R over 5 s and 1.047 R over 10 s at R = 50, against ``R x W + burst``
-  when each call reserved its own slot. A slice the caller cannot use before its
+  (it expires harmlessly). ``tat`` only moves forward, so slots are 1/rate >= 1/R apart
+  across the fleet, and **the bound** follows: over any window of W seconds the calls
+  the fleet sends through the budget number at most ``R x (W + LATE_S) + 1`` (their
+  slots lie in ``[t - LATE_S, t + W]``): 1.094 R over 5 s and 1.047 R over 10 s at
+  R = 50, against ``R x W + burst`` when each call reserved its own slot. In a steady
+  state the lateness is a shift, not a burst: the fleet sends at R. Instances falling
+  back (below) and repairs are outside it. A slice the caller cannot use before its
   deadline is given back when nobody leased after it (one conditional write) and the
   call raises ``PacerBeyondDeadline``: a pacer never sleeps past ``max_wait``.
   A single item takes about 1,000 writes/s, which bounds R for this pacing
@@ -31,10 +34,10 @@ Here the fleet keeps one GCRA budget bounded by R, like a local run's shared mem
 - **Repair**: a ``tat`` further ahead than ``max(now, hold) + horizon`` (the queue the
   whole fleet can build: each instance's one slice, at most ``LEASE_S`` or one slot at
   the lowest rate, twice over) or a ``hold_until`` further ahead than the longest
-  Retry-After honoured is no budget but a corrupt write or an instance whose clock is
-  ahead: it is reset to now with one conditional write (only if nobody moved it
-  meanwhile), not obeyed. The bound above holds between repairs; a repair can re-issue
-  at most the slices leased before it.
+  Retry-After honoured (``MAX_RETRY_AFTER_S``) plus the horizon is no budget but a
+  corrupt write or an instance whose clock is ahead: the first instance to see it resets
+  it to now with one conditional write (only if nobody moved it meanwhile), then leases;
+  it is not obeyed. A repair can re-issue at most the slices leased before it.
 - ``w_max``, ``cut_at``, ``hold_until``: what 429s taught (``fanout_core.adaptive_rate``).
   A 429 for a call sent after the last cut cuts the rate for everyone (a conditional
   update on ``cut_at``, so a clump of 429s cuts once) and pushes ``tat`` to one new
