@@ -304,7 +304,7 @@ class FleetPacer:
                 self._beyond_deadline(slot, now, max_wait)
         if slot is None:
             return self.fallback.acquire(max_wait)
-        wait = max(0.0, slot - now)
+        wait = max(0.0, slot - self._clock())  # from after the lease's write, not before it
         if wait:
             self._sleep(wait)
         self._sent.at = self._last_send = self._clock()

@@ -303,3 +303,20 @@ def test_the_fallback_window_starts_after_the_failed_write() -> None:
     for _ in range(50):  # 0.5 s of calls: all inside the window the first failure opened
         pacer.acquire()
     assert broken.calls == 1
+
+
+class SlowStore(MemoryBudgetStore):
+    """Each write takes 0.2 s of the fake clock (a slow table)."""
+
+    def __init__(self, t: FakeTime) -> None:
+        super().__init__(latency_s=0.2, sleep=t.sleep)
+
+
+def test_the_wait_for_a_slot_counts_from_after_the_leases_write() -> None:
+    t = FakeTime(START)
+    store = SlowStore(t)
+    store.item = BudgetItem(tat=START + 1.0)  # the next free slot is 1 s away
+    pacer = FleetPacer(store, 100.0, fallback_rate=10.0, fleet_size=10, clock=t.clock, sleep=t.sleep)
+    store._seen.busy = True  # one write, as after a lease on a busy budget
+    pacer.acquire(max_wait=5.0)
+    assert t.now == pytest.approx(START + 1.0, abs=1e-6)  # sent at its slot, not 0.2 s after
