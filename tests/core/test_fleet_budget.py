@@ -147,7 +147,7 @@ def test_a_slot_too_late_to_send_within_late_s_is_void_not_sent() -> None:
     assert not set(left) & set(pacer._slots)
 
 
-def test_acquire_never_sleeps_past_max_wait_and_gives_the_slice_back() -> None:
+def test_acquire_never_sleeps_past_max_wait_and_gives_the_slice_back(caplog: pytest.LogCaptureFixture) -> None:
     t, store = FakeTime(START), MemoryBudgetStore()
     pacer = fleet(10, 100.0, store, t)[0]
     store.item = BudgetItem(tat=START + 10.0)  # a deep queue of ten instances: within the horizon
@@ -155,6 +155,7 @@ def test_acquire_never_sleeps_past_max_wait_and_gives_the_slice_back() -> None:
         pacer.acquire(max_wait=1.0)
     assert t.slept == [] and t.now == START
     assert store.item.tat == pytest.approx(START + 10.0)  # its slot given back
+    assert [r.__dict__.get("outcome") for r in caplog.records] == ["pacer_beyond_deadline"]  # and why
 
 
 def test_an_item_an_hour_ahead_is_repaired_not_obeyed() -> None:
