@@ -147,7 +147,9 @@ def test_a_slot_too_late_to_send_within_late_s_is_void_not_sent() -> None:
     assert not set(left) & set(pacer._slots)
 
 
-def test_acquire_never_sleeps_past_max_wait_and_gives_the_slice_back(caplog: pytest.LogCaptureFixture) -> None:
+def test_acquire_never_sleeps_past_max_wait_and_gives_the_slice_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     t, store = FakeTime(START), MemoryBudgetStore()
     pacer = fleet(10, 100.0, store, t)[0]
     store.item = BudgetItem(tat=START + 10.0)  # a deep queue of ten instances: within the horizon
