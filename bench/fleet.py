@@ -8,7 +8,8 @@ Each stage runs as a fleet of "instances" (threads), at most its reserved concur
 the pacer and Hermes client a Lambda cold start builds (``assembly.instance_pacer``,
 ``assembly.hermes_client``), and nothing shared between instances, except with pacing
 ``shared`` the fleet's one budget item (an in-process store with a modelled 5 ms
-UpdateItem, whose writes the JSON reports as ``budget_writes``). Task objects are
+UpdateItem, the same conditional writes as the table: leases of slices, give-backs,
+repairs; the JSON reports them as ``budget_writes`` and the table as writes per call). Task objects are
 dispatched as S3 events would be: every object created under a stage's prefix is an
 event for that stage; an idle warm instance takes it, else a new instance starts (after
 ``--cold-start-s``, billed as init) while the stage is under its reservation, else the
@@ -35,7 +36,8 @@ high): the figures are then against the server's limit, what the pacing has to f
 
 Figures per run: accepted calls/s / R over the whole run and its middle 80 % (steady),
 the share of 429s, run time / (N / R) with N the calls the tree needs, and instance-seconds
-(init + invocations: what Lambda bills, times memory) per 1,000 calls. ``--billing`` adds
+(init + invocations: what Lambda bills, times memory) per 1,000 calls; with ``shared``,
+the budget's writes per call (what the table bills; target <= 0.2). ``--billing`` adds
 prod-shaped variants of reservation and weights (the idle-billing table).
 """
 
@@ -216,8 +218,9 @@ class Fleet:
         self.outstanding = 0
         self.threads: list[threading.Thread] = []
         self.gave_up = 0
-        # pacing "shared": one budget for the fleet, a modelled DynamoDB item (one
-        # or two conditional UpdateItems per call, ~5 ms each; its writes are what the table bills)
+        # pacing "shared": one budget for the fleet, a modelled DynamoDB item (one or two
+        # conditional UpdateItems per leased slice, ~5 ms each, during which the instance's
+        # threads wait, as on the table; its writes are what the table bills)
         self.budget = MemoryBudgetStore(latency_s=BUDGET_WRITE_S) if settings.pacing == "shared" else None
 
     def event(self, key: str) -> None:
@@ -414,6 +417,7 @@ def run_once(
         "gb_s_per_1k_calls": round(1000 * gb_s / max(calls, 1), 1),
         "engine": settings.engine,
         "budget_writes": fleet.budget.writes if fleet.budget else 0,
+        "budget_writes_per_call": round(fleet.budget.writes / max(calls, 1), 3) if fleet.budget else None,
         "tasks": fleet.tasks,
         "sqs_requests": fleet.sqs_requests,
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),
@@ -435,7 +439,14 @@ def run_once(
 
 
 def judge(r: dict[str, Any]) -> list[dict[str, Any]]:
+    writes = r["budget_writes_per_call"]
+    leased = (
+        [{"target": f"budget writes <= 0.2 per call ({r['run']})", "value": writes, "met": writes <= 0.2}]
+        if writes is not None
+        else []
+    )
     return [
+        *leased,
         {
             "target": f"calls/s / R >= 0.95 ({r['run']})",
             "value": r["accepted_vs_rate"],
@@ -552,6 +563,7 @@ def print_report(result: dict[str, Any]) -> None:
         "inst-s / 1k calls",
         "GB-s / 1k calls",
         "SQS req / task",
+        "budget writes / call",
         "rows exact",
     ]
     rows = [
@@ -568,6 +580,7 @@ def print_report(result: dict[str, Any]) -> None:
             r["instance_s_per_1k_calls"],
             r["gb_s_per_1k_calls"],
             r["sqs_requests_per_task"],
+            "-" if r["budget_writes_per_call"] is None else r["budget_writes_per_call"],
             r["rows_exact"],
         ]
         for r in result["runs"]

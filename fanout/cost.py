@@ -86,10 +86,13 @@ PRICES: dict[str, dict[str, str]] = {
 """Spot prices move by the hour; the figure is a typical one for the instance then."""
 DEFAULT_REGION = "us-east-1"
 SERVER_MINIMUM_S = 60
-BUDGET_WRITES_PER_CALL = Decimal("1.9")
-"""Write request units per Hermes call of the shared budget: 19,111-19,477 writes for
-10,211 calls (1.87-1.91) in ``bench/fleet.py``'s dev- and prod-shaped fleets (README,
-Rate limiting)."""
+BUDGET_WRITES_PER_CALL = Decimal("0.2")
+"""Write request units per Hermes call of the shared budget, which leases slices of about
+six slots in one write each (``fanout_core.fleet_budget``): 0.15-0.16 for busy dev- and
+prod-shaped fleets on a fake clock (tests/core/test_fleet_budget.py's model), 0.20-0.23
+in ``bench/fleet.py``'s dev- and prod-shaped fleets of 4,100 calls on a loaded machine,
+whose slow threads make smaller slices (README, Rate limiting). It was 1.9 when every
+call reserved its own slot."""
 CENT = Decimal("0.01")
 
 

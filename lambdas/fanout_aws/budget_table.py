@@ -1,17 +1,17 @@
 """The fleet's Hermes budget (pacing ``shared``) as one DynamoDB item.
 
-Every write is one conditional ``UpdateItem`` (a reservation takes one, or two when
-another instance moved the budget in between), so no read-modify-write races between
-instances, and a call never waits long on the table: 1 s timeouts and two tries, then
-``BudgetUnavailable`` and the instance paces alone at its static share for a few seconds
-(``fanout_core.fleet_budget``). Numbers are epoch seconds with nanoseconds.
+Every write is one conditional ``UpdateItem`` (a lease of a slice takes one, or two
+when another instance moved the budget in between; a give-back or a repair one), so no
+read-modify-write races between instances, and a call never waits long on the table: 1 s
+timeouts and two tries, then ``BudgetUnavailable`` and the instance paces alone at its
+static share for a few seconds (``fanout_core.fleet_budget``). Numbers are epoch seconds with nanoseconds.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fanout_core.fleet_budget import BudgetItem, BudgetUnavailable, reserve_by_two_writes
+from fanout_core.fleet_budget import TAT_EPS, BudgetItem, BudgetUnavailable, reserve_by_two_writes
 
 KEY = {"pk": {"S": "hermes"}}
 """One item per table: the stack makes one table per environment, and an environment
@@ -52,6 +52,7 @@ class DynamoBudgetStore:
         self._table = table
         self.writes = 0
         self._seen_tat = 0.0
+        self._seen_busy = False
 
     def _update(self, **kwargs: Any) -> BudgetItem | None:
         """One UpdateItem; None when its condition failed."""
@@ -68,9 +69,9 @@ class DynamoBudgetStore:
 
     def reserve(self, *, floor: float, increment: float) -> BudgetItem:
         # Busy budget (tat >= floor): tat += increment. Idle (tat < floor, or no item yet):
-        # tat = floor + increment. The last tat seen picks the write likely to succeed (a
-        # failed condition is billed too).
-        item = reserve_by_two_writes(
+        # tat = floor + increment. The last write that succeeded, or the last tat seen,
+        # picks the write likely to succeed (a failed condition is billed too).
+        item, self._seen_busy = reserve_by_two_writes(
             busy=lambda: self._update(
                 UpdateExpression="SET tat = tat + :inc",
                 ConditionExpression="tat >= :floor",
@@ -81,7 +82,7 @@ class DynamoBudgetStore:
                 ConditionExpression="attribute_not_exists(tat) OR tat < :floor",
                 ExpressionAttributeValues={":start": _n(floor + increment), ":floor": _n(floor)},
             ),
-            busy_first=self._seen_tat >= floor,
+            busy_first=self._seen_busy or self._seen_tat >= floor,
         )
         self._seen_tat = item.tat
         return item
@@ -104,3 +105,33 @@ class DynamoBudgetStore:
             ConditionExpression="attribute_not_exists(tat) OR tat < :tat",
             ExpressionAttributeValues={":tat": _n(tat)},
         )
+
+    def give_back(self, *, end: float, amount: float) -> bool:
+        # "Still end": within TAT_EPS, as a float of epoch seconds cannot hold nanoseconds.
+        return (
+            self._update(
+                UpdateExpression="SET tat = tat - :amount",
+                ConditionExpression="tat BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":amount": _n(amount),
+                    ":lo": _n(end - TAT_EPS),
+                    ":hi": _n(end + TAT_EPS),
+                },
+            )
+            is not None
+        )
+
+    def repair(self, *, seen: float, tat: float, hold_until: float) -> BudgetItem | None:
+        item = self._update(
+            UpdateExpression="SET tat = :tat, hold_until = :hold",
+            ConditionExpression="tat BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":tat": _n(tat),
+                ":hold": _n(hold_until),
+                ":lo": _n(seen - TAT_EPS),
+                ":hi": _n(seen + TAT_EPS),
+            },
+        )
+        if item is not None:
+            self._seen_tat = item.tat
+        return item

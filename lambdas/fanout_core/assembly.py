@@ -69,7 +69,13 @@ def instance_pacer(
     if settings.pacing == "shared":
         if budget is None:
             raise SettingsError("pacing 'shared' needs the budget table (FANOUT_BUDGET_TABLE)")
-        return FleetPacer(budget, settings.hermes_rate_limit, fallback_rate=share, tuning=SHARED_TUNING)
+        return FleetPacer(
+            budget,
+            settings.hermes_rate_limit,
+            fallback_rate=share,
+            tuning=SHARED_TUNING,
+            fleet_size=sum(s.instances for s in settings.stages.values()),
+        )
     if settings.pacing == "adaptive":
         return AdaptivePacer(
             settings.hermes_rate_limit, start=share, tuning=FLEET_TUNING, probe_from_start=True

@@ -137,6 +137,10 @@ def test_fleet_with_a_limit_told_too_high_measures_against_the_servers(capsys):
     accepted = r["calls"] - r["throttled"]
     assert r["accepted_vs_rate"] == pytest.approx(accepted / r["elapsed_s"] / 60, rel=0.01)
     assert r["rows_exact"], r["verify"]
+    # the shared budget's writes (on 50 calls with cuts, no figure to hold), per call and judged
+    assert r["budget_writes"] > 0
+    assert r["budget_writes_per_call"] == round(r["budget_writes"] / r["calls"], 3)
+    assert any(t["target"].startswith("budget writes <= 0.2 per call") for t in result["targets"])
 
 
 def test_fleet_models_the_queue_engine_with_its_sqs_requests(capsys):

@@ -186,8 +186,11 @@ def test_a_small_awkward_tree_under_5xx_and_429_is_row_exact_paced_through_the_b
         for other in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Scan"):
             assert not fn.policy.allows(other, arn), (fn.spec.logical_id, other)
         assert not fn.policy.allows("dynamodb:UpdateItem", arn + "-other")
-    # at least one reservation per Hermes call the simulator answered
-    assert outcome.figures.budget_writes >= stats.requests > 0
+    # The handlers leased slices of slots: 22-36 UpdateItems for 72 Hermes calls between
+    # runs (the pace an instance learns is wall-clock), against 86-87 when every call
+    # reserved its own slot. On a tree of ~3 calls a task most of them are the one-slot
+    # lease of an instance's first call, before it knows its pace.
+    assert 0 < outcome.figures.budget_writes <= 0.6 * stats.requests
     item = emulation.dynamodb.get_item(TableName=table, Key=BUDGET_KEY, ConsistentRead=True)["Item"]
     assert float(item["tat"]["N"]) >= started
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fanout.audit import compare, output_rows
-from fanout.cost import count_run, estimate, prices_for
+from fanout.cost import BUDGET_WRITES_PER_CALL, count_run, estimate, prices_for
 from fanout.simulator import SimConfig, Universe
 from fanout.start_run import start_run
 from fanout_core import keys
@@ -164,7 +164,7 @@ def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None
     shared = estimate(counts, prices, rate_limit=50, pacing="shared")
     (budget,) = [li for li in shared["lines"] if li.component.startswith("DynamoDB")]
     assert not [li for li in static["lines"] if li.component.startswith("DynamoDB")]
-    assert budget.quantity == counts.api_calls * Decimal("1.9") > 0
+    assert budget.quantity == counts.api_calls * BUDGET_WRITES_PER_CALL > 0
     assert budget.cost == budget.quantity * Decimal("0.625") / 1_000_000
     assert shared["total"] == static["total"] + budget.cost
 

@@ -4,6 +4,7 @@ the real handlers that reserves every call's slot in it."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
 import boto3
@@ -81,6 +82,17 @@ def test_a_reservation_on_an_idle_budget_costs_one_write_once_the_store_has_seen
     assert s.writes - before == 2
 
 
+def test_a_lease_on_a_budget_kept_busy_by_others_costs_one_write(table: str) -> None:
+    a, b = store(table), store(table)  # two instances
+    a.reserve(floor=100.0, increment=0.3)
+    b.reserve(floor=100.05, increment=0.3)
+    a.reserve(floor=100.35, increment=0.3)  # busy: tat 0.9 s ahead
+    b.reserve(floor=100.45, increment=0.3)
+    before = a.writes
+    a.reserve(floor=101.0, increment=0.3)  # a's own last tat (100.9) lies behind the floor
+    assert a.writes - before == 1
+
+
 def test_a_missing_table_is_budget_unavailable_not_a_task_failure(aws: None) -> None:
     with pytest.raises(BudgetUnavailable, match="ResourceNotFoundException"):
         store("no-such-table").reserve(floor=1.0, increment=0.01)
@@ -112,3 +124,52 @@ def test_pacing_shared_without_the_table_refuses_to_start(deployment, monkeypatc
     monkeypatch.delenv(env_names.ENV_BUDGET_TABLE, raising=False)
     with pytest.raises(SettingsError, match="FANOUT_BUDGET_TABLE"):
         env_names.LambdaConfig.from_environ()
+
+
+def test_give_back_moves_tat_back_only_while_nobody_leased_after(table: str) -> None:
+    s = store(table)
+    mine = s.reserve(floor=100.0, increment=0.05)  # a slice of five slots, 100.0 to 100.05
+    assert s.give_back(end=mine.tat, amount=0.03) is True
+    assert s.reserve(floor=100.0, increment=0.0).tat == pytest.approx(100.02)
+    s.reserve(floor=100.0, increment=0.01)  # another lease on top
+    assert s.give_back(end=100.02, amount=0.02) is False  # those slots are someone else's now
+    assert s.reserve(floor=100.0, increment=0.0).tat == pytest.approx(100.03)
+
+
+def test_repair_resets_an_absurd_item_once(table: str) -> None:
+    s = store(table)
+    seen = s.reserve(floor=3_700.0, increment=0.01)  # an hour ahead of a clock at 100
+    fixed = s.repair(seen=seen.tat, tat=100.0, hold_until=0.0)
+    assert fixed is not None and fixed.tat == pytest.approx(100.0) and fixed.hold_until == 0.0
+    assert s.repair(seen=seen.tat, tat=100.0, hold_until=0.0) is None  # already repaired
+
+
+def test_a_budget_item_an_hour_ahead_is_repaired_and_the_crawl_runs_within_its_budget(
+    deployment, monkeypatch, sim_config, table: str
+) -> None:
+    """The issue's stalled fleet: one corrupt write (or an instance whose clock is an hour
+    ahead) put ``tat`` and ``hold_until`` an hour in the future; the real handlers repair
+    it, and the crawl ends row exact in seconds instead of sleeping towards it."""
+    dep = deployment(pacing="shared", hermes_rate_limit=200)
+    monkeypatch.setenv(env_names.ENV_BUDGET_TABLE, table)
+    client = boto3.client("dynamodb", region_name=REGION)
+    ahead = time.time() + 3_600.0
+    client.put_item(
+        TableName=table, Item={**KEY, "tat": {"N": f"{ahead:.9f}"}, "hold_until": {"N": f"{ahead:.9f}"}}
+    )
+    started = time.time()
+    done = threading.Event()
+
+    def crawl() -> None:
+        drain(dep, monkeypatch, [_seed(dep, "far", None)])
+        done.set()
+
+    worker = threading.Thread(target=crawl, daemon=True)  # a fleet asleep for an hour fails, not hangs
+    worker.start()
+    worker.join(timeout=60.0)
+    assert done.is_set(), "the crawl slept towards the absurd item"
+    assert time.time() - started < 60.0  # FakeContext gives each handler 300 s
+    assert _rows(dep, "far") == _truth(sim_config)
+    item = client.get_item(TableName=table, Key=KEY, ConsistentRead=True)["Item"]
+    assert float(item["tat"]["N"]) <= time.time() + 1.0
+    assert float(item["hold_until"]["N"]) == 0.0
