@@ -26,7 +26,6 @@ stage, its ``max_attempts``. ``decode_event`` is both, and is what the handler c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from fanout_aws.log_fields import cut, shown
+from fanout_core import strict_json
 from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt
@@ -366,7 +366,7 @@ def _sqs_record(out: Decoded, record: Mapping[str, Any], where: str) -> None:
         )
         return
     try:
-        doc = json.loads(body)
+        doc = strict_json.loads(body)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         out.refusals.append(
             Refusal(reason=f"{where}: SQS body is not JSON ({exc})", message_id=message_id, record=record)
