@@ -16,6 +16,7 @@ all (connect, headers, body), however slowly the server sends, and ``MAX_BODY_BY
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import socket
 import ssl
@@ -41,6 +42,15 @@ PROBE_PREFIX = "fanout-check/"
 """Where the bucket probe is written and deleted: no stage's prefix, so it triggers nothing."""
 MAX_BODY_BYTES = 1024 * 1024
 """Bytes read of any answer: a health body or a one-warrior page is far smaller."""
+UNANSWERED = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,  # a body cut short (ProtocolError), a broken chunk
+    http.client.HTTPException,
+    TimeoutError,
+    BodyTooLarge,
+    OSError,
+)
+"""What a request of the preflight may end in instead of a whole answer."""
 TRANSIENT_TRIES = 3
 """Listings tried when Hermes answers 429 or 5xx (a flaky server is not a wrong setting)."""
 
@@ -91,7 +101,7 @@ def check_hermes(url: str, token: str, *, timeout_s: float = 5.0) -> Iterator[Fi
     health = f"{url}/v1/health"
     try:
         _get(session, health, {}, timeout_s)
-    except (requests.RequestException, TimeoutError, BodyTooLarge, OSError) as exc:
+    except UNANSWERED as exc:
         yield _unreachable(url, host, exc, timeout, health)
         return
     listing = f"{url}/v1/warriors"
@@ -100,7 +110,7 @@ def check_hermes(url: str, token: str, *, timeout_s: float = 5.0) -> Iterator[Fi
         wait = 0.5 * attempt
         try:
             status, response_headers, body = _get(session, listing + "?page_size=1", headers, timeout_s)
-        except (requests.RequestException, TimeoutError, BodyTooLarge, OSError) as exc:
+        except UNANSWERED as exc:
             finding = _unreachable(url, host, exc, timeout, listing)
         else:
             finding = _listed(url, listing, status, body, token, response_headers.get("Location"))

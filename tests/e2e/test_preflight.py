@@ -201,3 +201,16 @@ def _argv(command: str, url: str, tmp_path: Path) -> list[str]:
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps({"warriors": "all"}))
     return ["local", "run", str(manifest), "--hermes-url", url, "--bucket-dir", str(tmp_path / "b")]
+
+
+def test_a_health_body_cut_short_is_one_line_not_a_traceback():
+    def short(_request: Request, conn: Conn) -> None:
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{}")
+        conn.sock.close()
+
+    with raw_server(short) as server:
+        code, out, err = _run("check", "--hermes-url", server.url)
+    assert code == 1, out + err
+    [line] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert "IncompleteRead" in line and "fix:" in line
+    assert "Traceback" not in err
