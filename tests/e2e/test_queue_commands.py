@@ -386,3 +386,17 @@ def _flags_with_aws_at(stack: Stack, aws_url: str) -> list[str]:
         "--aws-endpoint-url",
         aws_url,
     ]
+
+
+def _not_xml(_request: Request, conn: Conn) -> None:
+    conn.reply(200, b"hello {")
+
+
+@pytest.mark.parametrize("command", [["runs"], ["status", RUN, "--env", ENV]], ids=["runs", "status"])
+def test_an_s3_endpoint_answering_garbage_is_one_line_exit_2(command) -> None:
+    with raw_server(_not_xml) as garbage:
+        code, out, err = _cli(*command, "--bucket", BUCKET, "--s3-endpoint-url", garbage.url)
+    assert code == 2, err
+    assert out == "" and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert f"cannot read the bucket s3://{BUCKET}/" in line
