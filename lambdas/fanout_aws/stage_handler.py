@@ -303,7 +303,7 @@ class StageRuntime:
         every string scrubbed of the token."""
         for name in ("error", "traceback"):
             if isinstance(fields.get(name), str):
-                fields[name] = self._scrub(fields[name])[: 500 if name == "error" else 4000]
+                fields[name] = self._scrub(fields[name])  # then cut, with its length, by log_task
         log_task(level, self.config.stage.name, fields)
 
 
