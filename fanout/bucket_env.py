@@ -30,19 +30,21 @@ def environment_of_bucket(
     bucket: str, *, region: str | None = None, endpoint_url: str | None = None, client: Any = None
 ) -> BucketEnvironment:
     """The environment named by ``bucket``'s tags (``app=fanout``, ``environment=NAME``)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
+
+    from fanout.aws_clients import AWS_ERRORS, aws_problem, cli_config
 
     if client is None:
         from fanout_aws.s3_storage import make_client
 
-        client = make_client(endpoint_url=endpoint_url, region=region)
+        client = make_client(endpoint_url=endpoint_url, region=region, config=cli_config())
     try:
         tag_set = client.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         return BucketEnvironment(None, f"its tags could not be read ({code})")
-    except BotoCoreError as exc:
-        return BucketEnvironment(None, f"its tags could not be read ({type(exc).__name__})")
+    except AWS_ERRORS as exc:
+        return BucketEnvironment(None, f"its tags could not be read ({aws_problem(exc)})")
     tags = {t.get("Key"): t.get("Value") for t in tag_set}
     if tags.get(APP_TAG) != APP or not tags.get(ENVIRONMENT_TAG):
         return BucketEnvironment(None, f"it has no {APP_TAG}={APP} and {ENVIRONMENT_TAG} tags")

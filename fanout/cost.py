@@ -103,9 +103,33 @@ def prices_for(region: str | None, overrides: dict[str, Any] | None = None) -> d
     table: dict[str, Any] = {"region": region, "as_of": PRICES_AS_OF, **PRICES[region]}
     for name, value in (overrides or {}).items():
         if name not in table:
-            raise ValueError(f"unknown price {name!r}; the prices are {', '.join(sorted(table))}")
-        table[name] = value
+            raise ValueError(f"unknown price {name[:40]!r}; the prices are {', '.join(sorted(table))}")
+        table[name] = _checked_price(name, value)
     return table
+
+
+MAX_PRICE = 1_000_000
+"""USD: no unit price comes near it; a larger one is a typo, and 1e308 overflows in use."""
+
+
+def _checked_price(name: str, value: Any) -> Any:
+    """An override as given, if it is a price: a finite JSON number from 0 to MAX_PRICE (the
+    instance's name, a non-empty string); ValueError naming the key otherwise."""
+    if name in ("region", "as_of", "server_instance"):
+        if isinstance(value, str) and value.strip() and len(value) <= 100:
+            return value
+        raise ValueError(f"--prices: {name} must be a non-empty string (a name), got {_shown(value)}")
+    # bool is an int to Python, and no price; "NaN" and "Infinity" are strings here.
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"--prices: {name} must be a number of USD, got {_shown(value)}")
+    if not 0 <= value <= MAX_PRICE:
+        raise ValueError(f"--prices: {name} must be from 0 to {MAX_PRICE:,} USD, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass

@@ -8,13 +8,18 @@ Each check ends in one ``Finding``: a cause in plain words (the same kinds a fai
 record names: ``connection_refused``, ``unauthorized``, ``not_found``, ...) and one line
 that says what is wrong and what to do. Two requests at most reach Hermes: the health
 probe (no token) and one listing of a single warrior. The token is never shown.
+
+Each request is bounded like the Hermes client's calls (its own transport): ``timeout_s`` in
+all (connect, headers, body), however slowly the server sends, and ``MAX_BODY_BYTES`` read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,10 +35,22 @@ from fanout.bucket import StorageSpec
 from fanout_core.errors import SettingsError
 from fanout_core.hermes_http import check_base_url, check_token, parse_retry_after
 from fanout_core.hermes_pages import decode_page, validate_page
+from fanout_core.hermes_transport import BodyTooLarge, deadline_session, read_capped, request_deadline
 from fanout_core.secrets import redact
 
 PROBE_PREFIX = "fanout-check/"
 """Where the bucket probe is written and deleted: no stage's prefix, so it triggers nothing."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Bytes read of any answer: a health body or a one-warrior page is far smaller."""
+UNANSWERED = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,  # a body cut short (ProtocolError), a broken chunk
+    http.client.HTTPException,
+    TimeoutError,
+    BodyTooLarge,
+    OSError,
+)
+"""What a request of the preflight may end in instead of a whole answer."""
 TRANSIENT_TRIES = 3
 """Listings tried when Hermes answers 429 or 5xx (a flaky server is not a wrong setting)."""
 
@@ -78,27 +95,26 @@ def check_usage(url: str, token: str | None) -> str:
 
 def check_hermes(url: str, token: str, *, timeout_s: float = 5.0) -> Iterator[Finding]:
     """Reachability (the health probe), then authentication (one real listing), then token hygiene."""
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
+    session = deadline_session(url)
     host = urlsplit(url).hostname or url
     timeout = (min(3.05, timeout_s), timeout_s)
+    health = f"{url}/v1/health"
     try:
-        session.get(f"{url}/v1/health", timeout=timeout)
-    except requests.RequestException as exc:
-        yield _unreachable(url, host, exc, timeout)
+        _get(session, health, {}, timeout_s)
+    except UNANSWERED as exc:
+        yield _unreachable(url, host, exc, timeout, health)
         return
     listing = f"{url}/v1/warriors"
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     for attempt in range(1, TRANSIENT_TRIES + 1):
         wait = 0.5 * attempt
         try:
-            response = session.get(listing, params={"page_size": 1}, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            finding = _unreachable(url, host, exc, timeout)
+            status, response_headers, body = _get(session, listing + "?page_size=1", headers, timeout_s)
+        except UNANSWERED as exc:
+            finding = _unreachable(url, host, exc, timeout, listing)
         else:
-            finding = _listed(url, listing, response, token)
-            wait = parse_retry_after(response.headers.get("Retry-After")) or wait
+            finding = _listed(url, listing, status, body, token, response_headers.get("Location"))
+            wait = parse_retry_after(response_headers.get("Retry-After")) or wait
         if not finding.transient or attempt == TRANSIENT_TRIES:
             break
         time.sleep(min(wait, 2.0))
@@ -111,6 +127,30 @@ def check_hermes(url: str, token: str, *, timeout_s: float = 5.0) -> Iterator[Fi
             f"the token travels unencrypted over http:// to {host}; fix: use https:// if Hermes offers it",
             advice=True,
         )
+
+
+def _get(
+    session: requests.Session, url: str, headers: dict[str, str], timeout_s: float
+) -> tuple[int, Any, bytes]:
+    """One GET, bounded in all by ``timeout_s`` and ``MAX_BODY_BYTES`` (TimeoutError, BodyTooLarge)."""
+    deadline = time.monotonic() + timeout_s
+    with request_deadline(deadline):
+        response = session.get(
+            url,
+            headers=headers,
+            timeout=(min(3.05, timeout_s), timeout_s),
+            stream=True,
+            allow_redirects=False,
+        )
+    with response:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"a {int(declared)}-byte body")
+        try:
+            body = read_capped(response.raw, MAX_BODY_BYTES, deadline)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise TimeoutError(str(exc)) from None
+    return response.status_code, response.headers, body
 
 
 def check_bucket(spec: StorageSpec, where: str) -> Finding:
@@ -154,9 +194,8 @@ def print_findings(findings: list[Finding], write: Callable[[str], Any], *, quie
 # -- what a failure says ---------------------------------------------------------------
 
 
-def _listed(url: str, listing: str, response: requests.Response, token: str) -> Finding:
-    status = response.status_code
-    body = response.content[:65536]
+def _listed(url: str, listing: str, status: int, body: bytes, token: str, location: str | None) -> Finding:
+    body = body[:65536]
     said = redact(_said(body), [token])
     if status == 200:
         try:
@@ -172,6 +211,14 @@ def _listed(url: str, listing: str, response: requests.Response, token: str) -> 
             )
         first = f"first warrior {items[0].get('warrior_id')!r}" if items else "no warriors listed"
         return Finding("hermes", True, "ok", f"{url} is reachable and took the token ({first})")
+    if 300 <= status < 400:  # not followed: the preflight reads no more than it asked for
+        return Finding(
+            "hermes",
+            False,
+            "redirected",
+            f"{listing} redirects ({status}) to {redact(location or '?', [token])[:160]}; fix: give "
+            "--hermes-url the base URL it redirects to",
+        )
     if status == 401:
         return Finding(
             "hermes",
@@ -234,11 +281,34 @@ def _said(body: bytes) -> str:
     return f': "{message[:120]}"' if isinstance(message, str) and message else ""
 
 
-def _unreachable(
-    url: str, host: str, exc: requests.RequestException, timeout: tuple[float, float]
-) -> Finding:
+def _unreachable(url: str, host: str, exc: BaseException, timeout: tuple[float, float], what: str) -> Finding:
     chain = list(_causes(exc))
     where = urlsplit(url).netloc
+    if isinstance(exc, BodyTooLarge):
+        return Finding(
+            "hermes",
+            False,
+            "too_large",
+            f"{what} answered with a body of more than {MAX_BODY_BYTES} bytes, which no Hermes sends "
+            "there; fix: check that --hermes-url points at Hermes",
+        )
+    if isinstance(exc, TimeoutError):
+        return Finding(
+            "hermes",
+            False,
+            "timeout",
+            f"{what} did not finish its answer within {timeout[1]:g} s (it sends too slowly); fix: check "
+            "that it is Hermes and that it is not overloaded",
+            transient=True,  # it is there: a slow answer may be a passing one
+        )
+    if any(_is_plain_http_reply(e) for e in chain):
+        return Finding(
+            "hermes",
+            False,
+            "tls",
+            f"{where} does not speak TLS (https:// to a plain-HTTP port: the answer to the handshake "
+            "was not TLS); fix: use http:// if it is served in plain HTTP, or the server's https port",
+        )
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Finding(
             "hermes",
@@ -296,8 +366,17 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        reason = getattr(e, "reason", None)  # urllib3's wrapped error; an ssl.SSLError's is a str
+        todo += [e.__cause__, e.__context__, reason if isinstance(reason, BaseException) else None]
         todo += [a for a in e.args if isinstance(a, BaseException)]
+
+
+def _is_plain_http_reply(exc: BaseException) -> bool:
+    """An ssl error that says the peer answered the ClientHello with something that is not TLS."""
+    if not isinstance(exc, ssl.SSLError):
+        return False
+    said = f"{getattr(exc, 'reason', '')} {exc}".upper()
+    return any(s in said for s in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"))
 
 
 def _short(exc: BaseException) -> str:

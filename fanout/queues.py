@@ -404,29 +404,17 @@ class QueueAccess:
     urls: dict[str, StageQueueUrls]
 
 
-def aws_problem(exc: BaseException) -> str:
-    """A boto3 error as a short reason: the service's error code and message, or the
-    client's own error (no credentials, endpoint unreachable)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
 def connect(stack_name: str, *, region: str | None = None, endpoint_url: str | None = None) -> QueueAccess:
     """Clients for the stack's region (and endpoint: a moto server) and its stage queues.
     QueueEngineError, one line, if there is no AWS access, no such stack, or no queues."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from fanout.aws_clients import AWS_ERRORS, aws_problem, cli_client
 
     try:
-        session = boto3.session.Session(region_name=region)
         clients = {
-            name: session.client(name, endpoint_url=endpoint_url)
+            name: cli_client(name, region=region, endpoint_url=endpoint_url)
             for name in ("cloudformation", "sqs", "cloudwatch")
         }
         urls = stage_queue_urls(clients["cloudformation"], stack_name)
-    except (BotoCoreError, ClientError) as exc:
+    except AWS_ERRORS as exc:
         raise QueueEngineError(f"no AWS access to stack {stack_name} ({aws_problem(exc)})") from None
     return QueueAccess(stack_name, clients["sqs"], clients["cloudwatch"], urls)

@@ -85,14 +85,22 @@ def redrive(
 ) -> RedriveResult:
     """Re-trigger the selected failed tasks (and, with ``stale``, the lost ones)."""
     result = RedriveResult()
+    handled: set[str] = set()
     for record in select_failures(storage, run_id, stage=stage, error_class=error_class, table=table):
         _redrive_record(storage, table, record, result, stamp())
+        handled.add(record.task_key)
     if stale:
+        # A task just written again from its record (or a sibling just created) is pending
+        # now, with no record: with a short threshold it would count as stale and be
+        # written a second time. Each task is re-triggered once.
+        handled.update(result.retriggered, result.created)
         status = run_status(storage, run_id, stale_after=stale_after or (lambda _s: 0.0), table=table)
         for st in status.stages:
             if stage and st.stage != stage:
                 continue
             for key in st.stale:
+                if key in handled:
+                    continue
                 try:
                     storage.put(key, storage.get(key))
                 except NoSuchKey:

@@ -8,11 +8,11 @@ run wrote 2,400 files instead of 100).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fanout_core import strict_json
 from fanout_core.errors import SettingsError
 from fanout_core.settings import EnvironmentSettings, parse_environment
 
@@ -59,7 +59,7 @@ def overlay_settings(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dic
 
 def _read(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return strict_json.loads(path.read_text())
     except FileNotFoundError:
         raise SettingsError(f"settings file {path} does not exist") from None
     except (OSError, ValueError) as exc:

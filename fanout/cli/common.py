@@ -277,6 +277,7 @@ def open_run(args: argparse.Namespace, run_id: str) -> tuple[Storage, str]:
     """The bucket of a run that must exist: a missing run (or bucket folder) is a usage error
     naming the runs there are, and no folder is created to find that out."""
     from fanout.runs import NoSuchRun, require_run
+    from fanout_core.errors import PermanentError, TransientError
     from fanout_core.keys import RUN_ID_RE
 
     if not RUN_ID_RE.fullmatch(run_id):
@@ -289,4 +290,6 @@ def open_run(args: argparse.Namespace, run_id: str) -> tuple[Storage, str]:
         require_run(storage, run_id)
     except NoSuchRun as exc:
         raise UsageError(str(exc)) from None
+    except (TransientError, PermanentError) as exc:  # S3 (or its endpoint) would not answer
+        raise UsageError(f"cannot read the bucket {where}: {exc}") from None
     return storage, where

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.cli.common import EXIT_OK, UsageError, add_settings_args, add_storage_args, open_run
+from fanout_core import strict_json
 
 
 def register(sub: Any) -> None:
@@ -40,7 +41,7 @@ def _cost(args: argparse.Namespace) -> int:
     overrides = None
     if args.prices:
         try:
-            overrides = json.loads(Path(args.prices).read_text())
+            overrides = strict_json.loads(Path(args.prices).read_text())
         except (OSError, ValueError) as exc:
             raise UsageError(f"--prices {args.prices}: {exc}") from None
         if not isinstance(overrides, dict):

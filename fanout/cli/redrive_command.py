@@ -152,9 +152,8 @@ def _nothing(args: argparse.Namespace) -> str:
 def _from_dead_letters(args: argparse.Namespace) -> int:
     """``--from-dlq``: the run's dead letters back to where their stage consumes them (the
     stage queue in engine ``queue``, the retry queue in ``s3_events``)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from fanout.queues import QueueEngineError, aws_problem, redrive_dead_letters, runs_of_message
+    from fanout.aws_clients import AWS_ERRORS, aws_problem
+    from fanout.queues import QueueEngineError, redrive_dead_letters, runs_of_message
 
     for flag in ("error_class", "stale", "hermes_url"):
         if getattr(args, flag):
@@ -164,13 +163,14 @@ def _from_dead_letters(args: argparse.Namespace) -> int:
     _storage, where = open_run(args, args.run_id)
     access = open_queues(args)
     moved: dict[str, int] = {}
+    failures: tuple[type[BaseException], ...] = (*AWS_ERRORS, QueueEngineError)
     try:
         for stage, urls in access.urls.items():
             if args.stage in (None, stage):
                 moved[stage] = redrive_dead_letters(
                     access.sqs, urls, keep=lambda body: args.run_id in runs_of_message(body)
                 )
-    except (BotoCoreError, ClientError, QueueEngineError) as exc:
+    except failures as exc:
         done = ", ".join(f"{s} {n}" for s, n in moved.items()) or "none"
         raise UsageError(
             f"dead letters of stack {access.stack_name}: {aws_problem(exc)} (moved so far: {done})"

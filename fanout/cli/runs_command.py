@@ -23,12 +23,16 @@ def register(sub: Any) -> None:
 
 def _runs(args: argparse.Namespace) -> int:
     from fanout.runs import list_runs, render_runs
+    from fanout_core.errors import PermanentError, TransientError
 
     spec = spec_from_args(args)
     if spec.bucket_dir is not None and not Path(spec.bucket_dir).is_dir():
         raise UsageError(f"no bucket folder {spec.bucket_dir}")
     storage, where = storage_from_args(args)
-    runs = list_runs(storage)
+    try:
+        runs = list_runs(storage)
+    except (TransientError, PermanentError) as exc:  # S3 (or its endpoint) would not answer
+        raise UsageError(f"cannot read the bucket {where}: {exc}") from None
     if args.json:
         print(json.dumps({"bucket": where, "runs": [r.to_json() for r in runs]}, indent=2))
     elif not runs:

@@ -68,14 +68,13 @@ def open_queues(args: argparse.Namespace) -> Any:
 
 
 def _queue_depths(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from fanout.queues import aws_problem, queue_status
+    from fanout.aws_clients import AWS_ERRORS, aws_problem
+    from fanout.queues import queue_status
 
     access = open_queues(args)
     try:
         return access, queue_status(access.sqs, access.urls, cloudwatch=access.cloudwatch)
-    except (BotoCoreError, ClientError) as exc:
+    except AWS_ERRORS as exc:
         raise UsageError(
             f"no AWS access to the queues of stack {access.stack_name} ({aws_problem(exc)})"
         ) from None

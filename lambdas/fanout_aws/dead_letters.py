@@ -38,13 +38,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fanout_aws import metrics
-from fanout_aws.events import TaskAttempt, parse_event
-from fanout_core.failures import FailureRecord, lambda_failure_record, record_unless_settled
+from fanout_aws.events import Refusal, TaskAttempt, parse_event, task_key_problem
+from fanout_aws.log_fields import cut, log_fields, shown
+from fanout_core.failures import FailureRecord, lambda_failure_record, now_iso, record_unless_settled
 from fanout_core.settings import receives_before_dead_letter
-from fanout_core.stages import stage_for_key
+from fanout_core.stages import STAGES
 from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
@@ -64,46 +66,89 @@ class DeadLetterRecorder:
         decoded = parse_event(event)
         failed_ids: list[str] = []
         written: dict[str, float] = {}
-        for refusal in decoded.refusals:  # nothing to record: consumed with a log line
-            log.warning(
-                "dead letter refused",
-                extra={"outcome": "refused", "reason": refusal.reason, "message_id": refusal.message_id},
-            )
-        for item in decoded.attempts:
-            stage = stage_for_key(item.key)
-            if stage is None or (item.s3 is not None and item.s3.bucket != self.bucket):
-                log.warning(
-                    "dead letter names no task of this bucket",
-                    extra={"outcome": "refused", "task_key": item.key, "message_id": item.message_id},
-                )
-                continue
+
+        def record(key: str, message_id: str | None, build: Callable[[], FailureRecord]) -> None:
+            stage = STAGES.for_key(key)
+            assert stage is not None  # the key parsed as a task
             try:
-                record = dead_letter_record(item, max_attempts=self.max_attempts)
-                if record_unless_settled(self.storage, record):
-                    written[stage.name] = written.get(stage.name, 0.0) + 1
-                    outcome = "failed"
-                else:
-                    outcome = "already_settled"
+                made = build()
+                outcome = "failed" if record_unless_settled(self.storage, made) else "already_settled"
             except Exception as exc:
-                log.error(
+                log_fields(
+                    log,
+                    logging.ERROR,
                     "could not record a dead letter",
-                    extra={"outcome": "error", "task_key": item.key, "error": f"{type(exc).__name__}: {exc}"},
+                    {"outcome": "error", "task_key": key, "error": f"{type(exc).__name__}: {exc}"},
                 )
-                if item.message_id is not None and item.message_id not in failed_ids:
-                    failed_ids.append(item.message_id)
+                if message_id is not None and message_id not in failed_ids:
+                    failed_ids.append(message_id)
+                return
+            if outcome == "failed":
+                written[stage.name] = written.get(stage.name, 0.0) + 1
+            fields = {"stage": stage.name, "task_key": key, "outcome": outcome, "error_kind": made.error_kind}
+            log_fields(log, logging.ERROR, f"{stage.name} {outcome} {key}", fields)
+
+        for refusal in decoded.refusals:
+            key = refusal.key
+            if refusal.fails_task and key is not None and self._task_problem(key, refusal.bucket) is None:
+                # It names a task of this bucket, but its count or time is unreadable: the
+                # task's record says what could be read, so the task is not lost.
+                record(
+                    key,
+                    refusal.message_id,
+                    partial(refusal_record, refusal, key, max_attempts=self.max_attempts),
+                )
                 continue
-            log.error(
-                f"{stage.name} {outcome} {item.key}",
-                extra={
-                    "stage": stage.name,
+            fields = {"outcome": "refused", "reason": refusal.reason, "message_id": refusal.message_id}
+            log_fields(log, logging.WARNING, "dead letter refused", fields)
+        for item in decoded.attempts:
+            bucket = item.s3.bucket if item.s3 is not None else None
+            if (problem := self._task_problem(item.key, bucket)) is not None:
+                fields = {
+                    "outcome": "refused",
                     "task_key": item.key,
-                    "outcome": outcome,
-                    "error_kind": "crashed",
-                },
+                    "reason": problem,
+                    "message_id": item.message_id,
+                }
+                log_fields(log, logging.WARNING, "dead letter names no task of this bucket", fields)
+                continue
+            record(
+                item.key,
+                item.message_id,
+                partial(dead_letter_record, item, max_attempts=self.max_attempts),
             )
         for stage_name, count in written.items():
             metrics.emit(self.environment, stage_name, {"Failures": count})
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
+
+    def _task_problem(self, key: str, bucket: str | None) -> str | None:
+        """Why ``key`` (from a notification of ``bucket``) is no task of this bucket."""
+        if bucket is not None and bucket != self.bucket:
+            return f"bucket {shown(bucket)} is not {self.bucket!r}"
+        return task_key_problem(key)
+
+
+def refusal_record(refusal: Refusal, key: str, *, max_attempts: int) -> FailureRecord:
+    """The failure record of a dead letter that names a task but whose count or time could
+    not be read (a string or missing invoke count, attempt 0, no first_attempt_at): what
+    could be read, the attempts clamped to ``max_attempts``; kind ``crashed`` if Lambda
+    reported it, else ``bad_task``."""
+    receives = receives_before_dead_letter(max_attempts)
+    message = (
+        f"its message was received {receives} times without an outcome and reached the "
+        f"dead-letter queue; it could not be read whole: {refusal.reason}"
+    )
+    return lambda_failure_record(
+        key,
+        error_kind="crashed" if refusal.lambda_failure else "bad_task",
+        message=cut(message, 1000),
+        attempts=min(max(refusal.attempts, 1), max_attempts),
+        first_attempt_at=refusal.first_attempt_at or now_iso(),
+        condition=DEAD_LETTER,
+        invoke_count=receives,
+        error_type=None,
+        error_message=None,
+    )
 
 
 def dead_letter_record(item: TaskAttempt, *, max_attempts: int) -> FailureRecord:
@@ -120,7 +165,7 @@ def dead_letter_record(item: TaskAttempt, *, max_attempts: int) -> FailureRecord
     )
     if report is not None and not (report.is_bookkeeping or report.never_ran):
         # A crash Lambda reported: each receive tried to record it, none ran the task.
-        attempts, invoke_count = number - 1, report.invoke_count
+        attempts, invoke_count = min(max(number - 1, 1), max_attempts), report.invoke_count
         message = (
             f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}); "
             f"its on-failure record was received {receives} times and none could record it; {ends}"

@@ -26,16 +26,18 @@ stage, its ``max_attempts``. ``decode_event`` is both, and is what the handler c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
+from fanout_aws.log_fields import cut, shown
+from fanout_core import strict_json
+from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt
-from fanout_core.stages import Stage, stage_for_key
+from fanout_core.stages import STAGES, Stage
 
 S3_SOURCE = "aws:s3"
 SQS_SOURCE = "aws:sqs"
@@ -43,6 +45,11 @@ TEST_EVENT = "s3:TestEvent"
 CREATED_PREFIX = "ObjectCreated:"
 RETRY_MARKER = "fanout_retry"
 """The one top-level field of a retry message's body."""
+MAX_KEY_BYTES = 1024
+"""S3's longest key (UTF-8): a longer one is no object, so no task."""
+MAX_COUNT = 1000
+"""No attempt, receive or invoke count read from an event is believed past this (Lambda
+tries 3 times, a queue receives ``max_attempts`` + 1 times); a larger one is malformed."""
 
 Source = Literal["s3", "retry", "on-failure"]
 
@@ -128,7 +135,7 @@ def lambda_report(doc: Mapping[str, Any]) -> LambdaReport:
     count = context.get("approximateInvokeCount")
     return LambdaReport(
         condition=text(context.get("condition"), 100) or "unknown",
-        invoke_count=count if type(count) is int and count >= 0 else 0,
+        invoke_count=min(count, MAX_COUNT) if type(count) is int and count >= 0 else 0,
         error_type=text(payload.get("errorType"), 200),
         error_message=text(payload.get("errorMessage")),
         function_error=text(response.get("functionError"), 100),
@@ -176,6 +183,10 @@ class Refusal:
     attempts: int = 1
     """For the failure record: the attempt count to write."""
     first_attempt_at: str | None = None
+    bucket: str | None = None
+    """The bucket the notification it came from names, if it came from one."""
+    lambda_failure: bool = False
+    """It came in a Lambda on-failure record (the task crashed; only its count is unreadable)."""
 
 
 @dataclass(kw_only=True)
@@ -240,7 +251,9 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     out = Decoded(from_sqs=decoded.from_sqs)
     for refusal in decoded.refusals:
         if refusal.fails_task:
-            problem = _key_problem(refusal.key or "", scope.stage)
+            problem = task_key_problem(refusal.key or "", scope.stage)
+            if refusal.bucket is not None and refusal.bucket != scope.bucket:
+                problem = f"bucket {shown(refusal.bucket)} is not this function's bucket {scope.bucket!r}"
             if problem is None:
                 refusal = replace(refusal, attempts=min(refusal.attempts, scope.max_attempts))
             else:  # not ours to fail: say so first
@@ -251,14 +264,14 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
         if item.s3 is not None and item.s3.bucket != scope.bucket:
             out.refusals.append(
                 Refusal(
-                    reason=f"bucket {item.s3.bucket!r} is not this function's bucket {scope.bucket!r}",
+                    reason=f"bucket {shown(item.s3.bucket)} is not this function's bucket {scope.bucket!r}",
                     key=key,
                     message_id=mid,
                     record=item,
                 )
             )
             continue
-        if (problem := _key_problem(key, scope.stage)) is not None:
+        if (problem := task_key_problem(key, scope.stage)) is not None:
             out.refusals.append(Refusal(reason=problem, key=key, message_id=mid, record=item))
             continue
         number = item.attempt.number
@@ -292,13 +305,18 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     return out
 
 
-def _key_problem(key: str, stage: Stage) -> str | None:
-    """Why ``key`` is no task of ``stage``; None if it is one."""
-    found = stage_for_key(key)
-    if found is None:
-        return f"not a task key: under no stage's prefix, or not .json: {key!r}"
-    if found.name != stage.name:
-        return f"a {found.name} task key, but this is the {stage.name} function"
+def task_key_problem(key: str, stage: Stage | None = None) -> str | None:
+    """Why ``key`` is no task (of ``stage``, if given): longer than S3 allows, or not parsed
+    whole by the stage table; None if it is one. Nothing is run or written for such a key."""
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        return f"not a task key: {size} bytes, and S3 keys are at most {MAX_KEY_BYTES}: {shown(key)}"
+    try:
+        address = STAGES.parse(key)
+    except FanoutError as exc:
+        return f"not a task key: {cut(str(exc), 400)}"
+    if stage is not None and address.stage.name != stage.name:
+        return f"a {address.stage.name} task key, but this is the {stage.name} function"
     return None
 
 
@@ -328,7 +346,8 @@ def _top_record(out: Decoded, record: object, where: str) -> None:
     else:
         out.refusals.append(
             Refusal(
-                reason=f"{where}: eventSource {source!r} is not {S3_SOURCE} or {SQS_SOURCE}", record=record
+                reason=f"{where}: eventSource {shown(source)} is not {S3_SOURCE} or {SQS_SOURCE}",
+                record=record,
             )
         )
 
@@ -347,7 +366,7 @@ def _sqs_record(out: Decoded, record: Mapping[str, Any], where: str) -> None:
         )
         return
     try:
-        doc = json.loads(body)
+        doc = strict_json.loads(body)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         out.refusals.append(
             Refusal(reason=f"{where}: SQS body is not JSON ({exc})", message_id=message_id, record=record)
@@ -375,8 +394,8 @@ def _receive_count(attributes: object) -> int:
     """``ApproximateReceiveCount`` (a string of digits, as Lambda passes it); 1 when
     absent or unreadable, so a message never loses attempts to a bad attribute."""
     value = attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) >= 1:
-        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and 1 <= len(value) <= 6:
+        return min(max(int(value), 1), MAX_COUNT)
     return 1
 
 
@@ -399,7 +418,7 @@ def _payload(
                 what = f"Records is {_kind(records)}, not a list"
             reason = (
                 f"{where}: not an S3 notification: {what} and not an s3:TestEvent "
-                f"(top-level keys: {sorted(map(str, doc))[:10]})"
+                f"(top-level keys: {[cut(k, 40) for k in sorted(map(str, doc))[:10]]})"
             )
             out.refusals.append(Refusal(reason=reason, message_id=message_id, record=doc))
             return
@@ -423,7 +442,8 @@ def _notification_record(message_id: str | None) -> Any:
         if source != S3_SOURCE:
             out.refusals.append(
                 Refusal(
-                    reason=f"{where}: eventSource {source!r} is not {S3_SOURCE} (not an S3 notification)",
+                    reason=f"{where}: eventSource {shown(source)} is not {S3_SOURCE} "
+                    "(not an S3 notification)",
                     message_id=message_id,
                     record=record,
                 )
@@ -441,7 +461,7 @@ def _s3_record(out: Decoded, record: Mapping[str, Any], where: str, message_id: 
     name = record.get("eventName")
     bare = name.removeprefix("s3:") if isinstance(name, str) else ""
     if not bare.startswith(CREATED_PREFIX):
-        refuse(f"{where}: eventName {name!r} is not ObjectCreated")
+        refuse(f"{where}: eventName {shown(name)} is not ObjectCreated")
         return
     s3: Any = record.get("s3")
     try:
@@ -457,7 +477,7 @@ def _s3_record(out: Decoded, record: Mapping[str, Any], where: str, message_id: 
     try:
         key = decode_event_key(encoded_key)
     except UnicodeDecodeError:
-        refuse(f"{where}: key {encoded_key!r} is not URL-encoded UTF-8")
+        refuse(f"{where}: key {shown(encoded_key)} is not URL-encoded UTF-8")
         return
     size = obj.get("size")
     event_time = record.get("eventTime")
@@ -545,6 +565,8 @@ def _on_failure(out: Decoded, doc: Mapping[str, Any], where: str, message_id: st
                     item.attempt.first_attempt_at,
                     message_id,
                     doc,
+                    bucket=item.s3.bucket if item.s3 is not None else None,
+                    lambda_failure=True,
                 )
             )
             continue
@@ -555,15 +577,17 @@ def _on_failure(out: Decoded, doc: Mapping[str, Any], where: str, message_id: st
 
 def _attempt_problem(value: object, name: str, minimum: int = 1) -> str | None:
     if type(value) is not int:  # bool is an int subclass, and no count
-        return f"{name} is {value!r} ({_kind(value)}), not a whole number"
+        return f"{name} is {shown(value)} ({_kind(value)}), not a whole number"
     if value < minimum:
         return f"{name} is {value}, not {minimum} or more"
+    if value > MAX_COUNT:
+        return f"{name} is {shown(value, 40)}, more than any count of tries ({MAX_COUNT})"
     return None
 
 
 def _time_problem(value: object) -> str | None:
     if not isinstance(value, str) or not _is_iso(value):
-        return f"first_attempt_at is {value!r}, not an ISO-8601 time"
+        return f"first_attempt_at is {shown(value)}, not an ISO-8601 time"
     return None
 
 
@@ -576,7 +600,15 @@ def _is_iso(value: str) -> bool:
 
 
 def _bad_attempt(
-    reason: str, key: str, number: object, first: object, message_id: str | None, record: object
+    reason: str,
+    key: str,
+    number: object,
+    first: object,
+    message_id: str | None,
+    record: object,
+    *,
+    bucket: str | None = None,
+    lambda_failure: bool = False,
 ) -> Refusal:
     """A task whose attempt count cannot be trusted: refused, and (if it is a task of
     the function, which ``screen`` decides) recorded as failed, so no forged count buys
@@ -587,6 +619,8 @@ def _bad_attempt(
         message_id=message_id,
         record=record,
         fails_task=True,
-        attempts=number if type(number) is int and number >= 1 else 1,
+        attempts=min(number, MAX_COUNT) if type(number) is int and number >= 1 else 1,
         first_attempt_at=first if isinstance(first, str) and _is_iso(first) else None,
+        bucket=bucket,
+        lambda_failure=lambda_failure,
     )

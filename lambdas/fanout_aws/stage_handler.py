@@ -43,6 +43,7 @@ from typing import Any
 from fanout_aws import metrics
 from fanout_aws.config import ENV_STAGE, ENV_TOKEN, LambdaConfig
 from fanout_aws.events import Refusal, Scope, TaskAttempt, decode_event
+from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_core import keys
@@ -178,7 +179,8 @@ class StageRuntime:
             line["error"] = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
             return exc
         finally:
-            log.warning(self._scrub(json.dumps(line, ensure_ascii=False)))
+            scrubbed = {k: self._scrub(v) if isinstance(v, str) else v for k, v in line.items()}
+            log.warning(json.dumps(bounded(scrubbed), ensure_ascii=False))
 
     def _record_refusal(self, refusal: Refusal, key: str) -> bool:
         """Write the refusal as the task's failure record, unless the task has already
@@ -301,7 +303,7 @@ class StageRuntime:
         every string scrubbed of the token."""
         for name in ("error", "traceback"):
             if isinstance(fields.get(name), str):
-                fields[name] = self._scrub(fields[name])[: 500 if name == "error" else 4000]
+                fields[name] = self._scrub(fields[name])  # then cut, with its length, by log_task
         log_task(level, self.config.stage.name, fields)
 
 
@@ -315,11 +317,7 @@ def log_task(level: int, stage: str, fields: dict[str, Any]) -> None:
         except FanoutError:
             fields["run_id"] = None
     message = f"{stage} {fields.get('outcome', '')} {key or ''}".strip()
-    log.log(level, message, extra={RESERVED_RENAMES.get(k, k): v for k, v in fields.items()})
-
-
-RESERVED_RENAMES = {"message": "detail", "name": "task_name", "args": "arguments"}
-"""Field names ``logging.LogRecord`` keeps for itself (``extra=`` may not set them)."""
+    log_fields(log, level, message, fields)
 
 
 def check_hermes_host(url: str) -> None:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
+from fanout_core import strict_json
 from fanout_core.errors import BadManifest, BadTask, FanoutError, PermanentError
 
 MAX_ID_LEN = 128
@@ -37,9 +38,11 @@ def check_id(value: Any, what: str, error: type[FanoutError] = BadTask) -> str:
 
 def _load(body: bytes, what: str, error: type[FanoutError]) -> dict[str, Any]:
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc = strict_json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8: {exc}") from None
+    except strict_json.RepeatedKey as exc:
+        raise error(f"{what} is refused: {exc}") from None
     except ValueError as exc:
         raise error(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:

@@ -42,7 +42,13 @@ from fanout_core.hermes_http import (
     parse_retry_after,
 )
 from fanout_core.hermes_pages import PREVIEW_CHARS, decode_page, error_message, holds_constant, validate_page
-from fanout_core.hermes_transport import REQUEST_DEADLINE, DeadlineAdapter
+from fanout_core.hermes_transport import (
+    REQUEST_DEADLINE,
+    BodyTooLarge,
+    DeadlineAdapter,
+    deadline_session,
+    read_capped,
+)
 from fanout_core.secrets import redact
 
 __all__ = [
@@ -68,7 +74,6 @@ DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
 """Items one list may hold before it is given up (every item is held in memory)."""
 DEFAULT_REQUEST_DEADLINE_S = 60.0
 """Seconds one call may take in all (connect, headers, body), whatever the server sends."""
-_READ_SIZE = 256 * 1024
 
 
 class PacerLike(Protocol):
@@ -161,14 +166,7 @@ class HermesClient:
         self._clock = clock
         self._deadline = threading.local()
         if session is None:
-            session = requests.Session()
-            adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            # Read proxy settings once: with trust_env requests re-reads the environment
-            # and ~/.netrc on every call, which doubled the client's CPU per call.
-            session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-            session.trust_env = False
+            session = deadline_session(self.base_url, pool_size=pool_size)
         session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
         self.session = session
 
@@ -408,25 +406,11 @@ class HermesClient:
                 status=response.status_code,
                 kind="too_large",
             )
-        raw = response.raw
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            # read1: whatever one socket read brought (iter_content would wait for 256 KB).
-            chunk = raw.read1(_READ_SIZE, decode_content=True)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > self.max_page_bytes:
-                raise PermanentError(
-                    f"{url}: page larger than the {self.max_page_bytes}-byte cap",
-                    status=response.status_code,
-                    kind="too_large",
-                )
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise TimeoutError("the request's deadline has passed")
-        # The whole body is read: the connection goes back to the pool (closing the
-        # response unread would close it).
-        raw.release_conn()
-        return b"".join(chunks)
+        try:
+            return read_capped(response.raw, self.max_page_bytes, deadline)
+        except BodyTooLarge:
+            raise PermanentError(
+                f"{url}: page larger than the {self.max_page_bytes}-byte cap",
+                status=response.status_code,
+                kind="too_large",
+            ) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from fanout_core import strict_json
 from fanout_core.errors import SettingsError
 from fanout_core.stages import STAGE_NAMES
 
@@ -359,7 +360,7 @@ def select_environment(context: Any, name: str) -> EnvironmentSettings:
 def load_environment(name: str, cdk_json: str | Path) -> EnvironmentSettings:
     """The environment ``name`` from a cdk.json file's ``context.environments``."""
     try:
-        doc = json.loads(Path(cdk_json).read_text())
+        doc = strict_json.loads(Path(cdk_json).read_text())
     except (OSError, ValueError) as exc:
         raise SettingsError(f"cannot read settings from {cdk_json}: {exc}") from exc
     return select_environment(doc.get("context", {}).get("environments"), name)
@@ -381,7 +382,7 @@ def environment_to_json(env: EnvironmentSettings) -> str:
 
 def environment_from_json(name: str, text: str) -> EnvironmentSettings:
     try:
-        raw = json.loads(text)
+        raw = strict_json.loads(text)
     except ValueError as exc:
         raise SettingsError(f"environment {name!r}: settings are not JSON: {exc}") from exc
     return parse_environment(name, raw)

@@ -158,6 +158,19 @@ def test_redrive_by_kind_after_the_fix_completes_the_run(simulator, tmp_path, se
     assert code == 0
 
 
+def test_redrive_stale_after_0_retriggers_a_failed_task_once(simulator, tmp_path, settings):
+    url = simulator(SimConfig.from_size("tiny", token="the-right-token"))
+    (code, _, _), bucket = _start(tmp_path, "r1", url, settings)
+    assert code == 1  # the seed failed: 401
+    redrive = ["redrive", "r1", "--bucket-dir", bucket, "--hermes-url", url, "--quiet", "--json", *settings]
+    code, out, err = _finish(
+        fanout_cli(*redrive, "--stale", "--stale-after", "0", env={"HERMES_TOKEN": "the-right-token"})
+    )
+    assert code == 0, err
+    # Its failure record is deleted, then it is pending: it must not count as stale too.
+    assert json.loads(out)["redrive"]["retriggered"] == ["amazon_warriors/r1.json"]
+
+
 @pytest.mark.parametrize(
     ("filters", "message"),
     [

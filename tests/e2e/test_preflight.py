@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from fanout.preflight import MAX_BODY_BYTES
 from fanout.simulator import HermesSimulator, SimConfig
+from tests.core.raw_http import Conn, Request, raw_server
 
 from .conftest import TOKEN, fanout_cli
 
@@ -139,3 +141,76 @@ def test_check_names_a_server_that_answers_but_fails(faults, says):
     assert code == 1, out + err
     [line] = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert says in line
+
+
+# -- bounded requests: a server that answers, but never ends its answer ------------------
+
+
+def _health_then(body_sender: Callable[[Conn], None]) -> Callable[[Request, Conn], None]:
+    """A server whose every answer is a 200 whose body ``body_sender`` writes (it never ends)."""
+
+    def handle(_request: Request, conn: Conn) -> None:
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        body_sender(conn)
+
+    return handle
+
+
+def _endless(conn: Conn) -> None:
+    chunk = b" " * 65536
+    while not conn.closed.is_set():
+        try:
+            conn.send(chunk)
+        except OSError:
+            return
+
+
+def test_check_ends_by_its_timeout_when_health_dribbles_its_body():
+    with raw_server(_health_then(lambda conn: conn.drip(b"{" * 1000, 1.0))) as server:
+        # Before the bound: still running at 45 s; communicate's 60 s catches a hang.
+        code, out, err = _run("check", "--hermes-url", server.url, "--timeout", "2")
+    assert code == 1, out + err
+    [line] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert "/v1/health did not finish its answer within 2 s" in line and "fix:" in line
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["check", "local run"])
+def test_an_endless_health_body_is_read_no_further_than_the_cap(tmp_path: Path, command):
+    with raw_server(_health_then(_endless)) as server:
+        code, out, err = _run(*_argv(command, server.url, tmp_path))
+    assert code == (1 if command == "check" else 2), out + err
+    said = out if command == "check" else err
+    assert f"answered with a body of more than {MAX_BODY_BYTES} bytes" in said
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["check", "local run"])
+def test_https_to_a_plain_http_port_is_one_line_naming_the_cause(sim, tmp_path: Path, command):
+    code, out, err = _run(*_argv(command, sim.url.replace("http://", "https://"), tmp_path))
+    assert code == (1 if command == "check" else 2), out + err
+    said = out if command == "check" else err
+    assert "does not speak TLS (https:// to a plain-HTTP port" in said and "fix: use http://" in said
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # the finding, and local run's "nothing was started"
+
+
+def _argv(command: str, url: str, tmp_path: Path) -> list[str]:
+    if command == "check":
+        return ["check", "--hermes-url", url]
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"warriors": "all"}))
+    return ["local", "run", str(manifest), "--hermes-url", url, "--bucket-dir", str(tmp_path / "b")]
+
+
+def test_a_health_body_cut_short_is_one_line_not_a_traceback():
+    def short(_request: Request, conn: Conn) -> None:
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{}")
+        conn.sock.close()
+
+    with raw_server(short) as server:
+        code, out, err = _run("check", "--hermes-url", server.url)
+    assert code == 1, out + err
+    [line] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert "IncompleteRead" in line and "fix:" in line
+    assert "Traceback" not in err

@@ -17,10 +17,11 @@ import pytest
 import task_keys
 from moto.server import ThreadedMotoServer
 
-from fanout import queues
+from fanout import aws_clients, queues
 from fanout_aws.retry_queue import retry_message
 from fanout_core.retry import Attempt
 from fanout_core.stages import STAGES
+from tests.core.raw_http import Conn, Request, raw_server
 
 from .conftest import fanout_cli
 from .readme_blocks import schemas, violations
@@ -337,3 +338,65 @@ def test_redrive_from_dlq_of_s3_events_moves_the_runs_dead_letters_to_the_retry_
     assert json.loads(out)["moved"] == {"warriors": 0, "troops": 3, "data_groups": 0}
     assert sorted(_drain(sqs, u.consumed_from)) == sorted(mine)
     assert _drain(sqs, u.dlq_url) == [theirs]
+
+
+# -- an AWS endpoint that misbehaves: bounded, one line, exit 2 ("no AWS access") ---------
+
+
+def _not_aws(_request: Request, conn: Conn) -> None:
+    conn.reply(200, b"<html>hello, this is not AWS</html>" * 100)
+
+
+def _silent(_request: Request, _conn: Conn) -> None:
+    """Takes the request and never answers (the connection stays open)."""
+
+
+@pytest.mark.parametrize(
+    "command", [["status", RUN, "--queues"], ["redrive", RUN, "--from-dlq"]], ids=["status", "redrive"]
+)
+def test_an_endpoint_answering_200_with_no_aws_body_is_one_line_exit_2(stack: Stack, command) -> None:
+    with raw_server(_not_aws) as garbage:
+        code, out, err = _cli(*command, *_flags_with_aws_at(stack, garbage.url))
+    assert code == 2, err
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "answered with something that is not an AWS response" in err
+    assert "Traceback" not in err
+
+
+def test_an_endpoint_that_never_answers_ends_within_the_clients_bounds(stack: Stack) -> None:
+    with raw_server(_silent) as silent:
+        # Before the bounds: still running at 150 s; _cli's 120 s catches a hang.
+        code, _out, err = _cli("status", RUN, "--queues", *_flags_with_aws_at(stack, silent.url))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"no answer from the endpoint within {aws_clients.READ_TIMEOUT_S} s" in err
+    assert "Traceback" not in err
+
+
+def _flags_with_aws_at(stack: Stack, aws_url: str) -> list[str]:
+    """The bucket where it is; CloudFormation, SQS and CloudWatch at ``aws_url``."""
+    return [
+        "--bucket",
+        BUCKET,
+        "--env",
+        ENV,
+        "--s3-endpoint-url",
+        stack.endpoint,
+        "--aws-endpoint-url",
+        aws_url,
+    ]
+
+
+def _not_xml(_request: Request, conn: Conn) -> None:
+    conn.reply(200, b"hello {")
+
+
+@pytest.mark.parametrize("command", [["runs"], ["status", RUN, "--env", ENV]], ids=["runs", "status"])
+def test_an_s3_endpoint_answering_garbage_is_one_line_exit_2(command) -> None:
+    with raw_server(_not_xml) as garbage:
+        code, out, err = _cli(*command, "--bucket", BUCKET, "--s3-endpoint-url", garbage.url)
+    assert code == 2, err
+    assert out == "" and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert f"cannot read the bucket s3://{BUCKET}/" in line

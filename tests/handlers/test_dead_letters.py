@@ -192,3 +192,64 @@ def test_a_recorder_without_a_valid_max_attempts_refuses_to_start(monkeypatch):
         RecorderConfig.from_environ(environ)
     with pytest.raises(SettingsError, match="missing"):
         RecorderConfig.from_environ({env_names.ENV_NAME: "test", env_names.ENV_BUCKET: BUCKET})
+
+
+# -- a dead letter whose counts cannot be read still ends in the task's record ----------
+
+
+def _on_failure_counting(invoke_count: Any) -> dict[str, Any]:
+    body = on_failure_record(
+        s3_event_for(BUCKET, [KEY]), response={"errorType": "Runtime.ExitError", "errorMessage": "exit 1"}
+    )
+    if invoke_count is None:
+        del body["requestContext"]["approximateInvokeCount"]
+    else:
+        body["requestContext"]["approximateInvokeCount"] = invoke_count
+    return body
+
+
+def _retry_of(**fields: Any) -> dict[str, Any]:
+    body = {"task_key": KEY, "attempt": 3, "first_attempt_at": "2026-11-27T08:00:00.000Z", **fields}
+    return {"fanout_retry": {k: v for k, v in body.items() if v is not None}}
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (_on_failure_counting("2"), "crashed"),
+        (_on_failure_counting(None), "crashed"),
+        (_on_failure_counting(10**30), "crashed"),
+        (_retry_of(attempt=0), "bad_task"),
+        (_retry_of(first_attempt_at=None), "bad_task"),
+        (_retry_of(attempt=10**30), "bad_task"),
+    ],
+    ids=["invoke-count-string", "invoke-count-missing", "invoke-count-huge", "attempt-0", "no-first", "huge"],
+)
+def test_a_malformed_dead_letter_of_a_task_becomes_its_failure_record_with_clamped_counts(
+    deployment, monkeypatch, body, kind
+):
+    dep = deployment()
+    result = _recorder(monkeypatch)(sqs_event(body, receive_count=11), None)
+    assert result == {"batchItemFailures": []}
+    record = _record(dep)
+    assert (record.error_kind, record.task_key, record.run_id) == (kind, KEY, "dlq")
+    assert 1 <= record.attempts <= MAX_ATTEMPTS
+    assert record.approximate_invoke_count == receives_before_dead_letter(MAX_ATTEMPTS)
+    assert "dead-letter queue" in record.message and len(record.message) <= 1100
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "amazon_warriors/sub/x.json",
+        "amazon_warriors/run=bad id/part-00000.json",
+        "troops/" + "w" * 2000 + ".json",
+    ],
+    ids=["sub-folder", "bad-run-id", "too-long"],
+)
+def test_a_dead_letter_naming_no_task_writes_nothing(deployment, monkeypatch, key):
+    dep = deployment()
+    handler = _recorder(monkeypatch)
+    for body in (_retry_of(task_key=key), _retry_of(task_key=key, attempt=0)):
+        assert handler(sqs_event(body), None) == {"batchItemFailures": []}
+    assert dep.objects("failed/") == []

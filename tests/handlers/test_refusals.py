@@ -325,3 +325,68 @@ def test_a_task_body_whose_ids_disagree_with_its_key_fails_before_any_call(
     assert dep.sim.stats.requests == 0
     assert dep.objects("data/") == []
     assert not dep.storage.exists(keys.done_key(key))
+
+
+# -- keys that are no task, and outside input too long to echo --------------------------
+
+NOT_TASKS = [
+    "amazon_warriors/sub/x.json",  # under the prefix, .json, but no run= folder
+    "amazon_warriors/run=bad id/part-00000.json",  # a run id the contract does not allow
+    "troops/run=r1/warrior=w1/part-x.json",  # not part-NNNNN.json
+]
+
+
+@pytest.mark.parametrize("key", NOT_TASKS, ids=["sub-folder", "bad-run-id", "bad-part-name"])
+def test_a_key_under_a_stage_prefix_that_does_not_parse_is_refused_and_nothing_is_written(
+    deployment, monkeypatch, caplog, key
+):
+    dep = deployment()
+    stage = key.split("/", 1)[0].replace("amazon_", "")
+    with caplog.at_level("WARNING", logger="fanout"):
+        direct = invoke(stage, s3_event_for(BUCKET, [key]), monkeypatch, dep)
+        queued = invoke(stage, sqs_event(retry_body(key, attempt=0)), monkeypatch, dep)
+    assert (direct, queued) == (None, {"batchItemFailures": []})
+    assert dep.objects("failed/") == []
+    assert dep.sim.stats.requests == 0
+    assert all("not a task key" in line["reason"] for line in refusal_lines(caplog))
+    assert len(refusal_lines(caplog)) == 2
+
+
+def test_an_sqs_body_with_a_200_kb_key_is_refused_before_any_work(deployment, monkeypatch, caplog):
+    dep = deployment()
+    long_key = f"troops/run=r1/warrior={'w' * 200_000}/part-00000.json"  # S3 refuses it
+    with caplog.at_level("WARNING", logger="fanout"):
+        result = invoke(
+            "troops", sqs_event(retry_body(long_key), retry_body(long_key, attempt=0)), monkeypatch, dep
+        )
+    assert result == {"batchItemFailures": []}
+    assert dep.objects("failed/") == [] and dep.sim.stats.requests == 0
+    lines = refusal_lines(caplog)
+    assert len(lines) == 2
+    said = f"{len(long_key.encode())} bytes, and S3 keys are at most 1024"
+    assert all(said in line["reason"] for line in lines)
+    assert all(len(json.dumps(line)) < 5_000 for line in lines)
+
+
+HUGE = "z" * 200_000
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"Records": [{"eventSource": HUGE}]},
+        s3_event_for(HUGE, [TROOPS_KEY]),
+        sqs_event(json.dumps({HUGE: 1})),
+        {"Records": [{"eventSource": "aws:sqs", "messageId": HUGE, "body": "{}"}]},
+    ],
+    ids=["event-source", "bucket-name", "top-level-field-name", "message-id"],
+)
+def test_a_200_kb_event_field_is_cut_in_the_log_line_with_its_length(deployment, monkeypatch, caplog, event):
+    dep = deployment()
+    put_troops_task(dep)
+    with caplog.at_level("DEBUG", logger="fanout"):
+        invoke("troops", event, monkeypatch, dep)
+    assert dep.objects("failed/") == []
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages and all(len(m) < 5_000 for m in messages), max(map(len, messages))
+    assert any("(200000 chars)" in m or "200002 chars" in m for m in messages)
