@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout.audit import compare, output_rows
+from fanout.audit import compare, normalize, output_rows
 from fanout.cost import count_run, estimate, prices_for
 from fanout.simulator import SimConfig, Universe
 from fanout.start_run import start_run
@@ -59,9 +59,28 @@ def test_a_run_compacted_at_its_end_reads_back_exact(tiny_run) -> None:
     store, config = tiny_run
     current = read_current(store, "2026-11-27")
     assert current is not None and len(current["files"]) == 1
-    assert not list(k for k in store.list("data/") if k.endswith(".parquet"))
+    parquet = [k for k in store.list("data/") if k.endswith(".parquet")]
+    assert parquet == [f["key"] for f in current["files"]]  # the small files are gone
     rows, files = output_rows(store, "2026-11-27")
     assert files == 1 and compare(rows, Universe(config).expected_rows()).exact
+
+
+def test_a_plain_glob_over_a_compacted_runs_output_folder_reads_exactly_its_rows(tiny_run) -> None:
+    import duckdb
+    import pandas as pd
+
+    from fanout_core.output import COLUMNS
+
+    store, config = tiny_run
+    folder = store.root / STAGES.output_run_prefix("2026-11-27")
+    expected = list(Universe(config).expected_rows())
+    [(count,)] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/**/*.parquet')").fetchall()
+    assert count == len(expected)
+    frame = pd.read_parquet(folder)
+    assert tuple(frame.columns) == COLUMNS  # no column made of a folder name
+    cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+    rows = [normalize(r) for r in frame[cols].itertuples(index=False, name=None)]
+    assert compare(rows, expected).exact
 
 
 def test_the_cli_compacts_once_and_refuses_an_incomplete_run(simulator, tmp_path: Path) -> None:
