@@ -152,6 +152,12 @@ def small_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> li
     ]
 
 
+def output_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
+    """Every Parquet file in the run's output folder: what a glob over ``data/run=<run>/``
+    reads (exactly the run's rows, except while a compaction deletes what it replaced)."""
+    return [k for k in storage.list(table.output_run_prefix(run_id)) if k.endswith(PARQUET)]
+
+
 def _consumed(plan: dict[str, Any] | None) -> set[str]:
     return {i["key"] for o in plan["outputs"] for i in o["inputs"]} if plan else set()
 

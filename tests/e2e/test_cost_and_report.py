@@ -252,3 +252,22 @@ def test_the_report_renders_self_contained(tiny_run, tmp_path: Path) -> None:
         png.write_bytes(base64.b64decode(src.split(",", 1)[1]))
         pixels = matplotlib.image.imread(png)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compacted", "not-compacted"])
+def test_the_summary_and_status_name_the_folder_that_holds_the_rows_and_its_files(
+    tmp_path: Path, compact: bool
+) -> None:
+    bucket = tmp_path / "bucket"
+    flags = [] if compact else ["--no-compact"]
+    done = _cli(
+        "demo", "--size", "tiny", "--run-id", "r1", "--bucket-dir", str(bucket), "--quiet", "--json", *flags
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    folder = Path(doc["output"])
+    files = sorted(folder.rglob("*.parquet"))
+    assert doc["output"] == f"{bucket.resolve()}/{STAGES.output_run_prefix('r1')}"
+    assert doc["output_files"] == len(files) == (1 if compact else 9)
+    status = _cli("status", "r1", "--bucket-dir", str(bucket))
+    assert f"data files: {len(files)} in {STAGES.output_run_prefix('r1')}" in status.stdout
