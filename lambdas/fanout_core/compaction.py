@@ -261,8 +261,12 @@ def _compact_once(
         consumed = _consumed(plan)
         _publish(storage, table, run_id, current, uri_base, step)
         deleted = _delete_inputs(storage, table, plan, current, step) if plan else 0
-        if not [k for k in small_files(storage, run_id, table) if k not in consumed]:
+        late = [k for k in small_files(storage, run_id, table) if k not in consumed]
+        elsewhere = [f for f in current["files"] if not _is_generation_file(table, run_id, f["key"])]
+        if not late and not elsewhere:
             return _adopted(current, deleted)
+        # New small files (a redrive), or a generation an older version wrote outside the
+        # output folder (``compacted/run=<run>/gen=<g>/``): the next generation takes them in.
     plan = _read_plan(storage, table, run_id, generation + 1) or _make_plan(
         storage, table, run_id, generation + 1, current, consumed, target_bytes, target_rows, step
     )

@@ -178,3 +178,46 @@ def test_a_reader_that_keeps_losing_the_race_stops_with_one_line(store: LocalDir
     with pytest.raises(ReadRaced, match="concurrent compactions") as raised:
         consistent_read(always_gone, "r1")
     assert len(calls) == ATTEMPTS and isinstance(raised.value, StorageFault)
+
+
+def test_a_run_that_ends_while_another_process_still_has_its_tasks_is_left_to_that_process(
+    store: LocalDirStorage,
+) -> None:
+    import io
+
+    from fanout.compact import compact_finished_run
+
+    seed_complete_run(store, "r1", warriors=["w"])
+    store.put(STAGES.leaf.address("r1", ("w", "other"), 0).key, b"{}")  # the other process's task
+    progress = io.StringIO()
+
+    assert compact_finished_run(store, "r1", None, progress, []) is None
+
+    assert "not compacted yet" in progress.getvalue() and "1 task(s) pending" in progress.getvalue()
+    assert read_current(store, "r1") is None
+
+
+def test_a_generation_compacted_outside_the_output_folder_moves_into_it(store: LocalDirStorage) -> None:
+    """A run compacted before the output folder held the compacted files (into
+    ``compacted/run=<run>/gen=1/``): compacting it again brings its rows back to ``data/``."""
+    import json
+
+    from fanout_core.bodies import dumps
+    from fanout_core.compaction import current_key
+
+    seed_complete_run(store, "r1", warriors=AWKWARD[:2])
+    truth = rows_of(store, "r1")
+    [moved] = compact_run(store, "r1").files
+    old = "compacted/run=r1/gen=1/part-00000.parquet"
+    store.put(old, store.get(moved))
+    store.delete(moved)
+    current = json.loads(store.get(current_key(STAGES, "r1")))
+    current["files"] = [{"key": old, "rows": current["rows"]}]
+    store.put(current_key(STAGES, "r1"), dumps(current))
+    assert rows_of(store, "r1") == truth and not list(store.list("data/run=r1/gen-"))
+
+    result = compact_run(store, "r1")
+
+    assert result.state == "compacted" and result.generation == 2
+    assert rows_of(store, "r1") == truth
+    assert sorted(store.list("data/run=r1/")) == result.files and not store.exists(old)
