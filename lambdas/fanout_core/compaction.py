@@ -59,9 +59,10 @@ T = TypeVar("T")
 
 TARGET_BYTES = 128 * 1024 * 1024
 """Input bytes packed into one compacted file (compaction shrinks them a little)."""
-TARGET_ROWS = 2_000_000
-"""Rows packed into one compacted file at most: the sort holds ~80 bytes a row, so this
-bounds a compaction's memory (~160 MB) whatever the size of the run."""
+TARGET_ROWS = 1_048_576
+"""Rows packed into one compacted file at most (eight full row groups of
+``output.ROW_GROUP_ROWS``): a compaction holds ~120 bytes a row of its output, so this
+bounds its memory (~130 MB above the interpreter's) whatever the size of the run."""
 CURRENT = "current.json"
 SYMLINK = "current.txt"
 PLAN = "plan.json"
