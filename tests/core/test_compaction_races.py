@@ -221,3 +221,24 @@ def test_a_generation_compacted_outside_the_output_folder_moves_into_it(store: L
     assert result.state == "compacted" and result.generation == 2
     assert rows_of(store, "r1") == truth
     assert sorted(store.list("data/run=r1/")) == result.files and not store.exists(old)
+
+
+def test_the_runs_command_during_a_compaction_exits_0_with_the_runs_rows(
+    store: LocalDirStorage, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fanout runs`` through the CLI's own entry point, its bucket compacted under it."""
+    import json
+
+    from fanout.bucket import StorageSpec
+    from fanout.cli import main
+
+    truth = seed_complete_run(store, "r1", warriors=AWKWARD[:3])
+    reader = _racing_reader(store)
+    monkeypatch.setattr(StorageSpec, "build", lambda self, **_kw: reader)
+
+    code = main(["runs", "--bucket-dir", str(store.root), "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err and reader.fired
+    [run] = json.loads(out)["runs"]
+    assert run["run_id"] == "r1" and run["rows"] == truth
