@@ -241,7 +241,10 @@ def compact_run(
             # An input or output vanished: a concurrent compactor committed a generation and
             # deleted what it replaced. Look again: the next pass adopts what it committed.
             continue
-    raise ReadRaced(f"run {run_id!r}: concurrent compactions kept replacing its files {ATTEMPTS} times")
+    raise ReadRaced(
+        f"run {run_id!r}: its files vanished under {ATTEMPTS} compactions in a row "
+        "(concurrent compactions, or a file removed by hand)"
+    )
 
 
 def _compact_once(
