@@ -271,3 +271,28 @@ def test_the_summary_and_status_name_the_folder_that_holds_the_rows_and_its_file
     assert doc["output_files"] == len(files) == (1 if compact else 9)
     status = _cli("status", "r1", "--bucket-dir", str(bucket))
     assert f"data files: {len(files)} in {STAGES.output_run_prefix('r1')}" in status.stdout
+
+
+def test_a_plain_glob_over_a_run_not_compacted_reads_exactly_its_rows(simulator, tmp_path: Path) -> None:
+    import duckdb
+    import pandas as pd
+
+    config = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    store = LocalDirStorage(tmp_path / "bucket")
+    start_run(
+        store,
+        fast_settings(),
+        run_id="r1",
+        manifest=manifest_body(None),
+        hermes_url=simulator(config),
+        token=TOKEN,
+        compact=False,
+    )
+    folder = store.root / STAGES.output_run_prefix("r1")
+    expected = list(Universe(config).expected_rows())
+    [(count,)] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/**/*.parquet')").fetchall()
+    assert count == len(expected)
+    frame = pd.read_parquet(folder)  # the warrior= and troop= folders add two columns
+    cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+    rows = [normalize(r) for r in frame[cols].itertuples(index=False, name=None)]
+    assert compare(rows, expected).exact
