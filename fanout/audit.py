@@ -36,18 +36,21 @@ def normalize(row: Iterable[Any]) -> Row:
 def output_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[list[Row], int]:
     """Every row of the run's current files and the number of files read: its compacted
     generation if it has one, else its small files under ``data/run=<run_id>/``."""
-    from fanout_core.compaction import current_files
+    from fanout_core.compaction import consistent_read, current_files
 
-    rows: list[Row] = []
-    files = 0
-    for key in current_files(storage, run_id, table):
-        files += 1
-        frame = read_parquet_bytes(storage.get(key))
-        if (frame["run_id"] != run_id).any():
-            raise AssertionError(f"{key} holds rows of another run")
-        cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
-        rows.extend(normalize(r) for r in frame[cols].itertuples(index=False, name=None))
-    return rows, files
+    def read() -> tuple[list[Row], int]:
+        rows: list[Row] = []
+        files = 0
+        for key in current_files(storage, run_id, table):
+            files += 1
+            frame = read_parquet_bytes(storage.get(key))
+            if (frame["run_id"] != run_id).any():
+                raise AssertionError(f"{key} holds rows of another run")
+            cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+            rows.extend(normalize(r) for r in frame[cols].itertuples(index=False, name=None))
+        return rows, files
+
+    return consistent_read(read, run_id)
 
 
 @dataclass
@@ -83,11 +86,11 @@ def compare(found: Iterable[Row], expected: Iterable[Iterable[Any]]) -> Comparis
 
 def count_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[int, int]:
     """Rows and files of the run's current files (as ``output_rows``), from the footers alone (cheap)."""
-    from fanout_core.compaction import current_files
+    from fanout_core.compaction import consistent_read, current_files
     from fanout_core.output import row_count
 
-    rows = files = 0
-    for key in current_files(storage, run_id, table):
-        files += 1
-        rows += row_count(storage.get(key))
-    return rows, files
+    def read() -> tuple[int, int]:
+        files = current_files(storage, run_id, table)
+        return sum(row_count(storage.get(key)) for key in files), len(files)
+
+    return consistent_read(read, run_id)

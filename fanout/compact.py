@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from fanout.bucket import StorageSpec
-from fanout_core.compaction import CompactionResult, compact_run
+from fanout_core.compaction import CompactionResult, NotComplete, ReadRaced, compact_run
 from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import LocalDirStorage, Storage
 
@@ -47,7 +47,7 @@ def compact_finished_run(
     failure_records: list[str],
     table: StageTable = STAGES,
 ) -> CompactionResult | None:
-    """The hook at the end of ``demo`` and ``local run``: the run has just become complete.
+    """The hook at the end of ``demo`` and ``local run``: this process has no task of the run left.
 
     A run with failure records is left as it is: it will most likely be redriven, and
     compacting it now would only mean a second generation after the redrive.
@@ -60,7 +60,21 @@ def compact_finished_run(
                 file=progress,
             )
         return None
-    result = compact_run(storage, run_id, table=table, uri_base=uri_base(storage, spec))
+    try:
+        result = compact_run(storage, run_id, table=table, uri_base=uri_base(storage, spec))
+    except NotComplete as exc:
+        # Another process (a cron run overlapping a manual one) still runs tasks of this run:
+        # the one that sees it complete compacts it. Expected, not an error.
+        if progress is not None:
+            print(
+                f"not compacted yet: {exc}; the process still running it compacts it at its end",
+                file=progress,
+            )
+        return None
+    except ReadRaced as exc:
+        if progress is not None:
+            print(f"not compacted: {exc}; run `fanout compact {run_id}`", file=progress)
+        return None
     if progress is not None:
         print(f"compacted: {describe(result)}", file=progress)
     return result

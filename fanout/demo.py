@@ -70,11 +70,10 @@ def run_demo(
     doc: dict[str, object] = {"rows_expected": expected_rows, "rows_match": written == expected_rows}
     if outcome.compaction is not None:
         done = outcome.compaction
-        rows.append(("compacted into", f"{len(done.files)} file(s), compacted/ generation {done.generation}"))
+        rows.append(("compacted into", f"{len(done.files)} file(s), generation {done.generation}"))
     doc["compacted_files"] = len(outcome.compaction.files) if outcome.compaction is not None else None
-    output = f"{where}/data/run={run_id}/" if "://" not in where else f"{where}data/run={run_id}/"
     command = redrive_command(
         run_id, storage_spec or StorageSpec(bucket_dir=where), env=args.env, config=args.config
     )
-    show_summary(outcome, storage, output, as_json=args.json, redrive=command, extra_rows=rows, extra_doc=doc)
+    show_summary(outcome, storage, where, as_json=args.json, redrive=command, extra_rows=rows, extra_doc=doc)
     return 0 if outcome.ok and written == expected_rows else 1

@@ -15,7 +15,14 @@ from typing import Any, TextIO
 from fanout.failure_report import failed_items, group_failures, read_failures, render_groups
 from fanout.progress import print_table, stage_lines, summary_rows
 from fanout.start_run import RunOutcome
+from fanout_core.compaction import output_files
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
+
+
+def output_folder(where: str, run_id: str, table: StageTable = STAGES) -> str:
+    """The folder that holds the run's rows (compacted or not), under the bucket ``where``."""
+    return f"{where.rstrip('/')}/{table.output_run_prefix(run_id)}"
 
 
 def summary_doc(
@@ -83,16 +90,24 @@ def show_summary(
     extra_doc: dict[str, Any] | None = None,
     first_rows: Iterable[tuple[str, str]] = (),
     stream: TextIO = sys.stdout,
+    table: StageTable = STAGES,
 ) -> None:
-    """Print the summary (table or JSON), its failures by reason, and the closing line on stderr."""
+    """Print the summary (table or JSON), its failures by reason, and the closing line on stderr.
+
+    ``where`` is the bucket; the summary names the run's output folder in it, and the
+    Parquet files that folder holds now (after a compaction, the compacted ones)."""
     groups = group_failures(failed_items(read_failures(storage, outcome.run_id))) if not outcome.ok else []
+    folder = output_folder(where, outcome.run_id, table)
+    files = len(output_files(storage, outcome.run_id, table))
     if as_json:
-        doc = summary_doc(outcome, where, [g.to_json() for g in groups], None if outcome.ok else redrive)
+        doc = summary_doc(outcome, folder, [g.to_json() for g in groups], None if outcome.ok else redrive)
+        doc["output_files"] = files
         stream.write(json.dumps({**doc, **(extra_doc or {})}, indent=2) + "\n")
     else:
         for line in stage_lines(outcome):
             stream.write(f"  {line}\n")
-        print_table([*first_rows, *summary_rows(outcome, where), *extra_rows], stream)
+        rows = [*first_rows, *summary_rows(outcome, folder), ("output files", f"{files} Parquet file(s)")]
+        print_table([*rows, *extra_rows], stream)
         for line in render_groups(groups):
             stream.write(f"  {line}\n")
     stream.flush()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fanout.status import run_status
-from fanout_core.compaction import current_files, read_current
+from fanout_core.compaction import consistent_read, current_files, read_current
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.output import row_count
 from fanout_core.stages import STAGES, StageTable
@@ -78,11 +78,16 @@ class RunSummary:
 
 def run_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> int:
     """Rows of the run's current files: a compacted file's count from ``current.json``, else its footer."""
-    committed = read_current(storage, run_id, table) or {}
-    known = {f["key"]: int(f["rows"]) for f in committed.get("files", []) if isinstance(f, dict)}
-    return sum(
-        known[k] if k in known else row_count(storage.get(k)) for k in current_files(storage, run_id, table)
-    )
+
+    def read() -> int:
+        committed = read_current(storage, run_id, table) or {}
+        known = {f["key"]: int(f["rows"]) for f in committed.get("files", []) if isinstance(f, dict)}
+        return sum(
+            known[k] if k in known else row_count(storage.get(k))
+            for k in current_files(storage, run_id, table)
+        )
+
+    return consistent_read(read, run_id)
 
 
 def summarize(storage: Storage, run_id: str, table: StageTable = STAGES) -> RunSummary:

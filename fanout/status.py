@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanout_core import keys
+from fanout_core.compaction import output_files
 from fanout_core.retry import RetryPolicy
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, TASK_SUFFIX, Stage, StageTable
@@ -115,7 +116,7 @@ def run_status(
                     if written_at is not None and clock - written_at > stale_after(stage.name):
                         status.stale.append(key)
         stages.append(status)
-    data_files = sum(1 for k in storage.list(table.output_run_prefix(run_id)) if k.endswith(".parquet"))
+    data_files = len(output_files(storage, run_id, table))
     return RunStatus(
         run_id=run_id,
         seeded=storage.exists(seed.key),

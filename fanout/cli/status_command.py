@@ -22,6 +22,7 @@ from fanout.cli.common import (
     stale_threshold,
 )
 from fanout_core.errors import FanoutError
+from fanout_core.stages import STAGES
 
 
 def register(sub: Any) -> None:
@@ -137,7 +138,7 @@ def _status(args: argparse.Namespace) -> int:
             print(
                 f"  {s.stage:<12} {s.written:>8} {s.finished:>9} {s.failed:>7} {s.open:>8} {len(s.stale):>6}"
             )
-        print(f"  data files: {status.data_files}")
+        print(f"  data files: {status.data_files} in {STAGES.output_run_prefix(status.run_id)}")
         print(f"  complete: {'yes' if status.complete else 'no'}")
         if access is not None:
             _print_depths(access.stack_name, depths, access.urls)

@@ -4,29 +4,41 @@ Exactly once, through the storage interface alone (the same code on a directory 
 on S3), in steps that each leave the bucket valid, so a kill at any point resumes:
 
 1. **Plan** (``compacted/run=<run>/gen=<g>/plan.json``, create-only). Generation ``g``
-   is one past the current one (1 for a run never compacted). Its inputs are the run's
-   small files under ``data/run=<run>/`` plus the current generation's files, sorted by
-   key and packed into outputs of about ``target_bytes`` (whole warriors together; a
-   warrior larger than the target alone is cut between its files). A second compactor
-   that loses the create adopts the winner's plan, so two never disagree.
-2. **Write** each output ``compacted/run=<run>/gen=<g>/part-NNNNN.parquet``, create-only,
+   is one past the current one (1 for a run never compacted). Its inputs are the current
+   generation's files plus the run's small files under ``data/run=<run>/`` that the
+   current generation did not already consume, sorted by key and packed into outputs of
+   about ``target_bytes`` and at most ``target_rows`` rows (whole warriors together; a
+   warrior larger than that alone is cut between its files). A second compactor that
+   loses the create adopts the winner's plan, so two never disagree.
+2. **Write** each output ``data/run=<run>/gen-<g>-part-NNNNN.parquet`` (next to the
+   warrior folders, so the run's output stays where a user looks for it), create-only,
    rows sorted by (ts, warrior, troop, data group), so a time-range filter skips most
-   row groups by their statistics. An object appears whole or not at all, so an output
-   that exists is complete and is not written again.
+   row groups by their statistics. Inputs are read one at a time into compact columns
+   and written a row group at a time: memory is bounded by the output, not by the run.
+   An object appears whole or not at all, so an output that exists is not written again.
 3. **Verify**: the rows in the outputs' footers equal the rows the plan's inputs hold.
 4. **Commit**: write ``compacted/run=<run>/current.json`` naming generation ``g`` and
-   its files. This one object is the switch: before it readers read the old files,
-   after it the new ones; never both.
+   its files. This one object is the switch for an exact reader: before it, the old
+   files; after it, the new ones; never both.
 5. **Publish** the Athena symlink manifest ``athena/run=<run>/current.txt`` (the Glue
    table's partition location): one URI per current file, replaced whole.
 6. **Delete** the plan's inputs (small files and the previous generation's files), only
-   now that the new generation is complete and current.
+   now that the new generation is complete and current. Until this step ends, a plain
+   glob over ``data/run=<run>/`` sees the old and the new files (the documented window).
+
+Concurrent compactors (two overlapping ``local run``s, a manual ``fanout compact``): the
+loser of the plan adopts it; outputs are create-only; a compactor that finds an input or
+output gone (the other committed and deleted it) looks again and adopts the committed
+generation; one that finds a generation at least as new already committed does not
+overwrite it.
 
 A reader picks the current generation with ``current_files``: the files ``current.json``
-names if it exists, else every ``.parquet`` under ``data/run=<run>/`` (a run not yet
+names if it exists, else the small files under ``data/run=<run>/`` (a run not yet
 compacted). A small file that appears after a compaction (a redrive) is in no generation:
 ``current_files`` adds the small files the current generation's plan did not consume, and
 the next compaction takes them into a new generation (only then does Athena see them).
+A reader that then reads those files runs through ``consistent_read``, which starts over
+when a concurrent commit deleted a file between the listing and the read.
 """
 
 from __future__ import annotations
@@ -34,21 +46,34 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fanout_core import keys
 from fanout_core.bodies import dumps
+from fanout_core.errors import StorageFault
 from fanout_core.failures import now_iso
 from fanout_core.stages import STAGES, TASK_SUFFIX, StageTable
 from fanout_core.storage import NoSuchKey, Storage
 
+T = TypeVar("T")
+
 TARGET_BYTES = 128 * 1024 * 1024
 """Input bytes packed into one compacted file (compaction shrinks them a little)."""
+TARGET_ROWS = 1_048_576
+"""Rows packed into one compacted file at most (eight full row groups of
+``output.ROW_GROUP_ROWS``): a compaction holds ~120 bytes a row of its output, so this
+bounds its memory (~130 MB above the interpreter's) whatever the size of the run."""
 CURRENT = "current.json"
 SYMLINK = "current.txt"
 PLAN = "plan.json"
 PARQUET = ".parquet"
+GENERATION_FILE = "gen-"
+"""A compacted file's name starts so, directly under ``data/run=<run>/``: no ``=`` in it,
+so a Hive-style reader adds no column for it, and no warrior folder is named so."""
 SORT_KEY = ["ts", "warrior_id", "troop_id", "data_group_id"]
+ATTEMPTS = 5
+"""How many times a compactor or a reader starts over when a concurrent compaction
+deleted what it was reading (each start over follows a commit, so a few suffice)."""
 
 
 class NotComplete(Exception):
@@ -59,13 +84,19 @@ class CompactionError(Exception):
     """The outputs do not hold the rows the plan's inputs hold; nothing was committed."""
 
 
+class ReadRaced(StorageFault):
+    """Concurrent compactions kept deleting the files a reader (or a compactor) was reading,
+    ``ATTEMPTS`` times in a row: nothing is lost, the same command again reads the new files."""
+
+
 @dataclass
 class CompactionResult:
     run_id: str
     generation: int
     state: str
     """``compacted`` (this call committed ``generation``), ``current`` (already compacted,
-    nothing new), or ``empty`` (a complete run with no output files)."""
+    nothing new, or a concurrent compactor committed it), or ``empty`` (a complete run with
+    no output files)."""
     inputs: int = 0
     files: list[str] = field(default_factory=list)
     rows: int = 0
@@ -75,7 +106,15 @@ class CompactionResult:
 
 
 def generation_prefix(table: StageTable, run_id: str, generation: int) -> str:
+    """The generation's bookkeeping folder (its plan), outside ``data/``."""
     return f"{table.compacted_run_prefix(run_id)}gen={generation}/"
+
+
+def output_key(table: StageTable, run_id: str, generation: int, index: int) -> str:
+    """A compacted file of generation ``generation``, in the run's output folder."""
+    return (
+        f"{table.output_run_prefix(run_id)}{GENERATION_FILE}{generation:05d}-{keys.part_name(index)}{PARQUET}"
+    )
 
 
 def current_key(table: StageTable, run_id: str) -> str:
@@ -86,21 +125,42 @@ def symlink_key(table: StageTable, run_id: str) -> str:
     return table.query_run_prefix(run_id) + SYMLINK
 
 
-def read_current(storage: Storage, run_id: str, table: StageTable = STAGES) -> dict[str, Any] | None:
-    """The run's commit record (generation, files, rows), or None if it was never compacted."""
-    key = current_key(table, run_id)
-    if not storage.exists(key):
-        return None
+def _get_json(storage: Storage, key: str) -> dict[str, Any] | None:
     try:
         doc: dict[str, Any] = json.loads(storage.get(key))
-    except NoSuchKey:  # pragma: no cover - deleted between the two calls
+    except NoSuchKey:
         return None
     return doc
 
 
+def read_current(storage: Storage, run_id: str, table: StageTable = STAGES) -> dict[str, Any] | None:
+    """The run's commit record (generation, files, rows), or None if it was never compacted."""
+    return _get_json(storage, current_key(table, run_id))
+
+
+def _is_generation_file(table: StageTable, run_id: str, key: str) -> bool:
+    rest = key[len(table.output_run_prefix(run_id)) :]
+    return "/" not in rest and rest.startswith(GENERATION_FILE)
+
+
 def small_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
-    """The run's Parquet files as the leaf stage wrote them, under ``data/run=<run>/``."""
+    """The run's Parquet files as the leaf stage wrote them, in the warrior folders under
+    ``data/run=<run>/`` (not the compacted files beside them)."""
+    return [
+        k
+        for k in storage.list(table.output_run_prefix(run_id))
+        if k.endswith(PARQUET) and not _is_generation_file(table, run_id, k)
+    ]
+
+
+def output_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
+    """Every Parquet file in the run's output folder: what a glob over ``data/run=<run>/``
+    reads (exactly the run's rows, except while a compaction deletes what it replaced)."""
     return [k for k in storage.list(table.output_run_prefix(run_id)) if k.endswith(PARQUET)]
+
+
+def _consumed(plan: dict[str, Any] | None) -> set[str]:
+    return {i["key"] for o in plan["outputs"] for i in o["inputs"]} if plan else set()
 
 
 def current_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
@@ -109,10 +169,23 @@ def current_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> 
     current = read_current(storage, run_id, table)
     if current is None:
         return small_files(storage, run_id, table)
-    plan = _read_plan(storage, table, run_id, int(current["generation"]))
-    consumed = {i["key"] for o in plan["outputs"] for i in o["inputs"]} if plan else set()
+    consumed = _consumed(_read_plan(storage, table, run_id, int(current["generation"])))
     late = [k for k in small_files(storage, run_id, table) if k not in consumed]
     return [str(f["key"]) for f in current["files"]] + late
+
+
+def consistent_read(read: Callable[[], T], run_id: str, attempts: int = ATTEMPTS) -> T:
+    """``read()`` (which resolves ``current_files`` and reads them), started over when a file
+    it listed is gone: a concurrent compaction committed and deleted it between the two.
+    Bounded: past ``attempts`` it raises ``ReadRaced`` (one line, no traceback for a user)."""
+    for _ in range(attempts):
+        try:
+            return read()
+        except NoSuchKey:
+            continue
+    raise ReadRaced(
+        f"run {run_id!r}: concurrent compactions replaced its files under {attempts} reads in a row"
+    )
 
 
 def pending_tasks(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
@@ -141,11 +214,13 @@ def compact_run(
     *,
     table: StageTable = STAGES,
     target_bytes: int = TARGET_BYTES,
+    target_rows: int = TARGET_ROWS,
     uri_base: str = "",
     require_complete: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> CompactionResult:
-    """Compact ``run_id`` (or finish an interrupted compaction); safe to call any number of times.
+    """Compact ``run_id`` (or finish an interrupted compaction); safe to call any number of
+    times, and by several processes at once.
 
     ``uri_base`` turns a key into the URI the Athena manifest lists (``s3://bucket/``);
     without one no manifest is published. ``on_step`` is called with a step's name
@@ -159,25 +234,45 @@ def compact_run(
             raise NotComplete(
                 f"run {run_id!r} is not complete: {len(pending)} task(s) pending, e.g. {pending[0]!r}"
             )
+    for _ in range(ATTEMPTS):
+        try:
+            return _compact_once(storage, run_id, table, target_bytes, target_rows, uri_base, step)
+        except NoSuchKey:
+            # An input or output vanished: a concurrent compactor committed a generation and
+            # deleted what it replaced. Look again: the next pass adopts what it committed.
+            continue
+    raise ReadRaced(
+        f"run {run_id!r}: its files vanished under {ATTEMPTS} compactions in a row "
+        "(concurrent compactions, or a file removed by hand)"
+    )
+
+
+def _compact_once(
+    storage: Storage,
+    run_id: str,
+    table: StageTable,
+    target_bytes: int,
+    target_rows: int,
+    uri_base: str,
+    step: Callable[[str], None],
+) -> CompactionResult:
     current = read_current(storage, run_id, table)
     generation = int(current["generation"]) if current else 0
+    consumed: set[str] = set()
     if current is not None:
         # Finish the committed generation's clean-up first (a kill may have stopped it).
         plan = _read_plan(storage, table, run_id, generation)
+        consumed = _consumed(plan)
         _publish(storage, table, run_id, current, uri_base, step)
         deleted = _delete_inputs(storage, table, plan, current, step) if plan else 0
-        done = CompactionResult(
-            run_id,
-            generation,
-            "current",
-            files=[f["key"] for f in current["files"]],
-            rows=int(current["rows"]),
-            deleted=deleted,
-        )
-        if not small_files(storage, run_id, table):
-            return done
+        late = [k for k in small_files(storage, run_id, table) if k not in consumed]
+        elsewhere = [f for f in current["files"] if not _is_generation_file(table, run_id, f["key"])]
+        if not late and not elsewhere:
+            return _adopted(current, deleted)
+        # New small files (a redrive), or a generation an older version wrote outside the
+        # output folder (``compacted/run=<run>/gen=<g>/``): the next generation takes them in.
     plan = _read_plan(storage, table, run_id, generation + 1) or _make_plan(
-        storage, table, run_id, generation + 1, current, target_bytes, step
+        storage, table, run_id, generation + 1, current, consumed, target_bytes, target_rows, step
     )
     if not plan["outputs"]:
         return CompactionResult(run_id, generation, "empty")
@@ -185,10 +280,18 @@ def compact_run(
     for output in plan["outputs"]:
         if storage.exists(output["key"]):
             continue
+        body = _rewrite(storage, output["inputs"])
+        newer = _superseded(storage, table, run_id, plan, step)
+        if newer is not None:
+            return newer
         step("write")
-        if storage.put_if_absent(output["key"], _rewrite(storage, [i["key"] for i in output["inputs"]])):
+        if storage.put_if_absent(output["key"], body):
             written += 1
+        del body
     files = _verify(storage, plan)
+    newer = _superseded(storage, table, run_id, plan, step)
+    if newer is not None:
+        return newer
     step("commit")
     committed = {
         "run_id": run_id,
@@ -213,12 +316,43 @@ def compact_run(
     )
 
 
-def _read_plan(storage: Storage, table: StageTable, run_id: str, generation: int) -> dict[str, Any] | None:
-    key = generation_prefix(table, run_id, generation) + PLAN
-    if generation < 1 or not storage.exists(key):
+def _superseded(
+    storage: Storage, table: StageTable, run_id: str, plan: dict[str, Any], step: Callable[[str], None]
+) -> CompactionResult | None:
+    """The committed generation if a concurrent compactor committed ``plan``'s or a newer one.
+
+    A late compactor never commits an older generation over a newer one (that would hide
+    the newer one's rows), and removes any output of its plan that it wrote after a newer
+    generation had consumed and deleted it (a stray a glob over ``data/`` would read)."""
+    latest = read_current(storage, run_id, table)
+    if latest is None or int(latest["generation"]) < int(plan["generation"]):
         return None
-    plan: dict[str, Any] = json.loads(storage.get(key))
-    return plan
+    deleted = 0
+    if int(latest["generation"]) > int(plan["generation"]):
+        keep = {f["key"] for f in latest["files"]}
+        for output in plan["outputs"]:
+            if output["key"] not in keep and storage.exists(output["key"]):
+                step("delete")
+                storage.delete(output["key"])
+                deleted += 1
+    return _adopted(latest, deleted)
+
+
+def _adopted(current: dict[str, Any], deleted: int) -> CompactionResult:
+    return CompactionResult(
+        current["run_id"],
+        int(current["generation"]),
+        "current",
+        files=[f["key"] for f in current["files"]],
+        rows=int(current["rows"]),
+        deleted=deleted,
+    )
+
+
+def _read_plan(storage: Storage, table: StageTable, run_id: str, generation: int) -> dict[str, Any] | None:
+    if generation < 1:
+        return None
+    return _get_json(storage, generation_prefix(table, run_id, generation) + PLAN)
 
 
 def _make_plan(
@@ -227,46 +361,54 @@ def _make_plan(
     run_id: str,
     generation: int,
     current: dict[str, Any] | None,
+    consumed: set[str],
     target_bytes: int,
+    target_rows: int,
     step: Callable[[str], None],
 ) -> dict[str, Any]:
     from fanout_core.output import row_count
 
+    # The current generation's files and the small files it did not consume: never a
+    # small file it did (a concurrent compactor may be deleting those right now).
+    smalls = [k for k in small_files(storage, run_id, table) if k not in consumed]
     inputs: list[tuple[str, str, int, int]] = []  # (group, key, bytes, rows)
-    for key in [*(f["key"] for f in (current or {}).get("files", [])), *small_files(storage, run_id, table)]:
+    for key in [*(f["key"] for f in (current or {}).get("files", [])), *smalls]:
         body = storage.get(key)
         inputs.append((_warrior_folder(table, run_id, key), key, len(body), row_count(body)))
+        del body
     outputs: list[list[tuple[str, int, int]]] = []
-    size = 0
+    size = rows = 0
     for _group, members in _by_group(inputs):
         group_bytes = sum(m[1] for m in members)
-        if outputs and size + group_bytes <= target_bytes:
+        group_rows = sum(m[2] for m in members)
+        if outputs and size + group_bytes <= target_bytes and rows + group_rows <= target_rows:
             outputs[-1].extend(members)
             size += group_bytes
+            rows += group_rows
             continue
         outputs.append([])
-        size = 0
-        for member in members:  # a group past the target alone is cut between its files
-            if outputs[-1] and size + member[1] > target_bytes:
+        size = rows = 0
+        for member in members:  # a group past a target alone is cut between its files
+            if outputs[-1] and (size + member[1] > target_bytes or rows + member[2] > target_rows):
                 outputs.append([])
-                size = 0
+                size = rows = 0
             outputs[-1].append(member)
             size += member[1]
-    prefix = generation_prefix(table, run_id, generation)
+            rows += member[2]
     plan = {
         "run_id": run_id,
         "generation": generation,
         "target_bytes": target_bytes,
         "outputs": [
             {
-                "key": f"{prefix}{keys.part_name(i)}{PARQUET}",
+                "key": output_key(table, run_id, generation, i),
                 "inputs": [{"key": k, "bytes": b, "rows": r} for k, b, r in members],
             }
             for i, members in enumerate(outputs)
         ],
     }
     step("plan")
-    if not storage.put_if_absent(prefix + PLAN, dumps(plan)):
+    if not storage.put_if_absent(generation_prefix(table, run_id, generation) + PLAN, dumps(plan)):
         adopted = _read_plan(storage, table, run_id, generation)  # a concurrent compactor planned first
         assert adopted is not None
         return adopted
@@ -275,6 +417,8 @@ def _make_plan(
 
 def _warrior_folder(table: StageTable, run_id: str, key: str) -> str:
     """What packs together: a small file's warrior folder; a compacted file is its own group."""
+    if _is_generation_file(table, run_id, key):
+        return key
     prefix = table.output_run_prefix(run_id)
     if key.startswith(prefix):
         return key[len(prefix) :].split("/", 1)[0]
@@ -288,15 +432,15 @@ def _by_group(inputs: Iterable[tuple[str, str, int, int]]) -> list[tuple[str, li
     return list(groups.items())
 
 
-def _rewrite(storage: Storage, input_keys: list[str]) -> bytes:
-    import pandas as pd
+def _rewrite(storage: Storage, inputs: list[dict[str, Any]]) -> bytes:
+    """One output's bytes: its inputs read one at a time into compact columns, sorted by
+    ``SORT_KEY``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
+    from fanout_core.output import SortedColumns
 
-    from fanout_core.output import COLUMNS, frame_to_parquet, read_parquet_bytes
-
-    frames = [read_parquet_bytes(storage.get(k)) for k in input_keys]
-    frame = pd.concat([f[list(COLUMNS)] for f in frames], ignore_index=True)
-    frame = frame.sort_values(SORT_KEY, kind="stable", ignore_index=True)
-    return frame_to_parquet(frame, {"fanout.compacted_from": str(len(input_keys))})
+    columns = SortedColumns(sum(int(i["rows"]) for i in inputs))
+    for item in inputs:
+        columns.add(storage.get(item["key"]))
+    return columns.to_parquet(SORT_KEY, {"fanout.compacted_from": str(len(inputs))})
 
 
 def _verify(storage: Storage, plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -325,6 +469,9 @@ def _publish(
 ) -> None:
     if not uri_base:
         return
+    # The newest commit, read just before writing: a compactor that lost a race must not
+    # put back the manifest of the generation it started from.
+    current = read_current(storage, run_id, table) or current
     body = "".join(f"{uri_base}{f['key']}\n" for f in current["files"]).encode()
     key = symlink_key(table, run_id)
     try:
@@ -345,7 +492,10 @@ def _delete_inputs(
 ) -> int:
     run_id = current["run_id"]
     keep = {f["key"] for f in current["files"]}
-    present = {*small_files(storage, run_id, table), *storage.list(table.compacted_run_prefix(run_id))}
+    present = {
+        *storage.list(table.output_run_prefix(run_id)),
+        *storage.list(table.compacted_run_prefix(run_id)),  # generations compacted before data/ held them
+    }
     deleted = 0
     for output in plan["outputs"]:
         for item in output["inputs"]:

@@ -183,3 +183,142 @@ def read_parquet_bytes(body: bytes) -> pd.DataFrame:
     """Read a file this module wrote (tests, status and benchmarks use it)."""
     pf = fastparquet.ParquetFile(io.BytesIO(body))
     return pf.to_pandas()
+
+
+_TEXT = ("run_id", "warrior_id", "troop_id", "service", "data_group_id", "metric", "unit")
+_TIMES = ("ts", "fetched_at")
+
+
+class SortedColumns:
+    """Rows of many files held as compact columns, written out sorted, a row group at a time.
+
+    Compaction's memory: a text column is a dictionary (its values repeat: a handful of
+    warriors, metrics, units) and 4-byte codes, a timestamp 8 bytes: with the sort's index
+    and temporaries a row costs about 120 bytes at the peak (measured), a fraction of a
+    pandas frame of Python strings; only one row group at a time is turned back into a
+    frame. The file written
+    is the one ``frame_to_parquet`` writes of the concatenated inputs sorted stably by the
+    same key: same schema, order, row groups and metadata.
+    """
+
+    def __init__(self, rows: int):
+        import numpy as np
+
+        self.rows = rows
+        self.filled = 0
+        self._codes = {c: np.empty(rows, dtype=np.int32) for c in _TEXT}
+        self._values: dict[str, list[Any]] = {c: [] for c in _TEXT}
+        self._index: dict[str, dict[Any, int]] = {c: {} for c in _TEXT}
+        self._times = {c: np.empty(rows, dtype=np.int64) for c in _TIMES}
+        self._units: dict[str, str] = {}
+        self._value = np.empty(rows, dtype=np.float64)
+
+    def add(self, body: bytes) -> None:
+        """Append one file's rows (the file's bytes are not kept)."""
+        import numpy as np
+
+        frame = read_parquet_bytes(body)
+        n = len(frame)
+        if self.filled + n > self.rows:
+            raise ValueError(f"more rows than the {self.rows} announced")
+        span = slice(self.filled, self.filled + n)
+        for column in _TEXT:
+            codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+            index = self._index[column]
+            values = self._values[column]
+            mapping = np.empty(len(uniques) + 1, dtype=np.int32)
+            mapping[-1] = -1  # a null stays a null
+            for i, value in enumerate(uniques):
+                if value not in index:
+                    index[value] = len(values)
+                    values.append(value)
+                mapping[i] = index[value]
+            self._codes[column][span] = mapping[codes]
+        for column in _TIMES:
+            series = frame[column]
+            unit = str(series.dtype.unit)
+            if self._units.setdefault(column, unit) != unit:
+                series = series.astype(f"datetime64[{self._units[column]}, UTC]")
+            self._times[column][span] = pd.DatetimeIndex(series).asi8
+        self._value[span] = frame["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.filled += n
+
+    def _rank(self, column: str) -> Any:
+        """Each row's place in the column's sort order (a null last, as pandas sorts)."""
+        import numpy as np
+
+        values = self._values[column]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        rank = np.empty(len(values) + 1, dtype=np.int32)
+        rank[np.asarray(order, dtype=np.int64)] = np.arange(len(values), dtype=np.int32)
+        rank[-1] = len(values)
+        return rank[self._codes[column]]
+
+    def _order(self, sort_key: list[str]) -> Any:
+        import numpy as np
+
+        keys: list[Any] = []
+        for column in reversed(sort_key):  # lexsort: the last key is the primary one
+            if column in self._times:
+                t = self._times[column]
+                keys.append(np.where(t == np.iinfo(np.int64).min, np.iinfo(np.int64).max, t))
+            else:
+                keys.append(self._rank(column))
+        return np.lexsort(keys)  # stable, like sort_values(kind="stable")
+
+    def _frame(self, rows: Any) -> pd.DataFrame:
+        import numpy as np
+
+        data: dict[str, Any] = {}
+        for column in COLUMNS:
+            if column in self._codes:
+                values = np.empty(len(self._values[column]) + 1, dtype=object)
+                values[:-1] = self._values[column]
+                values[-1] = None
+                data[column] = pd.Series(values[self._codes[column][rows]], dtype="object")
+            elif column in self._times:
+                unit = self._units.get(column, "us")
+                stamps = self._times[column][rows].view(f"datetime64[{unit}]")
+                data[column] = pd.Series(stamps).dt.tz_localize("UTC")
+            else:
+                data[column] = pd.Series(self._value[rows], dtype="float64")
+        return pd.DataFrame(data)
+
+    def to_parquet(self, sort_key: list[str], metadata: dict[str, str] | None = None) -> bytes:
+        """The Parquet bytes of every row added, sorted by ``sort_key``."""
+        from fastparquet import writer
+
+        if self.filled != self.rows:
+            raise ValueError(f"{self.filled} rows added, {self.rows} announced")
+        order = self._order(sort_key)
+        n = self.rows
+        parts = max((n - 1) // ROW_GROUP_ROWS + 1, 1)  # fastparquet's own split of n rows
+        chunk = max(min((n - 1) // parts + 1, n), 1)
+        starts = list(range(0, n, chunk)) or [0]
+        first = self._frame(order[: chunk if n else 0])
+        fmd = writer.make_metadata(
+            first,
+            has_nulls=True,
+            object_encoding="utf8",
+            times="int64",
+            index_cols=[],
+            cols_dtype=first.columns.dtype,
+        )
+        if metadata:
+            from fastparquet import parquet_thrift
+
+            fmd.key_value_metadata = [
+                *(fmd.key_value_metadata or []),
+                *(parquet_thrift.KeyValue(key=k, value=v) for k, v in metadata.items()),
+            ]
+
+        def groups() -> Any:
+            yield first
+            for start in starts[1:]:
+                yield self._frame(order[start : start + chunk])
+
+        buffer = _KeptOpen()
+        writer.write_simple(
+            buffer, groups(), fmd, compression="SNAPPY" if _has_snappy() else None, stats=True
+        )
+        return buffer.getvalue()

@@ -10,8 +10,10 @@ workgroup whose results are encrypted and expire, and one managed policy to quer
 - **Readers never see two generations.** The partition location holds one Athena
   symlink manifest per run, ``athena/run=<run>/current.txt``, that compaction replaces
   whole when it commits a generation (``fanout_core.compaction``). Athena reads the
-  files it lists (``SymlinkTextInputFormat`` over Parquet), so a run appears in the
-  table once it is compacted, and always as exactly one generation.
+  files it lists (``SymlinkTextInputFormat`` over Parquet), which live in the run's
+  output folder ``data/run=<run>/`` beside the small files they replace, so a run
+  appears in the table once it is compacted, and always as exactly one generation, even
+  in the window where a glob over that folder sees the old files and the new.
 - **Columns and types** come from ``fanout_core.output.GLUE_TYPES``, the writer's own
   schema (a test compares them with a file the pipeline wrote).
 - **Results** go to a bucket of their own, SSE-S3, TLS only, expiring after
@@ -159,13 +161,14 @@ class Analytics(Construct):
 
     def _query_policy(self, data_bucket: s3.IBucket, table: StageTable, name: str) -> iam.ManagedPolicy:
         """Query this table in this workgroup, and nothing else: read only the manifests and
-        compacted files, write only query results."""
+        the run's output folder (where compaction writes its files, ``data/``), write only
+        query results. The compaction bookkeeping (``compacted/``) is not the table's."""
         stack = Stack.of(self)
         catalog = stack.format_arn(service="glue", resource="catalog")
         database = stack.format_arn(service="glue", resource="database", resource_name=name)
         records = stack.format_arn(service="glue", resource="table", resource_name=f"{name}/{TABLE_NAME}")
         workgroup = stack.format_arn(service="athena", resource="workgroup", resource_name=name)
-        readable = [table.query_prefix, table.compacted_prefix]
+        readable = [table.query_prefix, table.output_prefix]
         results = self.results_bucket.arn_for_objects(f"{RESULTS_PREFIX}*")
         policy = iam.ManagedPolicy(
             self,

@@ -23,6 +23,7 @@ def test_query_bench_compares_identical_results(capsys: pytest.CaptureFixture[st
     assert figures["rows"] == sum(1 for _ in Universe(SimConfig.from_size("tiny")).expected_rows())
     assert figures["files_before"] == 9 and figures["files_after"] == 1
     assert all(q["identical"] for q in figures["queries"].values())
+    assert all(q["glob_identical"] for q in figures["queries"].values())  # data/run=<run>/ reads alike
     assert figures["queries"]["count(*)"]["result"] == [[figures["rows"]]]
     assert figures["run_id_types"]["run= folder, inferred"] == "DATE"
     assert figures["run_id_types"]["run_id column"].startswith("VARCHAR")

@@ -132,10 +132,10 @@ def test_compaction_packs_a_run_into_one_file_with_every_row(store: LocalDirStor
     result = compact_run(store, "r1", uri_base="s3://b/")
 
     assert result.state == "compacted" and result.generation == 1 and result.inputs == 36
-    assert result.files == ["compacted/run=r1/gen=1/part-00000.parquet"]
+    assert result.files == ["data/run=r1/gen-00001-part-00000.parquet"]
     assert rows_of(store, "r1") == before
     assert small_files(store, "r1") == []
-    assert store.get(symlink_key(STAGES, "r1")) == b"s3://b/compacted/run=r1/gen=1/part-00000.parquet\n"
+    assert store.get(symlink_key(STAGES, "r1")) == b"s3://b/data/run=r1/gen-00001-part-00000.parquet\n"
     frame = read_parquet_bytes(store.get(result.files[0]))
     assert set(frame["warrior_id"]) == set(AWKWARD)  # the exact ids, from the columns
     again = compact_run(store, "r1", uri_base="s3://b/")
@@ -215,9 +215,8 @@ def test_killed_at_random_points_and_resumed_rows_stay_exact(store: LocalDirStor
     assert small_files(store, "r1") == []
     assert result.state in ("compacted", "current")
     current = json.loads(store.get(current_key(STAGES, "r1")))
-    assert sorted(store.list("compacted/run=r1/gen=1/")) == sorted(
-        [f["key"] for f in current["files"]] + ["compacted/run=r1/gen=1/plan.json"]
-    )
+    assert list(store.list("compacted/run=r1/gen=1/")) == ["compacted/run=r1/gen=1/plan.json"]
+    assert sorted(store.list("data/run=r1/")) == sorted(f["key"] for f in current["files"])
     assert compact_run(store, "r1").state == "current"
 
 
@@ -271,5 +270,38 @@ def test_files_that_arrive_after_a_compaction_go_into_the_next_generation(store:
     assert current_files(store, "r1") == [*first.files, late]  # in no generation, read as it is
     second = compact_run(store, "r1")
     assert second.generation == 2 and second.rows == first.rows + n
-    assert not any(store.list("compacted/run=r1/gen=1/part"))
+    assert not any(store.list("data/run=r1/gen-00001-"))
     assert small_files(store, "r1") == []
+
+
+def test_a_compacted_file_is_the_one_the_whole_frame_writer_makes_of_its_sorted_inputs(
+    store: LocalDirStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streaming row groups changes neither schema, column order, row order nor metadata."""
+    import pandas as pd
+
+    import fanout_core.output as output
+
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 50)  # several row groups from a small run
+    seed_complete_run(store, "r1", warriors=AWKWARD)
+    inputs = small_files(store, "r1")
+    frames = [read_parquet_bytes(store.get(k))[list(output.COLUMNS)] for k in inputs]
+    whole = pd.concat(frames, ignore_index=True).sort_values(
+        ["ts", "warrior_id", "troop_id", "data_group_id"], kind="stable", ignore_index=True
+    )
+    expected = output.frame_to_parquet(whole, {"fanout.compacted_from": str(len(inputs))})
+
+    [key] = compact_run(store, "r1").files
+
+    assert store.get(key) == expected
+
+
+def test_an_output_holds_at_most_target_rows_so_memory_does_not_grow_with_the_run(
+    store: LocalDirStorage,
+) -> None:
+    total = seed_complete_run(store, "r1", warriors=AWKWARD)
+    per_warrior = total // len(AWKWARD)
+    result = compact_run(store, "r1", target_rows=per_warrior * 2)
+    counts = [f["rows"] for f in json.loads(store.get(current_key(STAGES, "r1")))["files"]]
+    assert len(result.files) == 3 and counts == [per_warrior * 2] * 3
+    assert sum(rows_of(store, "r1").values()) == total

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout.audit import compare, output_rows
+from fanout.audit import compare, normalize, output_rows
 from fanout.cost import BUDGET_WRITES_PER_CALL, count_run, estimate, prices_for
 from fanout.simulator import SimConfig, Universe
 from fanout.start_run import start_run
@@ -59,9 +59,28 @@ def test_a_run_compacted_at_its_end_reads_back_exact(tiny_run) -> None:
     store, config = tiny_run
     current = read_current(store, "2026-11-27")
     assert current is not None and len(current["files"]) == 1
-    assert not list(k for k in store.list("data/") if k.endswith(".parquet"))
+    parquet = [k for k in store.list("data/") if k.endswith(".parquet")]
+    assert parquet == [f["key"] for f in current["files"]]  # the small files are gone
     rows, files = output_rows(store, "2026-11-27")
     assert files == 1 and compare(rows, Universe(config).expected_rows()).exact
+
+
+def test_a_plain_glob_over_a_compacted_runs_output_folder_reads_exactly_its_rows(tiny_run) -> None:
+    import duckdb
+    import pandas as pd
+
+    from fanout_core.output import COLUMNS
+
+    store, config = tiny_run
+    folder = store.root / STAGES.output_run_prefix("2026-11-27")
+    expected = list(Universe(config).expected_rows())
+    [(count,)] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/**/*.parquet')").fetchall()
+    assert count == len(expected)
+    frame = pd.read_parquet(folder)
+    assert tuple(frame.columns) == COLUMNS  # no column made of a folder name
+    cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+    rows = [normalize(r) for r in frame[cols].itertuples(index=False, name=None)]
+    assert compare(rows, expected).exact
 
 
 def test_the_cli_compacts_once_and_refuses_an_incomplete_run(simulator, tmp_path: Path) -> None:
@@ -233,3 +252,47 @@ def test_the_report_renders_self_contained(tiny_run, tmp_path: Path) -> None:
         png.write_bytes(base64.b64decode(src.split(",", 1)[1]))
         pixels = matplotlib.image.imread(png)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compacted", "not-compacted"])
+def test_the_summary_and_status_name_the_folder_that_holds_the_rows_and_its_files(
+    tmp_path: Path, compact: bool
+) -> None:
+    bucket = tmp_path / "bucket"
+    flags = [] if compact else ["--no-compact"]
+    done = _cli(
+        "demo", "--size", "tiny", "--run-id", "r1", "--bucket-dir", str(bucket), "--quiet", "--json", *flags
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    folder = Path(doc["output"])
+    files = sorted(folder.rglob("*.parquet"))
+    assert doc["output"] == f"{bucket.resolve()}/{STAGES.output_run_prefix('r1')}"
+    assert doc["output_files"] == len(files) == (1 if compact else 9)
+    status = _cli("status", "r1", "--bucket-dir", str(bucket))
+    assert f"data files: {len(files)} in {STAGES.output_run_prefix('r1')}" in status.stdout
+
+
+def test_a_plain_glob_over_a_run_not_compacted_reads_exactly_its_rows(simulator, tmp_path: Path) -> None:
+    import duckdb
+    import pandas as pd
+
+    config = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    store = LocalDirStorage(tmp_path / "bucket")
+    start_run(
+        store,
+        fast_settings(),
+        run_id="r1",
+        manifest=manifest_body(None),
+        hermes_url=simulator(config),
+        token=TOKEN,
+        compact=False,
+    )
+    folder = store.root / STAGES.output_run_prefix("r1")
+    expected = list(Universe(config).expected_rows())
+    [(count,)] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/**/*.parquet')").fetchall()
+    assert count == len(expected)
+    frame = pd.read_parquet(folder)  # the warrior= and troop= folders add two columns
+    cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
+    rows = [normalize(r) for r in frame[cols].itertuples(index=False, name=None)]
+    assert compare(rows, expected).exact
