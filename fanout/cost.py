@@ -12,9 +12,11 @@ estimated the same way:
   are not measured, so duration is a lower bound.
 - **S3 requests**, per attempt as ``fanout_core.pipeline`` makes them: a listing task
   LISTs twice (done marker, plan: ``exists`` is a LIST), GETs its body and PUTs its plan,
-  its children and its done marker; a leaf task LISTs twice (done marker, output), GETs
-  its body, PUTs its file and done marker; a unit failure PUTs its record; a retry
-  repeats the two LISTs and the GET. The seed's upload is one PUT. Compaction: two GETs
+  its children and its done marker; a retry repeats the two LISTs and the GET. A leaf
+  task LISTs once (done marker), GETs its body, PUTs its file and done marker; a retry
+  repeats the GET and LISTs twice (done marker, output); a first attempt whose every
+  group failed, and so has no file to create, LISTs its output once more. A unit
+  failure PUTs its record. The seed's upload is one PUT. Compaction: two GETs
   per input (plan, rewrite), PUTs of the plan, each output, ``current.json`` and the
   Athena manifest. LIST is billed like PUT; DELETE is free.
 - **S3 storage**: the bytes of the run's objects for one month (output at rest, the
@@ -187,8 +189,13 @@ def count_run(
                 int(done.get("attempts", 1) if done else 0), int(failure.get("attempts", 0) or 0), 1
             )
             counts.invocations += attempts
-            counts.s3_list += 2 * attempts
             counts.s3_get += attempts
+            if listing:
+                counts.s3_list += 2 * attempts  # done marker, plan
+            else:  # done marker; a retry also asks whether its file exists (fanout_core.records)
+                counts.s3_list += 2 * attempts - 1
+                if done and not int(done.get("files", 0)) and int(done.get("failed_units", 0)):
+                    counts.s3_list += 1  # every group failed: no file to create would tell
             if failure:
                 counts.failed += 1
                 counts.s3_put += 1
