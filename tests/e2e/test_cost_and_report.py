@@ -170,6 +170,19 @@ def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None
     assert shared["total"] == static["total"] + budget.cost
 
 
+def test_cost_with_the_queue_engine_adds_three_sqs_requests_per_invocation(tiny_run) -> None:
+    store, _ = tiny_run
+    counts = count_run(store, "2026-11-27", fast_settings())
+    prices = prices_for("us-east-1")
+    events = estimate(counts, prices, rate_limit=50, pacing="static")
+    queue = estimate(counts, prices, rate_limit=50, pacing="static", engine="queue")
+    (retries,) = [li for li in events["lines"] if li.component == "SQS retries"]
+    (messages,) = [li for li in queue["lines"] if li.component == "SQS messages"]
+    assert retries.quantity == 3 * counts.total("retries") == 0
+    assert messages.quantity == 3 * counts.total("invocations") == 3 * (3 + 9 + 18)
+    assert queue["total"] == events["total"] + messages.cost
+
+
 def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path: Path) -> None:
     store, _ = tiny_run
     bucket = str(store.root)
