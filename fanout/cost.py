@@ -12,14 +12,17 @@ estimated the same way:
   are not measured, so duration is a lower bound.
 - **S3 requests**, per attempt as ``fanout_core.pipeline`` makes them: a listing task
   LISTs twice (done marker, plan: ``exists`` is a LIST), GETs its body and PUTs its plan,
-  its children and its done marker; a leaf task LISTs twice (done marker, output), GETs
-  its body, PUTs its file and done marker; a unit failure PUTs its record; a retry
-  repeats the two LISTs and the GET. The seed's upload is one PUT. Compaction: two GETs
+  its children and its done marker; a retry repeats the two LISTs and the GET. A leaf
+  task LISTs once (done marker), GETs its body, PUTs its file and done marker; a retry
+  repeats the GET and LISTs twice (done marker, output); a first attempt whose every
+  group failed, and so has no file to create, LISTs its output once more. A unit
+  failure PUTs its record. The seed's upload is one PUT. Compaction: two GETs
   per input (plan, rewrite), PUTs of the plan, each output, ``current.json`` and the
   Athena manifest. LIST is billed like PUT; DELETE is free.
 - **S3 storage**: the bytes of the run's objects for one month (output at rest, the
   intermediates until their 30-day expiry).
-- **SQS**: three requests (send, receive, delete) per retry through a stage's queue.
+- **SQS**: three requests (send, receive, delete) per retry through a stage's retry queue;
+  with ``engine: queue`` three more per task, its delivery through the stage queue.
 - **Secrets Manager**: one ``GetSecretValue`` per cold start, at most one per concurrent
   instance of a stage (``min(invocations, reserved_concurrency)``).
 - **DynamoDB**, with ``pacing: shared`` only: the budget item's conditional writes,
@@ -214,8 +217,13 @@ def count_run(
                 int(done.get("attempts", 1) if done else 0), int(failure.get("attempts", 0) or 0), 1
             )
             counts.invocations += attempts
-            counts.s3_list += 2 * attempts
             counts.s3_get += attempts
+            if listing:
+                counts.s3_list += 2 * attempts  # done marker, plan
+            else:  # done marker; a retry also asks whether its file exists (fanout_core.records)
+                counts.s3_list += 2 * attempts - 1
+                if done and not int(done.get("files", 0)) and int(done.get("failed_units", 0)):
+                    counts.s3_list += 1  # every group failed: no file to create would tell
             if failure:
                 counts.failed += 1
                 counts.s3_put += 1
@@ -330,16 +338,18 @@ class Line:
     cost: Decimal
 
 
-def estimate(counts: RunCounts, prices: dict[str, Any], rate_limit: float, *, pacing: str) -> dict[str, Any]:
+def estimate(
+    counts: RunCounts, prices: dict[str, Any], rate_limit: float, *, pacing: str, engine: str = "s3_events"
+) -> dict[str, Any]:
     """The bill: one line per component, the total, and the server beside it; ``pacing``
-    ``shared`` adds the budget table's writes."""
+    ``shared`` adds the budget table's writes, ``engine`` ``queue`` a message per task."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k not in ("region", "as_of", "server_instance")}
     invocations = counts.total("invocations")
     gb_s = sum((s.gb_seconds for s in counts.stages), Decimal(0))
     puts = counts.total("s3_put") + counts.seed_puts + counts.compaction_put
     lists = counts.total("s3_list")
     gets = counts.total("s3_get") + counts.compaction_get
-    sqs = 3 * counts.total("retries")
+    sqs = 3 * counts.total("invocations" if engine == "queue" else "retries")
     secrets = counts.total("cold_starts")
     gb_month = Decimal(counts.stored_bytes) / Decimal(1024**3)
     lines = [
@@ -348,7 +358,13 @@ def estimate(counts: RunCounts, prices: dict[str, Any], rate_limit: float, *, pa
         Line("S3 PUT + LIST", Decimal(puts + lists), "requests", p["s3_put_per_1000"] / 1000, Decimal(0)),
         Line("S3 GET", Decimal(gets), "requests", p["s3_get_per_1000"] / 1000, Decimal(0)),
         Line("S3 storage (1 month)", gb_month, "GB-month", p["s3_gb_month"], Decimal(0)),
-        Line("SQS retries", Decimal(sqs), "requests", p["sqs_per_million"] / 1_000_000, Decimal(0)),
+        Line(
+            "SQS messages" if engine == "queue" else "SQS retries",
+            Decimal(sqs),
+            "requests",
+            p["sqs_per_million"] / 1_000_000,
+            Decimal(0),
+        ),
         Line("Secrets Manager", Decimal(secrets), "calls", p["secrets_per_10000_calls"] / 10_000, Decimal(0)),
     ]
     if pacing == "shared":

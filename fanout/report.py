@@ -170,6 +170,7 @@ def render_report(
         prices_for(region or settings.region),
         settings.hermes_rate_limit,
         pacing=settings.pacing,
+        engine=settings.engine,
     )
     figures = _figures(data, settings.hermes_rate_limit, bill, list(STAGES.names))
     per_stage = Counter(t["stage"] for t in data["tasks"])

@@ -36,7 +36,7 @@ def run_task(
     if ctx.storage.exists(address.done_key):
         result.skipped = True
         return result
-    task = read_task(address, ctx)
+    task = read_task(address, ctx, attempt=attempts)
     if task.address.is_seed:
         split_seed(task, ctx, result)
     else:
@@ -58,7 +58,7 @@ def run_task(
     return result
 
 
-def read_task(address: keys.TaskAddress, ctx: TaskContext) -> Task:
+def read_task(address: keys.TaskAddress, ctx: TaskContext, *, attempt: int = 1) -> Task:
     """The task's body, parsed and checked against its key: a body of another run or
     another path would write rows into folders that are not theirs."""
     try:
@@ -66,7 +66,7 @@ def read_task(address: keys.TaskAddress, ctx: TaskContext) -> Task:
     except NoSuchKey:
         raise BadTask(f"task object {address.key!r} does not exist") from None
     if address.is_seed:
-        return Task(address, parse_manifest(raw))
+        return Task(address, parse_manifest(raw), attempt)
     body: TaskBody = address.stage.body.from_bytes(raw)
     if body.run_id != address.run_id:
         raise BadTask(
@@ -74,7 +74,7 @@ def read_task(address: keys.TaskAddress, ctx: TaskContext) -> Task:
         )
     if not address.names(body.path):
         raise BadTask(f"task body's ids {list(body.path)!r} are not the folders of its key {address.key!r}")
-    return Task(address, body)
+    return Task(address, body, attempt)
 
 
 def _write_unit_failures(

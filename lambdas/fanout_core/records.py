@@ -4,10 +4,14 @@ Records are validated per data group: a record the contract does not allow fails
 group (a permanent unit failure naming the field), and the task's other groups are
 written. The file is created with ``put_if_absent``, so a task that runs twice writes
 it once; its footer names the failed units, so a rerun after a crash restores the
-failure record from the file instead of fetching again (a refetch could disagree with
-the file and silently lose a unit). Records held in memory are capped per task: a
-group that would pass the cap fails as too large, and its redrive, a task of only the
-failed groups, holds fewer records.
+failure record from the file instead of trusting its own refetch (a refetch could
+disagree with the file and silently lose a unit). Whether the file exists is asked only
+when it may: on a retry (an earlier attempt may have written it before failing; then
+nothing is fetched), and when every group failed (no file to create would tell). A first
+attempt, which finds no done marker, goes straight to Hermes: one LIST per task saved,
+and a duplicate delivery racing it learns from ``put_if_absent`` that it lost.
+Records held in memory are capped per task: a group that would pass the cap fails as
+too large, and its redrive, a task of only the failed groups, holds fewer records.
 """
 
 from __future__ import annotations
@@ -37,11 +41,8 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
     if isinstance(body, Manifest):
         raise BadTask("a seed manifest holds no data groups")
     out_key = task.address.output_key(ctx.table.output_prefix_of(task.stage))
-    if ctx.storage.exists(out_key):
-        from fanout_core.output import read_metadata
-
-        footer = read_metadata(ctx.storage.get(out_key))
-        result.failed_units.extend(json.loads(footer.get(FAILED_UNITS_METADATA, "[]")))
+    if task.attempt > 1 and ctx.storage.exists(out_key):
+        _written_before(ctx, out_key, result)
         return
     cap = ctx.settings.max_records_per_task
     held = 0
@@ -62,6 +63,8 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
         held += len(records)
         fetched.append((unit.id, records))
     if not fetched:
+        if task.attempt == 1 and ctx.storage.exists(out_key):
+            _written_before(ctx, out_key, result)
         return
     from fanout_core.output import records_to_parquet  # pandas only where Parquet is written
 
@@ -75,3 +78,13 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
     if ctx.storage.put_if_absent(out_key, data):
         result.files += 1
         result.records += rows
+    else:  # an earlier attempt or a duplicate wrote it: its file, not this refetch, is the truth
+        _written_before(ctx, out_key, result)
+
+
+def _written_before(ctx: TaskContext, out_key: str, result: TaskResult) -> None:
+    """The file exists: its footer's failed units are the task's (this attempt's are dropped)."""
+    from fanout_core.output import read_metadata
+
+    footer = read_metadata(ctx.storage.get(out_key))
+    result.failed_units[:] = json.loads(footer.get(FAILED_UNITS_METADATA, "[]"))

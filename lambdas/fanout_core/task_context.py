@@ -52,6 +52,8 @@ class Task:
 
     address: TaskAddress
     body: TaskBody | Manifest
+    attempt: int = 1
+    """Which attempt this is: a retry may follow one that finished the work but not its bookkeeping."""
 
     @property
     def stage(self) -> Stage:

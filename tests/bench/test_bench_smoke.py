@@ -158,3 +158,16 @@ def test_fleet_models_the_queue_engine_with_its_sqs_requests(capsys):
     # deletes every task once.
     assert events["sqs_requests"] == 0
     assert queue["sqs_requests"] == 3 * queue["tasks"]
+
+
+def test_s3_requests_counts_one_file_and_no_existence_check_per_first_leaf_attempt(tmp_path: Path) -> None:
+    from bench import s3_requests
+
+    result = s3_requests.measure("tiny", "dev", str(tmp_path))
+    assert result["ok"] and result["api_calls"] == TINY_CALLS
+    leaf_tasks = result["by_kind"]["task data_groups"]["GET"]
+    assert result["by_kind"]["output"]["PUT"] == leaf_tasks > 0
+    assert result["by_kind"]["output"]["LIST"] <= 1  # the runtime's own status at start, no task's
+    assert result["put_plus_list"] == sum(
+        row.get("PUT", 0) + row.get("LIST", 0) for row in result["by_kind"].values()
+    )

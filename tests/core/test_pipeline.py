@@ -80,6 +80,23 @@ def snapshot(store: LocalDirStorage, *, skip_done: bool = False) -> dict[str, by
     return {k: store.get(k) for k in store.list("") if not (skip_done and k.startswith("done/"))}
 
 
+class CountingStore:
+    """The storage calls a task makes, in order (each is one S3 request)."""
+
+    def __init__(self, inner: LocalDirStorage):
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(key: str, *args: Any) -> Any:
+            self.calls.append((name, key))
+            return method(key, *args)
+
+        return call
+
+
 def put(store: LocalDirStorage, key: str, body: bytes) -> str:
     store.put(key, body)
     return key
@@ -408,9 +425,54 @@ def test_a_rerun_after_such_a_crash_takes_the_failed_units_from_the_footer_not_a
     store.delete(keys.done_key(key))
     store.delete(keys.failed_key(key))
     fixed = world(fake_hermes)
-    run_task(key, ctx_for(fixed))
+    run_task(key, ctx_for(fixed), attempts=2)  # the runtime's retry of the attempt that stopped
     assert fixed.total_calls == 0
     assert failure(store, key).units == expected
+
+
+def test_a_first_attempt_after_such_a_crash_refetches_but_keeps_the_footers_failed_units(
+    store, fake_hermes, ctx_for
+) -> None:
+    # A first attempt does not ask whether the file exists (one LIST per task saved): when
+    # it does meet one (Lambda's own retry of a crashed invocation), the footer still wins.
+    key = data_groups_task(store)
+    run_task(key, ctx_for(world(fake_hermes, not_found={"g2"})))
+    expected = failure(store, key).units
+    store.delete(keys.done_key(key))
+    store.delete(keys.failed_key(key))
+    before = store.get(task_keys.data_key_for_task(key))
+    result = run_task(key, ctx_for(world(fake_hermes)))
+    assert failure(store, key).units == expected == result.failed_units
+    assert (result.files, result.records) == (0, 0)
+    assert store.get(task_keys.data_key_for_task(key)) == before
+    assert done_marker(store, key)["failed_units"] == 1
+
+
+def test_a_first_attempt_of_a_leaf_task_sends_no_list(store, fake_hermes, ctx_for) -> None:
+    # Three requests that S3 bills as PUT or LIST: the done marker check, the file, the marker.
+    counted = CountingStore(store)
+    key = data_groups_task(store)
+    ctx = TaskContext(storage=counted, hermes=world(fake_hermes), settings=ctx_for(None).settings)
+    run_task(key, ctx)
+    assert counted.calls == [
+        ("exists", keys.done_key(key)),
+        ("get", key),
+        ("put_if_absent", task_keys.data_key_for_task(key)),
+        ("put", keys.done_key(key)),
+    ]
+
+
+def test_a_leaf_task_whose_every_group_fails_asks_whether_an_earlier_attempt_wrote_its_file(
+    store, fake_hermes, ctx_for
+) -> None:
+    # No file to create would tell: without the check, a refetch that now fails every group
+    # would record units that an earlier attempt's file holds, and their redrive double them.
+    key = data_groups_task(store, ("g1", "g3"))
+    run_task(key, ctx_for(world(fake_hermes)))
+    store.delete(keys.done_key(key))
+    result = run_task(key, ctx_for(world(fake_hermes, not_found={"g1", "g3"})))
+    assert result.failed_units == []
+    assert not store.exists(keys.failed_key(key))
 
 
 # --- one unit fails permanently --------------------------------------------------------------

@@ -140,10 +140,11 @@ def test_cost_equals_a_hand_calculation_to_the_cent(tiny_run) -> None:
         + 18 * Decimal("1.201") * 512 / 1024  # 1200.4 ms bills as 1201 ms
     )
     assert gb_s == Decimal("0.003") + Decimal("1.125") + Decimal("10.809")
-    # S3: per task 2 LIST + 1 GET + the done PUT; listing tasks PUT a plan and their children;
-    # leaf tasks their files; the seed's upload; compaction GETs each input twice and PUTs a
-    # plan, one output, current.json and the Athena manifest.
-    lists = 2 * invocations
+    # S3: per task 1 GET + the done PUT; listing tasks LIST twice (done marker, plan) and PUT a
+    # plan and their children; leaf tasks LIST once (done marker: a first attempt does not ask
+    # whether its file exists) and PUT their files; the seed's upload; compaction GETs each
+    # input twice and PUTs a plan, one output, current.json and the Athena manifest.
+    lists = 2 * (3 + 9) + 18
     puts = invocations + (3 + 9) + children["warriors"] + children["troops"] + files + 1 + (1 + 1 + 2)
     gets = invocations + 2 * 18
     secrets = min(3, 2) + min(9, 4) + min(18, 6)  # a cold start per concurrent instance
@@ -186,6 +187,19 @@ def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None
     assert budget.quantity == counts.api_calls * BUDGET_WRITES_PER_CALL > 0
     assert budget.cost == budget.quantity * Decimal("0.625") / 1_000_000
     assert shared["total"] == static["total"] + budget.cost
+
+
+def test_cost_with_the_queue_engine_adds_three_sqs_requests_per_invocation(tiny_run) -> None:
+    store, _ = tiny_run
+    counts = count_run(store, "2026-11-27", fast_settings())
+    prices = prices_for("us-east-1")
+    events = estimate(counts, prices, rate_limit=50, pacing="static")
+    queue = estimate(counts, prices, rate_limit=50, pacing="static", engine="queue")
+    (retries,) = [li for li in events["lines"] if li.component == "SQS retries"]
+    (messages,) = [li for li in queue["lines"] if li.component == "SQS messages"]
+    assert retries.quantity == 3 * counts.total("retries") == 0
+    assert messages.quantity == 3 * counts.total("invocations") == 3 * (3 + 9 + 18)
+    assert queue["total"] == events["total"] + messages.cost
 
 
 def test_cost_prints_text_and_json_and_takes_price_overrides(tiny_run, tmp_path: Path) -> None:
