@@ -65,12 +65,22 @@ from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
 
-__all__ = ["InvocationFailed", "StageRuntime", "handler_for", "read_secret"]
+__all__ = ["InvocationFailed", "StageRuntime", "TasksToRetry", "handler_for", "read_secret"]
 
 
 class InvocationFailed(Exception):
     """A task's bookkeeping failed in an S3 invocation; Lambda's retries take over.
     Its message is the cause's, with the Hermes token scrubbed (Lambda logs it)."""
+
+
+class TasksToRetry(Exception):
+    """Engine ``stepfunctions``: some tasks of the batch failed transiently (or their
+    bookkeeping did); the child's ``Retry`` invokes the batch again after its backoff, and
+    the tasks that finished meanwhile are skipped by their done markers."""
+
+
+class _RetryByCaller(Exception):
+    """A transient failure with no retry queue to send it to: the invoker retries."""
 
 
 @dataclass
@@ -151,6 +161,11 @@ class StageRuntime:
         for item in decoded.attempts:
             if (error := self._run(item, context)) is not None:
                 failed(item.message_id, error)
+        if unreported and decoded.from_sfn:  # the child's Retry invokes the batch again
+            first = unreported[0]
+            raise TasksToRetry(
+                self._scrub(f"{len(unreported)} task(s) to retry; first: {type(first).__name__}: {first}")
+            ) from None
         if unreported:  # Lambda retries the event; finished tasks are skipped then
             first = unreported[0]
             raise InvocationFailed(self._scrub(f"{type(first).__name__}: {first}")) from None
@@ -214,12 +229,20 @@ class StageRuntime:
         level = logging.INFO
         try:
             outcome = attempt_task(attempt, work, self.storage, self.policy)
+            if isinstance(outcome, RetryLater) and self.retry_queue is None and item.source != "sfn":
+                raise outcome.error
             if isinstance(outcome, RetryLater):
-                if self.retry_queue is None:
-                    raise outcome.error
-                self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 counts["Retries"] = 1.0
                 level = logging.WARNING
+                if self.retry_queue is None:  # engine stepfunctions: the child's Retry
+                    line.update(
+                        outcome="retry",
+                        error_kind=kind_of(outcome.error),
+                        retry_by="state machine",
+                        error=str(outcome.error),
+                    )
+                    return _RetryByCaller(f"{kind_of(outcome.error)}: {outcome.error}")
+                self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 line.update(
                     outcome="retry",
                     error_kind=kind_of(outcome.error),
@@ -259,7 +282,9 @@ class StageRuntime:
         """Lambda's own tries of this task crashed: its one failure record, now."""
         report = item.report
         assert report is not None
-        tried = item.attempt.number - 1  # the on-failure count was added to the next try
+        # An on-failure record's count was added to the next try; a Step Functions crash
+        # batch names the last try itself.
+        tried = item.attempt.number if item.source == "sfn" else item.attempt.number - 1
         message = self._scrub(
             f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}): "
             f"{report.error_type or 'no error type'}: {report.error_message or 'no message'}"
