@@ -52,6 +52,13 @@ def _cost(args: argparse.Namespace) -> int:
     counts = count_run(storage, args.run_id, settings)
     if not counts.stages[0].tasks:
         raise UsageError(f"run {args.run_id!r} has no tasks in this bucket")
-    bill = estimate(counts, prices, settings.hermes_rate_limit, pacing=settings.pacing)
+    bill = estimate(
+        counts,
+        prices,
+        settings.hermes_rate_limit,
+        pacing=settings.pacing,
+        engine=settings.engine,
+        items_per_batch=settings.items_per_batch,
+    )
     print(json.dumps(to_json(bill), indent=2) if args.json else render_text(bill))
     return EXIT_OK

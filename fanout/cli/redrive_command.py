@@ -78,7 +78,8 @@ def _redrive(args: argparse.Namespace) -> int:
     storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
     matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
-    if not matched and not args.stale:
+    engine = find_settings(args.env, args.config).engine if args.bucket else None
+    if not matched and not args.stale and engine != "stepfunctions":
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
 
@@ -92,6 +93,8 @@ def _redrive(args: argparse.Namespace) -> int:
             stale_after=stale_after,
         )
 
+    if args.bucket and engine == "stepfunctions":
+        return _redrive_execution(args, do(storage), where)
     if args.bucket:
         result = do(storage)
         if args.json:
@@ -134,6 +137,37 @@ def _redrive(args: argparse.Namespace) -> int:
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def _redrive_execution(args: argparse.Namespace, result: Any, where: str) -> int:
+    """Engine ``stepfunctions``: the failed tasks were written again (``result``); now
+    the run's execution is redriven, or a fresh one started, and the output says which."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fanout.queues import STACK_NAME, aws_problem
+    from fanout.redrive import describe, is_empty, to_json
+    from fanout.sfn_runs import StepFunctionsError, connect, machine_arn, redrive_run
+
+    stack = args.stack_name or STACK_NAME.format(env=args.env)
+    try:
+        cloudformation, sfn = connect(args.region, args.aws_endpoint_url)
+        outcome = redrive_run(
+            sfn, machine_arn(cloudformation, stack), args.run_id, rewrote_tasks=not is_empty(result)
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise UsageError(
+            f"no AWS access to the run's execution in stack {stack} ({aws_problem(exc)})"
+        ) from None
+    except StepFunctionsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        doc = {"run_id": args.run_id, "bucket": where, **to_json(result)}
+        doc["execution"] = {"action": outcome.action, "arn": outcome.execution_arn, "why": outcome.why}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"redrive of {args.run_id} in {where}: {describe(result)}")
+        print(f"  {outcome.describe()}")
+    return EXIT_OK
 
 
 def _nothing(args: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ import boto3
 import pytest
 import task_keys
 
+from fanout.sfn_runs import run_execution
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout_aws import stage_handler
 from fanout_aws.s3_storage import S3Storage
@@ -165,6 +166,16 @@ def test_an_awkward_tree_under_5xx_and_429_is_row_exact_from_one_execution(sfn_r
     assert outcome.sim.stats.injected_5xx > 0 and outcome.sim.stats.injected_429 > 0
     runs = outcome.emulation.figures.map_runs
     assert {label: m.children > 0 for label, m in runs.items()} == {s.function_id: True for s in STAGES}
+
+
+def test_status_reads_the_runs_execution_and_each_map_runs_counts(sfn_run: Any) -> None:
+    outcome = sfn_run(_config())
+    found = run_execution(outcome.emulation.sfn, outcome.emulation.machine_arn, RUN)
+    assert found is not None and (found.name, found.status) == (RUN, "SUCCEEDED")
+    assert [m.label for m in found.map_runs] == [s.function_id for s in STAGES]
+    for m in found.map_runs:
+        assert m.total > 0 and (m.succeeded, m.failed, m.pending, m.running) == (m.total, 0, 0, 0)
+    assert run_execution(outcome.emulation.sfn, outcome.emulation.machine_arn, "no-such-run") is None
 
 
 def test_a_duplicate_seed_notification_starts_no_second_execution(sfn_run: Any) -> None:

@@ -16,6 +16,7 @@ import boto3
 import pytest
 import task_keys
 
+from fanout.sfn_runs import STATE_MACHINE_ARN_OUTPUT, StepFunctionsError, execution_arn, redrive_run
 from fanout_aws.events import SFN_MARKER
 from fanout_aws.s3_event import s3_event_for
 from fanout_aws.sfn_starter import execution_input, seed_runs, start_run
@@ -215,3 +216,86 @@ def test_an_execution_reads_the_seed_and_each_stages_run_prefix():
     doc = execution_input("r-2")
     assert doc["seed"] == [{"Key": task_keys.manifest_key("r-2")}]
     assert doc["run_prefixes"] == {s.name: task_keys.run_prefix(s.name, "r-2") for s in STAGES}
+
+
+# --- operations: status and redrive of a run's execution ------------------------------
+
+
+def test_redrive_refuses_while_the_runs_execution_still_runs(deployment):
+    deployment(with_queues=False)
+    client, arn = _machine()
+    start_run(client, arn, "run-2")  # moto leaves it RUNNING
+    with pytest.raises(StepFunctionsError, match="still running"):
+        redrive_run(client, arn, "run-2", rewrote_tasks=True)
+
+
+def test_redrive_of_a_run_whose_start_was_lost_starts_it_under_its_own_name(deployment):
+    deployment(with_queues=False)
+    client, arn = _machine()
+    outcome = redrive_run(client, arn, "run-3", rewrote_tasks=False)
+    assert (outcome.action, outcome.execution_arn) == ("started", execution_arn(arn, "run-3"))
+    assert "has no execution" in outcome.describe()
+
+
+def test_redrive_of_a_closed_execution_starts_a_fresh_one_named_for_the_redrive(deployment):
+    deployment(with_queues=False)
+    client, arn = _machine()
+    client.stop_execution(executionArn=start_run(client, arn, "run-4"))
+    first = redrive_run(client, arn, "run-4", rewrote_tasks=True)
+    client.stop_execution(executionArn=first.execution_arn)
+    second = redrive_run(client, arn, "run-4", rewrote_tasks=True)
+    assert [first.action, second.action] == ["started", "started"]
+    assert [first.execution_arn, second.execution_arn] == [
+        execution_arn(arn, "run-4-redrive-1"),
+        execution_arn(arn, "run-4-redrive-2"),
+    ]
+    started = client.describe_execution(executionArn=second.execution_arn)
+    assert json.loads(started["input"]) == execution_input("run-4")
+
+
+class _FailedExecution:
+    """A Step Functions client whose run failed and may be redriven (moto has no redrive)."""
+
+    class exceptions:
+        ExecutionDoesNotExist = KeyError
+        ExecutionAlreadyExists = ValueError
+
+    def __init__(self) -> None:
+        self.redriven: list[str] = []
+        self.started: list[str] = []
+
+    def describe_execution(self, executionArn: str) -> dict[str, Any]:
+        return {"status": "FAILED", "redriveStatus": "REDRIVABLE", "redriveCount": 0}
+
+    def list_map_runs(self, executionArn: str) -> dict[str, Any]:
+        return {"mapRuns": []}
+
+    def redrive_execution(self, executionArn: str) -> dict[str, Any]:
+        self.redriven.append(executionArn)
+        return {}
+
+    def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+        self.started.append(kwargs["name"])
+        return {"executionArn": f"arn:x:{kwargs['name']}"}
+
+
+def test_a_failed_redrivable_execution_with_nothing_rewritten_is_redriven():
+    client = _FailedExecution()
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:Fanout-x-Run"
+    outcome = redrive_run(client, arn, "run-5", rewrote_tasks=False)
+    assert outcome.action == "redrove" and client.redriven == [execution_arn(arn, "run-5")]
+    assert client.started == []
+
+
+def test_rewritten_failed_tasks_need_a_fresh_listing_not_a_redrive():
+    client = _FailedExecution()
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:Fanout-x-Run"
+    outcome = redrive_run(client, arn, "run-6", rewrote_tasks=True)
+    assert outcome.action == "started" and client.started == ["run-6-redrive-1"]
+    assert client.redriven == [] and "written again" in outcome.why
+
+
+def test_the_cli_reads_the_machine_from_the_output_the_stack_writes():
+    from stacks.fanout_stack import STATE_MACHINE_ARN_OUTPUT as STACK_OUTPUT
+
+    assert STACK_OUTPUT == STATE_MACHINE_ARN_OUTPUT
