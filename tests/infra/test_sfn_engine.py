@@ -101,7 +101,8 @@ def test_cdk_json_has_stepfunctions_environments_shaped_like_dev_and_prod() -> N
         for raw in (plain, sfn):
             raw.pop("token_secret_name")
         assert sfn.pop("engine") == "stepfunctions"
-        assert {sfn.pop("items_per_batch"), sfn.pop("tolerated_failure_percentage")} != set()
+        assert sfn.pop("items_per_batch") == 4
+        assert sfn.pop("tolerated_failure_percentage") == {"dev": 5.0, "prod": 1.0}[base]
         assert sfn == plain
 
 
