@@ -99,11 +99,15 @@ def _status(args: argparse.Namespace) -> int:
         from fanout.settings_files import find_settings
 
         stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths, access.urls)
+    execution, execution_note = _execution(args)
+    if execution is not None and execution.status == "RUNNING" and args.stale_after is None:
+        # engine stepfunctions: a stage's tasks wait for its Map (the stage above must
+        # finish first) and the running execution owns them: none is lost yet
+        stale_after = None
     try:
         status = run_status(storage, args.run_id, stale_after=stale_after)
     except FanoutError as exc:
         raise UsageError(str(exc)) from exc
-    execution, execution_note = _execution(args)
     groups = group_failures(failed_items(read_failures(storage, args.run_id))) if status.failed else []
     redrive = redrive_command(args.run_id, spec_from_args(args), env=args.env, config=args.config)
     if args.json:

@@ -78,9 +78,20 @@ def sfn_run(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Iterat
     sims: list[HermesSimulator] = []
 
     def run(
-        config: SimConfig, *, crash_keys: frozenset[str] = frozenset(), tolerance: float | None = None
+        config: SimConfig,
+        *,
+        crash_keys: frozenset[str] = frozenset(),
+        tolerance: float | None = None,
+        without_sid: str | None = None,
     ) -> SfnOutcome:
         doc, wiring = template(ENV)
+        if without_sid is not None:  # the template with one grant taken out
+            statements = {
+                role: tuple(st for st in sts if st.get("Sid") != without_sid)
+                for role, sts in wiring.raw_statements.items()
+            }
+            assert statements != wiring.raw_statements
+            wiring = dataclasses.replace(wiring, raw_statements=statements)
         if tolerance is not None:
             doc = _with_tolerance(doc, tolerance)
         sim = HermesSimulator(config)
@@ -203,6 +214,14 @@ def test_a_task_that_always_crashes_is_recorded_and_the_run_goes_on_within_toler
     assert _unfinished(outcome.storage) == []
     leaf = outcome.emulation.figures.map_runs[STAGES.leaf.function_id]
     assert leaf.failed == 1 and not leaf.fails  # 1 of 9 children, under 20%: AWS goes on
+
+
+def test_a_grant_missing_from_the_machines_role_is_denied_and_fails_the_run(sfn_run: Any) -> None:
+    """The IAM check holds: without its listing grant the first Map cannot read its items."""
+    outcome = sfn_run(_config(), without_sid="ListStagePrefixes")
+    assert outcome.execution["status"] == "FAILED"
+    denied = outcome.emulation.figures.denied_calls
+    assert denied and all(d.startswith("state machine: s3:ListBucket") for d in denied)
 
 
 def test_the_same_crash_exceeds_the_templates_tolerance_on_aws() -> None:
