@@ -41,6 +41,7 @@ from urllib.parse import unquote_plus
 
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt
+from fanout_core.settings import SFN_MAX_BATCH
 from fanout_core.stages import Stage, stage_for_key
 
 S3_SOURCE = "aws:s3"
@@ -51,8 +52,6 @@ RETRY_MARKER = "fanout_retry"
 """The one top-level field of a retry message's body."""
 SFN_MARKER = "fanout_sfn"
 """The one top-level field of a Step Functions child's payload (``stacks.constructs.sfn_engine``)."""
-SFN_MAX_ITEMS = 1000
-"""Most task keys one batch may name (``fanout_core.settings.SFN_MAX_BATCH``)."""
 SFN_CRASH_CONDITION = "StepFunctionsRetriesExhausted"
 """The condition a crash record names when a child's retries ran out."""
 
@@ -512,9 +511,9 @@ def _sfn_batch(out: Decoded, batch: object, where: str) -> None:
     if not isinstance(bucket, str) or not bucket:
         out.refusals.append(Refusal(reason=f"{where}: no Bucket string", record=batch))
         return
-    if not isinstance(items, list) or not items or len(items) > SFN_MAX_ITEMS:
+    if not isinstance(items, list) or not items or len(items) > SFN_MAX_BATCH:
         what = f"{len(items)} items" if isinstance(items, list) else _kind(items)
-        reason = f"{where}: Items must be a list of 1 to {SFN_MAX_ITEMS} objects, got {what}"
+        reason = f"{where}: Items must be a list of 1 to {SFN_MAX_BATCH} objects, got {what}"
         out.refusals.append(Refusal(reason=reason, record=batch))
         return
     crash = batch.get("Crash")
