@@ -76,7 +76,10 @@ def test_engine_defaults_to_s3_events_and_round_trips() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"engine": "sqs"}, r"environments\.x\.engine must be one of s3_events, queue, stepfunctions, got 'sqs'"),
+        (
+            {"engine": "sqs"},
+            r"environments\.x\.engine must be one of s3_events, queue, stepfunctions, got 'sqs'",
+        ),
         ({"engine": ["queue"]}, r"environments\.x\.engine must be one of"),
         (
             {"engine": "queue", "stages": {"warriors": {"reserved_concurrency": 1}}},
