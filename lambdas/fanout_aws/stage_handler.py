@@ -214,6 +214,8 @@ class StageRuntime:
         report = item.report
         if report is not None and not (report.is_bookkeeping or report.never_ran):
             return self._record_lambda_failure(item)
+        if item.source == "sfn" and self._failed_for_good(item):
+            return None
         attempt = item.attempt
         started = time.monotonic()
         before = self.stats.snapshot()
@@ -277,6 +279,15 @@ class StageRuntime:
             line.update(calls=int(counts["ApiCalls"]), seconds=round(time.monotonic() - started, 3))
             self._log(level, **line)
             metrics.emit(self.config.settings.name, self.config.stage.name, counts)
+
+    def _failed_for_good(self, item: TaskAttempt) -> bool:
+        """Engine ``stepfunctions``: a listed task with a failure record is settled. A
+        batch is retried whole, and a fresh execution lists every task of the run, but
+        only ``fanout redrive`` (which removes the record) may run such a task again."""
+        if not self.storage.exists(keys.failed_key(item.key)):
+            return False
+        self._log(logging.INFO, task_key=item.key, attempt=item.attempt.number, outcome="already_settled")
+        return True
 
     def _record_lambda_failure(self, item: TaskAttempt) -> Exception | None:
         """Lambda's own tries of this task crashed: its one failure record, now."""

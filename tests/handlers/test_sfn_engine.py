@@ -299,3 +299,16 @@ def test_the_cli_reads_the_machine_from_the_output_the_stack_writes():
     from stacks.fanout_stack import STATE_MACHINE_ARN_OUTPUT as STACK_OUTPUT
 
     assert STACK_OUTPUT == STATE_MACHINE_ARN_OUTPUT
+
+
+def test_a_task_that_failed_for_good_is_not_run_again_by_a_retried_batch(deployment, monkeypatch):
+    dep = deployment(with_queues=False, max_attempts=3)
+    seed = _seed(dep, "s8")
+    dep.sim.stop()  # every try fails transiently
+    invoke("warriors", _batch([seed], retry_count=2), monkeypatch, dep)  # the last: recorded
+    record = dep.storage.get(keys.failed_key(seed))
+    # The same batch again (another task of it to retry, or a fresh execution's listing):
+    # settled, so neither run (it would fail transiently and raise) nor re-recorded.
+    assert invoke("warriors", _batch([seed], retry_count=0), monkeypatch, dep) is None
+    assert dep.storage.get(keys.failed_key(seed)) == record
+    assert not dep.storage.exists(keys.done_key(seed))
