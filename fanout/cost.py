@@ -73,6 +73,8 @@ _COMMON = {
     "secrets_per_10000_calls": "0.05",
     "dynamodb_write_per_million": "0.625",  # on-demand write request units (us-east-1's)
     "sfn_transition_per_1000": "0.025",  # Standard workflows
+    "sfn_express_request_per_million": "1.00",
+    "sfn_express_gb_second": "0.00001667",  # billed in 64 MB steps
     "server_instance": "t4g.small",
 }
 PRICES: dict[str, dict[str, str]] = {
@@ -321,6 +323,30 @@ def stepfunctions_transitions(counts: RunCounts, items_per_batch: int) -> int:
     per child its task, and one per retry (a retry re-runs the child's batch: counting
     each task's retries is the upper bound)."""
     return 1 + len(counts.stages) + sfn_children(counts, items_per_batch) + counts.total("retries")
+
+
+EXPRESS_MIN_GB = Decimal("0.0625")
+"""An Express workflow's duration is billed for at least 64 MB."""
+
+
+def child_workflow_costs(
+    tasks: list[int], items_per_batch: int, lambda_s: Decimal, retries: int, prices: dict[str, Any]
+) -> dict[str, Decimal]:
+    """Engine ``stepfunctions``: one run's child workflows priced as Standard (state
+    transitions, as ``stepfunctions_transitions``) and as Express (a request per child
+    and its duration, the Lambda time it waits for, at 64 MB), from each stage's task
+    count (the first stage's seed included) and the run's Lambda seconds."""
+    p = {k: Decimal(str(v)) for k, v in prices.items() if k.startswith("sfn_")}
+    counts = RunCounts("", [StageCounts(str(i), 0, 0, tasks=n) for i, n in enumerate(tasks)])
+    children = sfn_children(counts, items_per_batch)
+    transitions = 1 + len(tasks) + children + retries
+    return {
+        "children": Decimal(children),
+        "transitions": Decimal(transitions),
+        "standard": transitions * p["sfn_transition_per_1000"] / 1000,
+        "express": (children + retries) * p["sfn_express_request_per_million"] / 1_000_000
+        + lambda_s * EXPRESS_MIN_GB * p["sfn_express_gb_second"],
+    }
 
 
 def estimate(

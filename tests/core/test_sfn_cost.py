@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from fanout.cost import RunCounts, StageCounts, estimate, prices_for, stepfunctions_transitions
+from fanout.cost import (
+    RunCounts,
+    StageCounts,
+    child_workflow_costs,
+    estimate,
+    prices_for,
+    stepfunctions_transitions,
+)
 
 
 def _counts() -> RunCounts:
@@ -34,3 +41,13 @@ def test_the_engine_adds_its_transitions_and_invokes_per_batch_without_sqs() -> 
     assert lines["SQS retries"].quantity == 0
     assert not [li for li in plain["lines"] if li.component.startswith("Step Functions")]
     assert {li.component: li.quantity for li in plain["lines"]}["SQS retries"] == 3 * 2
+
+
+def test_the_talks_run_priced_as_standard_and_as_express_children() -> None:
+    """The README's figures: 51,051 calls, 50 warrior parts (and the seed), 1,000 troop
+    tasks, 5,000 leaf tasks, batches of 4, ~8,200 s of Lambda time, no retries."""
+    costs = child_workflow_costs([1 + 50, 1000, 5000], 4, Decimal(8200), 0, prices_for("us-east-1"))
+    assert (costs["children"], costs["transitions"]) == (1513, 1517)
+    assert round(costs["standard"], 4) == Decimal("0.0379")
+    assert round(costs["express"], 3) == Decimal("0.010")
+    assert costs["express"] < costs["standard"]
