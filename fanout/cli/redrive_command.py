@@ -78,7 +78,7 @@ def _redrive(args: argparse.Namespace) -> int:
     storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
     matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
-    engine = find_settings(args.env, args.config).engine if args.bucket else None
+    engine = _engine(args) if args.bucket else None
     if not matched and not args.stale and engine != "stepfunctions":
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
@@ -137,6 +137,18 @@ def _redrive(args: argparse.Namespace) -> int:
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def _engine(args: argparse.Namespace) -> str | None:
+    """The environment's engine; None when its settings cannot be read (a bucket's
+    redrive by task objects needs none, as before engines had executions)."""
+    from fanout.settings_files import find_settings
+    from fanout_core.errors import SettingsError
+
+    try:
+        return find_settings(args.env, args.config).engine
+    except SettingsError:
+        return None
 
 
 def _redrive_execution(args: argparse.Namespace, result: Any, where: str) -> int:

@@ -21,7 +21,7 @@ from fanout.cli.common import (
     spec_from_args,
     stale_threshold,
 )
-from fanout_core.errors import FanoutError
+from fanout_core.errors import FanoutError, SettingsError
 
 
 def register(sub: Any) -> None:
@@ -182,7 +182,7 @@ def _execution(args: argparse.Namespace) -> tuple[Any, str | None]:
         return None, None
     try:
         engine = find_settings(args.env, args.config).engine
-    except FanoutError:
+    except (FanoutError, SettingsError):  # the bucket's counts need no settings
         return None, None
     if engine != "stepfunctions":
         return None, None
