@@ -22,7 +22,7 @@ from fanout.cli.common import (
     spec_from_args,
     stale_threshold,
 )
-from fanout.cli.status_command import add_stack_args, open_queues
+from fanout.cli.status_command import NO_QUEUES, add_stack_args, engine_of, open_queues
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
 from fanout_core.storage import Storage
@@ -72,13 +72,15 @@ def _redrive(args: argparse.Namespace) -> int:
         except UnknownKind as exc:
             raise UsageError(str(exc)) from None
     if args.from_dlq:
+        if args.bucket and engine_of(args) == "stepfunctions":
+            raise UsageError(NO_QUEUES)
         return _from_dead_letters(args)
     if not args.bucket and not args.hermes_url:
         raise UsageError("locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)")
     storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
     matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
-    engine = _engine(args) if args.bucket else None
+    engine = engine_of(args) if args.bucket else None
     if not matched and not args.stale and engine != "stepfunctions":
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
@@ -137,18 +139,6 @@ def _redrive(args: argparse.Namespace) -> int:
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK if outcome.ok else EXIT_FAILURES
-
-
-def _engine(args: argparse.Namespace) -> str | None:
-    """The environment's engine; None when its settings cannot be read (a bucket's
-    redrive by task objects needs none, as before engines had executions)."""
-    from fanout.settings_files import find_settings
-    from fanout_core.errors import SettingsError
-
-    try:
-        return find_settings(args.env, args.config).engine
-    except SettingsError:
-        return None
 
 
 def _redrive_execution(args: argparse.Namespace, result: Any, where: str) -> int:

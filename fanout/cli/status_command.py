@@ -92,6 +92,8 @@ def _status(args: argparse.Namespace) -> int:
     from fanout.status import run_status
 
     storage, where = open_run(args, args.run_id)
+    if args.queues and args.bucket and engine_of(args) == "stepfunctions":
+        raise UsageError(NO_QUEUES)
     access, depths = _queue_depths(args) if args.queues else (None, [])
     stale_after = stale_threshold(args)
     if access is not None and depths and args.stale_after is None:
@@ -173,18 +175,27 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if status.failed else EXIT_OK
 
 
+def engine_of(args: argparse.Namespace) -> str | None:
+    """The environment's engine; None when its settings cannot be read (a bucket's counts
+    and a redrive by task objects need none)."""
+    from fanout.settings_files import find_settings
+
+    try:
+        return find_settings(args.env, args.config).engine
+    except (FanoutError, SettingsError):
+        return None
+
+
+NO_QUEUES = (
+    "engine stepfunctions has no stage queues: `fanout status RUN --bucket B` shows the run's "
+    "execution, `fanout redrive RUN --bucket B` redrives it"
+)
+
+
 def _execution(args: argparse.Namespace) -> tuple[Any, str | None]:
     """Engine ``stepfunctions`` with ``--bucket``: the run's execution and its Map Runs
     (None and a one-line note when there is none or no AWS access); (None, None) else."""
-    from fanout.settings_files import find_settings
-
-    if not args.bucket:
-        return None, None
-    try:
-        engine = find_settings(args.env, args.config).engine
-    except (FanoutError, SettingsError):  # the bucket's counts need no settings
-        return None, None
-    if engine != "stepfunctions":
+    if not args.bucket or engine_of(args) != "stepfunctions":
         return None, None
     from botocore.exceptions import BotoCoreError, ClientError
 

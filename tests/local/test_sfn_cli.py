@@ -102,3 +102,10 @@ def test_redrive_of_a_closed_execution_starts_a_fresh_one_and_says_which(deploye
         f"started execution {deployed['machine'].replace(':stateMachine:', ':execution:')}:{RUN}-redrive-1"
         in out
     )
+
+
+@pytest.mark.parametrize("argv", [["status", RUN, "--queues"], ["redrive", RUN, "--from-dlq"]])
+def test_the_queue_options_say_this_engine_has_none_in_one_line(deployed, capsys, argv) -> None:
+    code = main([*argv, "--bucket", BUCKET])
+    err = capsys.readouterr().err
+    assert code == 2 and "engine stepfunctions has no stage queues" in err and "Traceback" not in err
