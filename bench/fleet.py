@@ -29,7 +29,11 @@ a delivery delay (S3 to SQS, then a poll: 0.05-0.5 s, a model), and a stage's ma
 starts at 5 concurrent invocations and grows by 300 a minute up to the reservation; SQS
 requests are counted (3 per queued task, 3 per retry in either engine). Weights are the
 environments'; the retry delays are the local ones (0.05-1 s) instead of minutes.
-An override ``stage=N`` sets a scaled reservation.
+An environment whose ``engine`` is ``stepfunctions`` (``dev-sfn``, ``prod-sfn``) is
+dispatched as its state machine would (``MapFleet``): stage barriers, batches of
+``items_per_batch`` keys, ``MaxConcurrency`` children, whole-batch retries, a modelled
+Map start (``MAP_START_S``) and child start (``CHILD_START_S``); it reports its Standard
+state transitions and child workflows. An override ``stage=N`` sets a scaled reservation.
 
 ``--server-rate`` limits the simulator below the R the fleet is told (a limit told too
 high): the figures are then against the server's limit, what the pacing has to find.
@@ -349,6 +353,124 @@ class Fleet:
             t.join(timeout=5)
 
 
+MAP_START_S = 1.0
+"""Engine stepfunctions: from a stage's end to its next Map's first child (the Map state's
+transition, the ItemReader's listing, the Map Run's start); a model, not a measurement."""
+CHILD_START_S = (0.05, 0.25)
+"""Engine stepfunctions: a child workflow's start before its Lambda task is invoked (a model)."""
+
+
+class MapFleet(Fleet):
+    """Engine ``stepfunctions``, dispatched as its state machine would: the seed task, then
+    stage after stage (a barrier: a stage's Map lists its tasks only when the stage above
+    has finished), the keys in batches of ``items_per_batch``, at most ``MaxConcurrency``
+    (the stage's reservation) children at once, each child's Lambda running its batch's
+    tasks one after another and the whole batch retried (after the largest backoff its
+    transient tasks asked for) until no task asks for another try. Instances stay warm
+    across a stage's Maps; no SQS at all. Counts the Standard state transitions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transitions = 0
+        self.child_workflows = 0
+        self._seed: str | None = None
+        self._warm: dict[str, list[TaskContext]] = {name: [] for name in self.stages}
+
+    def event(self, key: str) -> None:
+        """A created task object: nothing happens until its stage's Map lists it."""
+        if STAGES.for_key(key) is None:
+            return
+        with self.cv:
+            self.tasks += 1
+            if self._seed is None:
+                self._seed = key
+
+    def wait(self, samples: list[tuple[float, int, int]], every_s: float = 0.5) -> None:
+        driver = threading.Thread(target=self._drive, daemon=True)
+        driver.start()
+        while driver.is_alive():
+            driver.join(timeout=every_s)
+            samples.append((time.monotonic(), *self.calls()))
+
+    def _drive(self) -> None:
+        assert self._seed is not None
+        self.transitions += 1  # the seed task
+        self._run_map(STAGES.first, [[self._seed]], child_workflows=False)
+        for stage in STAGES:
+            time.sleep(MAP_START_S)
+            self.transitions += 1  # the Map state
+            listed = sorted(
+                k for k in self.storage.inner.list(stage.run_prefix(RUN_ID)) if k.endswith(".json")
+            )
+            n = self.settings.items_per_batch
+            self._run_map(stage, [listed[i : i + n] for i in range(0, len(listed), n)])
+
+    def _context(self, f: StageFleet) -> TaskContext:
+        """A warm instance of the stage, or a cold start (billed as init)."""
+        with self.cv:
+            if self._warm[f.stage.name]:
+                return self._warm[f.stage.name].pop()
+            f.instances += 1
+        t0 = time.monotonic()
+        time.sleep(self.cold_start_s)
+        client = hermes_client(
+            self.settings,
+            url=self.url,
+            token=TOKEN,
+            pacer=instance_pacer(self.settings, f.stage.name, budget=self.budget),
+            stats=f.stats,
+            pool_size=2,
+        )
+        with self.cv:
+            f.init_s += time.monotonic() - t0
+        return TaskContext(storage=self.storage, hermes=client, settings=self.settings)
+
+    def _run_map(self, stage: Stage, batches: list[list[str]], *, child_workflows: bool = True) -> None:
+        f = self.stages[stage.name]
+        pending = deque(batches)
+
+        def child() -> None:
+            while True:
+                with self.cv:
+                    if not pending:
+                        return
+                    batch = pending.popleft()
+                    self.child_workflows += child_workflows
+                if child_workflows:
+                    time.sleep(self._rng.uniform(*CHILD_START_S))
+                self._child(f, batch)
+
+        workers = [threading.Thread(target=child, daemon=True) for _ in range(min(f.reserved, len(batches)))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    def _child(self, f: StageFleet, batch: list[str]) -> None:
+        """One child: its Lambda task on the batch, retried whole while a task asks."""
+        ctx = self._context(f)
+
+        def work(a: Attempt) -> TaskResult:
+            return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
+
+        attempts = [Attempt(key=k) for k in batch]
+        while attempts:
+            start = time.monotonic()
+            outcomes = [attempt_task(a, work, self.storage.inner, self.policy) for a in attempts]
+            retry = [o for o in outcomes if isinstance(o, RetryLater)]
+            with self.cv:
+                f.busy_s += time.monotonic() - start
+                f.invocations += 1
+                self.transitions += 1
+                self.gave_up += sum(isinstance(o, GaveUp) for o in outcomes)
+            if not retry:
+                break
+            time.sleep(max(o.delay_s for o in retry))
+            attempts = [a.next() for a in attempts]  # the whole batch; finished ones are skipped
+        with self.cv:
+            self._warm[f.stage.name].append(ctx)
+
+
 def steady_rate(samples: list[tuple[float, int, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
     """Accepted calls/s between ``lo`` and ``hi`` of the run (None if too short)."""
     if len(samples) < 5:
@@ -377,7 +499,8 @@ def run_once(
     needed = universe.expected_calls(PAGE_SIZE)
     load_before = machine()["load_1m"]
     with run_in_subprocess(config) as url:
-        fleet = Fleet(settings, url, storage, cold_start_s)
+        engine_fleet = MapFleet if settings.engine == "stepfunctions" else Fleet
+        fleet = engine_fleet(settings, url, storage, cold_start_s)
         samples: list[tuple[float, int, int]] = [(time.monotonic(), 0, 0)]
         start = time.monotonic()
         seed_manifest(storage, RUN_ID, manifest_body(None), STAGES)
@@ -421,6 +544,8 @@ def run_once(
         "tasks": fleet.tasks,
         "sqs_requests": fleet.sqs_requests,
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),
+        "state_transitions": getattr(fleet, "transitions", 0),
+        "child_workflows": getattr(fleet, "child_workflows", 0),
         "per_stage": {
             name: {
                 "calls": int(f.stats.calls),

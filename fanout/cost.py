@@ -31,6 +31,11 @@ estimated the same way:
 - **API calls** (for the server comparison): one list call per unit of every task, and a
   leaf task's pages beyond one per unit from its records (``ceil(records / page_size)``);
   the seed of ``"all"`` lists the warriors, ``ceil(warriors / page_size)`` calls.
+- **Engine ``stepfunctions``** (``--env`` of that engine): the run's Standard state
+  transitions (``stepfunctions_transitions``: the seed task and one per Map in the
+  parent, one per child workflow's task and one per retry of it); Lambda is invoked once
+  per batch try instead of once per task try (``items_per_batch`` tasks a child), and no
+  retry passes through SQS.
 - **A server instead**: the crawl cannot be faster than ``N / R`` (calls over the rate
   limit), billed per second with a 60-second minimum, on demand and on Spot; and the same
   instance running all day.
@@ -70,6 +75,9 @@ _COMMON = {
     "sqs_per_million": "0.40",  # standard queues
     "secrets_per_10000_calls": "0.05",
     "dynamodb_write_per_million": "0.625",  # on-demand write request units (us-east-1's)
+    "sfn_transition_per_1000": "0.025",  # Standard workflows
+    "sfn_express_request_per_million": "1.00",
+    "sfn_express_gb_second": "0.00001667",  # billed in 64 MB steps
     "server_instance": "t4g.small",
 }
 PRICES: dict[str, dict[str, str]] = {
@@ -338,18 +346,66 @@ class Line:
     cost: Decimal
 
 
+def sfn_children(counts: RunCounts, items_per_batch: int) -> int:
+    """Child workflows of a run on engine ``stepfunctions``: each stage's tasks in batches
+    (the seed is the parent's own task, not a child)."""
+    seedless = [s.tasks - (1 if i == 0 else 0) for i, s in enumerate(counts.stages)]
+    return sum(math.ceil(max(n, 0) / items_per_batch) for n in seedless)
+
+
+def stepfunctions_transitions(counts: RunCounts, items_per_batch: int) -> int:
+    """Standard state transitions of one run: in the parent the seed task and one per Map;
+    per child its task, and one per retry (a retry re-runs the child's batch: counting
+    each task's retries is the upper bound)."""
+    return 1 + len(counts.stages) + sfn_children(counts, items_per_batch) + counts.total("retries")
+
+
+EXPRESS_MIN_GB = Decimal("0.0625")
+"""An Express workflow's duration is billed for at least 64 MB."""
+
+
+def child_workflow_costs(
+    tasks: list[int], items_per_batch: int, lambda_s: Decimal, retries: int, prices: dict[str, Any]
+) -> dict[str, Decimal]:
+    """Engine ``stepfunctions``: one run's child workflows priced as Standard (state
+    transitions, as ``stepfunctions_transitions``) and as Express (a request per child
+    and its duration, the Lambda time it waits for, at 64 MB), from each stage's task
+    count (the first stage's seed included) and the run's Lambda seconds."""
+    p = {k: Decimal(str(v)) for k, v in prices.items() if k.startswith("sfn_")}
+    counts = RunCounts("", [StageCounts(str(i), 0, 0, tasks=n) for i, n in enumerate(tasks)])
+    children = sfn_children(counts, items_per_batch)
+    transitions = 1 + len(tasks) + children + retries
+    return {
+        "children": Decimal(children),
+        "transitions": Decimal(transitions),
+        "standard": transitions * p["sfn_transition_per_1000"] / 1000,
+        "express": (children + retries) * p["sfn_express_request_per_million"] / 1_000_000
+        + lambda_s * EXPRESS_MIN_GB * p["sfn_express_gb_second"],
+    }
+
+
 def estimate(
-    counts: RunCounts, prices: dict[str, Any], rate_limit: float, *, pacing: str, engine: str = "s3_events"
+    counts: RunCounts,
+    prices: dict[str, Any],
+    rate_limit: float,
+    *,
+    pacing: str,
+    engine: str = "s3_events",
+    items_per_batch: int = 1,
 ) -> dict[str, Any]:
     """The bill: one line per component, the total, and the server beside it; ``pacing``
-    ``shared`` adds the budget table's writes, ``engine`` ``queue`` a message per task."""
+    ``shared`` adds the budget table's writes, ``engine`` ``queue`` a message per task,
+    ``stepfunctions`` its transitions (and no SQS)."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k not in ("region", "as_of", "server_instance")}
     invocations = counts.total("invocations")
+    sfn = engine == "stepfunctions"
+    if sfn:  # one invocation per batch try: the seed, each child, each retry
+        invocations = 1 + sfn_children(counts, items_per_batch) + counts.total("retries")
     gb_s = sum((s.gb_seconds for s in counts.stages), Decimal(0))
     puts = counts.total("s3_put") + counts.seed_puts + counts.compaction_put
     lists = counts.total("s3_list")
     gets = counts.total("s3_get") + counts.compaction_get
-    sqs = 3 * counts.total("invocations" if engine == "queue" else "retries")
+    sqs = 0 if sfn else 3 * counts.total("invocations" if engine == "queue" else "retries")
     secrets = counts.total("cold_starts")
     gb_month = Decimal(counts.stored_bytes) / Decimal(1024**3)
     lines = [
@@ -371,6 +427,10 @@ def estimate(
         writes = Decimal(counts.api_calls) * BUDGET_WRITES_PER_CALL
         price = p["dynamodb_write_per_million"] / 1_000_000
         lines.append(Line("DynamoDB budget (est.)", writes, "write units", price, Decimal(0)))
+    if sfn:
+        transitions = Decimal(stepfunctions_transitions(counts, items_per_batch))
+        price = p["sfn_transition_per_1000"] / 1000
+        lines.append(Line("Step Functions (est.)", transitions, "transitions", price, Decimal(0)))
     lines = [
         Line(li.component, li.quantity, li.unit, li.unit_price, li.quantity * li.unit_price) for li in lines
     ]

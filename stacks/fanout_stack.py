@@ -41,9 +41,11 @@ from stacks.constructs.monitoring import (
     MonitoredStage,
     PipelineMonitoring,
     dashboard_url,
+    state_machine_monitoring,
 )
 from stacks.constructs.queue_engine import StageQueue
 from stacks.constructs.retry_consumer import RetryConsumer
+from stacks.constructs.sfn_engine import StepFunctionsEngine
 from stacks.constructs.stage_function import StageFunction
 from stacks.nag import (
     LAMBDA_BASIC_EXECUTION,
@@ -59,6 +61,7 @@ ARCHIVE_EXPIRY = Duration.days(90)
 ENGINE_DESCRIPTIONS = {
     "s3_events": "S3-event-chained Lambdas",
     "queue": "S3 events queued in SQS for each stage's Lambda",
+    "stepfunctions": "a Step Functions Distributed Map per stage",
 }
 APP_TAG, ENVIRONMENT_TAG, APP = "app", "environment", "fanout"
 """Must equal ``fanout.bucket_env``'s (a test checks)."""
@@ -69,10 +72,17 @@ DLQ_URL_OUTPUT = "{function_id}DeadLetterQueueUrl"
 """Both engines: the stage's retry queue and dead-letter queue. Stack output ids, per
 stage; ``fanout.queues`` reads them (``fanout status --queues``, ``fanout redrive
 --from-dlq``; a test checks the names agree)."""
+STATE_MACHINE_ARN_OUTPUT = "RunStateMachineArn"
+"""Engine ``stepfunctions`` only: the run state machine (``fanout status``, ``fanout redrive``)."""
 
 
 def stack_name(env_name: str) -> str:
     return f"Fanout-{env_name}"
+
+
+def state_machine_name(env_name: str) -> str:
+    """Engine ``stepfunctions``: the run state machine's name (one per environment)."""
+    return f"{stack_name(env_name)}-Run"
 
 
 @dataclass(frozen=True)
@@ -225,24 +235,31 @@ class FanoutStack(Stack):
                 removal_policy=removal,
                 max_receives=settings.max_receives,
                 tracing=tracing,
-                asynchronous=settings.engine != "queue",
+                asynchronous=settings.engine == "s3_events",
             )
             self.stage_functions[stage.name] = stage_fn
             self._wire(stage, stage_fn, environment)
 
+        self.sfn_engine: StepFunctionsEngine | None = None
+        """Engine ``stepfunctions`` only: the run state machine and its starter."""
+        if settings.engine == "stepfunctions":
+            self._wire_step_functions()
         monitored = [self._monitored(name, sf) for name, sf in self.stage_functions.items()]
-        self.dead_letters = DeadLetterRecorder(
-            self,
-            "DeadLetters",
-            code=code,
-            bucket=self.bucket,
-            bucket_logical_arn=f"<{self.resolve(self.storage.data_logical_id)}.Arn>",
-            env_name=settings.name,
-            max_attempts=settings.max_attempts,
-            dead_letter_queues={m.name: m.failure_dlq for m in monitored},
-            log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
-            removal_policy=removal,
-        )
+        dead_letter_queues = {m.name: m.failure_dlq for m in monitored if m.failure_dlq is not None}
+        self.dead_letters: DeadLetterRecorder | None = None
+        if dead_letter_queues:  # engine stepfunctions has none: a child's crash is recorded in place
+            self.dead_letters = DeadLetterRecorder(
+                self,
+                "DeadLetters",
+                code=code,
+                bucket=self.bucket,
+                bucket_logical_arn=f"<{self.resolve(self.storage.data_logical_id)}.Arn>",
+                env_name=settings.name,
+                max_attempts=settings.max_attempts,
+                dead_letter_queues=dead_letter_queues,
+                log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
+                removal_policy=removal,
+            )
         self.monitoring = PipelineMonitoring(
             self,
             "Monitoring",
@@ -252,6 +269,14 @@ class FanoutStack(Stack):
             alarm_email=settings.alarm_email,
             removal_policy=removal,
         )
+        if self.sfn_engine is not None:
+            self.run_alarms = state_machine_monitoring(
+                self.monitoring,
+                self.sfn_engine.state_machine,
+                starter=self.sfn_engine.starter,
+                stage_labels=[s.function_id for s in STAGES],
+                tolerated_failure_percentage=settings.tolerated_failure_percentage,
+            )
         self.analytics = Analytics(
             self,
             "Analytics",
@@ -272,6 +297,13 @@ class FanoutStack(Stack):
         stuck_after = (
             int(self.settings.retry_max_delay_s) + self.settings.stage(name).timeout_s + RETRY_AGE_SLACK_S
         )
+        if self.settings.engine == "stepfunctions":  # no queues: the state machine retries
+            return MonitoredStage(
+                name=name,
+                function=sf.function,
+                concurrency_cap=self.settings.stage(name).reserved_concurrency,
+                oldest_retry_alarm_s=stuck_after,
+            )
         sq = self.stage_queues.get(name)
         if sq is not None:  # engine queue: the stage queue is the work and retry queue
             return MonitoredStage(
@@ -295,6 +327,11 @@ class FanoutStack(Stack):
 
     def _wire(self, stage: Stage, stage_fn: StageFunction, environment: dict[str, str]) -> None:
         fn = stage_fn.function
+        if self.settings.engine == "stepfunctions":
+            # Only the run state machine invokes the function (synchronously), so no
+            # notification, retry queue or retry consumer: its children's Retry retries.
+            self._grant_stage(stage, fn)
+            return
         if self.settings.engine == "queue":
             retry_queue = self._wire_queue(stage, stage_fn)
         else:
@@ -307,6 +344,11 @@ class FanoutStack(Stack):
             self, RETRY_QUEUE_URL_OUTPUT.format(function_id=stage.function_id), value=retry_queue.queue_url
         )
         CfnOutput(self, DLQ_URL_OUTPUT.format(function_id=stage.function_id), value=dlq.queue_url)
+        self._grant_stage(stage, fn)
+
+    def _grant_stage(self, stage: Stage, fn: lambda_.Function) -> None:
+        """What a stage's function may do whatever the engine: its secret, its budget,
+        its prefixes."""
         self.token_secret.grant_read(fn)
         if self.budget is not None:  # the retry consumer shares the role
             self.budget.grant_reserve(fn)
@@ -340,6 +382,29 @@ class FanoutStack(Stack):
                 resources=[self.retry_consumers[stage.name].log_group.log_group_arn],
             )
         )
+
+    def _wire_step_functions(self) -> None:
+        """The run state machine over the stage functions, and its starter, which the
+        bucket notifies of the first stage's objects (a seed starts its run)."""
+        engine = StepFunctionsEngine(
+            self,
+            "Runs",
+            settings=self.settings,
+            bucket=self.bucket,
+            functions={name: sf.function for name, sf in self.stage_functions.items()},
+            code=self._code,
+            state_machine_name=state_machine_name(self.settings.name),
+            log_retention=self._log_retention,
+            removal_policy=self._removal,
+            tracing=self._tracing,
+        )
+        self.sfn_engine = engine
+        self.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(engine.starter),
+            s3.NotificationKeyFilter(prefix=STAGES.first.input_prefix, suffix=TASK_SUFFIX),
+        )
+        CfnOutput(self, STATE_MACHINE_ARN_OUTPUT, value=engine.state_machine.state_machine_arn)
 
     def _wire_queue(self, stage: Stage, stage_fn: StageFunction) -> sqs.Queue:
         sq = StageQueue(

@@ -54,7 +54,12 @@ def _cost(args: argparse.Namespace) -> int:
     if not counts.stages[0].tasks:
         raise UsageError(f"run {args.run_id!r} has no tasks in this bucket")
     bill = estimate(
-        counts, prices, settings.hermes_rate_limit, pacing=settings.pacing, engine=settings.engine
+        counts,
+        prices,
+        settings.hermes_rate_limit,
+        pacing=settings.pacing,
+        engine=settings.engine,
+        items_per_batch=settings.items_per_batch,
     )
     print(json.dumps(to_json(bill), indent=2) if args.json else render_text(bill))
     return EXIT_OK

@@ -22,7 +22,7 @@ from fanout.cli.common import (
     spec_from_args,
     stale_threshold,
 )
-from fanout.cli.status_command import add_stack_args, open_queues
+from fanout.cli.status_command import NO_QUEUES, add_stack_args, engine_of, open_queues
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.stages import STAGE_NAMES
 from fanout_core.storage import Storage
@@ -72,13 +72,16 @@ def _redrive(args: argparse.Namespace) -> int:
         except UnknownKind as exc:
             raise UsageError(str(exc)) from None
     if args.from_dlq:
+        if args.bucket and engine_of(args) == "stepfunctions":
+            raise UsageError(NO_QUEUES)
         return _from_dead_letters(args)
     if not args.bucket and not args.hermes_url:
         raise UsageError("locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)")
     storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
     matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
-    if not matched and not args.stale:
+    engine = engine_of(args) if args.bucket else None
+    if not matched and not args.stale and engine != "stepfunctions":
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
 
@@ -92,6 +95,8 @@ def _redrive(args: argparse.Namespace) -> int:
             stale_after=stale_after,
         )
 
+    if args.bucket and engine == "stepfunctions":
+        return _redrive_execution(args, do(storage), where)
     if args.bucket:
         result = do(storage)
         if args.json:
@@ -134,6 +139,36 @@ def _redrive(args: argparse.Namespace) -> int:
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK if outcome.ok else EXIT_FAILURES
+
+
+def _redrive_execution(args: argparse.Namespace, result: Any, where: str) -> int:
+    """Engine ``stepfunctions``: the failed tasks were written again (``result``); now
+    the run's execution is redriven, or a fresh one started, and the output says which."""
+    from fanout.aws_clients import AWS_ERRORS, aws_problem
+    from fanout.queues import STACK_NAME
+    from fanout.redrive import describe, is_empty, to_json
+    from fanout.sfn_runs import StepFunctionsError, connect, machine_arn, redrive_run
+
+    stack = args.stack_name or STACK_NAME.format(env=args.env)
+    try:
+        cloudformation, sfn = connect(args.region, args.aws_endpoint_url)
+        outcome = redrive_run(
+            sfn, machine_arn(cloudformation, stack), args.run_id, rewrote_tasks=not is_empty(result)
+        )
+    except AWS_ERRORS as exc:
+        raise UsageError(
+            f"no AWS access to the run's execution in stack {stack} ({aws_problem(exc)})"
+        ) from None
+    except StepFunctionsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        doc = {"run_id": args.run_id, "bucket": where, **to_json(result)}
+        doc["execution"] = {"action": outcome.action, "arn": outcome.execution_arn, "why": outcome.why}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"redrive of {args.run_id} in {where}: {describe(result)}")
+        print(f"  {outcome.describe()}")
+    return EXIT_OK
 
 
 def _nothing(args: argparse.Namespace) -> str:

@@ -21,7 +21,7 @@ from fanout.cli.common import (
     spec_from_args,
     stale_threshold,
 )
-from fanout_core.errors import FanoutError
+from fanout_core.errors import FanoutError, SettingsError
 from fanout_core.stages import STAGES
 
 
@@ -92,6 +92,8 @@ def _status(args: argparse.Namespace) -> int:
     from fanout.status import run_status
 
     storage, where = open_run(args, args.run_id)
+    if args.queues and args.bucket and engine_of(args) == "stepfunctions":
+        raise UsageError(NO_QUEUES)
     access, depths = _queue_depths(args) if args.queues else (None, [])
     stale_after = stale_threshold(args)
     if access is not None and depths and args.stale_after is None:
@@ -99,6 +101,11 @@ def _status(args: argparse.Namespace) -> int:
         from fanout.settings_files import find_settings
 
         stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths, access.urls)
+    execution, execution_note = _execution(args)
+    if execution is not None and execution.status == "RUNNING" and args.stale_after is None:
+        # engine stepfunctions: a stage's tasks wait for its Map (the stage above must
+        # finish first) and the running execution owns them: none is lost yet
+        stale_after = None
     try:
         status = run_status(storage, args.run_id, stale_after=stale_after)
     except FanoutError as exc:
@@ -130,6 +137,9 @@ def _status(args: argparse.Namespace) -> int:
         if access is not None:
             doc["stack"] = access.stack_name
             doc["queues"] = {d.stage: {k: v for k, v in d.as_dict().items() if k != "stage"} for d in depths}
+        if execution is not None or execution_note is not None:
+            doc["execution"] = execution.as_dict() if execution is not None else None
+            doc["execution_note"] = execution_note
         print(json.dumps(doc, indent=2))
     else:
         print(f"run {status.run_id} in {where}")
@@ -142,6 +152,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  complete: {'yes' if status.complete else 'no'}")
         if access is not None:
             _print_depths(access.stack_name, depths, access.urls)
+        if execution is not None:
+            _print_execution(execution)
+        elif execution_note is not None:
+            print(f"  execution: {execution_note}")
         pending = [k for s in status.stages for k in s.pending][: args.show_pending]
         for key in pending:
             print(f"    pending: {key}")
@@ -159,6 +173,51 @@ def _status(args: argparse.Namespace) -> int:
     if not status.complete:
         return EXIT_INCOMPLETE
     return EXIT_FAILURES if status.failed else EXIT_OK
+
+
+def engine_of(args: argparse.Namespace) -> str | None:
+    """The environment's engine; None when its settings cannot be read (a bucket's counts
+    and a redrive by task objects need none)."""
+    from fanout.settings_files import find_settings
+
+    try:
+        return find_settings(args.env, args.config).engine
+    except (FanoutError, SettingsError):
+        return None
+
+
+NO_QUEUES = (
+    "engine stepfunctions has no stage queues: `fanout status RUN --bucket B` shows the run's "
+    "execution, `fanout redrive RUN --bucket B` redrives it"
+)
+
+
+def _execution(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """Engine ``stepfunctions`` with ``--bucket``: the run's execution and its Map Runs
+    (None and a one-line note when there is none or no AWS access); (None, None) else."""
+    if not args.bucket or engine_of(args) != "stepfunctions":
+        return None, None
+    from fanout.aws_clients import AWS_ERRORS, aws_problem
+    from fanout.queues import STACK_NAME
+    from fanout.sfn_runs import StepFunctionsError, connect, machine_arn, run_execution
+
+    stack = args.stack_name or STACK_NAME.format(env=args.env)
+    try:
+        cloudformation, sfn = connect(args.region, args.aws_endpoint_url)
+        found = run_execution(sfn, machine_arn(cloudformation, stack), args.run_id)
+    except AWS_ERRORS as exc:
+        return None, f"no AWS access to the run's execution in stack {stack} ({aws_problem(exc)})"
+    except StepFunctionsError as exc:
+        return None, str(exc)
+    return (found, None) if found is not None else (None, f"run {args.run_id} has no execution")
+
+
+def _print_execution(execution: Any) -> None:
+    redrives = f", redriven {execution.redrive_count}x" if execution.redrive_count else ""
+    print(f"  execution {execution.name}: {execution.status}{redrives}")
+    print(f"  {'map run':<12} {'status':>9} {'succeeded':>9} {'failed':>7} {'pending':>8} {'running':>8}")
+    for m in execution.map_runs:
+        print(f"  {m.label:<12} {m.status:>9} {m.succeeded:>9} {m.failed:>7} {m.pending:>8} {m.running:>8}")
 
 
 def _print_depths(stack: str, depths: list[Any], urls: Any) -> None:

@@ -25,6 +25,8 @@ ENV_TOKEN = "HERMES_TOKEN"
 ENV_RETRY_QUEUE_URL = "FANOUT_RETRY_QUEUE_URL"
 ENV_BUDGET_TABLE = "FANOUT_BUDGET_TABLE"
 """The fleet's budget table; set by the stack only for pacing ``shared``."""
+ENV_STATE_MACHINE_ARN = "FANOUT_STATE_MACHINE_ARN"
+"""Engine ``stepfunctions``: the run state machine the starter function starts."""
 ENV_MAX_ATTEMPTS = "FANOUT_MAX_ATTEMPTS"
 """The environment's ``max_attempts``, for the dead-letter recorder (which has no settings)."""
 

@@ -6,6 +6,10 @@ What a stage function can be invoked with:
 - an S3 notification (``{"Records": [...]}``, ``eventSource: aws:s3``): each
   ``ObjectCreated`` record is a first try of the task at its key;
 - the ``s3:TestEvent`` S3 sends when a notification is configured (nothing to do);
+- a Step Functions child's batch (engine ``stepfunctions``, ``{"fanout_sfn": {"Bucket",
+  "Items": [{"Key"}, ...], "RetryCount", "StartedAt"}}``): each item is a try of the task
+  at its key, numbered by the child's retries; or, after the child's retries ran out on
+  a crash, the same batch with ``"Attempts"`` and the ``"Crash"`` Step Functions caught;
 - an SQS batch from the stage's retry queue, whose bodies are one of
   - our own retry message (``{"fanout_retry": {"task_key", "attempt",
     "first_attempt_at"}}``, written by ``fanout_aws.retry_queue``),
@@ -16,7 +20,9 @@ What a stage function can be invoked with:
 S3 URL-encodes object keys in notifications, form-style: a space arrives as ``+``, a
 ``+`` as ``%2B``, and moto also encodes ``/`` as ``%2F``. A key used without
 ``unquote_plus`` names an object that does not exist, or worse, a different one, so
-every key from an event goes through ``decode_event_key``.
+every key from an event goes through ``decode_event_key``. A Step Functions batch is
+not a notification: its keys come from ``ListObjectsV2`` as they are, and are not
+decoded (a task key's segments hold ``%``).
 
 Decoding is two pure steps. ``parse_event`` checks only the shape: it never raises,
 and whatever it cannot read becomes a ``Refusal`` with a reason. ``screen`` then
@@ -37,6 +43,7 @@ from fanout_core import strict_json
 from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt
+from fanout_core.settings import SFN_MAX_BATCH
 from fanout_core.stages import STAGES, Stage
 
 S3_SOURCE = "aws:s3"
@@ -50,8 +57,12 @@ MAX_KEY_BYTES = 1024
 MAX_COUNT = 1000
 """No attempt, receive or invoke count read from an event is believed past this (Lambda
 tries 3 times, a queue receives ``max_attempts`` + 1 times); a larger one is malformed."""
+SFN_MARKER = "fanout_sfn"
+"""The one top-level field of a Step Functions child's payload (``stacks.constructs.sfn_engine``)."""
+SFN_CRASH_CONDITION = "StepFunctionsRetriesExhausted"
+"""The condition a crash record names when a child's retries ran out."""
 
-Source = Literal["s3", "retry", "on-failure"]
+Source = Literal["s3", "retry", "on-failure", "sfn"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,10 @@ class TaskAttempt:
     transient failure is a new message, a success deletes it, and no receive of ours is
     throttled), so each counts as an attempt: ``attempt.number`` includes them."""
     report: LambdaReport | None = None
-    """``on-failure`` only: what Lambda reported."""
+    """``on-failure`` (and a Step Functions crash batch): what Lambda reported."""
+    bucket: str | None = None
+    """``sfn``: the bucket the batch names (checked against the function's own). With a
+    ``report``, ``attempt.number`` is the last try made, not the next one."""
 
     @property
     def key(self) -> str:
@@ -195,6 +209,8 @@ class Decoded:
     refusals: list[Refusal] = field(default_factory=list)
     from_sqs: bool = False
     """The event is an SQS batch: the handler answers with ``batchItemFailures``."""
+    from_sfn: bool = False
+    """The event is a Step Functions batch: the handler raises if a task is to be retried."""
 
     @property
     def objects(self) -> list[S3Object]:
@@ -233,6 +249,10 @@ def parse_event(event: object) -> Decoded:
             )
         )
         return out
+    if SFN_MARKER in event:
+        out.from_sfn = True
+        _guarded(out, event[SFN_MARKER], SFN_MARKER, None, _sfn_batch)
+        return out
     records = event.get("Records")
     if isinstance(records, list) and any(
         isinstance(r, Mapping) and r.get("eventSource") == SQS_SOURCE for r in records
@@ -248,7 +268,7 @@ def parse_event(event: object) -> Decoded:
 def screen(decoded: Decoded, scope: Scope) -> Decoded:
     """``decoded`` held against ``scope``: another bucket, a key that is no task of this
     stage, or more attempts than ``max_attempts`` allows are refused."""
-    out = Decoded(from_sqs=decoded.from_sqs)
+    out = Decoded(from_sqs=decoded.from_sqs, from_sfn=decoded.from_sfn)
     for refusal in decoded.refusals:
         if refusal.fails_task:
             problem = task_key_problem(refusal.key or "", scope.stage)
@@ -261,10 +281,11 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
         out.refusals.append(refusal)
     for item in decoded.attempts:
         key, mid = item.key, item.message_id
-        if item.s3 is not None and item.s3.bucket != scope.bucket:
+        bucket = item.s3.bucket if item.s3 is not None else item.bucket
+        if bucket is not None and bucket != scope.bucket:
             out.refusals.append(
                 Refusal(
-                    reason=f"bucket {shown(item.s3.bucket)} is not this function's bucket {scope.bucket!r}",
+                    reason=f"bucket {shown(bucket)} is not this function's bucket {scope.bucket!r}",
                     key=key,
                     message_id=mid,
                     record=item,
@@ -498,6 +519,67 @@ def _s3_record(out: Decoded, record: Mapping[str, Any], where: str, message_id: 
             s3=s3_object,
         )
     )
+
+
+def _sfn_batch(out: Decoded, batch: object, where: str) -> None:
+    """A Step Functions child's batch: every item a try numbered ``RetryCount + 1``, or,
+    with ``Crash``, the report of tries that all crashed (``Attempts`` of them)."""
+    if not isinstance(batch, Mapping):
+        out.refusals.append(Refusal(reason=f"{where} is {_kind(batch)}, not an object", record=batch))
+        return
+    bucket, items = batch.get("Bucket"), batch.get("Items")
+    if not isinstance(bucket, str) or not bucket:
+        out.refusals.append(Refusal(reason=f"{where}: no Bucket string", record=batch))
+        return
+    if not isinstance(items, list) or not items or len(items) > SFN_MAX_BATCH:
+        what = f"{len(items)} items" if isinstance(items, list) else _kind(items)
+        reason = f"{where}: Items must be a list of 1 to {SFN_MAX_BATCH} objects, got {what}"
+        out.refusals.append(Refusal(reason=reason, record=batch))
+        return
+    crash = batch.get("Crash")
+    report: LambdaReport | None = None
+    if crash is not None:
+        tries = batch.get("Attempts")
+        problem = _attempt_problem(tries, f"{where}.Attempts")
+        if problem or not isinstance(crash, Mapping):
+            out.refusals.append(Refusal(reason=f"{where}: crash report: {problem or 'Crash is no object'}"))
+            return
+        assert isinstance(tries, int)
+        report = LambdaReport(
+            condition=SFN_CRASH_CONDITION,
+            invoke_count=tries,
+            error_type=_text(crash.get("Error"), 200),
+            error_message=_text(crash.get("Cause"), 1000),
+            function_error="Unhandled",
+        )
+        number = tries  # the last try that crashed; no try is left
+    else:
+        retries = batch.get("RetryCount")
+        problem = _attempt_problem(retries, f"{where}.RetryCount", minimum=0)
+        if problem:
+            out.refusals.append(Refusal(reason=f"{where}: {problem}", record=batch))
+            return
+        assert isinstance(retries, int)
+        number = retries + 1
+    started = batch.get("StartedAt")
+    first = started if isinstance(started, str) and _is_iso(started) else now_iso()
+    for index, item in enumerate(items):
+        key = item.get("Key") if isinstance(item, Mapping) else None
+        if not isinstance(key, str) or not key:
+            out.refusals.append(Refusal(reason=f"{where}.Items[{index}]: no Key string", record=item))
+            continue
+        out.attempts.append(
+            TaskAttempt(
+                attempt=Attempt(key=key, number=number, first_attempt_at=first),
+                source="sfn",
+                report=report,
+                bucket=bucket,
+            )
+        )
+
+
+def _text(value: object, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
 
 
 def _retry_message(out: Decoded, body: object, where: str, message_id: str | None) -> None:

@@ -66,12 +66,22 @@ from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
 
-__all__ = ["InvocationFailed", "StageRuntime", "handler_for", "read_secret"]
+__all__ = ["InvocationFailed", "StageRuntime", "TasksToRetry", "handler_for", "read_secret"]
 
 
 class InvocationFailed(Exception):
     """A task's bookkeeping failed in an S3 invocation; Lambda's retries take over.
     Its message is the cause's, with the Hermes token scrubbed (Lambda logs it)."""
+
+
+class TasksToRetry(Exception):
+    """Engine ``stepfunctions``: some tasks of the batch failed transiently (or their
+    bookkeeping did); the child's ``Retry`` invokes the batch again after its backoff, and
+    the tasks that finished meanwhile are skipped by their done markers."""
+
+
+class _RetryByCaller(Exception):
+    """A transient failure with no retry queue to send it to: the invoker retries."""
 
 
 @dataclass
@@ -152,6 +162,11 @@ class StageRuntime:
         for item in decoded.attempts:
             if (error := self._run(item, context)) is not None:
                 failed(item.message_id, error)
+        if unreported and decoded.from_sfn:  # the child's Retry invokes the batch again
+            first = unreported[0]
+            raise TasksToRetry(
+                self._scrub(f"{len(unreported)} task(s) to retry; first: {type(first).__name__}: {first}")
+            ) from None
         if unreported:  # Lambda retries the event; finished tasks are skipped then
             first = unreported[0]
             raise InvocationFailed(self._scrub(f"{type(first).__name__}: {first}")) from None
@@ -201,6 +216,8 @@ class StageRuntime:
         report = item.report
         if report is not None and not (report.is_bookkeeping or report.never_ran):
             return self._record_lambda_failure(item)
+        if item.source == "sfn" and self._failed_for_good(item):
+            return None
         attempt = item.attempt
         started = time.monotonic()
         before = self.stats.snapshot()
@@ -216,12 +233,20 @@ class StageRuntime:
         level = logging.INFO
         try:
             outcome = attempt_task(attempt, work, self.storage, self.policy)
+            if isinstance(outcome, RetryLater) and self.retry_queue is None and item.source != "sfn":
+                raise outcome.error
             if isinstance(outcome, RetryLater):
-                if self.retry_queue is None:
-                    raise outcome.error
-                self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 counts["Retries"] = 1.0
                 level = logging.WARNING
+                if self.retry_queue is None:  # engine stepfunctions: the child's Retry
+                    line.update(
+                        outcome="retry",
+                        error_kind=kind_of(outcome.error),
+                        retry_by="state machine",
+                        error=str(outcome.error),
+                    )
+                    return _RetryByCaller(f"{kind_of(outcome.error)}: {outcome.error}")
+                self.retry_queue.send(outcome.attempt, outcome.delay_s)
                 line.update(
                     outcome="retry",
                     error_kind=kind_of(outcome.error),
@@ -257,11 +282,22 @@ class StageRuntime:
             self._log(level, **line)
             metrics.emit(self.config.settings.name, self.config.stage.name, counts)
 
+    def _failed_for_good(self, item: TaskAttempt) -> bool:
+        """Engine ``stepfunctions``: a listed task with a failure record is settled. A
+        batch is retried whole, and a fresh execution lists every task of the run, but
+        only ``fanout redrive`` (which removes the record) may run such a task again."""
+        if not self.storage.exists(keys.failed_key(item.key)):
+            return False
+        self._log(logging.INFO, task_key=item.key, attempt=item.attempt.number, outcome="already_settled")
+        return True
+
     def _record_lambda_failure(self, item: TaskAttempt) -> Exception | None:
         """Lambda's own tries of this task crashed: its one failure record, now."""
         report = item.report
         assert report is not None
-        tried = item.attempt.number - 1  # the on-failure count was added to the next try
+        # An on-failure record's count was added to the next try; a Step Functions crash
+        # batch names the last try itself.
+        tried = item.attempt.number if item.source == "sfn" else item.attempt.number - 1
         message = self._scrub(
             f"Lambda gave up after {report.invoke_count} invocation(s) ({report.condition}): "
             f"{report.error_type or 'no error type'}: {report.error_message or 'no message'}"

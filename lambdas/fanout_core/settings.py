@@ -25,10 +25,14 @@ LAMBDA_MAX_TIMEOUT_S = 900
 LAMBDA_MIN_UNRESERVED = 100
 MIN_EVENT_AGE_S, MAX_EVENT_AGE_S = 60, 21600
 REMOVAL_POLICIES = ("retain", "destroy")
-ENGINES = ("s3_events", "queue")
-"""How S3's notifications reach the stages: ``s3_events`` invokes each stage's function
+ENGINES = ("s3_events", "queue", "stepfunctions")
+"""How a stage's tasks reach its function: ``s3_events`` invokes each stage's function
 asynchronously (Lambda's internal queue, its event age, an on-failure queue);
-``queue`` sends them to the stage's SQS queue, which the function consumes."""
+``queue`` sends the notifications to the stage's SQS queue, which the function consumes;
+``stepfunctions`` runs one execution per run whose Distributed Map per stage lists the
+run's task objects and invokes the function on batches of their keys."""
+SFN_MAX_BATCH = 1000
+"""Task keys one Step Functions child hands its function at most (``items_per_batch``)."""
 SHARED_MAX_RATE = 500.0
 """Pacing ``shared`` writes one DynamoDB item once per call, twice when another instance
 moved the budget meanwhile, and one item takes about 1,000 writes/s."""
@@ -113,6 +117,12 @@ class EnvironmentSettings:
     alarm_email: str | None = None
     """An address the alarm topic mails (after the address confirms); None: subscribe
     whatever you like to the ``AlarmTopicArn`` output yourself."""
+    items_per_batch: int = 4
+    """Engine ``stepfunctions``: task keys per child workflow (``ItemBatcher``); the
+    function runs them one after another within its timeout."""
+    tolerated_failure_percentage: float = 5.0
+    """Engine ``stepfunctions``: the share of a stage's child workflows that may fail
+    (each one's tasks recorded under ``failed/``) before its Map, and the run, fails."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -339,6 +349,15 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
         account_concurrency_limit=account_limit,
         removal_policy=removal_policy,
         engine=engine,
+        items_per_batch=_int(
+            f"{where}.items_per_batch", raw.get("items_per_batch", d.items_per_batch), 1, SFN_MAX_BATCH
+        ),
+        tolerated_failure_percentage=_num(
+            f"{where}.tolerated_failure_percentage",
+            raw.get("tolerated_failure_percentage", d.tolerated_failure_percentage),
+            0,
+            100,
+        ),
         alarm_email=alarm_email,
         stages=MappingProxyType(stages),
     )

@@ -16,6 +16,7 @@ from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.constructs.alarm_topic import AlarmTopic
@@ -46,8 +47,9 @@ class MonitoredStage:
 
     name: str
     function: lambda_.IFunction
-    failure_queue: sqs.IQueue
-    failure_dlq: sqs.IQueue
+    failure_queue: sqs.IQueue | None = None
+    """The stage's retry queue; None for engine ``stepfunctions`` (its children retry)."""
+    failure_dlq: sqs.IQueue | None = None
     work_queue: sqs.IQueue | None = None
     """Engine ``queue``: the stage's queue (also its ``failure_queue``), whose depth is
     the stage's backlog; None for ``s3_events``, whose backlog Lambda holds."""
@@ -61,16 +63,17 @@ class MonitoredStage:
 class StageAlarms:
     errors: cw.Alarm
     throttles: cw.Alarm
-    failure_queue_depth: cw.Alarm
-    dead_letters: cw.Alarm
+    failure_queue_depth: cw.Alarm | None
+    dead_letters: cw.Alarm | None
     failure_records: cw.Alarm
     configuration_errors: cw.Alarm
     throttled_share: cw.Alarm
-    oldest_retry: cw.Alarm
+    oldest_retry: cw.Alarm | None
     recursion_stopped: cw.Alarm
+    """The queue alarms are None for a stage without queues (engine ``stepfunctions``)."""
 
     def all(self) -> tuple[cw.Alarm, ...]:
-        return (
+        alarms = (
             self.errors,
             self.throttles,
             self.failure_queue_depth,
@@ -81,6 +84,7 @@ class StageAlarms:
             self.oldest_retry,
             self.recursion_stopped,
         )
+        return tuple(a for a in alarms if a is not None)
 
 
 class PipelineMonitoring(Construct):
@@ -161,9 +165,11 @@ class PipelineMonitoring(Construct):
             fn.metric_throttles(period=PERIOD, statistic="Sum"),
             periods=throttle_periods,
         )
+        depth: cw.Alarm | None = None
+        dead: cw.Alarm | None = None
         if stage.work_queue is not None:
             depth = self._stalled_alarm(stage.name, stage.work_queue)
-        else:
+        elif stage.failure_queue is not None:
             depth = self._at_least_one(
                 f"{stage.name}FailureQueueDepth",
                 (
@@ -175,16 +181,17 @@ class PipelineMonitoring(Construct):
                 ),
                 periods=3,
             )
-        dead = self._at_least_one(
-            f"{stage.name}DeadLetters",
-            (
-                f"{stage.name}: a retry message could not be processed after repeated receives "
-                "and sits in the dead-letter queue; its task needs a redrive."
-            ),
-            stage.failure_dlq.metric_approximate_number_of_messages_visible(
-                period=PERIOD, statistic="Maximum"
-            ),
-        )
+        if stage.failure_dlq is not None:
+            dead = self._at_least_one(
+                f"{stage.name}DeadLetters",
+                (
+                    f"{stage.name}: a retry message could not be processed after repeated receives "
+                    "and sits in the dead-letter queue; its task needs a redrive."
+                ),
+                stage.failure_dlq.metric_approximate_number_of_messages_visible(
+                    period=PERIOD, statistic="Maximum"
+                ),
+            )
         return StageAlarms(
             errors,
             throttles,
@@ -222,7 +229,7 @@ class PipelineMonitoring(Construct):
 
     def _outcome_alarms(
         self, stage: MonitoredStage
-    ) -> tuple[cw.Alarm, cw.Alarm, cw.Alarm, cw.Alarm, cw.Alarm]:
+    ) -> tuple[cw.Alarm, cw.Alarm, cw.Alarm, cw.Alarm | None, cw.Alarm]:
         """What the tasks did: failure records, configuration errors, 429 share, a stuck
         retry, and Lambda's recursive-loop detection stopping the function."""
         name = stage.name
@@ -264,20 +271,24 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        oldest = cw.Alarm(
-            self,
-            f"{name}OldestRetry",
-            alarm_description=(
-                f"{name}: a retry message has waited over {stage.oldest_retry_alarm_s} s, past "
-                "its longest delay and a run: retries are not being delivered."
-            ),
-            metric=stage.failure_queue.metric_approximate_age_of_oldest_message(
-                period=PERIOD, statistic="Maximum"
-            ),
-            threshold=stage.oldest_retry_alarm_s,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        oldest = (
+            cw.Alarm(
+                self,
+                f"{name}OldestRetry",
+                alarm_description=(
+                    f"{name}: a retry message has waited over {stage.oldest_retry_alarm_s} s, past "
+                    "its longest delay and a run: retries are not being delivered."
+                ),
+                metric=stage.failure_queue.metric_approximate_age_of_oldest_message(
+                    period=PERIOD, statistic="Maximum"
+                ),
+                threshold=stage.oldest_retry_alarm_s,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+            if stage.failure_queue is not None
+            else None
         )
         recursion = self._at_least_one(
             f"{name}RecursionStopped",
@@ -317,6 +328,40 @@ class PipelineMonitoring(Construct):
         fn = stage.function
         title = stage.name
         emf = [self._emf(stage.name, name) for name in EMF_METRICS]
+        if stage.failure_queue is None or stage.failure_dlq is None:
+            # Engine stepfunctions: no queues; the Map Runs' row shows what waits.
+            return [
+                cw.GraphWidget(
+                    title=f"{title}: invocations, errors, throttles, concurrency",
+                    left=[
+                        fn.metric_invocations(period=PERIOD, statistic="Sum"),
+                        fn.metric_errors(period=PERIOD, statistic="Sum"),
+                        fn.metric_throttles(period=PERIOD, statistic="Sum"),
+                    ],
+                    right=[fn.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum")],
+                    right_annotations=(
+                        [cw.HorizontalAnnotation(value=stage.concurrency_cap, label="MaxConcurrency")]
+                        if stage.concurrency_cap
+                        else None
+                    ),
+                    width=8,
+                ),
+                cw.GraphWidget(
+                    title=f"{title}: duration",
+                    left=[
+                        fn.metric_duration(period=PERIOD, statistic="Average"),
+                        fn.metric_duration(period=PERIOD, statistic="Maximum"),
+                    ],
+                    width=8,
+                ),
+                cw.GraphWidget(
+                    title=f"{title}: pipeline metrics ({NAMESPACE})",
+                    left=[m for m in emf if m.metric_name != "RecordsWritten"],
+                    right=[m for m in emf if m.metric_name == "RecordsWritten"],
+                    width=8,
+                ),
+                cw.AlarmStatusWidget(title=f"{title}: alarms", alarms=list(alarms.all()), width=24, height=2),
+            ]
         return [
             cw.GraphWidget(
                 title=f"{title}: invocations, errors, throttles",
@@ -371,6 +416,121 @@ class PipelineMonitoring(Construct):
             ),
             cw.AlarmStatusWidget(title=f"{title}: alarms", alarms=list(alarms.all()), width=24, height=2),
         ]
+
+
+STATES_NAMESPACE = "AWS/States"
+
+
+def state_machine_monitoring(
+    monitoring: PipelineMonitoring,
+    machine: sfn.IStateMachine,
+    *,
+    starter: lambda_.IFunction,
+    stage_labels: Sequence[str],
+    tolerated_failure_percentage: float,
+) -> list[cw.Alarm]:
+    """Engine ``stepfunctions``: alarms on a failed run, on children failing past the
+    tolerance and on the starter failing; a dashboard row with each stage's Map Run."""
+    action = cw_actions.SnsAction(monitoring.topic)
+    failed = monitoring._at_least_one(
+        "RunFailed",
+        (
+            "A run's execution failed, timed out or was aborted: a stage's children failed past "
+            f"the tolerance ({tolerated_failure_percentage:g}%), or a seed crashed. "
+            "`fanout status --bucket B` shows the Map Runs; `fanout redrive RUN --bucket B` "
+            "redrives it once the cause is fixed."
+        ),
+        cw.MathExpression(
+            expression="failed + timedout + aborted",
+            using_metrics={
+                "failed": machine.metric_failed(period=PERIOD, statistic="Sum"),
+                "timedout": machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                "aborted": machine.metric_aborted(period=PERIOD, statistic="Sum"),
+            },
+            period=PERIOD,
+            label="runs failed",
+        ),
+    )
+
+    def child(label: str, name: str) -> cw.Metric:
+        """Child executions emit metrics under ``<machine ARN>/<Map Run label>``."""
+        return cw.Metric(
+            namespace=STATES_NAMESPACE,
+            metric_name=name,
+            dimensions_map={"StateMachineArn": f"{machine.state_machine_arn}/{label}"},
+            statistic="Sum",
+            period=PERIOD,
+            label=f"{label} {name.removeprefix('Executions').lower()}",
+        )
+
+    children: dict[str, cw.IMetric] = {}
+    for index, label in enumerate(stage_labels):
+        children[f"f{index}"] = child(label, "ExecutionsFailed")
+        children[f"s{index}"] = child(label, "ExecutionsStarted")
+    failed_sum = " + ".join(f"f{i}" for i in range(len(stage_labels)))
+    started_sum = " + ".join(f"s{i}" for i in range(len(stage_labels)))
+    share = cw.Alarm(
+        monitoring,
+        "ChildFailuresAboveTolerance",
+        alarm_description=(
+            f"More than {tolerated_failure_percentage:g}% of the child executions started in 5 "
+            "minutes failed (the Maps' tolerance): each failed child's tasks crashed on every "
+            "try and are recorded under failed/; `fanout failures` lists them."
+        ),
+        metric=cw.MathExpression(
+            expression=f"IF(({started_sum}) > 0, 100 * ({failed_sum}) / ({started_sum}), 0)",
+            using_metrics=children,
+            period=PERIOD,
+            label="failed children %",
+        ),
+        threshold=tolerated_failure_percentage,
+        evaluation_periods=1,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+    )
+    starter_errors = monitoring._at_least_one(
+        "StarterErrors",
+        (
+            "The starter could not start a run's execution (after Lambda's retries the seed "
+            "event is dropped): `fanout redrive RUN --bucket B` starts it."
+        ),
+        starter.metric_errors(period=PERIOD, statistic="Sum"),
+    )
+    alarms = [failed, share, starter_errors]
+    for alarm in alarms:
+        alarm.add_alarm_action(action)
+    monitoring.dashboard.add_widgets(
+        cw.TextWidget(
+            markdown=(
+                "## Runs (Step Functions)\nEach stage is a Map Run (labels "
+                f"{', '.join(stage_labels)}): its children started, succeeded and failed; "
+                "`fanout status --bucket B` gives each Map Run's counts."
+            ),
+            width=24,
+            height=2,
+        ),
+        cw.GraphWidget(
+            title="Run executions",
+            left=[
+                machine.metric_started(period=PERIOD, statistic="Sum"),
+                machine.metric_succeeded(period=PERIOD, statistic="Sum"),
+                machine.metric_failed(period=PERIOD, statistic="Sum"),
+            ],
+            width=6,
+        ),
+        *(
+            cw.GraphWidget(
+                title=f"Map Run {label}: children",
+                left=[
+                    child(label, n) for n in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed")
+                ],
+                width=6,
+            )
+            for label in stage_labels
+        ),
+        cw.AlarmStatusWidget(title="Runs: alarms", alarms=alarms, width=24, height=2),
+    )
+    return alarms
 
 
 def dashboard_url(dashboard_name: str) -> str:

@@ -66,7 +66,7 @@ def _bucket_id(synth: Synth) -> str:
 
 
 def test_engine_defaults_to_s3_events_and_round_trips() -> None:
-    assert ENGINES == ("s3_events", "queue")
+    assert ENGINES == ("s3_events", "queue", "stepfunctions")
     assert parse_environment("x", {}).engine == "s3_events"
     env = parse_environment("x", {"engine": "queue"})
     assert environment_from_json("x", environment_to_json(env)) == env
@@ -76,7 +76,10 @@ def test_engine_defaults_to_s3_events_and_round_trips() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"engine": "sqs"}, r"environments\.x\.engine must be one of s3_events, queue, got 'sqs'"),
+        (
+            {"engine": "sqs"},
+            r"environments\.x\.engine must be one of s3_events, queue, stepfunctions, got 'sqs'",
+        ),
         ({"engine": ["queue"]}, r"environments\.x\.engine must be one of"),
         (
             {"engine": "queue", "stages": {"warriors": {"reserved_concurrency": 1}}},

@@ -1,0 +1,103 @@
+"""Engine ``stepfunctions``: a run's seed manifest starts the run's one execution.
+
+The bucket notifies this function of every object created under the first stage's
+prefix; a seed manifest (``<prefix><run>.json``) starts an execution of the run state
+machine named after the run id, and anything else there (the parts the seed splits
+into, written by the execution itself) is ignored. Execution names are unique per
+state machine, so a duplicate notification, or a second upload of the same seed,
+starts nothing: ``StartExecution`` answers ``ExecutionAlreadyExists`` (or, for the same
+input while the first still runs, the running execution). A Standard execution's name
+is reserved for 90 days after it closes; a run id reused later starts a new execution,
+which re-runs only what has no done marker (they expire after 30 days).
+
+``execution_input`` is the one source of what an execution reads: the starter and
+``fanout redrive`` (a fresh execution over unfinished tasks) both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fanout_aws.events import Scope, decode_event
+from fanout_core.errors import FanoutError
+from fanout_core.stages import STAGES, StageTable
+
+log = logging.getLogger("fanout")
+
+SEED_ITEMS = "seed"
+RUN_PREFIXES = "run_prefixes"
+RUN_ID = "run_id"
+
+
+def execution_input(run_id: str, table: StageTable = STAGES) -> dict[str, Any]:
+    """What one run's execution reads: the seed task's batch, and each stage's listing
+    prefix for the run (``stacks.constructs.sfn_engine`` reads them by these names)."""
+    return {
+        RUN_ID: run_id,
+        SEED_ITEMS: [{"Key": table.seed(run_id).key}],
+        RUN_PREFIXES: {stage.name: stage.run_prefix(run_id) for stage in table},
+    }
+
+
+def start_run(client: Any, state_machine_arn: str, run_id: str) -> str | None:
+    """Start ``run_id``'s execution; its ARN, or None when one of that name exists."""
+    try:
+        answer = client.start_execution(
+            stateMachineArn=state_machine_arn,
+            name=run_id,
+            input=json.dumps(execution_input(run_id), sort_keys=True),
+        )
+    except client.exceptions.ExecutionAlreadyExists:
+        return None
+    return str(answer["executionArn"])
+
+
+def seed_runs(event: object, bucket: str, table: StageTable = STAGES) -> list[str]:
+    """The run ids whose seed manifest ``event`` says was created in ``bucket``, in
+    event order without repeats; everything else is logged once and left."""
+    scope = Scope(bucket=bucket, stage=table.first, max_attempts=1)
+    decoded = decode_event(event, scope)
+    for refusal in decoded.refusals:
+        log.warning(json.dumps({"refused": True, "reason": refusal.reason, "key": refusal.key}))
+    runs: list[str] = []
+    for item in decoded.attempts:
+        try:
+            address = table.parse(item.key)
+        except FanoutError as exc:
+            log.warning(json.dumps({"refused": True, "reason": str(exc)[:500], "key": item.key}))
+            continue
+        if address.is_seed and address.run_id not in runs:
+            runs.append(address.run_id)
+    return runs
+
+
+def starter_handler() -> Any:
+    """The Lambda entrypoint: clients built at cold start, one execution per new seed.
+    A failing ``StartExecution`` raises, so Lambda's asynchronous retries try again."""
+    import os
+
+    import boto3
+
+    from fanout_aws.config import ENV_BUCKET, ENV_STATE_MACHINE_ARN
+
+    client = boto3.client("stepfunctions")
+    bucket, arn = os.environ[ENV_BUCKET], os.environ[ENV_STATE_MACHINE_ARN]
+
+    def handler(event: Any, _context: Any) -> dict[str, list[str]]:
+        started: list[str] = []
+        existing: list[str] = []
+        for run_id in seed_runs(event, bucket):
+            execution = start_run(client, arn, run_id)
+            # A name taken by a closed execution, or by a running one with another input,
+            # answers ExecutionAlreadyExists; the same input while running answers that
+            # execution (nothing new either way).
+            (started if execution is not None else existing).append(run_id)
+            outcome = {"run_id": run_id, "outcome": "running" if execution else "already_exists"}
+            if execution:
+                outcome["execution_arn"] = execution
+            log.info(json.dumps(outcome))
+        return {"running": started, "already_exists": existing}
+
+    return handler
