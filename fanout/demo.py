@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -16,9 +17,41 @@ from fanout.settings_files import find_settings
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
 from fanout.start_run import start_run
 from fanout_core.bodies import manifest_body
+from fanout_core.settings import EnvironmentSettings, environment_to_raw, parse_environment
 from fanout_core.storage import Storage
 
 DEMO_TOKEN = "demo-token"
+DEMO_ENV = "local"
+"""The environment a demo runs with unless ``--env`` names another, and whose settings for
+the simulator, the rate and retry timing a demo always keeps."""
+TAKEN_FROM_ENV = (
+    "stages",
+    "max_attempts",
+    "hermes_page_size",
+    "hermes_timeout_s",
+    "hermes_request_deadline_s",
+    "hermes_max_pages",
+    "hermes_max_items_per_list",
+    "max_records_per_task",
+)
+"""What ``demo --env E`` takes from E: every stage setting (units_per_task, reserved
+concurrency, rate weight, memory, timeout...), so the bucket holds the tasks E's functions
+would write, and the crawl's limits. The rest (Hermes URL, token, rate limit and start,
+retry delays, account, region) stays the demo's: a simulator on this machine, paced to a
+rate it can serve, retried in seconds, not E's minutes. E's ``pacing`` and ``engine`` do not apply to a crawl
+on one machine (``fanout cost --env E`` prices them)."""
+
+
+def demo_settings(env: str, config: str | None) -> EnvironmentSettings:
+    """The settings a demo crawls with: the ``local`` environment's, with ``env``'s task
+    shapes and limits (``TAKEN_FROM_ENV``) laid over them; ``config`` overlays ``env``."""
+    if env == DEMO_ENV:
+        return find_settings(DEMO_ENV, config)
+    shapes = find_settings(env, config)
+    own = find_settings(DEMO_ENV, None)
+    merged = replace(own, name=shapes.name, **{name: getattr(shapes, name) for name in TAKEN_FROM_ENV})
+    # Checked as the leaf workers will read it, so a mix that does not hold is one line here.
+    return parse_environment(shapes.name, environment_to_raw(merged))
 
 
 def run_demo(
@@ -32,7 +65,7 @@ def run_demo(
         args.size, awkward_ids=args.awkward_ids, token=DEMO_TOKEN, rate_limit=args.rate_limit
     )
     universe = Universe(config)
-    settings = find_settings(args.env, args.config)
+    settings = demo_settings(args.env, args.config)
     if args.rate_limit:
         settings = replace(settings, hermes_rate_limit=args.rate_limit)
     storage, where = storage_from_args(args)
@@ -72,8 +105,28 @@ def run_demo(
         done = outcome.compaction
         rows.append(("compacted into", f"{len(done.files)} file(s), generation {done.generation}"))
     doc["compacted_files"] = len(outcome.compaction.files) if outcome.compaction is not None else None
+    if args.env != DEMO_ENV:
+        cost = cost_command(run_id, storage_spec or StorageSpec(bucket_dir=where), args.env, args.config)
+        rows.append((f"tasks shaped as {args.env}", f"what it costs deployed: {cost}"))
     command = redrive_command(
         run_id, storage_spec or StorageSpec(bucket_dir=where), env=args.env, config=args.config
     )
     show_summary(outcome, storage, where, as_json=args.json, redrive=command, extra_rows=rows, extra_doc=doc)
     return 0 if outcome.ok and written == expected_rows else 1
+
+
+def cost_command(run_id: str, spec: StorageSpec, env: str, config: str | None) -> str:
+    """The ``fanout cost`` that prices a demo run as ``env`` would run it deployed."""
+    argv = ["fanout", "cost", run_id]
+    if spec.bucket:
+        argv += ["--bucket", spec.bucket]
+        if spec.endpoint_url:
+            argv += ["--s3-endpoint-url", spec.endpoint_url]
+        if spec.region:
+            argv += ["--region", spec.region]
+    else:
+        argv += ["--bucket-dir", str(spec.bucket_dir or "fanout-data")]
+    argv += ["--env", env]
+    if config:
+        argv += ["--config", config]
+    return " ".join(shlex.quote(a) for a in argv)
