@@ -15,6 +15,32 @@ is found from the answers. The controller is CUBIC-like AIMD over one pacing rat
   seconds), then convex: a probe above ``w_max`` that finds a higher limit accelerates.
   A 429 at the bound itself (R told right, a clump of calls) climbs back to R and stays.
 
+**429s that are not ours.** A server may refuse a share of calls whatever the rate (a
+per-endpoint limit, other tenants, a gateway shedding load). Cutting then lowers the rate,
+not the share, and cut after cut took a crawl to ``min_rate``. The signal: a share that
+does not fall when the rate is cut below what the server accepted. So
+
+- every answer feeds the refused ``share`` (an average of the last ~64 answers);
+- an informed cut takes the limit from the rate *accepted* (successes/s), so the pace then
+  holds below what got through; the share still refused there, at a pace that is not too
+  high, is the ``floor``: the median share of the last windows of answers to calls sent
+  while the pace is at or below where 429s began (never while probing above it);
+- the first 429 while discovering cuts blind (the accepted rate lags the doubling); the
+  next cut, ``evidence`` answers later, counts the rate accepted since it;
+- while the floor is known to be ~0, every 429 cuts, as above; else a 429 cuts only
+  ``evidence`` answers after the last cut, and only if the share stands ``margin`` plus
+  ``noise_z`` standard deviations of the share above the floor: a rate that causes 429s
+  raises the share, a fixed refusal does not;
+- once a floor was learned at a pace held below the uncorrected accepted rate, cuts take
+  the accepted rate divided by ``1 - floor`` (the server's own refusals are no sign of the
+  limit), so the crawl holds near the limit instead of ``1 - floor`` below it.
+
+**Outage.** A share above ``floor_max`` is a server refusing most calls (down, shedding
+all load): the pace halves at each 429 of a call sent after the last halving, down to
+``min_rate``, and the rate before the first halving is kept; the first success of a call
+sent after it restores that rate, so the crawl is back at speed within a round trip of the
+server's recovery.
+
 A Retry-After above ``hold_above_s`` holds every caller until it passes (a quota window,
 an overloaded server); one of at most a second (delay-seconds are whole: "1" is the
 rounding of any short wait) delays only the rejected call, which the client already
@@ -27,12 +53,22 @@ of a local run adapts as one budget). Callers hold their lock around every funct
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableSequence
 from dataclasses import dataclass
+from typing import Literal
 
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
-STATE_SIZE = 12
+SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS = range(12, 24)
+WINDOWS = 4
+"""Complete windows of answers whose median refused share is the floor."""
+WIN_0 = 24
+STATE_SIZE = WIN_0 + WINDOWS
+
+Verdict = Literal["ignore", "cut", "back_off"]
+"""What one 429 means: not ours (or already answered for), our rate is too high, or the
+server refuses most calls whatever we send."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +95,20 @@ class Tuning:
     """A Retry-After longer than this holds every caller."""
     min_rate: float = 0.5
     """Calls/s the rate never falls below (or the bound, if that is lower)."""
+    share_weight: float = 1 / 64
+    """Weight of each answer in the refused share (it averages ~64 answers)."""
+    margin: float = 0.01
+    """Refused share above the floor that is ours, on top of the share's noise."""
+    noise_z: float = 4.0
+    """Standard deviations of the share's noise that a 429 must stand above the floor."""
+    window: float = 128.0
+    """Answers per window of the floor (the median refused share of the last few windows)."""
+    settle: float = 8.0
+    """Answers after a cut that do not count in the floor (the server's bucket refills)."""
+    evidence: float = 40.0
+    """Answers after a cut before another one: what the cut did must be seen first."""
+    floor_max: float = 0.5
+    """A refused share above this is a server refusing most calls: back off whatever the cause."""
 
 
 def new_state(rate: float, now: float, *, probe_from: Tuning | None = None) -> list[float]:
@@ -105,6 +155,11 @@ class Controller:
         else:
             s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
         s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
+
+    def count_sent(self, s: MutableSequence[float], now: float) -> None:
+        """One call sent (a fleet instance's, whose slots come from the shared budget)."""
+        self._roll(s, now)
+        s[SLOT_SENT] += 1
 
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
         """(sent, accepted) calls/s lately; before a whole slot, from the part so far."""
@@ -164,30 +219,152 @@ class Controller:
             return top
         return top + (1.1 - top) * (since / t.probe_s) ** 3
 
+    # -- telling our 429s from the server's own ---------------------------------------------
+    def answered(self, s: MutableSequence[float], sent_at: float | None, refused: bool) -> None:
+        """Count one answer in the refused share and, for a call sent while the pace holds at
+        or below where 429s began (``settle`` answers after an informed cut, not probing
+        above it), in the floor's window."""
+        t, x = self.t, 1.0 if refused else 0.0
+        s[SHARE] += t.share_weight * (x - s[SHARE])
+        if sent_at is not None and sent_at <= s[CUT_AT]:
+            return  # sent at the pace before the cut: says nothing of the pace since
+        s[ANSWERS] += 1
+        s[ACCEPTED] += 1.0 - x
+        holding = s[W_MAX] and not (s[GOOD] or s[BLIND]) and s[RATE] <= s[W_MAX]
+        if not holding or s[ANSWERS] <= t.settle:
+            return
+        s[WIN_N] += 1
+        s[WIN_R] += x
+        if s[WIN_N] >= t.window:
+            for i in range(WINDOWS - 1, 0, -1):
+                s[WIN_0 + i] = s[WIN_0 + i - 1]
+            s[WIN_0] = s[WIN_R] / s[WIN_N]
+            s[WINS] = min(WINDOWS, s[WINS] + 1)
+            s[WIN_N] = s[WIN_R] = 0.0
+        shares = [s[WIN_0 + i] for i in range(int(s[WINS]))]
+        if s[WIN_N] >= t.evidence - t.settle:
+            shares.append(s[WIN_R] / s[WIN_N])
+        if shares:
+            s[FLOOR] = min(t.floor_max, sorted(shares)[(len(shares) - 1) // 2])
+            s[TRUSTED] = max(s[TRUSTED], s[RAW])
+
+    def verdict(self, s: MutableSequence[float], now: float, sent_at: float | None) -> Verdict:
+        """What a 429 (already ``answered``) for a call sent at ``sent_at`` means."""
+        if sent_at is not None and sent_at <= s[CUT_AT]:
+            return "ignore"  # in flight when the pace was last cut: already answered for
+        t, share, floor = self.t, s[SHARE], s[FLOOR]
+        if share > t.floor_max and self._rates(s, now)[1] < self.min_rate:
+            return "back_off"  # most calls refused and next to none accepted: an outage
+        if not s[W_MAX]:
+            return "cut"  # the first: blind (the rate doubled in the last round trips)
+        known = s[WINS] or s[WIN_N] >= t.evidence - t.settle
+        if known and floor <= t.margin:
+            return "cut"  # every 429 is ours, as far as anyone can tell
+        if s[ANSWERS] < t.evidence:
+            return "ignore"  # too few answers since the last cut to see what it did
+        if s[BLIND]:
+            return "cut"  # the blind cut may have kept a rate still too high: cut once more
+        noise = t.noise_z * math.sqrt(floor * (1.0 - floor) * t.share_weight / (2.0 - t.share_weight))
+        return "cut" if share > floor + t.margin + noise else "ignore"
+
     def throttled(
         self, s: MutableSequence[float], now: float, sent_at: float | None, retry_after: float | None
-    ) -> None:
-        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now)."""
+    ) -> Verdict:
+        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now); what it meant."""
         if retry_after is not None and retry_after > self.t.hold_above_s:
             s[HOLD] = max(s[HOLD], now + retry_after)
-        if sent_at is not None and sent_at <= s[CUT_AT]:
-            return  # in flight when the pace was last cut: already answered for
-        self._roll(s, now)
+        self.count_answer(s, now, sent_at, refused=True)
+        verdict = self.verdict(s, now, sent_at)
+        if verdict != "ignore":
+            sent, ok = self._rates(s, now)
+            if s[BLIND]:  # the smoothed rate still holds the doubling: count since the cut
+                ok = s[ACCEPTED] / max(now - s[CUT_AT], 1e-3) if s[ACCEPTED] >= 4 else 0.0
+            self._cut(s, now, self.cut_to(s, verdict, s[RATE], sent, ok))
+        return verdict
+
+    def accepted_share(self, s: MutableSequence[float], now: float) -> float:
+        """The share of calls accepted lately (since the last cut if it was blind): what a
+        fleet instance, which sees only its own calls, scales the fleet's rate by."""
+        if s[BLIND]:
+            return s[ACCEPTED] / s[ANSWERS] if s[ACCEPTED] >= 4 else 0.0
         sent, ok = self._rates(s, now)
-        rate = s[RATE]
-        if 0 < ok < self.t.beta * sent:
-            w = min(rate, ok)  # many were refused: what got through is the limit
-        elif not s[W_MAX] and rate < self.bound and sent > 0:
-            w = min(rate, sent)  # still discovering: the rate was never sent in full
+        return min(1.0, ok / sent) if sent > 0 else 1.0
+
+    def cut_to(
+        self, s: MutableSequence[float], verdict: Verdict, rate: float, sent: float, ok: float
+    ) -> float:
+        """The rate at which 429s began for a ``verdict`` that is not "ignore", from the pacing
+        ``rate`` and the ``sent`` and accepted (``ok``) calls/s; it books the cut's kind."""
+        t = self.t
+        informed = False
+        if s[ACCEPTED] >= t.evidence / 2 or not s[W_MAX]:
+            # Cut after calls got through: the rate before it is what an outage returns to
+            # (the cuts of an outage's first 429s, before the share shows it, do not count).
+            s[KNOWN] = s[W_MAX] or min(rate, max(sent, self.min_rate))
+        if verdict == "back_off":
+            if not s[GOOD]:
+                s[GOOD] = s[KNOWN] or s[W_MAX] or min(rate, max(sent, self.min_rate))
+            w = rate / 2.0 / t.beta
         else:
-            w = rate
+            if s[TRUSTED]:
+                ok /= 1.0 - s[FLOOR]  # what the limit let through, the server's own refusals aside
+            if not s[W_MAX]:  # blind: the accepted rate lags the doubling
+                if 0 < ok < t.beta * sent:
+                    w = min(rate, ok)  # many were refused: what got through is the limit
+                elif rate < self.bound and sent > 0:
+                    w = min(rate, sent)  # still discovering: the rate was never sent in full
+                else:
+                    w = rate
+            else:
+                # What got through is the limit: the pace then holds below it, so that a
+                # share still refused there is the server's own (the floor), not ours.
+                informed = ok > 0
+                w = min(rate, ok) if informed else rate / 2.0  # none got through: halve
+        # Blind: the cut did not learn the limit from an accepted rate (the first one, or
+        # none got through); the next comes after ``evidence`` answers, floor or not.
+        s[BLIND] = 1.0 if verdict == "cut" and not informed else 0.0
+        # A pace held below the accepted rate uncorrected is below the limit: the share
+        # refused there is the server's own, so the floor learned there can be trusted.
+        s[RAW] = 1.0 if informed and not s[TRUSTED] else 0.0
+        s[WIN_N] = s[WIN_R] = 0.0  # answers at a pace that was too high: not the floor
+        return max(self.min_rate, w)
+
+    def _cut(self, s: MutableSequence[float], now: float, w: float) -> None:
+        self.mark_cut(s, now)
         s[W_MAX] = max(self.min_rate, w)
         s[RATE] = max(self.min_rate, self.t.beta * s[W_MAX])
-        s[CUT_AT] = s[GROWN_AT] = now
+        s[GROWN_AT] = now
         # No burst credit survives a 429, and the server's bucket is empty: the next call
         # waits one interval at the new pace. Slots taken before now are taken again.
         s[NEXT] = now + 1.0 / s[RATE]
 
-    def succeeded(self, s: MutableSequence[float], now: float) -> None:
+    def mark_cut(self, s: MutableSequence[float], cut_at: float) -> None:
+        """A cut at ``cut_at`` (here, or another fleet instance's): count answers anew."""
+        s[CUT_AT] = cut_at
+        s[ANSWERS] = s[ACCEPTED] = 0.0
+
+    def recovered(self, s: MutableSequence[float], sent_at: float | None) -> float:
+        """After a success: the rate to restore if it ends a back-off (else 0). The share
+        is reset, since the outage's refusals no longer describe the server."""
+        good = s[GOOD]
+        if not good or (sent_at is not None and sent_at <= s[CUT_AT]):
+            return 0.0
+        s[GOOD] = 0.0
+        s[SHARE] = 0.0
+        return good
+
+    def count_answer(
+        self, s: MutableSequence[float], now: float, sent_at: float | None, refused: bool
+    ) -> None:
+        """One answer, in the accepted rate and in the refused share and floor."""
         self._roll(s, now)
-        s[SLOT_OK] += 1
+        if not refused:
+            s[SLOT_OK] += 1
+        self.answered(s, sent_at, refused)
+
+    def succeeded(self, s: MutableSequence[float], now: float, sent_at: float | None = None) -> None:
+        self.count_answer(s, now, sent_at, refused=False)
+        good = self.recovered(s, sent_at)
+        if good:
+            self._cut(s, now, good)
+            s[NEXT] = min(s[NEXT], now)

@@ -148,7 +148,8 @@ class ControlledPacer:
     def on_success(self) -> None:
         with self.locked() as ok:
             if ok:
-                self.controller.succeeded(self.state, self._clock())
+                sent_at = getattr(self._mine, "reserved", None)
+                self.controller.succeeded(self.state, self._clock(), sent_at)
 
 
 class AdaptivePacer(ControlledPacer):
