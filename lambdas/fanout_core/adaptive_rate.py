@@ -169,26 +169,33 @@ class Controller:
         return s[SLOT_SENT] / span, s[SLOT_OK] / span
 
     # -- the three events ------------------------------------------------------------------
-    def reserve(self, s: MutableSequence[float], now: float, *, again: bool = False) -> float:
+    def reserve(
+        self, s: MutableSequence[float], now: float, *, again: bool = False, max_wait: float = math.inf
+    ) -> float:
         """Take the next slot for one call (``again``: the same call, after a cut); the
-        seconds the caller must wait for it."""
+        seconds the caller must wait for it. A slot more than ``max_wait`` away is not
+        taken (the wait is returned, nothing changes): the caller gives up on it."""
         self._roll(s, now)
-        if not again:
-            s[SLOT_SENT] += 1
         interval = 1.0 / s[RATE]
         slot = max(s[NEXT], now - (self.burst - 1.0) * interval, s[HOLD])
         wait = slot - now
+        if wait > max(0.0, max_wait):
+            return wait
+        if not again:
+            s[SLOT_SENT] += 1
         s[NEXT] = slot + interval
         if wait > 0:
             self._grow(s, now)
         return max(0.0, wait)
 
-    def recheck(self, s: MutableSequence[float], now: float, reserved_at: float) -> float:
+    def recheck(
+        self, s: MutableSequence[float], now: float, reserved_at: float, *, max_wait: float = math.inf
+    ) -> float:
         """After waiting for a slot reserved at ``reserved_at``: 0 to go now, or the seconds of
         a new slot if the pace was cut meanwhile (slots taken at the old pace are void)."""
         if s[CUT_AT] <= reserved_at and now >= s[HOLD]:
             return 0.0
-        return self.reserve(s, now, again=True)
+        return self.reserve(s, now, again=True, max_wait=max_wait)
 
     def _grow(self, s: MutableSequence[float], now: float) -> None:
         dt = min(now - s[GROWN_AT], self.t.slot_s)
