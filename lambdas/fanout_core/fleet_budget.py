@@ -235,8 +235,6 @@ class FleetPacer:
         if wait:
             self._sleep(wait)
         self._sent.at = self._clock()
-        with self._lock:
-            self.controller.count_sent(self._signal, self._sent.at)
         return wait
 
     def _next_slot(self, now: float) -> float:
@@ -263,6 +261,7 @@ class FleetPacer:
         with self._lock:  # one cut per instance at a time; the store decides across instances
             sig = self._signal
             self._mirror(now)
+            c.count_sent(sig, now)  # counted as answered: acquire stays the store's
             c.count_answer(sig, now, sent_at, refused=True)
             verdict = c.verdict(sig, now, sent_at)
             if verdict == "ignore" or now < self._alone_until:
@@ -280,6 +279,7 @@ class FleetPacer:
         sent_at = getattr(self._sent, "at", now)
         with self._lock:
             self._mirror(now)
+            self.controller.count_sent(self._signal, now)
             self.controller.count_answer(self._signal, now, sent_at, refused=False)
             good = self.controller.recovered(self._signal, sent_at)
             if good and now >= self._alone_until:
