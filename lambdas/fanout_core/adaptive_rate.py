@@ -21,25 +21,29 @@ not the share, and cut after cut took a crawl to ``min_rate``. The signal: a sha
 does not fall when the rate is cut below what the server accepted. So
 
 - every answer feeds the refused ``share`` (an average of the last ~64 answers);
-- an informed cut takes the limit from the rate *accepted* (successes/s), so the pace then
-  holds below what got through; the share still refused there, at a pace that is not too
+- an informed cut takes the limit from the pace times the share of calls *accepted*
+  (a lull in demand lowers the accepted rate, not the limit), so the pace then holds below
+  what got through; the share still refused there, at a pace that is not too
   high, is the ``floor``: the median share of the last windows of answers to calls sent
   while the pace is at or below where 429s began (never while probing above it);
-- the first 429 while discovering cuts blind (the accepted rate lags the doubling); the
-  next cut, ``evidence`` answers later, counts the rate accepted since it;
+- the first 429 while discovering cuts blind, to the rate sent (the accepted share lags
+  the doubling, and may hold the server's own refusals); the next cut, ``evidence``
+  answers later, counts the share accepted since it;
 - while the floor is known to be ~0, every 429 cuts, as above; else a 429 cuts only
   ``evidence`` answers after the last cut, and only if the share stands ``margin`` plus
   ``noise_z`` standard deviations of the share above the floor: a rate that causes 429s
   raises the share, a fixed refusal does not;
-- once a floor was learned at a pace held below the uncorrected accepted rate, cuts take
-  the accepted rate divided by ``1 - floor`` (the server's own refusals are no sign of the
-  limit), so the crawl holds near the limit instead of ``1 - floor`` below it.
+- once a floor was learned at a pace held below the uncorrected accepted rate, cuts divide
+  the accepted share by ``1 - floor`` (the server's own refusals are no sign of the
+  limit), so the crawl holds near the limit instead of ``1 - floor`` below it. (A floor
+  learned later at a pace that overshot reads some excess as the server's own: the pace
+  then runs a little above the limit, which costs 429s but no accepted calls.)
 
-**Outage.** A share above ``floor_max`` is a server refusing most calls (down, shedding
+**Outage.** ``evidence`` 429s in a row are a server refusing every call (down, shedding
 all load): the pace halves at each 429 of a call sent after the last halving, down to
-``min_rate``, and the rate before the first halving is kept; the first success of a call
-sent after it restores that rate, so the crawl is back at speed within a round trip of the
-server's recovery.
+``min_rate``, and the rate known good before it (the limit at the last cut after which
+calls got through) is kept; the first success of a call sent after the last halving
+restores it, so the crawl is back at speed within a round trip of the server's recovery.
 
 A Retry-After above ``hold_above_s`` holds every caller until it passes (a quota window,
 an overloaded server); one of at most a second (delay-seconds are whole: "1" is the
@@ -60,10 +64,10 @@ from typing import Literal
 
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
-SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS = range(12, 24)
+SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
 WINDOWS = 4
 """Complete windows of answers whose median refused share is the floor."""
-WIN_0 = 24
+WIN_0 = 25
 STATE_SIZE = WIN_0 + WINDOWS
 
 Verdict = Literal["ignore", "cut", "back_off"]
@@ -108,7 +112,7 @@ class Tuning:
     evidence: float = 40.0
     """Answers after a cut before another one: what the cut did must be seen first."""
     floor_max: float = 0.5
-    """A refused share above this is a server refusing most calls: back off whatever the cause."""
+    """The floor never goes above this (a server refusing more is not one to keep pace with)."""
 
 
 def new_state(rate: float, now: float, *, probe_from: Tuning | None = None) -> list[float]:
@@ -233,11 +237,14 @@ class Controller:
         above it), in the floor's window."""
         t, x = self.t, 1.0 if refused else 0.0
         s[SHARE] += t.share_weight * (x - s[SHARE])
+        s[RUN] = s[RUN] + 1 if refused else 0.0
         if sent_at is not None and sent_at <= s[CUT_AT]:
             return  # sent at the pace before the cut: says nothing of the pace since
         s[ANSWERS] += 1
         s[ACCEPTED] += 1.0 - x
-        holding = s[W_MAX] and not (s[GOOD] or s[BLIND]) and s[RATE] <= s[W_MAX]
+        # Not probing above where 429s began, or within the first answers after the cut
+        # (at a few calls/s the probe begins before a window fills).
+        holding = s[W_MAX] and not (s[GOOD] or s[BLIND]) and (s[RATE] <= s[W_MAX] or s[ANSWERS] <= t.evidence)
         if not holding or s[ANSWERS] <= t.settle:
             return
         s[WIN_N] += 1
@@ -260,8 +267,8 @@ class Controller:
         if sent_at is not None and sent_at <= s[CUT_AT]:
             return "ignore"  # in flight when the pace was last cut: already answered for
         t, share, floor = self.t, s[SHARE], s[FLOOR]
-        if share > t.floor_max and self._rates(s, now)[1] < self.min_rate:
-            return "back_off"  # most calls refused and next to none accepted: an outage
+        if s[RUN] >= t.evidence and s[W_MAX]:
+            return "back_off"  # ``evidence`` 429s in a row: an outage, whatever the rate
         if not s[W_MAX]:
             return "cut"  # the first: blind (the rate doubled in the last round trips)
         known = s[WINS] or s[WIN_N] >= t.evidence - t.settle
@@ -284,14 +291,16 @@ class Controller:
         verdict = self.verdict(s, now, sent_at)
         if verdict != "ignore":
             sent, ok = self._rates(s, now)
-            if s[BLIND]:  # the smoothed rate still holds the doubling: count since the cut
-                ok = s[ACCEPTED] / max(now - s[CUT_AT], 1e-3) if s[ACCEPTED] >= 4 else 0.0
+            if s[W_MAX]:
+                # The pace times the share accepted: a lull in demand (callers asleep on
+                # Retry-After, a stage's tail) lowers the accepted rate, not the limit.
+                sent, ok = s[RATE], s[RATE] * self.accepted_share(s, now)
             self._cut(s, now, self.cut_to(s, verdict, s[RATE], sent, ok))
         return verdict
 
     def accepted_share(self, s: MutableSequence[float], now: float) -> float:
-        """The share of calls accepted lately (since the last cut if it was blind): what a
-        fleet instance, which sees only its own calls, scales the fleet's rate by."""
+        """The share of calls accepted lately (since the last cut if it was blind, as the
+        smoothed rates still hold the doubling): what the pace is scaled by at a cut."""
         if s[BLIND]:
             return s[ACCEPTED] / s[ANSWERS] if s[ACCEPTED] >= 4 else 0.0
         sent, ok = self._rates(s, now)
@@ -304,32 +313,29 @@ class Controller:
         ``rate`` and the ``sent`` and accepted (``ok``) calls/s; it books the cut's kind."""
         t = self.t
         informed = False
-        if s[ACCEPTED] >= t.evidence / 2 or not s[W_MAX]:
+        if s[W_MAX] and not s[BLIND] and s[ACCEPTED] >= t.evidence / 2:
             # Cut after calls got through: the rate before it is what an outage returns to
-            # (the cuts of an outage's first 429s, before the share shows it, do not count).
-            s[KNOWN] = s[W_MAX] or min(rate, max(sent, self.min_rate))
+            # (the cuts of an outage's first 429s, before the run of them shows it, do not).
+            s[KNOWN] = s[W_MAX]
         if verdict == "back_off":
-            if not s[GOOD]:
-                s[GOOD] = s[KNOWN] or s[W_MAX] or min(rate, max(sent, self.min_rate))
+            s[GOOD] = s[GOOD] or s[KNOWN]  # 0: no rate known good, nothing to restore
             w = rate / 2.0 / t.beta
         else:
             if s[TRUSTED]:
                 ok /= 1.0 - s[FLOOR]  # what the limit let through, the server's own refusals aside
-            if not s[W_MAX]:  # blind: the accepted rate lags the doubling
-                if 0 < ok < t.beta * sent:
-                    w = min(rate, ok)  # many were refused: what got through is the limit
-                elif rate < self.bound and sent > 0:
-                    w = min(rate, sent)  # still discovering: the rate was never sent in full
-                else:
-                    w = rate
+            if not s[W_MAX]:  # blind: the accepted rate lags the doubling, and a share
+                # refused may be the server's own; the next cut, ``evidence`` answers on,
+                # takes the share accepted since this one.
+                w = min(rate, sent) if sent > 0 else rate
             else:
                 # What got through is the limit: the pace then holds below it, so that a
                 # share still refused there is the server's own (the floor), not ours.
                 informed = ok > 0
                 w = min(rate, ok) if informed else rate / 2.0  # none got through: halve
-        # Blind: the cut did not learn the limit from an accepted rate (the first one, or
-        # none got through); the next comes after ``evidence`` answers, floor or not.
-        s[BLIND] = 1.0 if verdict == "cut" and not informed else 0.0
+        # Blind: the cut did not learn the limit from an accepted rate (the first one, a
+        # back-off, or none got through): the pace held after it teaches no floor, and the
+        # next cut comes after ``evidence`` answers, floor or not.
+        s[BLIND] = 0.0 if informed else 1.0
         # A pace held below the accepted rate uncorrected is below the limit: the share
         # refused there is the server's own, so the floor learned there can be trusted.
         s[RAW] = 1.0 if informed and not s[TRUSTED] else 0.0
