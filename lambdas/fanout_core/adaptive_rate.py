@@ -6,10 +6,10 @@ is found from the answers. The controller is CUBIC-like AIMD over one pacing rat
 
 - **discover**: while no 429 has been seen, the rate doubles every ``doubling_s`` the
   pacer is the bottleneck (callers wait on it), never beyond 2x the rate actually sent;
-- **cut**: a 429 for a call sent after the last cut remembers the rate at which 429s
-  began (``w_max``: the pacing rate; the rate accepted if far fewer than were sent got
-  through; the rate sent while still discovering) and drops to ``beta * w_max``; 429s
-  for calls already in flight at a cut change nothing;
+- **cut**: a 429 for a call sent after the last cut (when it is ours, below) remembers
+  the rate at which 429s began (``w_max``: the pace times the share accepted; the rate
+  sent while still discovering) and drops to ``beta * w_max``; 429s for calls already
+  in flight at a cut change nothing;
 - **recover and hold**: the rate climbs back along ``w_max * (1 + c * (t - K)^3)``, steep
   at first, flat around ``w_max`` at ``K = recover_s`` after the cut (it holds there for
   seconds), then convex: a probe above ``w_max`` that finds a higher limit accelerates.
@@ -25,7 +25,9 @@ does not fall when the rate is cut below what the server accepted. So
   (a lull in demand lowers the accepted rate, not the limit), so the pace then holds below
   what got through; the share still refused there, at a pace that is not too
   high, is the ``floor``: the median share of the last windows of answers to calls sent
-  while the pace is at or below where 429s began (never while probing above it);
+  while the pace is at or below where 429s began (not while probing above it, except
+  for the first ``evidence`` answers after the cut: at a few calls/s the probe begins
+  before a window fills);
 - the first 429 while discovering cuts blind, to the rate sent (the accepted share lags
   the doubling, and may hold the server's own refusals); the next cut, ``evidence``
   answers later, counts the share accepted since it;
