@@ -29,8 +29,10 @@ What a crawler author can rely on:
   ``+ / =``: send them as a query parameter (``params=``), never pasted into the URL.
   They are signed and bound to their list: tampered or foreign tokens answer 400. The same
   seed gives the same tokens, so a saved token still works after a restart.
-* Faults (after auth, never on /v1/health) in this order: rate limit 429 (Retry-After =
-  ceil of the wait, or an HTTP-date), injected 429 (Retry-After 0 or 1), 500/502/503/504,
+* Faults (after auth, never on /v1/health) in this order: the outage window's 429 to every
+  call (``outage_at_s``, Retry-After 1), rate limit 429 (Retry-After = ceil of the wait,
+  or an HTTP-date), a fixed share of the calls within the limit refused whatever the rate
+  (``refuse_share``, Retry-After 1), injected 429 (Retry-After 0 or 1), 500/502/503/504,
   a 200 whose body is not JSON, a hang of ``hang_s`` before a normal answer.
 
 Modules: :mod:`~fanout.simulator.config` (SimConfig, sizes), :mod:`~fanout.simulator.universe`

@@ -124,6 +124,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="every id 128 non-Latin characters long (keys that must be shortened)",
     )
     h.add_argument(
+        "--refuse-share",
+        type=share,
+        default=None,
+        metavar="P",
+        help="answer 429 (Retry-After: 1) to a share P of the calls within the rate limit, "
+        "whatever the rate (0.2: every 5th call)",
+    )
+    h.add_argument(
+        "--outage-at",
+        type=non_negative_float,
+        default=None,
+        metavar="S",
+        help="S seconds after starting, answer 429 (Retry-After: 1) to every call for --outage-s",
+    )
+    h.add_argument(
+        "--outage-s",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="how long the --outage-at window lasts (default 60)",
+    )
+    h.add_argument(
         "--bad-records",
         action="store_true",
         default=None,
@@ -164,6 +186,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "dot_ids": "dot_ids",
         "long_ids": "long_ids",
         "bad_records": "bad_records",
+        "refuse_share": "refuse_share",
+        "outage_at": "outage_at_s",
+        "outage_s": "outage_s",
     }
     for arg, name in direct.items():
         value = getattr(args, arg, None)

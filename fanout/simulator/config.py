@@ -63,6 +63,15 @@ class SimConfig:
     """Each request waits ``latency_s`` plus a uniform draw from [0, latency_jitter_s)."""
     not_found_ids: frozenset[str] = frozenset()
     fault_seed: int | None = None
+    refuse_share: float = 0.0
+    """Share of the calls within the rate limit answered 429 with ``Retry-After: 1``
+    whatever the rate (a per-endpoint limit, other tenants, a gateway shedding load):
+    call n (counted from 1) is refused when ``floor(n * share)`` steps up, so every stretch
+    of calls holds the share, exactly and reproducibly (0.2: every 5th call)."""
+    outage_at_s: float | None = None
+    """Seconds after the server started at which it answers 429 with ``Retry-After: 1`` to
+    every API call (health still answers), for ``outage_s`` seconds; None: never."""
+    outage_s: float = 60.0
 
     # ---- hostile modes ------------------------------------------------------------------
     duplicate_ids: bool = False
@@ -145,7 +154,7 @@ class SimConfig:
                 f"default_page_size must be in 1..max_page_size ({self.max_page_size}), "
                 f"got {self.default_page_size}"
             )
-        for name in ("error_rate_5xx", "error_rate_429", "garbage_rate", "hang_rate"):
+        for name in ("error_rate_5xx", "error_rate_429", "garbage_rate", "hang_rate", "refuse_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.error_rate_429 + self.error_rate_5xx + self.garbage_rate > 1.0 + 1e-9:
@@ -158,6 +167,10 @@ class SimConfig:
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
         if self.hang_s < 0 or self.latency_s < 0 or self.latency_jitter_s < 0:
             raise ValueError("hang_s, latency_s and latency_jitter_s must be >= 0")
+        if self.outage_at_s is not None and not 0 <= self.outage_at_s < math.inf:
+            raise ValueError("outage_at_s must be >= 0 (or None for no outage)")
+        if not 0 < self.outage_s < math.inf:
+            raise ValueError("outage_s must be > 0")
         if not self.token:
             raise ValueError("token must not be empty")
 

@@ -53,6 +53,9 @@ class HermesSimulator:
         self._listing_fetches: dict[tuple[int, ...], int] = {}
         self._hostile_lock = threading.Lock()
         self._drip_rng = random.Random(f"drip:{self.config.fault_seed}")
+        self._within_limit = 0
+        """Calls let through by the rate limit so far (``refuse_share`` counts on it)."""
+        self._started_at = time.monotonic()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -60,6 +63,7 @@ class HermesSimulator:
         if self._server is not None:
             return self.url
         self._server = _Server((self._host, self._port), self)
+        self._started_at = time.monotonic()  # the outage window counts from here
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},  # stop() waits up to one interval
@@ -106,6 +110,10 @@ class HermesSimulator:
 
     # ---- request handling ----------------------------------------------------------------
 
+    def _in_outage(self) -> bool:
+        at = self.config.outage_at_s
+        return at is not None and 0 <= time.monotonic() - self._started_at - at < self.config.outage_s
+
     def _retry_after(self, seconds: float) -> str:
         wait = max(0, math.ceil(seconds))
         if self.config.retry_after_format == "http-date":
@@ -149,6 +157,10 @@ class HermesSimulator:
             )
 
         draw = self._dice.roll()
+        if self._in_outage():
+            retry = self._retry_after(1)
+            refused = "outage: every call refused"
+            return _error_response(429, "unavailable", refused, (("Retry-After", retry),), "outage")
         if self._buckets is not None:
             wait = self._buckets.take(c.token)
             if wait > 0:
@@ -158,6 +170,18 @@ class HermesSimulator:
                     f"more than {c.rate_limit:g} requests/s for this token",
                     (("Retry-After", self._retry_after(wait)),),
                     kind="rate_limited",
+                )
+        if c.refuse_share:
+            with self._hostile_lock:
+                self._within_limit += 1
+                n = self._within_limit
+            if math.floor(n * c.refuse_share) > math.floor((n - 1) * c.refuse_share):
+                return _error_response(
+                    429,
+                    "too_many_requests",
+                    "refused whatever the rate",
+                    (("Retry-After", self._retry_after(1)),),
+                    "refused_share",
                 )
         cut_429 = c.error_rate_429
         cut_5xx = cut_429 + c.error_rate_5xx

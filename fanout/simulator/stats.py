@@ -20,6 +20,10 @@ class SimStats:
     rate_limited: int = 0
     """429s caused by the token bucket."""
     injected_429: int = 0
+    refused_share: int = 0
+    """429s of ``refuse_share`` (a share refused whatever the rate)."""
+    outage: int = 0
+    """429s of the outage window (``outage_at_s``)."""
     injected_5xx: int = 0
     garbage: int = 0
     hangs: int = 0
@@ -62,6 +66,8 @@ class _Counters:
                 by_status=dict(sorted(self.by_status.items())),
                 rate_limited=k["rate_limited"],
                 injected_429=k["injected_429"],
+                refused_share=k["refused_share"],
+                outage=k["outage"],
                 injected_5xx=k["injected_5xx"],
                 garbage=k["garbage"],
                 hangs=k["hangs"],

@@ -6,14 +6,46 @@ is found from the answers. The controller is CUBIC-like AIMD over one pacing rat
 
 - **discover**: while no 429 has been seen, the rate doubles every ``doubling_s`` the
   pacer is the bottleneck (callers wait on it), never beyond 2x the rate actually sent;
-- **cut**: a 429 for a call sent after the last cut remembers the rate at which 429s
-  began (``w_max``: the pacing rate; the rate accepted if far fewer than were sent got
-  through; the rate sent while still discovering) and drops to ``beta * w_max``; 429s
-  for calls already in flight at a cut change nothing;
+- **cut**: a 429 for a call sent after the last cut (when it is ours, below) remembers
+  the rate at which 429s began (``w_max``: the pace times the share accepted; the rate
+  sent while still discovering) and drops to ``beta * w_max``; 429s for calls already
+  in flight at a cut change nothing;
 - **recover and hold**: the rate climbs back along ``w_max * (1 + c * (t - K)^3)``, steep
   at first, flat around ``w_max`` at ``K = recover_s`` after the cut (it holds there for
   seconds), then convex: a probe above ``w_max`` that finds a higher limit accelerates.
   A 429 at the bound itself (R told right, a clump of calls) climbs back to R and stays.
+
+**429s that are not ours.** A server may refuse a share of calls whatever the rate (a
+per-endpoint limit, other tenants, a gateway shedding load). Cutting then lowers the rate,
+not the share, and cut after cut took a crawl to ``min_rate``. The signal: a share that
+does not fall when the rate is cut below what the server accepted. So
+
+- every answer feeds the refused ``share`` (an average of the last ~64 answers);
+- an informed cut takes the limit from the pace times the share of calls *accepted*
+  (a lull in demand lowers the accepted rate, not the limit), so the pace then holds below
+  what got through; the share still refused there, at a pace that is not too
+  high, is the ``floor``: the median share of the last windows of answers to calls sent
+  while the pace is at or below where 429s began (not while probing above it, except
+  for the first ``evidence`` answers after the cut: at a few calls/s the probe begins
+  before a window fills);
+- the first 429 while discovering cuts blind, to the rate sent (the accepted share lags
+  the doubling, and may hold the server's own refusals); the next cut, ``evidence``
+  answers later, counts the share accepted since it;
+- while the floor is known to be ~0, every 429 cuts, as above; else a 429 cuts only
+  ``evidence`` answers after the last cut, and only if the share stands ``margin`` plus
+  ``noise_z`` standard deviations of the share above the floor: a rate that causes 429s
+  raises the share, a fixed refusal does not;
+- once a floor was learned at a pace held below the uncorrected accepted rate, cuts divide
+  the accepted share by ``1 - floor`` (the server's own refusals are no sign of the
+  limit), so the crawl holds near the limit instead of ``1 - floor`` below it. (A floor
+  learned later at a pace that overshot reads some excess as the server's own: the pace
+  then runs a little above the limit, which costs 429s but no accepted calls.)
+
+**Outage.** ``evidence`` 429s in a row are a server refusing every call (down, shedding
+all load): the pace halves at each 429 of a call sent after the last halving, down to
+``min_rate``, and the rate known good before it (the limit at the last cut after which
+calls got through) is kept; the first success of a call sent after the last halving
+restores it, so the crawl is back at speed within a round trip of the server's recovery.
 
 A Retry-After above ``hold_above_s`` holds every caller until it passes (a quota window,
 an overloaded server); one of at most a second (delay-seconds are whole: "1" is the
@@ -27,12 +59,22 @@ of a local run adapts as one budget). Callers hold their lock around every funct
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableSequence
 from dataclasses import dataclass
+from typing import Literal
 
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
-STATE_SIZE = 12
+SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
+WINDOWS = 4
+"""Complete windows of answers whose median refused share is the floor."""
+WIN_0 = 25
+STATE_SIZE = WIN_0 + WINDOWS
+
+Verdict = Literal["ignore", "cut", "back_off"]
+"""What one 429 means: not ours (or already answered for), our rate is too high, or the
+server refuses most calls whatever we send."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +101,20 @@ class Tuning:
     """A Retry-After longer than this holds every caller."""
     min_rate: float = 0.5
     """Calls/s the rate never falls below (or the bound, if that is lower)."""
+    share_weight: float = 1 / 64
+    """Weight of each answer in the refused share (it averages ~64 answers)."""
+    margin: float = 0.01
+    """Refused share above the floor that is ours, on top of the share's noise."""
+    noise_z: float = 4.0
+    """Standard deviations of the share's noise that a 429 must stand above the floor."""
+    window: float = 128.0
+    """Answers per window of the floor (the median refused share of the last few windows)."""
+    settle: float = 8.0
+    """Answers after a cut that do not count in the floor (the server's bucket refills)."""
+    evidence: float = 40.0
+    """Answers after a cut before another one: what the cut did must be seen first."""
+    floor_max: float = 0.5
+    """The floor never goes above this (a server refusing more is not one to keep pace with)."""
 
 
 def new_state(rate: float, now: float, *, probe_from: Tuning | None = None) -> list[float]:
@@ -106,6 +162,11 @@ class Controller:
             s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
         s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
 
+    def count_sent(self, s: MutableSequence[float], now: float) -> None:
+        """One call sent (a fleet instance's, whose slots come from the shared budget)."""
+        self._roll(s, now)
+        s[SLOT_SENT] += 1
+
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
         """(sent, accepted) calls/s lately; before a whole slot, from the part so far."""
         if s[MEASURED]:
@@ -114,26 +175,33 @@ class Controller:
         return s[SLOT_SENT] / span, s[SLOT_OK] / span
 
     # -- the three events ------------------------------------------------------------------
-    def reserve(self, s: MutableSequence[float], now: float, *, again: bool = False) -> float:
+    def reserve(
+        self, s: MutableSequence[float], now: float, *, again: bool = False, max_wait: float = math.inf
+    ) -> float:
         """Take the next slot for one call (``again``: the same call, after a cut); the
-        seconds the caller must wait for it."""
+        seconds the caller must wait for it. A slot more than ``max_wait`` away is not
+        taken (the wait is returned, nothing changes): the caller gives up on it."""
         self._roll(s, now)
-        if not again:
-            s[SLOT_SENT] += 1
         interval = 1.0 / s[RATE]
         slot = max(s[NEXT], now - (self.burst - 1.0) * interval, s[HOLD])
         wait = slot - now
+        if wait > max(0.0, max_wait):
+            return wait
+        if not again:
+            s[SLOT_SENT] += 1
         s[NEXT] = slot + interval
         if wait > 0:
             self._grow(s, now)
         return max(0.0, wait)
 
-    def recheck(self, s: MutableSequence[float], now: float, reserved_at: float) -> float:
+    def recheck(
+        self, s: MutableSequence[float], now: float, reserved_at: float, *, max_wait: float = math.inf
+    ) -> float:
         """After waiting for a slot reserved at ``reserved_at``: 0 to go now, or the seconds of
         a new slot if the pace was cut meanwhile (slots taken at the old pace are void)."""
         if s[CUT_AT] <= reserved_at and now >= s[HOLD]:
             return 0.0
-        return self.reserve(s, now, again=True)
+        return self.reserve(s, now, again=True, max_wait=max_wait)
 
     def _grow(self, s: MutableSequence[float], now: float) -> None:
         dt = min(now - s[GROWN_AT], self.t.slot_s)
@@ -164,30 +232,154 @@ class Controller:
             return top
         return top + (1.1 - top) * (since / t.probe_s) ** 3
 
+    # -- telling our 429s from the server's own ---------------------------------------------
+    def answered(self, s: MutableSequence[float], sent_at: float | None, refused: bool) -> None:
+        """Count one answer in the refused share and, for a call sent while the pace holds at
+        or below where 429s began (``settle`` answers after an informed cut, not probing
+        above it), in the floor's window."""
+        t, x = self.t, 1.0 if refused else 0.0
+        s[SHARE] += t.share_weight * (x - s[SHARE])
+        s[RUN] = s[RUN] + 1 if refused else 0.0
+        if sent_at is not None and sent_at <= s[CUT_AT]:
+            return  # sent at the pace before the cut: says nothing of the pace since
+        s[ANSWERS] += 1
+        s[ACCEPTED] += 1.0 - x
+        # Not probing above where 429s began, or within the first answers after the cut
+        # (at a few calls/s the probe begins before a window fills).
+        holding = s[W_MAX] and not (s[GOOD] or s[BLIND]) and (s[RATE] <= s[W_MAX] or s[ANSWERS] <= t.evidence)
+        if not holding or s[ANSWERS] <= t.settle:
+            return
+        s[WIN_N] += 1
+        s[WIN_R] += x
+        if s[WIN_N] >= t.window:
+            for i in range(WINDOWS - 1, 0, -1):
+                s[WIN_0 + i] = s[WIN_0 + i - 1]
+            s[WIN_0] = s[WIN_R] / s[WIN_N]
+            s[WINS] = min(WINDOWS, s[WINS] + 1)
+            s[WIN_N] = s[WIN_R] = 0.0
+        shares = [s[WIN_0 + i] for i in range(int(s[WINS]))]
+        if s[WIN_N] >= t.evidence - t.settle:
+            shares.append(s[WIN_R] / s[WIN_N])
+        if shares:
+            s[FLOOR] = min(t.floor_max, sorted(shares)[(len(shares) - 1) // 2])
+            s[TRUSTED] = max(s[TRUSTED], s[RAW])
+
+    def verdict(self, s: MutableSequence[float], now: float, sent_at: float | None) -> Verdict:
+        """What a 429 (already ``answered``) for a call sent at ``sent_at`` means."""
+        if sent_at is not None and sent_at <= s[CUT_AT]:
+            return "ignore"  # in flight when the pace was last cut: already answered for
+        t, share, floor = self.t, s[SHARE], s[FLOOR]
+        if s[RUN] >= t.evidence and s[W_MAX]:
+            return "back_off"  # ``evidence`` 429s in a row: an outage, whatever the rate
+        if not s[W_MAX]:
+            return "cut"  # the first: blind (the rate doubled in the last round trips)
+        known = s[WINS] or s[WIN_N] >= t.evidence - t.settle
+        if known and floor <= t.margin:
+            return "cut"  # every 429 is ours, as far as anyone can tell
+        if s[ANSWERS] < t.evidence:
+            return "ignore"  # too few answers since the last cut to see what it did
+        if s[BLIND]:
+            return "cut"  # the blind cut may have kept a rate still too high: cut once more
+        noise = t.noise_z * math.sqrt(floor * (1.0 - floor) * t.share_weight / (2.0 - t.share_weight))
+        return "cut" if share > floor + t.margin + noise else "ignore"
+
     def throttled(
         self, s: MutableSequence[float], now: float, sent_at: float | None, retry_after: float | None
-    ) -> None:
-        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now)."""
+    ) -> Verdict:
+        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now); what it meant."""
         if retry_after is not None and retry_after > self.t.hold_above_s:
             s[HOLD] = max(s[HOLD], now + retry_after)
-        if sent_at is not None and sent_at <= s[CUT_AT]:
-            return  # in flight when the pace was last cut: already answered for
-        self._roll(s, now)
+        self.count_answer(s, now, sent_at, refused=True)
+        verdict = self.verdict(s, now, sent_at)
+        if verdict != "ignore":
+            sent, ok = self._rates(s, now)
+            if s[W_MAX]:
+                # The pace times the share accepted: a lull in demand (callers asleep on
+                # Retry-After, a stage's tail) lowers the accepted rate, not the limit.
+                sent, ok = s[RATE], s[RATE] * self.accepted_share(s, now)
+            self._cut(s, now, self.cut_to(s, verdict, s[RATE], sent, ok))
+        return verdict
+
+    def accepted_share(self, s: MutableSequence[float], now: float) -> float:
+        """The share of calls accepted lately (since the last cut if it was blind, as the
+        smoothed rates still hold the doubling): what the pace is scaled by at a cut."""
+        if s[BLIND]:
+            return s[ACCEPTED] / s[ANSWERS] if s[ACCEPTED] >= 4 else 0.0
         sent, ok = self._rates(s, now)
-        rate = s[RATE]
-        if 0 < ok < self.t.beta * sent:
-            w = min(rate, ok)  # many were refused: what got through is the limit
-        elif not s[W_MAX] and rate < self.bound and sent > 0:
-            w = min(rate, sent)  # still discovering: the rate was never sent in full
+        return min(1.0, ok / sent) if sent > 0 else 1.0
+
+    def cut_to(
+        self, s: MutableSequence[float], verdict: Verdict, rate: float, sent: float, ok: float
+    ) -> float:
+        """The rate at which 429s began for a ``verdict`` that is not "ignore", from the pacing
+        ``rate`` and the ``sent`` and accepted (``ok``) calls/s; it books the cut's kind."""
+        t = self.t
+        informed = False
+        if s[W_MAX] and not s[BLIND] and s[ACCEPTED] >= t.evidence / 2:
+            # Cut after calls got through: the rate before it is what an outage returns to
+            # (the cuts of an outage's first 429s, before the run of them shows it, do not).
+            s[KNOWN] = s[W_MAX]
+        if verdict == "back_off":
+            s[GOOD] = s[GOOD] or s[KNOWN]  # 0: no rate known good, nothing to restore
+            w = rate / 2.0 / t.beta
         else:
-            w = rate
+            if s[TRUSTED]:
+                ok /= 1.0 - s[FLOOR]  # what the limit let through, the server's own refusals aside
+            if not s[W_MAX]:  # blind: the accepted rate lags the doubling, and a share
+                # refused may be the server's own; the next cut, ``evidence`` answers on,
+                # takes the share accepted since this one.
+                w = min(rate, sent) if sent > 0 else rate
+            else:
+                # What got through is the limit: the pace then holds below it, so that a
+                # share still refused there is the server's own (the floor), not ours.
+                informed = ok > 0
+                w = min(rate, ok) if informed else rate / 2.0  # none got through: halve
+        # Blind: the cut did not learn the limit from an accepted rate (the first one, a
+        # back-off, or none got through): the pace held after it teaches no floor, and the
+        # next cut comes after ``evidence`` answers, floor or not.
+        s[BLIND] = 0.0 if informed else 1.0
+        # A pace held below the accepted rate uncorrected is below the limit: the share
+        # refused there is the server's own, so the floor learned there can be trusted.
+        s[RAW] = 1.0 if informed and not s[TRUSTED] else 0.0
+        s[WIN_N] = s[WIN_R] = 0.0  # answers at a pace that was too high: not the floor
+        return max(self.min_rate, w)
+
+    def _cut(self, s: MutableSequence[float], now: float, w: float) -> None:
+        self.mark_cut(s, now)
         s[W_MAX] = max(self.min_rate, w)
         s[RATE] = max(self.min_rate, self.t.beta * s[W_MAX])
-        s[CUT_AT] = s[GROWN_AT] = now
+        s[GROWN_AT] = now
         # No burst credit survives a 429, and the server's bucket is empty: the next call
         # waits one interval at the new pace. Slots taken before now are taken again.
         s[NEXT] = now + 1.0 / s[RATE]
 
-    def succeeded(self, s: MutableSequence[float], now: float) -> None:
+    def mark_cut(self, s: MutableSequence[float], cut_at: float) -> None:
+        """A cut at ``cut_at`` (here, or another fleet instance's): count answers anew."""
+        s[CUT_AT] = cut_at
+        s[ANSWERS] = s[ACCEPTED] = 0.0
+
+    def recovered(self, s: MutableSequence[float], sent_at: float | None) -> float:
+        """After a success: the rate to restore if it ends a back-off (else 0). The share
+        is reset, since the outage's refusals no longer describe the server."""
+        good = s[GOOD]
+        if not good or (sent_at is not None and sent_at <= s[CUT_AT]):
+            return 0.0
+        s[GOOD] = 0.0
+        s[SHARE] = 0.0
+        return good
+
+    def count_answer(
+        self, s: MutableSequence[float], now: float, sent_at: float | None, refused: bool
+    ) -> None:
+        """One answer, in the accepted rate and in the refused share and floor."""
         self._roll(s, now)
-        s[SLOT_OK] += 1
+        if not refused:
+            s[SLOT_OK] += 1
+        self.answered(s, sent_at, refused)
+
+    def succeeded(self, s: MutableSequence[float], now: float, sent_at: float | None = None) -> None:
+        self.count_answer(s, now, sent_at, refused=False)
+        good = self.recovered(s, sent_at)
+        if good:
+            self._cut(s, now, good)
+            s[NEXT] = min(s[NEXT], now)

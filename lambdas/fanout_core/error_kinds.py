@@ -16,6 +16,7 @@ from fanout_core.errors import (
     BadRecord,
     BadTask,
     FanoutError,
+    PacerBeyondDeadline,
     SettingsError,
     TransientError,
     describe,
@@ -29,6 +30,7 @@ KINDS: dict[str, str] = {
     "server_error": "Hermes answered 5xx on every attempt",
     "bad_status": "Hermes answered a status the contract does not define",
     "timeout": "a call to Hermes did not finish within its deadline",
+    "paced_past_deadline": "the rate budget's next slot lay past the task's deadline: it was given back",
     "connection_refused": "nothing accepts connections at the Hermes URL",
     "unreachable": "the Hermes host cannot be reached (name resolution, network)",
     "bad_url": "the request could not be built from the Hermes URL",
@@ -51,6 +53,8 @@ HINTS: dict[str, str] = {
     "rate_limited": "lower --rate-limit (or hermes_rate_limit), then redrive",
     "server_error": "redrive once Hermes is healthy",
     "timeout": "redrive once Hermes answers in time (or raise request_deadline_s)",
+    "paced_past_deadline": "redrive; if it recurs, the rate limit serves fewer calls than the stage's "
+    "concurrency asks for in one timeout: lower the concurrency or raise the timeout",
     "connection_refused": "start Hermes or fix --hermes-url (fanout check), then redrive",
     "unreachable": "fix --hermes-url or the network (fanout check), then redrive",
     "bad_url": "fix --hermes-url (fanout check), then redrive",
@@ -69,6 +73,7 @@ _BY_CLASS = {
     "BadManifest": "bad_manifest",
     "SettingsError": "configuration",
     "TimeoutError": "timeout",
+    "PacerBeyondDeadline": "paced_past_deadline",
 }
 
 
@@ -87,6 +92,8 @@ def kind_of(error: BaseException) -> str:
         return "bad_task"
     if isinstance(error, TimeoutError):
         return "timeout"
+    if isinstance(error, PacerBeyondDeadline):
+        return "paced_past_deadline"
     if isinstance(error, FanoutError):
         return _kind_of_status(error.status, transient=isinstance(error, TransientError))
     if isinstance(error, OSError):

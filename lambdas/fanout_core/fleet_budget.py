@@ -67,7 +67,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from fanout_core.adaptive_rate import Controller, Tuning
+from fanout_core.adaptive_rate import (
+    BLIND,
+    CUT_AT,
+    GOOD,
+    RATE,
+    RAW,
+    TRUSTED,
+    W_MAX,
+    WIN_N,
+    WIN_R,
+    Controller,
+    Tuning,
+    new_state,
+)
 from fanout_core.errors import PacerBeyondDeadline
 from fanout_core.hermes_http import MAX_RETRY_AFTER_S
 from fanout_core.pacing import Pacer, default_burst
@@ -268,6 +281,10 @@ class FleetPacer:
         self._cycle: float | None = None
         """Seconds from one of this instance's sends to its next request (EWMA)."""
         self._last_send: float | None = None
+        self._signal = new_state(self.bound, clock())
+        """This instance's view of the answers (the refused share, the floor): the same
+        controller as a local run decides from it whether a 429 is ours; the item holds
+        only what the fleet must agree on (``w_max``, ``cut_at``, ``hold_until``)."""
 
     # -- the rate everyone derives from the item ---------------------------------------------
     def rate_at(self, now: float, item: BudgetItem | None = None) -> float:
@@ -407,30 +424,61 @@ class FleetPacer:
             f"shared budget: the next slot is {slot - now:.1f} s away, past the task's {max_wait:.1f} s"
         )
 
+    def _mirror(self, now: float) -> None:
+        """Bring the signal up to the item: a cut by any instance starts a new count."""
+        sig, it = self._signal, self._item
+        if it.cut_at != sig[CUT_AT]:
+            self.controller.mark_cut(sig, it.cut_at)
+            if sig[W_MAX] and it.w_max and not sig[GOOD]:  # another instance's informed cut
+                sig[BLIND], sig[RAW], sig[WIN_N], sig[WIN_R] = 0.0, 1.0 - sig[TRUSTED], 0.0, 0.0
+        sig[W_MAX], sig[RATE] = it.w_max, self.rate_at(now, it)
+
     def on_throttled(self, retry_after: float | None) -> None:
         now = self._clock()
         self.fallback.on_throttled(retry_after)
-        if now < self._alone_until:
-            return
         sent_at = getattr(self._sent, "at", now)
-        t = self.controller.t
+        c, t = self.controller, self.controller.t
         with self._lock:  # one cut per instance at a time; the store decides across instances
-            w = self.rate_at(now)
-            w_max = max(self.controller.min_rate, w)
+            sig = self._signal
+            self._mirror(now)
+            c.count_sent(sig, now)  # counted as answered: acquire stays the store's
+            c.count_answer(sig, now, sent_at, refused=True)
+            verdict = c.verdict(sig, now, sent_at)
+            if verdict == "ignore" or now < self._alone_until:
+                return
+            # The instance sees only its own calls: the fleet's accepted rate is its pace
+            # times the share of this instance's calls that got through.
+            rate = sig[RATE]
+            w_max = c.cut_to(sig, verdict, rate, rate, rate * c.accepted_share(sig, now))
             hold = now + retry_after if retry_after is not None and retry_after > t.hold_above_s else 0.0
-            try:
-                item = self.store.cut(now=now, sent_at=sent_at, w_max=w_max, hold_until=hold)
-                if item is not None:
-                    self._item = item
-                    # The next slot comes one new interval after the cut (or the hold), so the
-                    # fleet resumes one call at a time, not all at once; slots handed out
-                    # before it stay valid (tat only moves forward).
-                    self.store.push(tat=max(now, hold) + 1.0 / max(self.controller.min_rate, t.beta * w_max))
-            except BudgetUnavailable as exc:
-                self._fall_back(exc)
+            self._record_cut(now, sent_at, w_max, hold)
 
     def on_success(self) -> None:
         self.fallback.on_success()
+        now = self._clock()
+        sent_at = getattr(self._sent, "at", now)
+        with self._lock:
+            self._mirror(now)
+            self.controller.count_sent(self._signal, now)
+            self.controller.count_answer(self._signal, now, sent_at, refused=False)
+            good = self.controller.recovered(self._signal, sent_at)
+            if good and now >= self._alone_until:
+                self._record_cut(now, sent_at, good, 0.0)  # the outage is over: back to the rate before it
+
+    def _record_cut(self, now: float, sent_at: float, w_max: float, hold: float) -> None:
+        """Cut the fleet's rate in the store (unless a cut since ``sent_at`` answered for it)."""
+        t = self.controller.t
+        try:
+            item = self.store.cut(now=now, sent_at=sent_at, w_max=w_max, hold_until=hold)
+            if item is not None:
+                self._item = item
+                self._mirror(now)
+                # The next slot comes one new interval after the cut (or the hold), so the
+                # fleet resumes one call at a time, not all at once; slots handed out
+                # before it stay valid (tat only moves forward).
+                self.store.push(tat=max(now, hold) + 1.0 / max(self.controller.min_rate, t.beta * w_max))
+        except BudgetUnavailable as exc:
+            self._fall_back(exc)
 
     def _fall_back(self, exc: BudgetUnavailable) -> None:
         """Pace alone for ``FALLBACK_S`` from now (after the failed write, which may have

@@ -7,7 +7,9 @@ retried a few times with backoff inside the task's time budget, 400/401/403/404 
 retried.
 
 Whatever a server does, a call ends: each has a total deadline (``request_deadline_s``,
-never past the task's), and each list a bound (no page token followed twice,
+never past the task's), no wait for the pacer's slot passes the task's deadline less
+``PACER_RESERVE_S`` (``PacerBeyondDeadline``: the task is given back and retried, not
+left to sleep through its own deadline), and each list a bound (no page token followed twice,
 ``max_pages``, ``max_items_per_list``). A record the contract does not allow is a
 BadRecord (permanent: it fails its one data group). The token is checked at construction
 and never appears in an error message.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import math
 import random
 import threading
@@ -29,7 +32,7 @@ from urllib.parse import urlencode
 import requests
 import urllib3
 
-from fanout_core.errors import BadRecord, FanoutError, PermanentError, TransientError
+from fanout_core.errors import BadRecord, FanoutError, PacerBeyondDeadline, PermanentError, TransientError
 from fanout_core.hermes_http import (
     MAX_RETRY_AFTER_S,
     PERMANENT_STATUSES,
@@ -50,6 +53,8 @@ from fanout_core.hermes_transport import (
     read_capped,
 )
 from fanout_core.secrets import redact
+
+log = logging.getLogger("fanout")
 
 __all__ = [
     "DEFAULT_MAX_ITEMS_PER_LIST",
@@ -74,6 +79,10 @@ DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
 """Items one list may hold before it is given up (every item is held in memory)."""
 DEFAULT_REQUEST_DEADLINE_S = 60.0
 """Seconds one call may take in all (connect, headers, body), whatever the server sends."""
+PACER_RESERVE_S = 1.0
+"""Seconds of the task's time left that a pacer's wait may not use: the call itself and
+recording its outcome need them (the margin a retry's sleep keeps too). A call needs one
+round trip, a second at most at the rates paced; a slower call meets its own deadline."""
 
 
 class PacerLike(Protocol):
@@ -293,6 +302,8 @@ class HermesClient:
         while True:
             try:
                 return self._get_once(url, params)
+            except PacerBeyondDeadline:
+                raise  # waiting here would only bring the deadline nearer: give the task back
             except TransientError as exc:
                 self.stats.add(transient_errors=1)
                 if exc.status == 429 and self.pacer is not None:
@@ -313,9 +324,16 @@ class HermesClient:
         return left
 
     def _get_once(self, url: str, params: Mapping[str, Any]) -> tuple[Any, bool]:
-        self._task_time_left(url)
+        left = self._task_time_left(url)
         if self.pacer is not None:
-            waited = self.pacer.acquire()
+            try:
+                waited = self.pacer.acquire(max_wait=left - PACER_RESERVE_S)
+            except PacerBeyondDeadline as exc:
+                log.warning(
+                    "pacing wait past the task's deadline: task given back to be retried",
+                    extra={"outcome": "paced_past_deadline", "reason": str(exc)[:200]},
+                )
+                raise
             if waited:
                 self.stats.add(paced_s=waited)
         # One deadline bounds the whole call (connect, headers, body): request_deadline_s,

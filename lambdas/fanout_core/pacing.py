@@ -17,9 +17,21 @@ from collections.abc import Callable, Iterator, MutableSequence
 from contextlib import contextmanager
 
 from fanout_core.adaptive_rate import RATE, Controller, Tuning, new_state
+from fanout_core.errors import PacerBeyondDeadline
 
 RECHECKS = 8
 """How often one acquire may re-take its slot after cuts (each is a fresh, later slot)."""
+
+
+def beyond_deadline(wait: float, max_wait: float) -> None:
+    """Raise ``PacerBeyondDeadline`` if a wait of ``wait`` seconds passes ``max_wait`` (no
+    wait never does: a call that may go now goes, its own deadline bounds it)."""
+    if wait > max(0.0, max_wait):
+        raise PacerBeyondDeadline(
+            f"the next call's slot is {wait:.1f}s away, past the {max(0.0, max_wait):.1f}s "
+            "the task may still wait: the task is given back to be retried",
+            kind="paced_past_deadline",
+        )
 
 
 def default_burst(rate: float) -> float:
@@ -60,7 +72,8 @@ class Pacer:
         self._last = now
 
     def acquire(self, max_wait: float = math.inf) -> float:
-        """Wait for one call's token; returns the seconds waited."""
+        """Wait for one call's token; returns the seconds waited. Raises
+        ``PacerBeyondDeadline``, taking no token, if the wait would pass ``max_wait``."""
         waited = 0.0
         while True:
             with self._lock:
@@ -71,6 +84,7 @@ class Pacer:
                     self._tokens -= 1.0
                     return waited
                 delay = max(pause, (1.0 - self._tokens) / self.rate)
+            beyond_deadline(waited + delay, max_wait)
             self._sleep(delay)
             waited += delay
 
@@ -121,10 +135,15 @@ class ControlledPacer:
         return self.state[RATE]
 
     def acquire(self, max_wait: float = math.inf) -> float:
-        """Wait for this call's slot; a slot taken before a cut is re-taken at the new pace."""
+        """Wait for this call's slot; a slot taken before a cut is re-taken at the new pace.
+        Raises ``PacerBeyondDeadline``, taking no slot, if the wait would pass ``max_wait``."""
         now = self._clock()
         with self.locked() as ok:
-            wait = self.controller.reserve(self.state, now) if ok else 1.0 / self.state[RATE]
+            if ok:
+                wait = self.controller.reserve(self.state, now, max_wait=max_wait)
+            else:
+                wait = 1.0 / self.state[RATE]
+        beyond_deadline(wait, max_wait)
         reserved, waited = now, 0.0
         for _ in range(RECHECKS):
             if wait <= 0:
@@ -132,8 +151,10 @@ class ControlledPacer:
             self._sleep(wait)
             waited += wait
             now = self._clock()
+            left = max_wait - waited
             with self.locked() as ok:
-                wait = self.controller.recheck(self.state, now, reserved) if ok else 0.0
+                wait = self.controller.recheck(self.state, now, reserved, max_wait=left) if ok else 0.0
+            beyond_deadline(waited + wait, max_wait)
             if wait > 0:
                 reserved = now
         self._mine.reserved = reserved
@@ -148,7 +169,8 @@ class ControlledPacer:
     def on_success(self) -> None:
         with self.locked() as ok:
             if ok:
-                self.controller.succeeded(self.state, self._clock())
+                sent_at = getattr(self._mine, "reserved", None)
+                self.controller.succeeded(self.state, self._clock(), sent_at)
 
 
 class AdaptivePacer(ControlledPacer):
@@ -186,7 +208,7 @@ class NoPacer:
     """Pacing switched off (the concurrency cap alone limits the rate)."""
 
     def acquire(self, max_wait: float = math.inf) -> float:
-        return 0.0
+        return 0.0  # never waits, so never past a deadline
 
     def on_throttled(self, retry_after: float | None) -> None:
         pass

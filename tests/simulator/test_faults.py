@@ -130,3 +130,50 @@ def test_latency_delays_every_request(serve: Any, session: requests.Session) -> 
     t0 = time.monotonic()
     session.get(f"{sim.url}/v1/warriors", timeout=5).raise_for_status()
     assert time.monotonic() - t0 >= 0.15
+
+
+# ---- a share refused whatever the rate, and an outage -------------------------------------------
+
+
+def test_refuse_share_answers_exactly_that_share_429_with_retry_after_one(
+    serve: Any, session: requests.Session
+) -> None:
+    sim = serve(SimConfig(refuse_share=0.2))
+    answers = [session.get(f"{sim.url}/v1/warriors", timeout=5) for _ in range(20)]
+    refused = [i for i, r in enumerate(answers, 1) if r.status_code == 429]
+    assert refused == [5, 10, 15, 20]  # every 5th call, however fast they come
+    assert {answers[i - 1].headers["Retry-After"] for i in refused} == {"1"}
+    assert sim.stats.refused_share == 4 and sim.stats.rate_limited == 0
+
+
+def test_refuse_share_counts_only_calls_the_rate_limit_let_through(
+    serve: Any, session: requests.Session
+) -> None:
+    sim = serve(SimConfig(refuse_share=0.5, rate_limit=1, rate_burst=2))
+    statuses = [session.get(f"{sim.url}/v1/warriors", timeout=5).status_code for _ in range(3)]
+    assert statuses == [200, 429, 429]  # the 2nd is the share's, the 3rd the limit's
+    assert (sim.stats.refused_share, sim.stats.rate_limited) == (1, 1)
+
+
+def test_an_outage_answers_429_with_retry_after_one_to_every_call(
+    serve: Any, session: requests.Session
+) -> None:
+    sim = serve(SimConfig(outage_at_s=0.0, outage_s=3600.0))
+    answers = [session.get(f"{sim.url}/v1/warriors", timeout=5) for _ in range(5)]
+    assert [(r.status_code, r.headers["Retry-After"]) for r in answers] == [(429, "1")] * 5
+    assert session.get(f"{sim.url}/v1/health", timeout=5).status_code == 200
+    assert sim.stats.outage == 5
+
+
+def test_before_its_outage_the_server_answers(serve: Any, session: requests.Session) -> None:
+    sim = serve(SimConfig(outage_at_s=3600.0))
+    assert session.get(f"{sim.url}/v1/warriors", timeout=5).status_code == 200
+    assert sim.stats.outage == 0
+
+
+@pytest.mark.parametrize(
+    "field", [{"refuse_share": 1.5}, {"refuse_share": -0.1}, {"outage_at_s": -1.0}, {"outage_s": 0.0}]
+)
+def test_refusal_settings_out_of_range_are_refused(field: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SimConfig(**field)

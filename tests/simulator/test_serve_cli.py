@@ -52,6 +52,19 @@ def test_config_from_args_applies_the_preset_then_the_flags(
     assert (args.host, args.port) == ("127.0.0.1", 8080)
 
 
+def test_the_refusal_modes_are_serve_options() -> None:
+    args = _parse(["--refuse-share", "0.2", "--outage-at", "5", "--outage-s", "30"])
+    config = config_from_args(args)
+    assert (config.refuse_share, config.outage_at_s, config.outage_s) == (0.2, 5.0, 30.0)
+    assert SimConfig.from_json(config.to_json()) == config  # run_in_subprocess passes them on
+
+
+@pytest.mark.parametrize("argv", [["--refuse-share", "1.5"], ["--outage-s", "0"], ["--outage-at", "-1"]])
+def test_a_refusal_option_out_of_range_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse(argv)
+
+
 def test_token_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERMES_TOKEN", "from-env")
     assert config_from_args(_parse([])).token == "from-env"
