@@ -12,7 +12,7 @@ import pytest
 
 from fanout.shared_pacing import SharedBudget
 from fanout_core.adaptive_rate import FLOOR, W_MAX, Tuning
-from fanout_core.assembly import instance_pacer
+from fanout_core.assembly import SHARED_TUNING, instance_pacer
 from fanout_core.fleet_budget import BudgetItem, FleetPacer, MemoryBudgetStore
 from fanout_core.hermes import PacerLike
 from fanout_core.pacing import AdaptivePacer, Pacer
@@ -289,7 +289,7 @@ def test_an_outage_backs_off_and_the_first_success_after_it_restores_the_rate() 
 
 
 def fleet_crawl(
-    instances: int, limit: float, share: float, seconds: float, *, seed: int = 7
+    instances: int, limit: float, share: float, seconds: float, *, tuning: Tuning, seed: int = 7
 ) -> list[tuple[float, bool]]:
     """A fleet told ``limit`` against a server of that limit refusing ``share`` on top, its
     instances running at once on one fake clock as discrete events (one call in flight
@@ -301,7 +301,13 @@ def fleet_crawl(
     t, store = FakeTime(1_000.0), MemoryBudgetStore()
     pacers = [
         FleetPacer(
-            store, limit, fallback_rate=limit / instances, fleet_size=instances, clock=t.clock, sleep=t.sleep
+            store,
+            limit,
+            fallback_rate=limit / instances,
+            tuning=tuning,
+            fleet_size=instances,
+            clock=t.clock,
+            sleep=t.sleep,
         )
         for _ in range(instances)
     ]
@@ -327,10 +333,13 @@ def fleet_crawl(
 
 @pytest.mark.parametrize("share", [0.05, 0.2])
 @pytest.mark.parametrize(("instances", "limit"), [(14, 50.0), (125, 500.0)])  # dev's and prod's
-def test_a_fleet_tells_a_refused_share_from_its_limit_too(instances: int, limit: float, share: float) -> None:
+@pytest.mark.parametrize("tuning", [Tuning(), SHARED_TUNING], ids=["local", "shipped"])
+def test_a_fleet_tells_a_refused_share_from_its_limit_too(
+    instances: int, limit: float, share: float, tuning: Tuning
+) -> None:
     # Before: an instance scaled its cut by the share accepted in its last tenth of a
-    # second (one or two of its answers), 0.78 (1 - p) R for prod at 20 %.
-    answers = fleet_crawl(instances, limit, share, 40.0)
+    # second (one or two of its answers), 0.78 (1 - p) R for prod at 20 % (local tuning).
+    answers = fleet_crawl(instances, limit, share, 40.0, tuning=tuning)
     assert accepted_rate(answers, 1_010.0, 1_040.0) >= 0.85 * (1 - share) * limit
 
 
