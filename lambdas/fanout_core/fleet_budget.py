@@ -42,18 +42,19 @@ Here the fleet keeps one GCRA budget bounded by R, like a local run's shared mem
   Whether a 429 is the fleet's own or a share the server refuses whatever the rate
   (the refused share against its floor) each instance judges from its own answers with
   the local pacers' controller; a cut scales the fleet's pace by the share of the
-  instance's answers accepted since the last cut, not by its last tenths of a second
-  (an instance sends 1/n of the calls in its slices' clumps: a few answers there, all
-  429s in a clump, once cut the fleet to 0.5 calls/s). A 429 for a call sent after the
-  last cut that is ours cuts the rate for everyone (a conditional
-  update on ``cut_at``, so a clump of 429s cuts once) and pushes ``tat`` to one new
+  instance's answers accepted since the last cut, not of its last tenths of a second as
+  locally (an instance sends 1/n of the calls: a few answers there, and after a clump of
+  429s none accepted, which once cut the fleet to 0.5 calls/s). Such a 429 for a call
+  sent after the last cut cuts the rate for everyone (a conditional update on
+  ``cut_at``, so a clump of 429s cuts once) and pushes ``tat`` to one new
   interval after now or the Retry-After hold, so the fleet resumes one call at a time;
   slots leased before the cut are still sent (the rest of each instance's slice; the
   instance that cut drops its own).
   Every instance derives the current rate from the item (``Controller.share_after``), so
-  recovery costs no writes. A configured R stays the bound. ``w_max`` is the paced rate
-  at the 429, not a measured one: a 429 at R (a clump) climbs straight back to R, so a
-  real limit below a configured R is found by repeated cuts, not remembered.
+  recovery costs no writes. A configured R stays the bound. The first cut's ``w_max`` is
+  the paced rate at the 429 (a 429 at R, a clump, climbs straight back to R); a later
+  one's is that pace times the share accepted (over 1 - floor once a floor is trusted),
+  so a real limit below a configured R is found by repeated cuts.
 
 The store's clock is the wall clock of every instance (Lambda hosts are NTP-synchronised
 to milliseconds). If the store fails (throttled, unreachable), the instance paces alone at
