@@ -162,11 +162,6 @@ class Controller:
             s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
         s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
 
-    def count_sent(self, s: MutableSequence[float], now: float) -> None:
-        """One call sent (a fleet instance's, whose slots come from the shared budget)."""
-        self._roll(s, now)
-        s[SLOT_SENT] += 1
-
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
         """(sent, accepted) calls/s lately; before a whole slot, from the part so far."""
         if s[MEASURED]:

@@ -4,7 +4,7 @@ backs off on 429 and Retry-After, and never goes above the configured R."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import heapq
 import random
 from pathlib import Path
 
@@ -12,8 +12,8 @@ import pytest
 
 from fanout.shared_pacing import SharedBudget
 from fanout_core.adaptive_rate import FLOOR, W_MAX, Tuning
-from fanout_core.assembly import instance_pacer
-from fanout_core.fleet_budget import FleetPacer, MemoryBudgetStore
+from fanout_core.assembly import SHARED_TUNING, instance_pacer
+from fanout_core.fleet_budget import BudgetItem, FleetPacer, MemoryBudgetStore
 from fanout_core.hermes import PacerLike
 from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.settings import load_environment
@@ -288,20 +288,77 @@ def test_an_outage_backs_off_and_the_first_success_after_it_restores_the_rate() 
     assert accepted_rate(answers, 83.0, 90.0) >= 0.9 * 150.0  # within seconds of the recovery
 
 
-def test_a_fleet_tells_a_refused_share_from_its_limit_too() -> None:
+def fleet_crawl(
+    instances: int, limit: float, share: float, seconds: float, *, tuning: Tuning, seed: int = 7
+) -> list[tuple[float, bool]]:
+    """A fleet told ``limit`` against a server of that limit refusing ``share`` on top, its
+    instances running at once on one fake clock as discrete events (one call in flight
+    each, answered 30-80 ms after it is sent, the server judging sends in time order);
+    (send time, accepted). One caller taking the instances in turn would serialise them:
+    while one sleeps towards its leased slice, none of the others sends, so even a server
+    refusing nothing got 64 of 150 calls/s through."""
+    rng = random.Random(seed)
     t, store = FakeTime(1_000.0), MemoryBudgetStore()
-    pacers = [FleetPacer(store, 150.0, fallback_rate=15.0, clock=t.clock, sleep=t.sleep) for _ in range(4)]
-    server = Refusing(HiddenLimit(t, 150.0, 15.0), 0.2)
-    answers = []
-    for i in itertools.count():
-        if t.now >= 1_040.0:
-            break
-        pacer = pacers[i % len(pacers)]
+    pacers = [
+        FleetPacer(
+            store,
+            limit,
+            fallback_rate=limit / instances,
+            tuning=tuning,
+            fleet_size=instances,
+            clock=t.clock,
+            sleep=t.sleep,
+        )
+        for _ in range(instances)
+    ]
+    server = Refusing(HiddenLimit(t, limit, limit / 10), share)
+    READY, SEND, ANSWER = 0, 1, 2
+    events = [(t.now + rng.uniform(0, 0.01), READY, i, False) for i in range(instances)]
+    heapq.heapify(events)
+    answers: list[tuple[float, bool]] = []
+    while events:
+        t.now, kind, i, ok = heapq.heappop(events)
+        if kind == READY and t.now < 1_000.0 + seconds:
+            pacers[i].acquire()  # sleeps this instance alone: only its own send moves
+            heapq.heappush(events, (t.now, SEND, i, False))
+        elif kind == SEND:
+            ok = server.take()
+            answers.append((t.now, ok))
+            heapq.heappush(events, (t.now + rng.uniform(0.03, 0.08), ANSWER, i, ok))
+        elif kind == ANSWER:
+            (pacers[i].on_success() if ok else pacers[i].on_throttled(1.0))
+            heapq.heappush(events, (t.now, READY, i, False))
+    return answers
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2])
+@pytest.mark.parametrize(("instances", "limit"), [(14, 50.0), (125, 500.0)])  # dev's and prod's
+@pytest.mark.parametrize("tuning", [Tuning(), SHARED_TUNING], ids=["local", "shipped"])
+def test_a_fleet_tells_a_refused_share_from_its_limit_too(
+    instances: int, limit: float, share: float, tuning: Tuning
+) -> None:
+    # Before: an instance scaled its cut by the share accepted in its last tenth of a
+    # second (one or two of its answers), 0.78 (1 - p) R for prod at 20 % (local tuning).
+    answers = fleet_crawl(instances, limit, share, 40.0, tuning=tuning)
+    assert accepted_rate(answers, 1_010.0, 1_040.0) >= 0.85 * (1 - share) * limit
+
+
+def test_a_fleet_instances_cut_scales_its_pace_by_the_share_of_its_answers_since_the_last_cut() -> None:
+    t, store = FakeTime(1_000.0), MemoryBudgetStore()
+    pacer = FleetPacer(store, 100.0, fallback_rate=10.0, clock=t.clock, sleep=t.sleep)
+    store.item = BudgetItem(tat=t.now, w_max=100.0, cut_at=t.now - 10.0)  # the fleet holds at R
+    for i in range(120):  # a fifth refused whatever the rate: the floor
         pacer.acquire()
-        ok = server.take()
-        (pacer.on_success() if ok else pacer.on_throttled(1.0))
-        answers.append((t.now, ok))
-        t.now += 1e-4
-    # Each instance sees a quarter of the answers, so its share is noisier than a local
-    # run's: the bound is looser (before: 3 calls/s).
-    assert accepted_rate(answers, 1_010.0, 1_040.0) >= 0.7 * 0.8 * 150.0
+        t.now += 0.15
+        (pacer.on_throttled(1.0) if i % 5 == 0 else pacer.on_success())
+    cut_at = store.item.cut_at
+    for _ in range(39):  # a clump of 429s (not 40: an outage), until one stands above the floor
+        pacer.acquire()
+        t.now += 0.15
+        pacer.on_throttled(1.0)
+        if store.item.cut_at != cut_at:
+            break
+    assert store.item.cut_at != cut_at
+    # 96 of its ~150 answers since the last cut got through; its last slots held none
+    # (before: the cut took the fleet to 0.5 calls/s).
+    assert store.item.w_max >= 0.6 * 100.0
