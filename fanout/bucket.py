@@ -22,6 +22,17 @@ class StorageSpec:
     fault_rate: float = 0.0
     fault_seed: int | None = None
 
+    def argv(self) -> list[str]:
+        """The options that name this bucket on a printed command line (``redrive``, ``cost``)."""
+        if not self.bucket:
+            return ["--bucket-dir", str(self.bucket_dir or "fanout-data")]
+        argv = ["--bucket", self.bucket]
+        if self.endpoint_url:
+            argv += ["--s3-endpoint-url", self.endpoint_url]
+        if self.region:
+            argv += ["--region", self.region]
+        return argv
+
     def build(self, *, process_index: int = 0) -> Storage:
         storage: Storage
         if self.bucket:

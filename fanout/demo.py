@@ -117,16 +117,7 @@ def run_demo(
 
 def cost_command(run_id: str, spec: StorageSpec, env: str, config: str | None) -> str:
     """The ``fanout cost`` that prices a demo run as ``env`` would run it deployed."""
-    argv = ["fanout", "cost", run_id]
-    if spec.bucket:
-        argv += ["--bucket", spec.bucket]
-        if spec.endpoint_url:
-            argv += ["--s3-endpoint-url", spec.endpoint_url]
-        if spec.region:
-            argv += ["--region", spec.region]
-    else:
-        argv += ["--bucket-dir", str(spec.bucket_dir or "fanout-data")]
-    argv += ["--env", env]
+    argv = ["fanout", "cost", run_id, *spec.argv(), "--env", env]
     if config:
         argv += ["--config", config]
     return " ".join(shlex.quote(a) for a in argv)

@@ -195,15 +195,9 @@ def redrive_command(
     config: str | None = None,
 ) -> str:
     """The exact ``fanout redrive`` that re-triggers these failures (locally it runs them too)."""
-    argv = ["fanout", "redrive", run_id]
-    if spec.bucket:
-        argv += ["--bucket", spec.bucket]
-        if spec.endpoint_url:
-            argv += ["--s3-endpoint-url", spec.endpoint_url]
-        if spec.region:
-            argv += ["--region", spec.region]
-    else:
-        argv += ["--bucket-dir", spec.bucket_dir or "fanout-data", "--hermes-url", hermes_url or _URL]
+    argv = ["fanout", "redrive", run_id, *spec.argv()]
+    if not spec.bucket:
+        argv += ["--hermes-url", hermes_url or _URL]
     if stage:
         argv += ["--stage", stage]
     if kind:
