@@ -45,7 +45,7 @@ from fanout_aws.config import ENV_STAGE, ENV_TOKEN, LambdaConfig
 from fanout_aws.events import Refusal, Scope, TaskAttempt, decode_event
 from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
-from fanout_aws.secrets import check_token, read_secret, redact
+from fanout_aws.secrets import read_secret
 from fanout_core import keys
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
@@ -61,6 +61,7 @@ from fanout_core.failures import (
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
+from fanout_core.secrets import check_token, redact
 from fanout_core.stages import STAGES
 from fanout_core.storage import Storage
 

@@ -36,7 +36,6 @@ from fanout_core.hermes_http import (
     TRANSIENT_STATUSES,
     UNSENDABLE,
     check_base_url,
-    check_token,
     connection_kind,
     encode_segment,
     parse_retry_after,
@@ -49,7 +48,7 @@ from fanout_core.hermes_transport import (
     deadline_session,
     read_capped,
 )
-from fanout_core.secrets import redact
+from fanout_core.secrets import check_token, redact
 
 __all__ = [
     "DEFAULT_MAX_ITEMS_PER_LIST",
