@@ -289,6 +289,19 @@ def test_a_table_with_renamed_prefixes_crawls_exactly_in_worker_processes_and_ev
     assert not top & {"amazon_warriors/", "troops/", "data_groups/", "data/"}
 
 
+def test_a_renamed_tables_task_that_gives_up_is_recorded_under_its_own_stage_and_run(
+    simulator, tmp_path: Path
+):
+    config = SimConfig.from_size("tiny", token=TOKEN, error_rate_5xx=1.0)
+    store = LocalDirStorage(tmp_path)
+    table = _renamed_table()
+    outcome = _run(store, simulator(config), settings=fast_settings(max_attempts=2), table=table)
+    seed = table.seed("r1")
+    assert outcome.report.failures == [seed.key]
+    record = FailureRecord.from_bytes(store.get(seed.failed_key))
+    assert (record.stage, record.run_id, record.attempts) == ("warriors", "r1", 2)
+
+
 def test_a_different_manifest_for_an_existing_run_is_refused_and_nothing_runs(simulator, tmp_path: Path):
     config = SimConfig.from_size("tiny", token=TOKEN)
     store = LocalDirStorage(tmp_path)
