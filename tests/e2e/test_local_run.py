@@ -289,6 +289,22 @@ def test_a_table_with_renamed_prefixes_crawls_exactly_in_worker_processes_and_ev
     assert not top & {"amazon_warriors/", "troops/", "data_groups/", "data/"}
 
 
+def test_a_table_that_cannot_pickle_is_refused_for_worker_processes_before_anything_runs(tmp_path: Path):
+    from fanout.bucket import StorageSpec
+    from fanout_core.errors import SettingsError
+
+    renamed = _renamed_table()
+    table = StageTable(
+        tuple(renamed), seed_lists=lambda hermes: hermes.list_warriors(), output_prefix="records/"
+    )
+    store = LocalDirStorage(tmp_path)
+    spec = StorageSpec(bucket_dir=str(tmp_path))
+    with pytest.raises(SettingsError, match="cannot go to worker processes") as info:
+        _run(store, "http://127.0.0.1:9", table=table, processes=2, storage_spec=spec)
+    assert "\n" not in str(info.value)
+    assert list(store.list("")) == []
+
+
 def test_a_renamed_tables_task_that_gives_up_is_recorded_under_its_own_stage_and_run(
     simulator, tmp_path: Path
 ):
