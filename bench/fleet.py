@@ -294,7 +294,7 @@ class Fleet:
             stats=f.stats,
             pool_size=2,
         )
-        ctx = TaskContext(storage=self.storage, hermes=client, settings=self.settings)
+        ctx = TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
         with self.cv:
             f.init_s += time.monotonic() - t0
 

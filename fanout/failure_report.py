@@ -110,9 +110,9 @@ def read_failures(
     return found
 
 
-def record_matches(record: FailureRecord, kind: str | None) -> bool:
+def record_matches(record: FailureRecord, kind: str | None, table: StageTable = STAGES) -> bool:
     """A record matches a kind if it, or any of its failed units, failed with it."""
-    return any(item.matches(kind) for item in items_of(record))
+    return any(item.matches(kind) for item in items_of(record, table))
 
 
 def items_of(record: FailureRecord, table: StageTable = STAGES) -> list[FailedItem]:
@@ -158,8 +158,10 @@ def unit_id(unit: dict[str, Any], stage: str | None, table: StageTable = STAGES)
         return str(named[-1]) if named else "?"
 
 
-def failed_items(records: Iterable[FailureRecord], kind: str | None = None) -> list[FailedItem]:
-    return [item for record in records for item in items_of(record) if item.matches(kind)]
+def failed_items(
+    records: Iterable[FailureRecord], kind: str | None = None, table: StageTable = STAGES
+) -> list[FailedItem]:
+    return [item for record in records for item in items_of(record, table) if item.matches(kind)]
 
 
 def group_failures(items: Iterable[FailedItem]) -> list[FailureGroup]:
@@ -257,9 +259,11 @@ def item_to_json(item: FailedItem) -> dict[str, Any]:
     }
 
 
-def record_to_json(record: FailureRecord, kind: str | None = None) -> dict[str, Any]:
+def record_to_json(
+    record: FailureRecord, kind: str | None = None, table: StageTable = STAGES
+) -> dict[str, Any]:
     """A failure record as ``fanout failures --json`` lists it (units: only those of ``kind``)."""
-    units = [i for i in items_of(record) if i.unit_id is not None and i.matches(kind)]
+    units = [i for i in items_of(record, table) if i.unit_id is not None and i.matches(kind)]
     return {
         "stage": record.stage,
         "task_key": record.task_key,
@@ -276,13 +280,15 @@ def record_to_json(record: FailureRecord, kind: str | None = None) -> dict[str, 
     }
 
 
-def render_listing(records: list[FailureRecord], kind: str | None = None) -> list[str]:
+def render_listing(
+    records: list[FailureRecord], kind: str | None = None, table: StageTable = STAGES
+) -> list[str]:
     """``fanout failures``: every failed task, and under it each failed unit, with its message."""
     lines: list[str] = []
     for record in records:
         status = f"HTTP {record.status}" if record.status is not None else "no HTTP status"
         tries = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
-        units = [i for i in items_of(record) if i.unit_id is not None and i.matches(kind)]
+        units = [i for i in items_of(record, table) if i.unit_id is not None and i.matches(kind)]
         if record.kind == "units" and record.units:
             lines.append(f"{record.stage}  task {record.task_key}  ({len(units)} failed unit(s), {tries})")
             for u in units:

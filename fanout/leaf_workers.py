@@ -30,12 +30,12 @@ from fanout.bucket import StorageSpec
 from fanout.shared_pacing import SharedBudget
 from fanout_core.assembly import hermes_client
 from fanout_core.deadlines import task_deadline
-from fanout_core.errors import TransientError
+from fanout_core.errors import SettingsError, TransientError
 from fanout_core.hermes import CallStats
 from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.settings import EnvironmentSettings, environment_from_json, environment_to_json
-from fanout_core.stages import STAGES
+from fanout_core.stages import StageTable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +48,9 @@ class WorkerSpec:
     threads: int
     budget: SharedBudget | None
     """The run's shared rate budget, or None: no pacing."""
+    table: StageTable
+    """The run's stage table, pickled to each worker: a worker that rebuilt the product's
+    table would refuse every task of a run whose prefixes differ."""
 
 
 @dataclass
@@ -91,8 +94,8 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         stats=stats,
         pool_size=max(4, spec.threads),
     )
-    ctx = TaskContext(storage=storage, hermes=hermes, settings=settings)
-    time_given_s = settings.stage(STAGES.leaf.name).timeout_s
+    ctx = TaskContext(storage=storage, hermes=hermes, settings=settings, table=spec.table)
+    time_given_s = settings.stage(spec.table.leaf.name).timeout_s
     send_lock = threading.Lock()
     reported = stats.snapshot()
     jobs: queue.Queue[tuple[int, str, int, str] | None] = queue.Queue()
@@ -279,7 +282,17 @@ def make_worker_spec(
     token: str,
     threads: int,
     budget: SharedBudget | None,
+    table: StageTable,
 ) -> WorkerSpec:
+    """What each worker process is started with; ``table`` must pickle (a ``SettingsError``
+    naming why if not: a stage's ``lists`` or ``work`` given as a lambda does not)."""
+    try:
+        pickle.dumps(table)
+    except Exception as exc:
+        raise SettingsError(
+            f"the stage table cannot go to worker processes ({type(exc).__name__}: {exc}); "
+            "make its functions module-level, or run with one process"
+        ) from None
     return WorkerSpec(
         storage=storage,
         env_name=settings.name,
@@ -288,4 +301,5 @@ def make_worker_spec(
         token=token,
         threads=threads,
         budget=budget,
+        table=table,
     )

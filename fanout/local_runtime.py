@@ -95,8 +95,8 @@ class StageCounts:
 
 @dataclass
 class RunReport:
-    stages: dict[str, StageCounts] = field(default_factory=lambda: {s.name: StageCounts() for s in STAGES})
-    """Per stage name, in the table's order."""
+    stages: dict[str, StageCounts]
+    """Per stage name, in the run's table's order (the runtime fills it from its table)."""
     elapsed_s: float = 0.0
     duplicates: int = 0
     """Events delivered a second time on purpose (``duplicate_rate``)."""
@@ -294,7 +294,7 @@ class LocalRuntime:
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:
-            outcome = attempt_task(attempt, work, self.storage, self.policy, self._rng)
+            outcome = attempt_task(attempt, work, self.storage, self.policy, self._rng, table=self.table)
         except StorageFault as fault:
             self._halt(fault)
             return

@@ -67,9 +67,8 @@ def select_failures(
     A record is redriven whole: its other failed units go with it, and fail again if
     their cause is still there.
     """
-    return [
-        r for r in read_failures(storage, run_id, stage=stage, table=table) if record_matches(r, error_class)
-    ]
+    records = read_failures(storage, run_id, stage=stage, table=table)
+    return [r for r in records if record_matches(r, error_class, table)]
 
 
 def redrive(

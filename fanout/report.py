@@ -162,23 +162,27 @@ def _figures(
 
 
 def render_report(
-    storage: Storage, run_id: str, settings: EnvironmentSettings, region: str | None = None
+    storage: Storage,
+    run_id: str,
+    settings: EnvironmentSettings,
+    region: str | None = None,
+    table: StageTable = STAGES,
 ) -> str:
-    data = collect(storage, run_id, settings)
+    data = collect(storage, run_id, settings, table)
     bill = estimate(
-        count_run(storage, run_id, settings),
+        count_run(storage, run_id, settings, table),
         prices_for(region or settings.region),
         settings.hermes_rate_limit,
         pacing=settings.pacing,
         engine=settings.engine,
     )
-    figures = _figures(data, settings.hermes_rate_limit, bill, list(STAGES.names))
+    figures = _figures(data, settings.hermes_rate_limit, bill, list(table.names))
     per_stage = Counter(t["stage"] for t in data["tasks"])
     server = bill["server"]
     summary = [
         ("run", run_id),
         ("environment (settings)", settings.name),
-        ("tasks", ", ".join(f"{s} {per_stage[s]}" for s in STAGES.names)),
+        ("tasks", ", ".join(f"{s} {per_stage[s]}" for s in table.names)),
         ("failure records", str(len(data["failures"]))),
         ("Hermes calls (estimated)", str(server["api_calls"])),
         (

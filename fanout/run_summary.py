@@ -96,7 +96,11 @@ def show_summary(
 
     ``where`` is the bucket; the summary names the run's output folder in it, and the
     Parquet files that folder holds now (after a compaction, the compacted ones)."""
-    groups = group_failures(failed_items(read_failures(storage, outcome.run_id))) if not outcome.ok else []
+    groups = (
+        group_failures(failed_items(read_failures(storage, outcome.run_id, table=table), table=table))
+        if not outcome.ok
+        else []
+    )
     folder = output_folder(where, outcome.run_id, table)
     files = len(output_files(storage, outcome.run_id, table))
     if as_json:

@@ -167,6 +167,7 @@ def start_run(
             budget,
             processes,
             stats[table.leaf.name],
+            table,
         )
         if processes > 1
         else None
@@ -230,6 +231,7 @@ def _leaf_pool(
     budget: SharedBudget | None,
     processes: int,
     stats: CallStats,
+    table: StageTable,
 ) -> LeafPool:
     """Worker processes for the Parquet-writing stage, its concurrency split among them."""
     if storage_spec is None:
@@ -242,5 +244,6 @@ def _leaf_pool(
         token=token,
         threads=-(-workers // processes),
         budget=budget,
+        table=table,
     )
     return LeafPool(spec, processes, stats)

@@ -91,6 +91,7 @@ def _status(args: argparse.Namespace) -> int:
     )
     from fanout.status import run_status
 
+    table = STAGES  # the CLI runs the product's table: picked here once, passed on
     storage, where = open_run(args, args.run_id)
     if args.queues and args.bucket and engine_of(args) == "stepfunctions":
         raise UsageError(NO_QUEUES)
@@ -107,10 +108,14 @@ def _status(args: argparse.Namespace) -> int:
         # finish first) and the running execution owns them: none is lost yet
         stale_after = None
     try:
-        status = run_status(storage, args.run_id, stale_after=stale_after)
+        status = run_status(storage, args.run_id, stale_after=stale_after, table=table)
     except FanoutError as exc:
         raise UsageError(str(exc)) from exc
-    groups = group_failures(failed_items(read_failures(storage, args.run_id))) if status.failed else []
+    groups = (
+        group_failures(failed_items(read_failures(storage, args.run_id, table=table), table=table))
+        if status.failed
+        else []
+    )
     redrive = redrive_command(args.run_id, spec_from_args(args), env=args.env, config=args.config)
     if args.json:
         doc: dict[str, Any] = {
@@ -148,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
             print(
                 f"  {s.stage:<12} {s.written:>8} {s.finished:>9} {s.failed:>7} {s.open:>8} {len(s.stale):>6}"
             )
-        print(f"  data files: {status.data_files} in {STAGES.output_run_prefix(status.run_id)}")
+        print(f"  data files: {status.data_files} in {table.output_run_prefix(status.run_id)}")
         print(f"  complete: {'yes' if status.complete else 'no'}")
         if access is not None:
             _print_depths(access.stack_name, depths, access.urls)

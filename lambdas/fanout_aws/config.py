@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fanout_core.errors import SettingsError
 from fanout_core.settings import EnvironmentSettings, environment_from_json
-from fanout_core.stages import Stage, stage_named
+from fanout_core.stages import STAGES, Stage, StageTable
 
 ENV_NAME = "FANOUT_ENV_NAME"
 ENV_SETTINGS = "FANOUT_SETTINGS"
@@ -40,6 +40,9 @@ class LambdaConfig:
     token: str | None
     retry_queue_url: str | None
     budget_table: str | None = None
+    table: StageTable = STAGES
+    """The stage table the function runs, ``stage`` one of its stages: picked once here, at
+    cold start, and passed on to everything the handler calls."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LambdaConfig:
@@ -50,7 +53,7 @@ class LambdaConfig:
         if not env.get(ENV_TOKEN_SECRET) and not env.get(ENV_TOKEN):
             raise SettingsError(f"set {ENV_TOKEN_SECRET} (or {ENV_TOKEN} outside AWS)")
         try:
-            stage = stage_named(env[ENV_STAGE])
+            stage = STAGES.named(env[ENV_STAGE])
         except KeyError as exc:
             raise SettingsError(f"{ENV_STAGE}: {exc.args[0]}") from None
         settings = environment_from_json(env[ENV_NAME], env[ENV_SETTINGS])
@@ -64,6 +67,7 @@ class LambdaConfig:
             token=env.get(ENV_TOKEN) or None,
             retry_queue_url=env.get(ENV_RETRY_QUEUE_URL) or None,
             budget_table=env.get(ENV_BUDGET_TABLE) or None,
+            table=STAGES,
         )
 
 

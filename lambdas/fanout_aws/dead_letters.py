@@ -46,7 +46,7 @@ from fanout_aws.events import Refusal, TaskAttempt, parse_event, task_key_proble
 from fanout_aws.log_fields import cut, log_fields, shown
 from fanout_core.failures import FailureRecord, lambda_failure_record, now_iso, record_unless_settled
 from fanout_core.settings import receives_before_dead_letter
-from fanout_core.stages import STAGES
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
@@ -61,6 +61,8 @@ class DeadLetterRecorder:
     environment: str
     max_attempts: int
     """The environment's; its queues' ``maxReceiveCount`` is one more."""
+    table: StageTable = STAGES
+    """The stage table of the functions whose dead letters these are."""
 
     def handle(self, event: object) -> dict[str, Any]:
         decoded = parse_event(event)
@@ -68,7 +70,7 @@ class DeadLetterRecorder:
         written: dict[str, float] = {}
 
         def record(key: str, message_id: str | None, build: Callable[[], FailureRecord]) -> None:
-            stage = STAGES.for_key(key)
+            stage = self.table.for_key(key)
             assert stage is not None  # the key parsed as a task
             try:
                 made = build()
@@ -96,7 +98,7 @@ class DeadLetterRecorder:
                 record(
                     key,
                     refusal.message_id,
-                    partial(refusal_record, refusal, key, max_attempts=self.max_attempts),
+                    partial(refusal_record, refusal, key, max_attempts=self.max_attempts, table=self.table),
                 )
                 continue
             fields = {"outcome": "refused", "reason": refusal.reason, "message_id": refusal.message_id}
@@ -115,7 +117,7 @@ class DeadLetterRecorder:
             record(
                 item.key,
                 item.message_id,
-                partial(dead_letter_record, item, max_attempts=self.max_attempts),
+                partial(dead_letter_record, item, max_attempts=self.max_attempts, table=self.table),
             )
         for stage_name, count in written.items():
             metrics.emit(self.environment, stage_name, {"Failures": count})
@@ -125,10 +127,12 @@ class DeadLetterRecorder:
         """Why ``key`` (from a notification of ``bucket``) is no task of this bucket."""
         if bucket is not None and bucket != self.bucket:
             return f"bucket {shown(bucket)} is not {self.bucket!r}"
-        return task_key_problem(key)
+        return task_key_problem(key, table=self.table)
 
 
-def refusal_record(refusal: Refusal, key: str, *, max_attempts: int) -> FailureRecord:
+def refusal_record(
+    refusal: Refusal, key: str, *, max_attempts: int, table: StageTable = STAGES
+) -> FailureRecord:
     """The failure record of a dead letter that names a task but whose count or time could
     not be read (a string or missing invoke count, attempt 0, no first_attempt_at): what
     could be read, the attempts clamped to ``max_attempts``; kind ``crashed`` if Lambda
@@ -148,10 +152,11 @@ def refusal_record(refusal: Refusal, key: str, *, max_attempts: int) -> FailureR
         invoke_count=receives,
         error_type=None,
         error_message=None,
+        table=table,
     )
 
 
-def dead_letter_record(item: TaskAttempt, *, max_attempts: int) -> FailureRecord:
+def dead_letter_record(item: TaskAttempt, *, max_attempts: int, table: StageTable = STAGES) -> FailureRecord:
     """The failure record of a task whose message reached a DLQ after its source queue's
     ``max_attempts`` + 1 receives (see the module's note on receive counts)."""
     receives = receives_before_dead_letter(max_attempts)
@@ -194,6 +199,7 @@ def dead_letter_record(item: TaskAttempt, *, max_attempts: int) -> FailureRecord
         invoke_count=invoke_count,
         error_type=report.error_type if report is not None else None,
         error_message=report.error_message if report is not None else None,
+        table=table,
     )
 
 
@@ -207,9 +213,9 @@ def dead_letter_handler() -> Callable[[Any, Any], dict[str, Any]]:
             from fanout_aws.s3_storage import S3Storage
 
             config = RecorderConfig.from_environ()
-            recorder.append(
+            recorder.append(  # the product's table, picked once at cold start
                 DeadLetterRecorder(
-                    S3Storage(config.bucket), config.bucket, config.env_name, config.max_attempts
+                    S3Storage(config.bucket), config.bucket, config.env_name, config.max_attempts, STAGES
                 )
             )
         return recorder[0].handle(event)

@@ -44,7 +44,7 @@ from fanout_core.errors import FanoutError
 from fanout_core.failures import now_iso
 from fanout_core.retry import Attempt
 from fanout_core.settings import SFN_MAX_BATCH
-from fanout_core.stages import STAGES, Stage
+from fanout_core.stages import STAGES, Stage, StageTable
 
 S3_SOURCE = "aws:s3"
 SQS_SOURCE = "aws:sqs"
@@ -225,6 +225,8 @@ class Scope:
     bucket: str
     stage: Stage
     max_attempts: int
+    table: StageTable = STAGES
+    """The table ``stage`` belongs to: the one a key must parse in."""
 
 
 def decode_event_key(encoded: str) -> str:
@@ -271,7 +273,7 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     out = Decoded(from_sqs=decoded.from_sqs, from_sfn=decoded.from_sfn)
     for refusal in decoded.refusals:
         if refusal.fails_task:
-            problem = task_key_problem(refusal.key or "", scope.stage)
+            problem = task_key_problem(refusal.key or "", scope.stage, scope.table)
             if refusal.bucket is not None and refusal.bucket != scope.bucket:
                 problem = f"bucket {shown(refusal.bucket)} is not this function's bucket {scope.bucket!r}"
             if problem is None:
@@ -292,7 +294,7 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
                 )
             )
             continue
-        if (problem := task_key_problem(key, scope.stage)) is not None:
+        if (problem := task_key_problem(key, scope.stage, scope.table)) is not None:
             out.refusals.append(Refusal(reason=problem, key=key, message_id=mid, record=item))
             continue
         number = item.attempt.number
@@ -326,14 +328,14 @@ def screen(decoded: Decoded, scope: Scope) -> Decoded:
     return out
 
 
-def task_key_problem(key: str, stage: Stage | None = None) -> str | None:
+def task_key_problem(key: str, stage: Stage | None = None, table: StageTable = STAGES) -> str | None:
     """Why ``key`` is no task (of ``stage``, if given): longer than S3 allows, or not parsed
     whole by the stage table; None if it is one. Nothing is run or written for such a key."""
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > MAX_KEY_BYTES:
         return f"not a task key: {size} bytes, and S3 keys are at most {MAX_KEY_BYTES}: {shown(key)}"
     try:
-        address = STAGES.parse(key)
+        address = table.parse(key)
     except FanoutError as exc:
         return f"not a task key: {cut(str(exc), 400)}"
     if stage is not None and address.stage.name != stage.name:

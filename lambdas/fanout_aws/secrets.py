@@ -1,15 +1,19 @@
-"""The Hermes token: read from Secrets Manager, checked once at cold start, and kept
-out of every log line the handler writes."""
+"""The Hermes token on AWS: read from Secrets Manager and checked once at cold start.
+
+Checking it and keeping it out of every log line are not AWS matters: ``check_token`` and
+``redact`` are the core's (``fanout_core.secrets``), re-exported here so the handler and the
+local runtime provably use the same functions.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from fanout_core.errors import ConfigurationError, SettingsError
+from fanout_core.secrets import check_token, redact
 
-REDACTED = "***"
+__all__ = ["UNREADABLE", "check_token", "read_secret", "redact"]
 
 
 def read_secret(client: Any, secret_id: str) -> str:
@@ -55,30 +59,3 @@ def _error_code(exc: BaseException) -> str | None:
         code = response.get("Error", {}).get("Code")
         return code if isinstance(code, str) else None
     return None
-
-
-def check_token(token: str, where: str) -> str:
-    """``token`` if it can go into an ``Authorization`` header as it is.
-
-    Raises ``SettingsError`` for an empty token, surrounding whitespace, or any control
-    character (CR and LF would split the header). The message never echoes the token.
-    """
-    if not token:
-        raise SettingsError(f"the Hermes token in {where} is empty; store the bare token")
-    if token != token.strip() or any(ord(c) < 32 or ord(c) == 127 for c in token):
-        raise SettingsError(
-            f"the Hermes token in {where} holds a line break, a control character or "
-            "surrounding whitespace; store the bare token"
-        )
-    return token
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` (as it is, and URL-encoded) replaced by ``***``."""
-    if not secret:
-        return text
-    for form in sorted(
-        {secret, quote(secret), quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True
-    ):
-        text = text.replace(form, REDACTED)
-    return text

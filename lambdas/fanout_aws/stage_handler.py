@@ -45,7 +45,7 @@ from fanout_aws.config import ENV_STAGE, ENV_TOKEN, LambdaConfig
 from fanout_aws.events import Refusal, Scope, TaskAttempt, decode_event
 from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
-from fanout_aws.secrets import check_token, read_secret, redact
+from fanout_aws.secrets import read_secret
 from fanout_core import keys
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
@@ -61,7 +61,8 @@ from fanout_core.failures import (
 from fanout_core.hermes import CallStats, HermesClient
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
-from fanout_core.stages import STAGES
+from fanout_core.secrets import check_token, redact
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
 log = logging.getLogger("fanout")
@@ -141,7 +142,10 @@ class StageRuntime:
     @property
     def scope(self) -> Scope:
         return Scope(
-            bucket=self.config.bucket, stage=self.config.stage, max_attempts=self.policy.max_attempts
+            bucket=self.config.bucket,
+            stage=self.config.stage,
+            max_attempts=self.policy.max_attempts,
+            table=self.config.table,
         )
 
     def handle(self, event: object, context: Any) -> dict[str, Any] | None:
@@ -207,6 +211,7 @@ class StageRuntime:
             BadTask(refusal.reason),
             attempts=refusal.attempts,
             first_attempt_at=refusal.first_attempt_at or now_iso(),
+            table=self.config.table,
         )
         write_failure(self.storage, record)
         return True
@@ -223,7 +228,9 @@ class StageRuntime:
         before = self.stats.snapshot()
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
         self.hermes.set_deadline(task_deadline(remaining))
-        ctx = TaskContext(storage=self.storage, hermes=self.hermes, settings=self.config.settings)
+        ctx = TaskContext(
+            storage=self.storage, hermes=self.hermes, settings=self.config.settings, table=self.config.table
+        )
 
         def work(a: Attempt) -> TaskResult:
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
@@ -232,7 +239,7 @@ class StageRuntime:
         line: dict[str, Any] = {"task_key": attempt.key, "attempt": attempt.number}
         level = logging.INFO
         try:
-            outcome = attempt_task(attempt, work, self.storage, self.policy)
+            outcome = attempt_task(attempt, work, self.storage, self.policy, table=self.config.table)
             if isinstance(outcome, RetryLater) and self.retry_queue is None and item.source != "sfn":
                 raise outcome.error
             if isinstance(outcome, RetryLater):
@@ -312,6 +319,7 @@ class StageRuntime:
             invoke_count=report.invoke_count,
             error_type=report.error_type,
             error_message=self._scrub(report.error_message)[:1000] if report.error_message else None,
+            table=self.config.table,
         )
         try:
             written = record_unless_settled(self.storage, record)
@@ -340,16 +348,16 @@ class StageRuntime:
         for name in ("error", "traceback"):
             if isinstance(fields.get(name), str):
                 fields[name] = self._scrub(fields[name])  # then cut, with its length, by log_task
-        log_task(level, self.config.stage.name, fields)
+        log_task(level, self.config.stage.name, fields, self.config.table)
 
 
-def log_task(level: int, stage: str, fields: dict[str, Any]) -> None:
+def log_task(level: int, stage: str, fields: dict[str, Any], table: StageTable = STAGES) -> None:
     """``fields`` as one log line's keys, with the stage and the task's run id."""
     fields = {"stage": stage, **fields}
     key = fields.get("task_key")
     if isinstance(key, str) and "run_id" not in fields:
         try:
-            fields["run_id"] = STAGES.parse(key).run_id
+            fields["run_id"] = table.parse(key).run_id
         except FanoutError:
             fields["run_id"] = None
     message = f"{stage} {fields.get('outcome', '')} {key or ''}".strip()
@@ -390,7 +398,12 @@ def fail_fast(config: LambdaConfig, event: object, error: Exception) -> dict[str
     if not isinstance(error, ConfigurationError):
         error = ConfigurationError(str(error))
     storage = S3Storage(config.bucket)
-    scope = Scope(bucket=config.bucket, stage=config.stage, max_attempts=config.settings.max_attempts)
+    scope = Scope(
+        bucket=config.bucket,
+        stage=config.stage,
+        max_attempts=config.settings.max_attempts,
+        table=config.table,
+    )
     decoded = decode_event(event, scope)
     written = 0
     for item in decoded.attempts:
@@ -398,7 +411,11 @@ def fail_fast(config: LambdaConfig, event: object, error: Exception) -> dict[str
             continue
         tried = item.attempt.number - 1 if item.source == "on-failure" else item.attempt.number
         record = failure_record_for(
-            item.key, error, attempts=max(tried, 1), first_attempt_at=item.attempt.first_attempt_at
+            item.key,
+            error,
+            attempts=max(tried, 1),
+            first_attempt_at=item.attempt.first_attempt_at,
+            table=config.table,
         )
         write_failure(storage, record)
         written += 1
@@ -412,9 +429,15 @@ def fail_fast(config: LambdaConfig, event: object, error: Exception) -> dict[str
                 "error_kind": record.error_kind,
                 "error": record.message,
             },
+            config.table,
         )
     if not decoded.attempts:
-        log_task(logging.ERROR, config.stage.name, {"outcome": "configuration_error", "error": str(error)})
+        log_task(
+            logging.ERROR,
+            config.stage.name,
+            {"outcome": "configuration_error", "error": str(error)},
+            config.table,
+        )
     metrics.emit(
         config.settings.name,
         config.stage.name,

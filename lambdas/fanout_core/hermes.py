@@ -39,7 +39,6 @@ from fanout_core.hermes_http import (
     TRANSIENT_STATUSES,
     UNSENDABLE,
     check_base_url,
-    check_token,
     connection_kind,
     encode_segment,
     parse_retry_after,
@@ -52,7 +51,7 @@ from fanout_core.hermes_transport import (
     deadline_session,
     read_capped,
 )
-from fanout_core.secrets import redact
+from fanout_core.secrets import check_token, redact
 
 log = logging.getLogger("fanout")
 

@@ -69,25 +69,6 @@ UNSENDABLE = (
 )
 
 
-def check_token(token: str) -> None:
-    """Refuse a bearer token no header can carry safely; the message never shows the token."""
-    if not isinstance(token, str):
-        raise SettingsError(f"the Hermes token must be a string, got {type(token).__name__}")
-    if not token:
-        raise SettingsError("the Hermes token is empty; set it to the bearer token Hermes issued")
-    if token[0].isspace() or token[-1].isspace() or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in token):
-        raise SettingsError(
-            "the Hermes token holds whitespace or a control character; a line break or a space "
-            "at either end is most likely a copy-paste accident: set it again without them"
-        )
-    try:
-        token.encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise SettingsError(
-            f"the Hermes token holds a character an HTTP header cannot carry (at position {exc.start})"
-        ) from None
-
-
 def check_base_url(url: str) -> str:
     """The Hermes base URL without its trailing slash; a one-line SettingsError if it is no URL."""
     if not isinstance(url, str):

@@ -14,6 +14,7 @@ from typing import Any
 from fanout_core.errors import is_transient
 from fanout_core.failures import FailureRecord, failure_record_for, now_iso, write_failure
 from fanout_core.settings import EnvironmentSettings
+from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
 
@@ -81,6 +82,8 @@ def attempt_task(
     storage: Storage,
     policy: RetryPolicy,
     rng: random.Random | None = None,
+    *,
+    table: StageTable = STAGES,
 ) -> AttemptOutcome:
     """The retry-extension wrapper: run ``work(attempt)`` and decide what follows a failure.
 
@@ -96,7 +99,7 @@ def attempt_task(
         if policy.should_retry(exc, attempt.number):
             return RetryLater(attempt.next(), policy.delay(attempt.number, rng), exc)
         record = failure_record_for(
-            attempt.key, exc, attempts=attempt.number, first_attempt_at=attempt.first_attempt_at
+            attempt.key, exc, attempts=attempt.number, first_attempt_at=attempt.first_attempt_at, table=table
         )
         write_failure(storage, record)
         return GaveUp(record)

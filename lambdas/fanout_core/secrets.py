@@ -1,37 +1,100 @@
-"""Keeping secrets out of text: error messages go into failure records and logs.
+"""Keeping secrets out of text, and refusing a token no header can carry: the one place both
+runtimes (the local runtime and CLI, the Lambda handlers) take ``redact`` and ``check_token`` from.
 
 ``redact`` replaces a secret wherever it appears in a piece of text: as written, percent-
-encoded (the way it shows in a URL or a query) and escaped (the way ``repr`` shows it
-inside an exception message).
+encoded (the way it shows in a URL or a query), escaped the way ``repr`` shows it inside an
+exception message (str or the bytes a header is encoded to), JSON-escaped (an error body
+that echoes it), and each of those escaped once more (an exception's message that quotes
+another's repr).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
+
+from fanout_core.errors import SettingsError
 
 MASK = "***"
 
 
+def _escaped(text: str) -> set[str]:
+    """The spellings of ``text`` one encoding or escaping step away."""
+    return {
+        quote(text, safe=""),
+        quote(text),
+        quote_plus(text),
+        repr(text)[1:-1],
+        ascii(text)[1:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text.encode("utf-8", "backslashreplace"))[2:-1],
+        repr(text.encode("latin-1", "backslashreplace"))[2:-1],  # how http.client encodes a header
+    }
+
+
+@functools.lru_cache(maxsize=32)
 def secret_forms(secret: str) -> tuple[str, ...]:
     """Every way ``secret`` may be spelled in a message, longest first; none for ``""``."""
     if not secret:
         return ()
-    forms = {
-        secret,
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        repr(secret)[1:-1],
-        ascii(secret)[1:-1],
-    }
+    forms = {secret}
+    for once in _escaped(secret):
+        forms.add(once)
+        forms |= _escaped(once)
     return tuple(sorted(forms, key=len, reverse=True))
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every form of every (non-empty) secret replaced by ``***``."""
-    for secret in secrets:
+def redact(text: str, secrets: str | Iterable[str] | None) -> str:
+    """``text`` with every form of every (non-empty) secret replaced by ``***``.
+
+    ``secrets`` is one secret or several; ``None`` or ``""`` changes nothing.
+    """
+    if secrets is None:
+        return text
+    for secret in (secrets,) if isinstance(secrets, str) else secrets:
         for form in secret_forms(secret):
             if form in text:
                 text = text.replace(form, MASK)
     return text
+
+
+def check_token(token: str, where: str | None = None) -> str:
+    """``token`` if it can go into an ``Authorization`` header as it is; ``where`` names
+    its source in the message (``"secret 'x'"``, ``"$HERMES_TOKEN"``).
+
+    Raises ``SettingsError`` for a non-string or empty token, whitespace at either end, a
+    C0 or C1 control character or DEL (CR and LF would split the header), or a character
+    latin-1 cannot encode (http.client would fail on every call). A token that needs
+    trimming is refused, not trimmed: a pasted line break usually means a wrong value was
+    pasted. The message never echoes the token.
+    """
+    source = f" in {where}" if where else ""
+    if not isinstance(token, str):
+        raise SettingsError(f"the Hermes token{source} must be a string, got {type(token).__name__}")
+    if not token:
+        raise SettingsError(f"the Hermes token{source} is empty; store the bare token Hermes issued")
+    if "\r" in token or "\n" in token:
+        found = "a line break"
+    elif token[0].isspace() or token[-1].isspace():
+        found = "whitespace at an end"
+    elif any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in token):
+        found = "a control character"
+    else:
+        found = ""
+    if found:
+        raise SettingsError(
+            f"the Hermes token holds whitespace or a control character ({where or 'it'} holds {found}); "
+            "a line break or a space at either end is most likely a copy-paste accident: "
+            "store the bare token"
+        )
+    try:
+        token.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise SettingsError(
+            f"the Hermes token{source} holds a character an HTTP header cannot carry "
+            f"(at position {exc.start})"
+        ) from None
+    return token

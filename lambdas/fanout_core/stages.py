@@ -170,6 +170,24 @@ class StageTable:
         return f"{self.query_prefix}run={keys.check_run_id(run_id)}/"
 
 
+def _list_troops(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
+    return hermes.list_troops(*ids)
+
+
+def _list_data_groups(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
+    return hermes.list_data_groups(*ids)
+
+
+def _list_records(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
+    return hermes.list_records(*ids)
+
+
+def _list_warriors(hermes: Hermes) -> Iterable[dict[str, Any]]:
+    return hermes.list_warriors()
+
+
+# Module-level functions, not lambdas: the table pickles (by reference to them), so the local
+# runtime hands the run's own table to its worker processes (fanout.leaf_workers).
 STAGES = StageTable(
     (
         Stage(
@@ -178,7 +196,7 @@ STAGES = StageTable(
             levels=(),
             body=WarriorsPart,
             work=fan_out,
-            lists=lambda hermes, ids: hermes.list_troops(*ids),
+            lists=_list_troops,
             handler="fanout_aws.handlers.warriors.handler",
             description="resolve the manifest's warriors, fetch their troops, one task per troop batch",
         ),
@@ -188,7 +206,7 @@ STAGES = StageTable(
             levels=("warrior",),
             body=TroopsTask,
             work=fan_out,
-            lists=lambda hermes, ids: hermes.list_data_groups(*ids),
+            lists=_list_data_groups,
             handler="fanout_aws.handlers.troops.handler",
             description="fetch each troop's data groups, one task per data-group batch",
         ),
@@ -198,12 +216,12 @@ STAGES = StageTable(
             levels=("warrior", "troop"),
             body=DataGroupsTask,
             work=write_records,
-            lists=lambda hermes, ids: hermes.list_records(*ids),
+            lists=_list_records,
             handler="fanout_aws.handlers.data_groups.handler",
             description="fetch each data group's records, write Parquet",
         ),
     ),
-    seed_lists=lambda hermes: hermes.list_warriors(),
+    seed_lists=_list_warriors,
 )
 STAGE_NAMES: tuple[str, ...] = STAGES.names
 MANIFEST_PREFIX = STAGES.first.input_prefix

@@ -31,18 +31,14 @@ class Hermes(Protocol):
     ) -> Iterator[dict[str, Any]]: ...
 
 
-def _default_table() -> StageTable:
-    from fanout_core.stages import STAGES
-
-    return STAGES
-
-
 @dataclass(frozen=True, kw_only=True)
 class TaskContext:
     storage: Storage
     hermes: Hermes
     settings: EnvironmentSettings
-    table: StageTable = field(default_factory=_default_table)
+    table: StageTable
+    """The run's stage table, required: a context built without one used to fall back to the
+    product's and refuse every task of another table (worker processes did)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 

@@ -145,3 +145,27 @@ def page(items: list[dict[str, Any]], token: str | None = None) -> bytes:
 
 def always(status: int, body: bytes, headers: dict[str, str] | None = None) -> Handler:
     return lambda _request, conn: conn.reply(status, body, headers)
+
+
+def echoes_the_token(status: int) -> Handler:
+    """A server that answers ``status`` and quotes the bearer token it was sent back in its
+    error message, spelled the ways a careless server spells it: as it is, Python-repr'd
+    (str and the header's raw bytes), JSON-escaped inside JSON text, and percent-encoded."""
+    from urllib.parse import quote
+
+    def handle(request: Request, conn: Conn) -> None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        echoed = [
+            token,
+            repr(token),
+            ascii(token),
+            repr(token.encode("latin-1")),
+            repr(token.encode("utf-8")),
+            json.dumps({"token": token}),
+            json.dumps({"token": token}, ensure_ascii=False),
+            quote(token, safe=""),
+        ]
+        message = "bad token: " + " | ".join(echoed)
+        conn.reply(status, json.dumps({"error": "unauthorized", "message": message}).encode())
+
+    return handle

@@ -17,7 +17,7 @@ from fanout_core.errors import FanoutError, PermanentError, SettingsError, Trans
 from fanout_core.hermes import HermesClient
 from fanout_core.secrets import redact
 
-from .raw_http import always, servers
+from .raw_http import always, echoes_the_token, servers
 
 serve = pytest.fixture(servers)
 
@@ -148,6 +148,24 @@ def test_an_error_naming_the_token_in_its_url_is_scrubbed_too(serve) -> None:
         list(client(server.url).list_records(TOKEN, "t", "g"))
     assert info.value.status == 404 and "/troops/t/" in str(info.value)
     assert_no_token(info.value)
+
+
+ESCAPED_TOKEN = "s3cr\\t-\u00e9+tok/en"
+"""A backslash and a non-ASCII (latin-1) character: repr, JSON and the header's bytes each
+spell it differently from how it is written."""
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, PermanentError), (503, TransientError)])
+def test_a_token_with_a_backslash_and_an_accent_echoed_in_every_escaped_form_is_masked(
+    serve, status: int, error: type[FanoutError]
+) -> None:
+    server = serve(echoes_the_token(status))
+    with pytest.raises(error) as info:
+        list(HermesClient(server.url, ESCAPED_TOKEN, max_retries=0, sleep=lambda _s: None).list_troops("w"))
+    assert server.requests[0].headers["authorization"] == f"Bearer {ESCAPED_TOKEN}"  # sent as it is
+    text = "".join(traceback.format_exception(info.value))
+    assert "bad token: ***" in text
+    assert "s3cr" not in text, text  # every spelling of the token starts so
 
 
 # --- the URL is refused at construction -----------------------------------------------------------

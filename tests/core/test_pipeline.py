@@ -22,7 +22,7 @@ from fanout_core.errors import BadManifest, BadTask, PermanentError, TransientEr
 from fanout_core.failures import FailureRecord
 from fanout_core.output import COLUMNS, read_parquet_bytes
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
-from fanout_core.stages import stage_for_key
+from fanout_core.stages import STAGES, stage_for_key
 from fanout_core.storage import LocalDirStorage
 
 RUN = "r1"
@@ -71,7 +71,9 @@ def world(fake_hermes: type, **overrides: Any) -> Any:
 @pytest.fixture
 def ctx_for(store: LocalDirStorage, settings) -> Callable[..., TaskContext]:
     def make(hermes: Any, fetched_at: datetime = FETCHED_AT) -> TaskContext:
-        return TaskContext(storage=store, hermes=hermes, settings=settings, clock=lambda: fetched_at)
+        return TaskContext(
+            storage=store, hermes=hermes, settings=settings, table=STAGES, clock=lambda: fetched_at
+        )
 
     return make
 
@@ -261,7 +263,11 @@ def test_a_retried_fan_out_writes_only_the_children_its_earlier_attempts_did_not
     key = troops_task(store)
     throttled = _WritesPerAttempt(store, allowed=1, prefix="data_groups/")
     ctx = TaskContext(
-        storage=throttled, hermes=world(fake_hermes), settings=settings, clock=lambda: FETCHED_AT
+        storage=throttled,
+        hermes=world(fake_hermes),
+        settings=settings,
+        table=STAGES,
+        clock=lambda: FETCHED_AT,
     )
     attempts = 0
     while not store.exists(keys.done_key(key)):
@@ -283,7 +289,9 @@ def test_a_fan_out_whose_children_are_all_written_already_writes_none_again(
     run_task(key, ctx_for(hermes))
     store.delete(keys.done_key(key))  # a crash after the last child, before the done marker
     watched = _WritesPerAttempt(store, allowed=0, prefix="data_groups/")
-    ctx = TaskContext(storage=watched, hermes=hermes, settings=settings, clock=lambda: FETCHED_AT)
+    ctx = TaskContext(
+        storage=watched, hermes=hermes, settings=settings, table=STAGES, clock=lambda: FETCHED_AT
+    )
     result = run_task(key, ctx)
     assert watched.child_writes == [] and result.children == 0
     assert store.exists(keys.done_key(key))
@@ -452,7 +460,9 @@ def test_a_first_attempt_of_a_leaf_task_sends_no_list(store, fake_hermes, ctx_fo
     # Three requests that S3 bills as PUT or LIST: the done marker check, the file, the marker.
     counted = CountingStore(store)
     key = data_groups_task(store)
-    ctx = TaskContext(storage=counted, hermes=world(fake_hermes), settings=ctx_for(None).settings)
+    ctx = TaskContext(
+        storage=counted, hermes=world(fake_hermes), settings=ctx_for(None).settings, table=STAGES
+    )
     run_task(key, ctx)
     assert counted.calls == [
         ("exists", keys.done_key(key)),

@@ -241,6 +241,83 @@ def test_a_table_with_renamed_prefixes_crawls_exactly_through_the_same_code(simu
     assert not run_status(store, "r1").seeded  # the product's table sees no run here
 
 
+def test_a_table_with_renamed_prefixes_crawls_exactly_in_worker_processes_and_every_reader_follows_it(
+    simulator, tmp_path: Path
+):
+    """The run's table reaches the leaf worker processes (they used to rebuild the product's
+    and refuse every task); status, failures, redrive, audit and compaction given the table
+    read the renamed bucket right."""
+    from fanout.bucket import StorageSpec
+    from fanout.failure_report import read_failures
+
+    clean = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True)
+    bad = _bad_ids(Universe(clean))
+    failing = SimConfig.from_size("tiny", token=TOKEN, awkward_ids=True, not_found_ids=frozenset(bad))
+    store = LocalDirStorage(tmp_path)
+    table = _renamed_table()
+    spec = StorageSpec(bucket_dir=str(tmp_path))
+    outcome = _run(store, simulator(failing), table=table, processes=2, storage_spec=spec)
+    leaf = outcome.report.stages["data_groups"]
+    assert leaf.finished > 0 and leaf.files > 0  # the workers ran the leaf tasks
+    rows, _ = output_rows(store, "r1", table)
+    assert compare(rows, Universe(failing).expected_rows(exclude_not_found=True)).exact
+    status = run_status(store, "r1", table=table)
+    assert status.seeded and status.complete and len(status.failed_keys) == 3  # one per bad id
+    records = read_failures(store, "r1", table=table)
+    assert {r.task_key for r in records} == set(outcome.failure_records)
+    assert all(table.for_key(r.task_key) is not None for r in records)  # renamed-prefix keys
+    assert {r.status for r in records} == {404}
+
+    outcome = _run(
+        store,
+        simulator(clean),
+        manifest=False,
+        table=table,
+        processes=2,
+        storage_spec=spec,
+        prepare=lambda s: redrive(s, "r1", table=table),
+        compact=True,
+    )
+    assert outcome.report.ok and outcome.compaction is not None
+    assert run_status(store, "r1", table=table).complete
+    assert read_failures(store, "r1", table=table) == []
+    rows, files = output_rows(store, "r1", table)  # the compacted generation now
+    assert compare(rows, Universe(clean).expected_rows()).exact
+    assert files == len(outcome.compaction.files) > 0
+    top = {key.split("/", 1)[0] + "/" for key in store.list("")}
+    assert {"seeds/", "squads/", "groups/"} <= top
+    assert not top & {"amazon_warriors/", "troops/", "data_groups/", "data/"}
+
+
+def test_a_table_that_cannot_pickle_is_refused_for_worker_processes_before_anything_runs(tmp_path: Path):
+    from fanout.bucket import StorageSpec
+    from fanout_core.errors import SettingsError
+
+    renamed = _renamed_table()
+    table = StageTable(
+        tuple(renamed), seed_lists=lambda hermes: hermes.list_warriors(), output_prefix="records/"
+    )
+    store = LocalDirStorage(tmp_path)
+    spec = StorageSpec(bucket_dir=str(tmp_path))
+    with pytest.raises(SettingsError, match="cannot go to worker processes") as info:
+        _run(store, "http://127.0.0.1:9", table=table, processes=2, storage_spec=spec)
+    assert "\n" not in str(info.value)
+    assert list(store.list("")) == []
+
+
+def test_a_renamed_tables_task_that_gives_up_is_recorded_under_its_own_stage_and_run(
+    simulator, tmp_path: Path
+):
+    config = SimConfig.from_size("tiny", token=TOKEN, error_rate_5xx=1.0)
+    store = LocalDirStorage(tmp_path)
+    table = _renamed_table()
+    outcome = _run(store, simulator(config), settings=fast_settings(max_attempts=2), table=table)
+    seed = table.seed("r1")
+    assert outcome.report.failures == [seed.key]
+    record = FailureRecord.from_bytes(store.get(seed.failed_key))
+    assert (record.stage, record.run_id, record.attempts) == ("warriors", "r1", 2)
+
+
 def test_a_different_manifest_for_an_existing_run_is_refused_and_nothing_runs(simulator, tmp_path: Path):
     config = SimConfig.from_size("tiny", token=TOKEN)
     store = LocalDirStorage(tmp_path)

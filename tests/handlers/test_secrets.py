@@ -15,8 +15,10 @@ from fanout_aws.s3_event import s3_event_for
 from fanout_aws.secrets import check_token, read_secret, redact
 from fanout_aws.stage_handler import InvocationFailed
 from fanout_core import keys
+from fanout_core.bodies import manifest_body
 from fanout_core.errors import SettingsError, TransientError
 from fanout_core.failures import FailureRecord
+from tests.core.raw_http import echoes_the_token, raw_server
 
 from .conftest import BUCKET, REGION, invoke
 
@@ -149,3 +151,63 @@ def test_the_token_appears_in_no_log_line_nor_the_raised_error(
         assert form not in logged
         assert form not in raised
     assert (raised != "") == (not with_queues and via == "s3")
+
+
+ESCAPED_TOKEN = "s3cr\\t-\u00e9+tok/en"
+"""A backslash and a non-ASCII (latin-1) character: repr, JSON and the header's bytes each
+spell it differently from how it is written; every spelling starts with ``s3cr``."""
+
+
+def _logged(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Every field of every log record, extras included (Lambda's JSON log shows them all)."""
+    out = capsys.readouterr()
+    fields = " ".join(json.dumps(r.__dict__, default=str, ensure_ascii=False) for r in caplog.records)
+    return caplog.text + fields + out.out + out.err
+
+
+def test_a_token_echoed_escaped_by_hermes_is_masked_in_the_log_and_the_failure_record(
+    deployment, monkeypatch, caplog, capsys
+):
+    with raw_server(echoes_the_token(401)) as server:
+        dep = deployment(hermes_url=server.url)
+        monkeypatch.setenv(env_names.ENV_TOKEN, ESCAPED_TOKEN)
+        key = "amazon_warriors/r1.json"
+        dep.storage.put(key, manifest_body(None))
+        with caplog.at_level("DEBUG"):
+            invoke("warriors", s3_event_for(BUCKET, [key]), monkeypatch, dep)
+    assert server.requests[0].headers["authorization"] == f"Bearer {ESCAPED_TOKEN}"
+    record = FailureRecord.from_bytes(dep.storage.get(keys.failed_key(key)))
+    assert record.error_kind == "unauthorized" and "bad token: ***" in record.message
+    logged = _logged(caplog, capsys)
+    assert "bad token: ***" in logged
+    assert "s3cr" not in record.message + logged
+
+
+def test_a_token_repr_escaped_in_an_error_raised_outside_the_client_is_masked_in_the_log(
+    deployment, monkeypatch, caplog, capsys
+):
+    def raises(*_: Any, **__: Any) -> Any:
+        raise TransientError(f"header {ESCAPED_TOKEN!r} and {ESCAPED_TOKEN!a} refused")
+
+    dep = deployment()
+    monkeypatch.setenv(env_names.ENV_TOKEN, ESCAPED_TOKEN)
+    monkeypatch.setattr("fanout_aws.stage_handler.run_task", raises)
+    with caplog.at_level("DEBUG"):
+        invoke("warriors", s3_event_for(BUCKET, ["amazon_warriors/r1.json"]), monkeypatch, dep)
+    logged = _logged(caplog, capsys)
+    assert "header '***' and '***' refused" in logged
+    assert "s3cr" not in logged
+
+
+def test_the_lambda_handler_and_the_local_runtime_use_the_one_redact_and_check_token() -> None:
+    import fanout.preflight
+    import fanout.start_run
+    import fanout_aws.secrets
+    import fanout_aws.stage_handler
+    import fanout_core.hermes
+    import fanout_core.secrets
+
+    for module in (fanout_aws.secrets, fanout_aws.stage_handler, fanout_core.hermes, fanout.preflight):
+        assert module.redact is fanout_core.secrets.redact
+    for module in (fanout_aws.secrets, fanout_aws.stage_handler, fanout_core.hermes, fanout.start_run):
+        assert module.check_token is fanout_core.secrets.check_token
