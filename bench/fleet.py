@@ -311,7 +311,7 @@ class Fleet:
                     return
                 attempt = f.waiting.popleft()
             start = time.monotonic()
-            outcome = attempt_task(attempt, work, self.storage.inner, self.policy)
+            outcome = attempt_task(attempt, work, self.storage.inner, self.policy, table=STAGES)
             spent = time.monotonic() - start
             if isinstance(outcome, RetryLater):
                 timer = threading.Timer(outcome.delay_s, self.dispatch, (f.stage.name, outcome.attempt))
@@ -423,7 +423,7 @@ class MapFleet(Fleet):
         )
         with self.cv:
             f.init_s += time.monotonic() - t0
-        return TaskContext(storage=self.storage, hermes=client, settings=self.settings)
+        return TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
 
     def _run_map(self, stage: Stage, batches: list[list[str]], *, child_workflows: bool = True) -> None:
         f = self.stages[stage.name]
@@ -456,7 +456,9 @@ class MapFleet(Fleet):
         attempts = [Attempt(key=k) for k in batch]
         while attempts:
             start = time.monotonic()
-            outcomes = [attempt_task(a, work, self.storage.inner, self.policy) for a in attempts]
+            outcomes = [
+                attempt_task(a, work, self.storage.inner, self.policy, table=STAGES) for a in attempts
+            ]
             retry = [o for o in outcomes if isinstance(o, RetryLater)]
             with self.cv:
                 f.busy_s += time.monotonic() - start

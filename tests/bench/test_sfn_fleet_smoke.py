@@ -23,8 +23,13 @@ def test_fleet_runs_a_tiny_tree_through_the_map_engine(capsys) -> None:
     assert code == 0 and run["engine"] == "stepfunctions"
     assert run["rows_exact"], run["verify"]
     assert run["sqs_requests"] == 0
-    per_batch = fleet.load_environment("dev-sfn", fleet.CDK_JSON).items_per_batch
-    # every task but the seed runs in a child; the tiny tree's stages: 3 parts, 9, 9 tasks
-    assert run["child_workflows"] == sum(math.ceil(n / per_batch) for n in (3, 9, 9))
+    settings = fleet.load_environment("dev-sfn", fleet.CDK_JSON)
+    per_batch = settings.items_per_batch
+    units = [settings.stage(s).units_per_task for s in ("warriors", "troops", "data_groups")]
+    # every task but the seed runs in a child; the tiny tree (3 warriors x 3 troops x 4
+    # groups) in the environment's task sizes: the seed's parts, one warrior's troops a
+    # task at most, one troop's groups a task at most
+    tasks = (math.ceil(3 / units[0]), 3 * math.ceil(3 / units[1]), 9 * math.ceil(4 / units[2]))
+    assert run["child_workflows"] == sum(math.ceil(n / per_batch) for n in tasks)
     assert run["state_transitions"] >= 1 + 3 + run["child_workflows"]
     assert all(run["instances"][s] <= run["reserved"][s] for s in run["reserved"])
