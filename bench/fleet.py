@@ -282,8 +282,8 @@ class Fleet:
             self.threads.append(t)
             t.start()
 
-    def _instance(self, f: StageFleet) -> None:
-        """One Lambda instance: a cold start, then invocations until the run is over."""
+    def _cold_start(self, f: StageFleet) -> TaskContext:
+        """A new instance of the stage: its init time (billed) and its own client and pacer."""
         t0 = time.monotonic()
         time.sleep(self.cold_start_s)
         client = hermes_client(
@@ -294,9 +294,13 @@ class Fleet:
             stats=f.stats,
             pool_size=2,
         )
-        ctx = TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
         with self.cv:
             f.init_s += time.monotonic() - t0
+        return TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
+
+    def _instance(self, f: StageFleet) -> None:
+        """One Lambda instance: a cold start, then invocations until the run is over."""
+        ctx = self._cold_start(f)
 
         def work(a: Attempt) -> TaskResult:
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
@@ -411,19 +415,7 @@ class MapFleet(Fleet):
             if self._warm[f.stage.name]:
                 return self._warm[f.stage.name].pop()
             f.instances += 1
-        t0 = time.monotonic()
-        time.sleep(self.cold_start_s)
-        client = hermes_client(
-            self.settings,
-            url=self.url,
-            token=TOKEN,
-            pacer=instance_pacer(self.settings, f.stage.name, budget=self.budget),
-            stats=f.stats,
-            pool_size=2,
-        )
-        with self.cv:
-            f.init_s += time.monotonic() - t0
-        return TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
+        return self._cold_start(f)
 
     def _run_map(self, stage: Stage, batches: list[list[str]], *, child_workflows: bool = True) -> None:
         f = self.stages[stage.name]

@@ -16,6 +16,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 from botocore.parsers import ResponseParserError
 
+from fanout.cli.common import one_line
+
 CONNECT_TIMEOUT_S = 5
 """Seconds to open a connection to an AWS endpoint."""
 READ_TIMEOUT_S = 10
@@ -56,16 +58,11 @@ def aws_problem(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         error = response["Error"]
-        return _cut(f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip())
+        return one_line(f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip())
     if isinstance(exc, ResponseParserError):
         return "the endpoint answered with something that is not an AWS response"
     if isinstance(exc, ReadTimeoutError):
         return f"no answer from the endpoint within {READ_TIMEOUT_S} s ({MAX_ATTEMPTS} attempts)"
     if isinstance(exc, ConnectTimeoutError):
         return f"no connection to the endpoint within {CONNECT_TIMEOUT_S} s ({MAX_ATTEMPTS} attempts)"
-    return _cut(f"{type(exc).__name__}: {exc}")
-
-
-def _cut(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    return one_line(f"{type(exc).__name__}: {exc}")

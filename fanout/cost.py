@@ -80,6 +80,8 @@ _COMMON = {
     "sfn_express_gb_second": "0.00001667",  # billed in 64 MB steps
     "server_instance": "t4g.small",
 }
+NOT_PRICES = ("region", "as_of", "server_instance")
+"""The keys of a price table that name it rather than price something."""
 PRICES: dict[str, dict[str, str]] = {
     "us-east-1": {**_COMMON, "server_on_demand_hour": "0.0168", "server_spot_hour": "0.0050"},
     "us-west-2": {**_COMMON, "server_on_demand_hour": "0.0168", "server_spot_hour": "0.0050"},
@@ -126,7 +128,7 @@ MAX_PRICE = 1_000_000
 def _checked_price(name: str, value: Any) -> Any:
     """An override as given, if it is a price: a finite JSON number from 0 to MAX_PRICE (the
     instance's name, a non-empty string); ValueError naming the key otherwise."""
-    if name in ("region", "as_of", "server_instance"):
+    if name in NOT_PRICES:
         if isinstance(value, str) and value.strip() and len(value) <= 100:
             return value
         raise ValueError(f"--prices: {name} must be a non-empty string (a name), got {_shown(value)}")
@@ -396,7 +398,7 @@ def estimate(
     """The bill: one line per component, the total, and the server beside it; ``pacing``
     ``shared`` adds the budget table's writes, ``engine`` ``queue`` a message per task,
     ``stepfunctions`` its transitions (and no SQS)."""
-    p = {k: Decimal(str(v)) for k, v in prices.items() if k not in ("region", "as_of", "server_instance")}
+    p = {k: Decimal(str(v)) for k, v in prices.items() if k not in NOT_PRICES}
     invocations = counts.total("invocations")
     sfn = engine == "stepfunctions"
     if sfn:  # one invocation per batch try: the seed, each child, each retry

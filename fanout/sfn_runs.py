@@ -14,11 +14,10 @@ moto alike; nothing here is deployed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanout_aws.sfn_starter import execution_input
+from fanout_aws.sfn_starter import start_run
 
 STATE_MACHINE_ARN_OUTPUT = "RunStateMachineArn"
 """Must equal ``stacks.fanout_stack.STATE_MACHINE_ARN_OUTPUT`` (a test checks)."""
@@ -171,12 +170,9 @@ def redrive_run(sfn: Any, state_machine_arn: str, run_id: str, *, rewrote_tasks:
         why = "the run has no execution (its start was lost)"
     else:
         why = f"execution {run_id} is {current.status}, redrive status {current.redrive_status or 'none'}"
-    document = json.dumps(execution_input(run_id), sort_keys=True)
     names = [run_id] if current is None else [f"{run_id}-redrive-{n}" for n in range(1, MAX_FRESH_NAMES + 1)]
     for name in names:
-        try:
-            answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=document)
-        except sfn.exceptions.ExecutionAlreadyExists:
-            continue
-        return RedriveOutcome("started", str(answer["executionArn"]), why)
+        arn = start_run(sfn, state_machine_arn, run_id, name=name)
+        if arn is not None:
+            return RedriveOutcome("started", arn, why)
     raise StepFunctionsError(f"no free execution name for run {run_id} after {len(names)} tries")

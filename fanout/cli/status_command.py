@@ -93,7 +93,8 @@ def _status(args: argparse.Namespace) -> int:
 
     table = STAGES  # the CLI runs the product's table: picked here once, passed on
     storage, where = open_run(args, args.run_id)
-    if args.queues and args.bucket and engine_of(args) == "stepfunctions":
+    engine = engine_of(args) if args.bucket else None  # the settings read once
+    if args.queues and engine == "stepfunctions":
         raise UsageError(NO_QUEUES)
     access, depths = _queue_depths(args) if args.queues else (None, [])
     stale_after = stale_threshold(args)
@@ -102,7 +103,7 @@ def _status(args: argparse.Namespace) -> int:
         from fanout.settings_files import find_settings
 
         stale_after = stale_after_in_queue_mode(find_settings(args.env, args.config), depths, access.urls)
-    execution, execution_note = _execution(args)
+    execution, execution_note = _execution(args, engine)
     if execution is not None and execution.status == "RUNNING" and args.stale_after is None:
         # engine stepfunctions: a stage's tasks wait for its Map (the stage above must
         # finish first) and the running execution owns them: none is lost yet
@@ -197,10 +198,10 @@ NO_QUEUES = (
 )
 
 
-def _execution(args: argparse.Namespace) -> tuple[Any, str | None]:
+def _execution(args: argparse.Namespace, engine: str | None) -> tuple[Any, str | None]:
     """Engine ``stepfunctions`` with ``--bucket``: the run's execution and its Map Runs
     (None and a one-line note when there is none or no AWS access); (None, None) else."""
-    if not args.bucket or engine_of(args) != "stepfunctions":
+    if not args.bucket or engine != "stepfunctions":
         return None, None
     from fanout.aws_clients import AWS_ERRORS, aws_problem
     from fanout.queues import STACK_NAME

@@ -140,16 +140,13 @@ def lambda_report(doc: Mapping[str, Any]) -> LambdaReport:
     payload = doc.get("responsePayload")
     payload = payload if isinstance(payload, Mapping) else {}
 
-    def text(value: object, limit: int = 1000) -> str | None:
-        return value[:limit] if isinstance(value, str) and value else None
-
     count = context.get("approximateInvokeCount")
     return LambdaReport(
-        condition=text(context.get("condition"), 100) or "unknown",
+        condition=_text(context.get("condition"), 100) or "unknown",
         invoke_count=min(count, MAX_COUNT) if type(count) is int and count >= 0 else 0,
-        error_type=text(payload.get("errorType"), 200),
-        error_message=text(payload.get("errorMessage")),
-        function_error=text(response.get("functionError"), 100),
+        error_type=_text(payload.get("errorType"), 200),
+        error_message=_text(payload.get("errorMessage")),
+        function_error=_text(response.get("functionError"), 100),
     )
 
 
@@ -580,7 +577,8 @@ def _sfn_batch(out: Decoded, batch: object, where: str) -> None:
         )
 
 
-def _text(value: object, limit: int) -> str | None:
+def _text(value: object, limit: int = 1000) -> str | None:
+    """A string field of an outside document, cut to ``limit``; None if absent or empty."""
     return value[:limit] if isinstance(value, str) and value else None
 
 

@@ -41,12 +41,13 @@ def execution_input(run_id: str, table: StageTable = STAGES) -> dict[str, Any]:
     }
 
 
-def start_run(client: Any, state_machine_arn: str, run_id: str) -> str | None:
-    """Start ``run_id``'s execution; its ARN, or None when one of that name exists."""
+def start_run(client: Any, state_machine_arn: str, run_id: str, *, name: str | None = None) -> str | None:
+    """Start an execution of ``run_id`` named ``name`` (the run id itself by default, so a
+    duplicate start is refused); its ARN, or None when one of that name exists."""
     try:
         answer = client.start_execution(
             stateMachineArn=state_machine_arn,
-            name=run_id,
+            name=name or run_id,
             input=json.dumps(execution_input(run_id), sort_keys=True),
         )
     except client.exceptions.ExecutionAlreadyExists:

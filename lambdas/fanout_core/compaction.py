@@ -146,11 +146,7 @@ def _is_generation_file(table: StageTable, run_id: str, key: str) -> bool:
 def small_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
     """The run's Parquet files as the leaf stage wrote them, in the warrior folders under
     ``data/run=<run>/`` (not the compacted files beside them)."""
-    return [
-        k
-        for k in storage.list(table.output_run_prefix(run_id))
-        if k.endswith(PARQUET) and not _is_generation_file(table, run_id, k)
-    ]
+    return [k for k in output_files(storage, run_id, table) if not _is_generation_file(table, run_id, k)]
 
 
 def output_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:

@@ -185,8 +185,8 @@ def read_parquet_bytes(body: bytes) -> pd.DataFrame:
     return pf.to_pandas()
 
 
-_TEXT = ("run_id", "warrior_id", "troop_id", "service", "data_group_id", "metric", "unit")
-_TIMES = ("ts", "fetched_at")
+_TEXT = tuple(c for c in COLUMNS if GLUE_TYPES[c] == "string")
+_TIMES = tuple(c for c in COLUMNS if GLUE_TYPES[c] == "timestamp")
 
 
 class SortedColumns:
