@@ -9,7 +9,7 @@ runs its leaf stage in worker processes: what a machine must hold is their sum.
 of its own: the crawl (the same command with ``--no-compact``), then the compaction
 (``fanout compact RUN`` on the same ``--bucket-dir``). The peak of the command as a
 whole is the larger of the two (the crawl's worker processes are gone before it
-compacts). The 150,000-call run of the README (1.2 M rows):
+compacts). The 150,000-call run of docs/compaction.md (1.2 M rows):
 
     python -m fanout.simulator --port 8099 --warriors 150 --troops-per-warrior 20 \
         --groups-per-troop 50 --records-per-group 8 &

@@ -104,7 +104,7 @@ BUDGET_WRITES_PER_CALL = Decimal("0.2")
 six slots in one write each (``fanout_core.fleet_budget``): 0.15-0.16 for busy dev- and
 prod-shaped fleets on a fake clock (tests/core/test_fleet_budget.py's model), 0.20-0.23
 in ``bench/fleet.py``'s dev- and prod-shaped fleets of 4,100 calls on a loaded machine,
-whose slow threads make smaller slices (README, Rate limiting). It was 1.9 when every
+whose slow threads make smaller slices (docs/rate-limiting.md). It was 1.9 when every
 call reserved its own slot."""
 CENT = Decimal("0.01")
 

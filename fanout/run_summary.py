@@ -28,7 +28,7 @@ def output_folder(where: str, run_id: str, table: StageTable = STAGES) -> str:
 def summary_doc(
     outcome: RunOutcome, where: str, groups: list[dict[str, Any]], redrive: str | None
 ) -> dict[str, Any]:
-    """The summary as ``--json`` prints it (README: "JSON output")."""
+    """The summary as ``--json`` prints it (docs/json-output.md)."""
     report = outcome.report
     elapsed = report.elapsed_s
     stages = {

@@ -201,7 +201,7 @@ class FanoutStack(Stack):
         )
         self.bucket: s3.Bucket = self.storage.bucket
 
-        # Created by hand before the first deploy (docs/deploy.md); looked up by name
+        # Created by hand before the first deploy (docs/deploying.md); looked up by name
         # so the token never passes through CloudFormation.
         self.token_secret = secretsmanager.Secret.from_secret_name_v2(
             self, "HermesToken", settings.token_secret_name

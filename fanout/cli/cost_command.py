@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         description=(
             "Counts invocations, billed duration x memory, requests and bytes from the bucket "
             "(a local folder or a deployed bucket), prices them, and puts the same crawl on an "
-            "on-demand and a Spot instance beside it. Method and prices: fanout/cost.py, README."
+            "on-demand and a Spot instance beside it. Method and prices: fanout/cost.py, docs/cost.md."
         ),
     )
     p.add_argument("run_id", help="the run id (the manifest's name without .json)")

@@ -44,7 +44,7 @@ def read_secret(client: Any, secret_id: str) -> str:
 
 
 UNREADABLE = {
-    "ResourceNotFoundException": "does not exist: create it before the first run (docs/deploy.md)",
+    "ResourceNotFoundException": "does not exist: create it before the first run (docs/deploying.md)",
     "AccessDeniedException": "may not be read by the function's role",
     "DecryptionFailure": "cannot be decrypted with the role's access to its KMS key",
     "InvalidRequestException": "is not readable now (scheduled for deletion?)",

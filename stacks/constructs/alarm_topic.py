@@ -58,5 +58,5 @@ class AlarmTopic(Construct):
         )
         if email:
             # The address gets a confirmation mail first; until it is confirmed nothing
-            # is delivered (docs/deploy.md).
+            # is delivered (docs/deploying.md).
             self.topic.add_subscription(subscriptions.EmailSubscription(email))

@@ -24,8 +24,8 @@ counts against the tolerance. No retry queues, no asynchronous invoke configurat
 no S3 notifications to the stage functions exist in this mode.
 
 Children are Standard workflows: an Express child lives at most 5 minutes, less than one
-try of a stage whose timeout is 600-900 s, let alone its retries' backoff (the README's
-engine comparison gives the figures).
+try of a stage whose timeout is 600-900 s, let alone its retries' backoff (docs/engines.md
+gives the figures).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ row for row against the simulator's truth, with every task finished or holding a
 failure record, and no message left in a DLQ.
 
 Run with ``-s`` to see each scenario's figures (``EMULATION {...}`` lines), which the
-README's "Two engines" table quotes.
+emulation table of docs/engines.md quotes.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_the_engine_adds_its_transitions_and_invokes_per_batch_without_sqs() -> 
 
 
 def test_the_talks_run_priced_as_standard_and_as_express_children() -> None:
-    """The README's figures: 51,051 calls, 50 warrior parts (and the seed), 1,000 troop
+    """The figures of docs/engines.md: 51,051 calls, 50 warrior parts (and the seed), 1,000 troop
     tasks, 5,000 leaf tasks, batches of 4, ~8,200 s of Lambda time, no retries."""
     costs = child_workflow_costs([1 + 50, 1000, 5000], 4, Decimal(8200), 0, prices_for("us-east-1"))
     assert (costs["children"], costs["transitions"]) == (1513, 1517)

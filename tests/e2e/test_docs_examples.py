@@ -10,7 +10,7 @@ from pathlib import Path
 from fanout.simulator import SimConfig, Universe
 
 from .conftest import ROOT, TOKEN
-from .readme_blocks import blocks
+from .doc_blocks import blocks
 
 EXAMPLES = blocks("example", ROOT / "docs" / "operating.md")
 

@@ -1,4 +1,4 @@
-"""Every command's ``--json`` keeps to the shape the README documents, key for key."""
+"""Every command's ``--json`` keeps to the shape docs/json-output.md documents, key for key."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 
 from .conftest import TOKEN, fanout_cli
-from .readme_blocks import schemas, violations
+from .doc_blocks import schemas, violations
 
 SCHEMAS = schemas()
 
@@ -178,7 +178,7 @@ def test_the_shape_check_catches_what_breaks_the_contract(value: dict[str, Any],
 
 
 def test_every_documented_shape_is_checked_by_a_test() -> None:
-    """A shape added to the README that no command's output is checked against checks nothing."""
+    """A shape added to docs/json-output.md that no command's output is checked against checks nothing."""
     checked = {"run_summary", "status", "failures", "runs", "cost", "compact", "redrive_local"}
     checked |= {"demo_summary", "redrive_bucket"}
     checked |= {"status_queues", "redrive_dead_letters"}  # checked in test_queue_commands.py

@@ -24,7 +24,7 @@ from fanout_core.stages import STAGES
 from tests.core.raw_http import Conn, Request, raw_server
 
 from .conftest import fanout_cli
-from .readme_blocks import schemas, violations
+from .doc_blocks import schemas, violations
 
 BUCKET = "fanout-queue-stack"
 ENV = "dev-queue"

@@ -1,5 +1,6 @@
-"""The README's marked blocks: JSON shapes (``<!-- schema: NAME -->``) and runnable
-examples (``<!-- example: NAME -->``), so the tests check what the documentation says."""
+"""The documentation's marked blocks: JSON shapes (``<!-- schema: NAME -->``, in
+docs/json-output.md) and runnable examples (``<!-- example: NAME -->``, in docs/operating.md),
+so the tests check what the documentation says."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+JSON_OUTPUT = ROOT / "docs" / "json-output.md"
 _BLOCK = re.compile(r"<!-- (schema|example): ([a-z_]+) -->\s*\n```[a-z]*\n(.*?)\n```", re.S)
 
 
 def blocks(kind: str, *paths: Path) -> dict[str, str]:
-    """Every marked block of ``kind`` in the README (and ``paths``), by name."""
+    """Every marked block of ``kind`` in the pages ``paths``, by name."""
     found: dict[str, str] = {}
-    for path in (ROOT / "README.md", *paths):
+    for path in paths:
         for k, name, body in _BLOCK.findall(path.read_text(encoding="utf-8")):
             if k == kind:
                 assert name not in found, f"block {name} is marked twice"
@@ -24,7 +26,7 @@ def blocks(kind: str, *paths: Path) -> dict[str, str]:
 
 
 def schemas() -> dict[str, Any]:
-    return {name: json.loads(body) for name, body in blocks("schema").items()}
+    return {name: json.loads(body) for name, body in blocks("schema", JSON_OUTPUT).items()}
 
 
 _TYPES: dict[str, Any] = {
