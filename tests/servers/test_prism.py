@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +32,21 @@ from .conftest import PRISM_CONFIG, ROOT, TOKEN, PrismProxy, start_prism
 from .http_get import get
 
 CRAWL_TIMEOUT_S = 180.0
+LOG_SETTLE_S = 5.0
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PRISM_ERROR = re.compile(r"✖|terminated with error|violation", re.IGNORECASE)
 """How Prism's log marks a request it refused or an answer it replaced."""
 
 
-def _log_from(proxy: PrismProxy, offset: int) -> list[str]:
-    return proxy.log.read_bytes()[offset:].decode("utf-8", errors="replace").splitlines()
+def _log_settled(proxy: PrismProxy, offset: int, forwarded: int) -> list[str]:
+    """Prism's log lines from ``offset`` on, once they name ``forwarded`` forwarded requests
+    (or after LOG_SETTLE_S): a log line may trail the answer it is about."""
+    deadline = time.monotonic() + LOG_SETTLE_S
+    while True:
+        lines = proxy.log.read_bytes()[offset:].decode("utf-8", errors="replace").splitlines()
+        if sum("Forwarding" in line for line in lines) >= forwarded or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def test_a_crawl_through_prism_writes_the_simulators_rows_and_breaks_no_rule(prism, tmp_path: Path):
@@ -59,9 +68,9 @@ def test_a_crawl_through_prism_writes_the_simulators_rows_and_breaks_no_rule(pri
     rows, _ = output_rows(LocalDirStorage(bucket), "via-prism")
     comparison = compare(rows, Universe(PRISM_CONFIG).expected_rows())
     assert comparison.exact, comparison.summary()
-    lines = _log_from(prism, offset)
-    assert [line for line in lines if PRISM_ERROR.search(line)] == []
     after = prism.simulator.stats
+    lines = _log_settled(prism, offset, after.requests - before.requests)
+    assert [line for line in lines if PRISM_ERROR.search(line)] == []
     forwarded = sum("Forwarding" in line for line in lines)
     assert forwarded == after.requests - before.requests
     assert json.loads(done.stdout)["api_calls"] <= forwarded
