@@ -15,7 +15,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The servers the tests run that nobody here wrote (json-server, Prism), pinned by
+# package-lock.json; `npm ci` empties node_modules/ first, so the stamp goes with it (about 25 s).
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fanout demo
@@ -25,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint $(NODE_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n 2 -q
 
 # Re-resolve requirements.txt into requirements-lambda.lock and constraints.txt (needs the
@@ -49,4 +57,4 @@ bench: $(STAMP) .venv-bench/.installed
 	$(BIN)/python -m bench.query
 
 clean:
-	rm -rf $(VENV) cdk.out fanout-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out fanout-data .pytest_cache .mypy_cache .ruff_cache
