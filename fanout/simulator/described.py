@@ -56,8 +56,31 @@ _EXTRAS: tuple[tuple[str, Any], ...] = (
     ("x_score", 12),
     ("x_flags", {"beta": True, "since": None}),
 )
-HERMES_ONLY = ("duplicate_ids", "changing_listings", "cursor_loop", "bad_records")
+HERMES_ONLY = ("duplicate_ids", "changing_listings")
 """Hostile modes only Hermes' universe simulates; a described API refuses them (one line)."""
+TOKEN_STYLES = ("cursor", "next_url", "link_header")
+"""Pagination styles whose next page is a token the server makes, so a list can loop."""
+BAD_ROW_KINDS = {
+    "missing_field": False,
+    "wrong_type": False,
+    "nan_value": False,
+    "huge_int": False,
+    "unnamed_field": False,
+    "lowercase_ts": True,
+}
+"""``bad_records`` defects of a described API, each mapped to whether the item still keeps
+the description: a required field absent; the first non-json column's value of another JSON
+type; ``NaN`` (not JSON) in a double; the JSON integer 10**400 in an int64 (else a double);
+an unnamed field under ``extra: refuse``; a timestamp in lower-case ``t``/``z`` form (valid,
+kept). Only the kinds the description's columns allow are used."""
+_WRONG_TYPE: dict[str, Any] = {
+    "string": 12345,
+    "int64": "12",
+    "double": "1.5",
+    "boolean": "true",
+    "timestamp": 1_700_000_000,
+    "date": 20261127,
+}
 
 Row = tuple[Any, ...]
 
@@ -129,6 +152,16 @@ class DescribedUniverse:
                         f"{api.name}: column {c.name!r} holds column {other.name!r}; cannot simulate"
                     )
         self._extras = tuple((n, v) for n, v in _EXTRAS if n not in heads)
+        self._bad: dict[tuple[int, ...], str] | None = None
+        self._loops: frozenset[tuple[int, ...]] | None = None
+        if self.config.cursor_loop is not None:
+            for path in self.loop_units():
+                style = api.levels[len(path)].pagination.type
+                if style not in TOKEN_STYLES:
+                    raise ValueError(
+                        f"cursor_loop needs a {', '.join(TOKEN_STYLES)} list; {api.levels[len(path)].name} "
+                        f"is {style}"
+                    )
 
     # ---- units ---------------------------------------------------------------------------
 
@@ -271,7 +304,127 @@ class DescribedUniverse:
                 truth.append(canonical_json(unnamed) if unnamed else None)
             items.append(item)
             truths.append(tuple(truth))
+        kind = self.bad_kind(parent) if self.config.bad_records and items else None
+        if kind is not None:
+            self._spoil(items[0], kind)
         return items, truths
+
+    def _bad_kinds(self) -> list[str]:
+        """The ``bad_records`` defects this description's rows can show, in order."""
+        cols = self.api.rows.columns
+        types = {c.type for c in cols}
+        usable = {
+            "missing_field": any(c.required for c in cols),
+            "wrong_type": any(c.type != "json" for c in cols),
+            "nan_value": "double" in types,
+            "huge_int": bool(types & {"int64", "double"}),
+            "unnamed_field": self.api.rows.extra == "refuse",
+            "lowercase_ts": "timestamp" in types,
+        }
+        return [k for k in BAD_ROW_KINDS if usable[k]]
+
+    def _spoil(self, item: dict[str, Any], kind: str) -> None:
+        """Alter one served item by a ``bad_records`` defect (see BAD_ROW_KINDS)."""
+        cols = self.api.rows.columns
+        if kind == "missing_field":
+            col = next(c for c in cols if c.required)
+            parent = get_path(item, col.source[:-1]) if len(col.source) > 1 else item
+            parent.pop(col.source[-1], None)
+        elif kind == "wrong_type":
+            col = next(c for c in cols if c.type != "json")
+            put_path(item, col.source, _WRONG_TYPE[col.type])
+        elif kind == "nan_value":
+            put_path(item, next(c for c in cols if c.type == "double").source, float("nan"))
+        elif kind == "huge_int":
+            col = next((c for c in cols if c.type == "int64"), None) or next(
+                c for c in cols if c.type == "double"
+            )
+            put_path(item, col.source, 10**400)
+        elif kind == "unnamed_field":
+            item["x_unnamed"] = "refused"
+        else:
+            col = next(c for c in cols if c.type == "timestamp")
+            value = get_path(item, col.source)
+            if isinstance(value, str):
+                put_path(item, col.source, value.lower())
+
+    def bad_kind(self, parent: tuple[int, ...]) -> str | None:
+        """The ``bad_records`` defect of the leaf list under ``parent``, if it has one: the
+        first non-empty reachable leaf lists in crawl order get one kind each."""
+        if not self.config.bad_records:
+            return None
+        if self._bad is None:
+            self._bad = {}
+            kinds = iter(self._bad_kinds())
+            for path in self._reachable_leaf_parents():
+                if not self.row_count(path):
+                    continue
+                kind = next(kinds, None)
+                if kind is None:
+                    break
+                self._bad[path] = kind
+        return self._bad.get(parent)
+
+    def bad_record_lists(self) -> dict[tuple[str, ...], str]:
+        """Id path of each leaf list's parent -> its ``bad_records`` kind (see BAD_ROW_KINDS)."""
+        self.bad_kind(())
+        return {self.id_path(path): kind for path, kind in (self._bad or {}).items()}
+
+    def id_path(self, path: tuple[int, ...]) -> tuple[str, ...]:
+        """The ids of the unit at an index path and of those above it, top first."""
+        return tuple(self.unit_id(d, self.unit(path[: d + 1])) for d in range(len(path)))
+
+    def _reachable_leaf_parents(self) -> Iterator[tuple[int, ...]]:
+        """Index paths of the leaf lists a crawl reaches (no not-found or looping unit above)."""
+        loops = self._loop_paths()
+
+        def walk(parent: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+            if len(parent) == self._depth:
+                yield parent
+                return
+            for i, item in enumerate(self._unit_list(parent)[0]):
+                path = (*parent, i)
+                if not self._stops(len(parent), item) and path not in loops:
+                    yield from walk(path)
+
+        return walk(())
+
+    def loop_units(self) -> list[tuple[int, ...]]:
+        """Index paths of the units whose child list loops under ``cursor_loop``: those named
+        in ``cursor_loop_ids``, else the first leaf list's parent in crawl order."""
+        c = self.config
+        if c.cursor_loop is None:
+            return []
+        if not c.cursor_loop_ids:
+            first = next(self._all_units(self._depth), None)
+            return [] if first is None else [first]
+        return [
+            path
+            for d in range(self._depth)
+            for path in self._all_units(d + 1)
+            if self.unit_id(d, self.unit(path)) in c.cursor_loop_ids
+        ]
+
+    def _all_units(self, length: int) -> Iterator[tuple[int, ...]]:
+        """Every unit index path of this length, in crawl order."""
+
+        def walk(parent: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+            for path in self.children(parent):
+                if len(path) == length:
+                    yield path
+                else:
+                    yield from walk(path)
+
+        return walk(())
+
+    def _loop_paths(self) -> frozenset[tuple[int, ...]]:
+        if self._loops is None:
+            self._loops = frozenset(self.loop_units())
+        return self._loops
+
+    def loops(self, parent: tuple[int, ...]) -> bool:
+        """Whether the list below the unit at ``parent`` never ends (``cursor_loop``)."""
+        return self.config.cursor_loop is not None and parent in self._loop_paths()
 
     def _value(self, col: Column, rnd: Any, j: int) -> tuple[Any, Any]:
         """One served value of the column's type and its truth."""
@@ -331,18 +484,26 @@ class DescribedUniverse:
         return self.unit_id(d, item) in self.config.not_found_ids
 
     def expected_failures(self) -> dict[tuple[str, ...], str]:
-        """Units a correct crawler must fail, as id path -> reason ("not_found": an id in
-        ``not_found_ids``, whose child list answers 404). Nothing below one is listed."""
+        """Units a correct crawler must fail, as id path -> reason: "not_found" (an id in
+        ``not_found_ids``: its child list answers 404), "cursor_loop" (its child list never
+        ends) or "bad_records:<kind>" (its leaf list holds an item that breaks the
+        description). Nothing below a failed unit is listed again."""
         out: dict[tuple[str, ...], str] = {}
+        loops = self._loop_paths() if self.config.cursor_loop is not None else frozenset()
 
         def walk(parent: tuple[int, ...], ids: tuple[str, ...]) -> None:
             d = len(parent)
             for i, item in enumerate(self._unit_list(parent)[0]):
-                uid = self.unit_id(d, item)
+                uid, path = self.unit_id(d, item), (*parent, i)
+                kind = self.bad_kind(path) if d + 1 == self._depth else None
                 if uid in self.config.not_found_ids:
                     out[(*ids, uid)] = "not_found"
+                elif path in loops:
+                    out[(*ids, uid)] = "cursor_loop"
+                elif kind is not None and not BAD_ROW_KINDS[kind]:
+                    out[(*ids, uid)] = f"bad_records:{kind}"
                 elif d + 1 < self._depth:
-                    walk((*parent, i), (*ids, uid))
+                    walk(path, (*ids, uid))
 
         walk((), ())
         return out
@@ -356,12 +517,16 @@ class DescribedUniverse:
         def walk(parent: tuple[int, ...], head: tuple[Any, ...]) -> Iterator[Row]:
             d = len(parent)
             if d == self._depth:
-                for truth in self.leaf(parent)[1]:
-                    yield (*head, *truth)
+                kind = self.bad_kind(parent)
+                if kind is None or BAD_ROW_KINDS[kind]:
+                    for truth in self.leaf(parent)[1]:
+                        yield (*head, *truth)
                 return
             for i, item in enumerate(self._unit_list(parent)[0]):
                 uid = self.unit_id(d, item)
                 if self._stops(d, item) or (d == 0 and chosen is not None and uid not in chosen):
+                    continue
+                if self.loops((*parent, i)):
                     continue
                 yield from walk((*parent, i), (*head, uid, *self.carried(d, item)))
 
@@ -372,7 +537,8 @@ class DescribedUniverse:
         the description's page size (``page_size`` overrides it). Cursor, next-URL and Link
         lists cost ceil(n / size) pages, at least one; offset and page-number lists without
         a total also ask for the empty page after a full last one; a single page is one call.
-        A unit in ``not_found_ids`` costs one call (the 404) and nothing below it."""
+        A unit in ``not_found_ids`` costs one call (the 404) and nothing below it; so does a
+        looping list (``cursor_loop``: its first page only)."""
 
         def pages(d: int, n: int) -> int:
             pag = self.api.levels[d].pagination
@@ -390,7 +556,8 @@ class DescribedUniverse:
             items = self._unit_list(parent)[0]
             calls = pages(d, len(items))
             for i, item in enumerate(items):
-                calls += 1 if self._stops(d, item) else walk((*parent, i))
+                stops = self._stops(d, item) or self.loops((*parent, i))
+                calls += 1 if stops else walk((*parent, i))
             return calls
 
         return walk(())

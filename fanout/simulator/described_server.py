@@ -164,6 +164,7 @@ class DescribedRoutes:
             if ident in self.config.not_found_ids:
                 raise _Reply(404, "not_found", f"{ident!r} not found")
         u = self.universe
+        loops = False
         if d == 0:
             items: list[dict[str, Any]] = u._unit_list(())[0]
         else:
@@ -174,6 +175,7 @@ class DescribedRoutes:
             if len(parent) != d:
                 raise _Reply(404, "not_found", "no such route")
             items = u.leaf(parent)[0] if level.is_leaf else u._unit_list(parent)[0]
+            loops = u.loops(parent)
 
         pag = level.pagination
         size = self._size(level, params)
@@ -194,15 +196,24 @@ class DescribedRoutes:
             end = start + size
         else:
             token_param = cast(str, pag.cursor_param) if pag.type == "cursor" else self._token_param
-            start = 0
-            if token_param in params:
+            start = state = 0
+            first = token_param not in params
+            if not first:
                 try:
-                    start = self._tokens.decode(path_key, params[token_param][-1])
+                    start, state = self._tokens.decode_state(path_key, params[token_param][-1])
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise _Reply(400, "bad_request", f"invalid {token_param}: {exc}") from None
             end = start + size
-            if end < n:
+            token = None
+            if loops:
+                # cursor_loop: page one leads to A; A leads to A ("repeat") or B, B to A ("cycle").
+                cycle = self.config.cursor_loop == "cycle"
+                token = self._tokens.encode(
+                    path_key, end if first else start, 2 if cycle and state == 1 else 1
+                )
+            elif end < n:
                 token = self._tokens.encode(path_key, end)
+            if token is not None:
                 if pag.type == "cursor":
                     fields["cursor"] = token
                 else:

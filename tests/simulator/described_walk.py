@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -35,6 +35,15 @@ def segment(ident: str) -> str:
     return quote(ident, safe="").replace(".", "%2E") if ident in (".", "..") else quote(ident, safe="")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict(r: requests.Response) -> Any:
+    """The body as JSON, refusing NaN and Infinity (Python's reader takes them)."""
+    return json.loads(r.text, parse_constant=_no_constant)
+
+
 def at(doc: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         doc = doc[part]
@@ -46,6 +55,8 @@ class Walker:
         self.api, self.base = api, base
         self.headers, self.auth_params = credentials(api, secret)
         self.calls = 0
+        self.failed: list[tuple[str, ...]] = []
+        """Leaf lists whose items broke the description (``crawl(skip_failing=True)``)."""
         self.session = requests.Session()
         self.session.headers.update(self.headers)
 
@@ -75,7 +86,7 @@ class Walker:
             n = 0 if pag.type == "offset" else pag.first_page
             while True:
                 params[pag.offset_param or pag.page_param or ""] = n
-                page = at(self._get(url, params).json(), level.items)
+                page = at(strict(self._get(url, params)), level.items)
                 out.extend(page)
                 if len(page) < pag.page_size:
                     return out
@@ -84,7 +95,7 @@ class Walker:
         seen: set[str] = set()
         while next_url is not None:
             r = self._get(next_url, params)
-            body = r.json()
+            body = strict(r)
             out.extend(at(body, level.items))
             if pag.type == "single_page":
                 return out
@@ -108,16 +119,25 @@ class Walker:
             params = dict(self.auth_params)  # the next URL carries the rest
         return out
 
-    def crawl(self, first_ids: list[str] | None = None) -> list[tuple[Any, ...]]:
-        """Every row below every unit, in ``column_names()`` order without run_id and fetched_at."""
+    def crawl(self, first_ids: list[str] | None = None, skip_failing: bool = False) -> list[tuple[Any, ...]]:
+        """Every row below every unit, in ``column_names()`` order without run_id and fetched_at.
+        With ``skip_failing`` a leaf list holding an item that breaks the description gives
+        no rows (as a crawler fails that unit) and is named in ``failed``."""
         rows: list[tuple[Any, ...]] = []
 
         def walk(d: int, ids: dict[str, str], head: tuple[Any, ...]) -> None:
             level = self.api.levels[d]
-            items = self.list(level, ids)
             if level.is_leaf:
-                rows.extend((*head, *self.row(item)) for item in items)
+                try:
+                    rows_here = [(*head, *self.row(item)) for item in self.list(level, ids)]
+                except (AssertionError, ValueError, OverflowError, KeyError):
+                    if not skip_failing:
+                        raise
+                    self.failed.append(tuple(ids.values()))
+                    return
+                rows.extend(rows_here)
                 return
+            items = self.list(level, ids)
             for item in items:
                 ident = at(item, tuple(str(level.id_field).split(".")))
                 if level.id_type == "integer":
@@ -151,7 +171,8 @@ class Walker:
                 assert col.nullable, f"{col.name} null"
                 out.append(None)
             elif col.type == "timestamp":
-                moment = datetime.fromisoformat(v.replace("Z", "+00:00"))
+                assert isinstance(v, str), f"{col.name}: {v!r}"
+                moment = datetime.fromisoformat(v.upper().replace("Z", "+00:00"))
                 out.append((moment - EPOCH) // timedelta(microseconds=1))
             elif col.type == "json":
                 out.append(json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
@@ -161,6 +182,10 @@ class Walker:
             else:
                 want = {"string": str, "int64": int, "boolean": bool, "date": str}[col.type]
                 assert type(v) is want, f"{col.name}: {v!r}"
+                if col.type == "int64":
+                    assert -(2**63) <= v < 2**63, f"{col.name} out of int64"
+                if col.type == "date":
+                    date.fromisoformat(v)
                 out.append(v)
         named = {c.source[0] for c in self.api.rows.columns}
         extra = {k: v for k, v in item.items() if k not in named}

@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from fanout.simulator import (
     add_serve_arguments,
     config_from_args,
     run_in_subprocess,
+    serve_from_args,
 )
 from fanout.simulator.described import DescribedUniverse
 from fanout.simulator.truth import (
@@ -281,8 +287,8 @@ def test_injected_faults_apply_to_a_described_api(serve_api: Any) -> None:
 
 
 def test_hermes_only_hostile_modes_are_refused_for_a_described_api() -> None:
-    with pytest.raises(ValueError, match="cursor_loop is simulated for Hermes' description only"):
-        DescribedUniverse(TWO, SimConfig(cursor_loop="repeat"))
+    with pytest.raises(ValueError, match="duplicate_ids is simulated for Hermes' description only"):
+        DescribedUniverse(TWO, SimConfig(duplicate_ids=True))
 
 
 def test_the_same_seed_gives_the_same_tree_and_another_seed_another() -> None:
@@ -371,3 +377,93 @@ def test_a_described_api_served_from_a_subprocess_walks_to_the_truth(tmp_path: P
     with run_in_subprocess(config, api=TWO) as url:
         rows = Walker(TWO, url, config.token).crawl()
     assert rows == list(expected_rows(TWO, config))
+
+
+# ---- hostile modes on a described API ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", [TWO, FIVE], ids=["two_level", "five_level"])
+def test_bad_records_break_the_first_leaf_lists_and_the_truth_fails_exactly_those(
+    serve_api: Any, api: Any
+) -> None:
+    config = simulator_config(api, "tiny", bad_records=True)
+    universe = universe_for(api, config)
+    assert isinstance(universe, DescribedUniverse)
+    failures = universe.expected_failures()
+    kinds = {why.split(":")[1] for why in failures.values()}
+    assert kinds == {"missing_field", "wrong_type", "nan_value", "huge_int"} | (
+        {"unnamed_field"} if api is FIVE else set()
+    )
+    sim = serve_api(api, config)
+    walker = Walker(api, sim.url, config.token)
+    rows = walker.crawl(skip_failing=True)
+    assert rows == list(expected_rows(api, config))
+    assert set(walker.failed) == set(failures)
+
+
+def test_a_lower_case_timestamp_is_served_and_kept_by_the_truth(serve_api: Any) -> None:
+    config = simulator_config(FIVE, "tiny", bad_records=True)
+    universe = universe_for(FIVE, config)
+    assert isinstance(universe, DescribedUniverse)
+    (ids,) = [ids for ids, kind in universe.bad_record_lists().items() if kind == "lowercase_ts"]
+    sim = serve_api(FIVE, config)
+    walker = Walker(FIVE, sim.url, config.token)
+    items = walker.list(FIVE.leaf, dict(zip([lv.name for lv in FIVE.stage_levels], ids, strict=True)))
+    assert "t" in items[0]["started_at"] and not any(c.isupper() for c in items[0]["started_at"])
+    assert walker.row(items[0]) in {r[6:] for r in expected_rows(FIVE, config)}
+
+
+@pytest.mark.parametrize("mode", ["repeat", "cycle"])
+def test_a_looping_list_never_ends_and_the_truth_fails_that_unit(serve_api: Any, mode: str) -> None:
+    config = simulator_config(FIVE, "tiny", cursor_loop=mode)
+    universe = universe_for(FIVE, config)
+    assert isinstance(universe, DescribedUniverse)
+    (looped,) = [ids for ids, why in universe.expected_failures().items() if why == "cursor_loop"]
+    sim = serve_api(FIVE, config)
+    walker = Walker(FIVE, sim.url, config.token)
+    with pytest.raises(AssertionError):  # the walker refuses a next URL it followed before
+        walker.list(FIVE.leaf, dict(zip([lv.name for lv in FIVE.stage_levels], looped, strict=True)))
+    rows = walker.crawl(skip_failing=True)
+    assert rows == list(expected_rows(FIVE, config)) and walker.failed == [looped]
+
+
+def test_a_loop_on_a_list_without_tokens_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="cursor_loop needs a cursor, next_url, link_header list; sales is offset"
+    ):
+        DescribedUniverse(TWO, simulator_config(TWO, "tiny", cursor_loop="repeat"))
+
+
+def test_fanout_hermes_serve_api_serves_the_description_and_says_so() -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'lambdas'}", "SHOPS_API_KEY": "k3y"}
+    argv = [sys.executable, "-m", "fanout", "hermes", "serve", "--port", "0", "--size", "tiny"]
+    argv += ["--api", str(ROOT / "tests/fixtures/apis/two_level.yaml")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(
+            r"shops simulator listening on (\S+) \(6 x 6 items per list, ~7 calls .*\)\n", line
+        )
+        assert match, line
+        url = match.group(1)
+        assert requests.get(f"{url}/shops", params={"api_key": "k3y"}, timeout=5).status_code == 200
+        assert requests.get(f"{url}/shops", params={"api_key": DEV_SECRET}, timeout=5).status_code == 401
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_serve_with_an_unreadable_description_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "api.yaml"
+    bad.write_text("name: x\nlevels: []\nrows: {columns: []}\n")
+    assert serve_from_args(_parse(["--port", "0", "--api", str(bad)])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hermes simulator: ") and "levels" in err
