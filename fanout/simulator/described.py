@@ -354,7 +354,7 @@ class DescribedUniverse:
         if not self.config.bad_records:
             return None
         if self._bad is None:
-            self._bad = {}
+            bad: dict[tuple[int, ...], str] = {}  # built whole, then published: pages run in threads
             kinds = iter(self._bad_kinds())
             for path in self._reachable_leaf_parents():
                 if not self.row_count(path):
@@ -362,7 +362,8 @@ class DescribedUniverse:
                 kind = next(kinds, None)
                 if kind is None:
                     break
-                self._bad[path] = kind
+                bad[path] = kind
+            self._bad = bad
         return self._bad.get(parent)
 
     def bad_record_lists(self) -> dict[tuple[str, ...], str]:
