@@ -147,11 +147,9 @@ class Walker:
                     assert isinstance(ident, str)
                 if d == 0 and first_ids is not None and ident not in first_ids:
                     continue
-                carried = tuple(item[c.source] for c in level.carry if c.to_rows)
-                for c in level.carry:
-                    assert isinstance(item[c.source], str)
-                for field in level.require:
-                    assert isinstance(item[field], str)
+                carried = tuple(at(item, tuple(c.source.split("."))) for c in level.carry if c.to_rows)
+                for field in (*(c.source for c in level.carry), *level.require):
+                    assert isinstance(at(item, tuple(field.split("."))), str)
                 walk(d + 1, {**ids, level.name: ident}, (*head, ident, *carried))
 
         walk(0, {}, ())

@@ -467,3 +467,34 @@ def test_serve_with_an_unreadable_description_is_one_line_and_exit_2(
     assert serve_from_args(_parse(["--port", "0", "--api", str(bad)])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hermes simulator: ") and "levels" in err
+
+
+def test_a_hermes_shaped_description_that_is_not_hermes_is_served_by_the_generic_engine(
+    serve_api: Any,
+) -> None:
+    api = dataclasses.replace(builtin(), name="lookalike")
+    assert not is_hermes(api)
+    config = simulator_config(api, "tiny", awkward_ids=True)
+    rows, walker = _walk(serve_api, api, config)
+    assert (
+        rows == list(expected_rows(api, config))
+        and walker.calls == universe_for(api, config).expected_calls()
+    )
+
+
+def test_nested_items_and_dotted_fields_are_served_as_nested_objects(serve_api: Any) -> None:
+    shops = dataclasses.replace(
+        TWO.levels[0],
+        items=("result", "rows"),
+        id_field="shop.id",
+        carry=(dataclasses.replace(TWO.levels[0].carry[0], source="geo.region"),),
+    )
+    api = dataclasses.replace(
+        TWO, levels=(shops, dataclasses.replace(TWO.levels[1], items=("result", "rows")))
+    )
+    config = simulator_config(api, "tiny")
+    sim = serve_api(api, config)
+    body = requests.get(f"{sim.url}/shops", params={"api_key": config.token, "limit": 2}, timeout=5).json()
+    first = body["result"]["rows"][0]
+    assert isinstance(first["shop"]["id"], int) and isinstance(first["geo"]["region"], str)
+    assert Walker(api, sim.url, config.token).crawl() == list(expected_rows(api, config))
