@@ -69,7 +69,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--page-size", type=positive_int, default=None, help="default page size")
     g.add_argument("--awkward-ids", action="store_true", default=None, help="hostile ids")
-    g.add_argument("--token", default=None, help="bearer token (default: $HERMES_TOKEN, else sim-token)")
+    g.add_argument(
+        "--token",
+        default=None,
+        help="the secret calls must carry (default: $HERMES_TOKEN, or the --api description's auth env "
+        "variable; else sim-token, sim-user:sim-token for basic auth)",
+    )
     g.add_argument(
         "--rate-limit", type=positive_float, default=None, help="requests/s per token (429 above it)"
     )
