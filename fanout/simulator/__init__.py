@@ -43,11 +43,13 @@ number of levels (``SimConfig.from_size(size, levels=n)``, ``--level-sizes``). I
 ``--token``, else the description's ``auth.env`` variable, else a dev secret
 (``truth.default_secret``). The rate limit, 429s, refusals, outage, 5xx, garbage, hangs,
 latency, drip and ``not_found_ids``, ``awkward_ids``, ``dot_ids``, ``long_ids`` apply to
-any API; the other hostile modes are Hermes' only. Hermes' own description is served by
-today's code, byte for byte. :mod:`~fanout.simulator.truth` gives the truth of any
-description (``expected_rows(api, config, first_ids)``, in the output's column order,
-normalized), ``rows_from_frame`` and ``compare_rows`` to hold a run's rows against it, and
-``simulator_config`` / ``universe_for`` for a demo or test that starts one.
+any API, ``cursor_loop`` to token-paginated lists and ``bad_records`` as the columns allow
+(``described.BAD_ROW_KINDS``); ``duplicate_ids`` and ``changing_listings`` are Hermes'
+only. Hermes' own description is served by today's code, byte for byte.
+:mod:`~fanout.simulator.truth` gives the truth of any description (``expected_rows(api,
+config, first_ids)``: the output's column order, normalized), ``rows_from_frame`` and
+``compare_rows`` to hold a run's rows against it, and ``simulator_config`` and
+``universe_for`` for a demo or test that starts one.
 
 Modules: :mod:`~fanout.simulator.config` (SimConfig, sizes), :mod:`~fanout.simulator.universe`
 (the truth), :mod:`~fanout.simulator.names` (ids) and :mod:`~fanout.simulator.records`

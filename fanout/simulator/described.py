@@ -29,6 +29,7 @@ extra column as canonical JSON text, nulls as None.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Iterable, Iterator
@@ -153,6 +154,7 @@ class DescribedUniverse:
                     )
         self._extras = tuple((n, v) for n, v in _EXTRAS if n not in heads)
         self._bad: dict[tuple[int, ...], str] | None = None
+        self._leaf_cached = functools.lru_cache(maxsize=64)(self._leaf)
         self._loops: frozenset[tuple[int, ...]] | None = None
         if self.config.cursor_loop is not None:
             for path in self.loop_units():
@@ -274,7 +276,12 @@ class DescribedUniverse:
 
     def leaf(self, parent: tuple[int, ...]) -> tuple[list[dict[str, Any]], list[Row]]:
         """The leaf list under ``parent``: the items as served, and their values as the truth
-        has them (the rows' columns, then the extra column if kept)."""
+        has them (the rows' columns, then the extra column if kept). Shared with the recent
+        pages of the same list (each page would otherwise build the whole list again):
+        callers must not mutate them."""
+        return self._leaf_cached(parent)
+
+    def _leaf(self, parent: tuple[int, ...]) -> tuple[list[dict[str, Any]], list[Row]]:
         rnd = random.Random(_stable_int(self.config.seed, "rows", *parent)).random
         cols = self.api.rows.columns
         extra = self.api.rows.extra
