@@ -12,8 +12,8 @@ The tree, a pure function of ``(seed, index path)``:
   integers, with 2**53 + 1 and 0 among the awkward ones), a string for each ``carry``,
   ``keep`` and ``require`` field, and one unnamed field (``position``) a client ignores.
   Ids are unique across their whole level, so a path that names only the parent's id
-  still finds one unit. A dotted field (``owner.login``) is a nested object, as a
-  column's ``source`` is.
+  still finds one unit. These are item fields by name (a dot is part of the name, as the
+  client reads them); only a column's ``source`` is a dotted path into nested objects.
 * Every leaf item has each column at its ``source`` path with a value of its type:
   strings (some non-Latin or quoted), int64 (some beyond 2**53, some negative), double
   (thousandths, some written as JSON integers), boolean, timestamp (RFC 3339 with ``Z`` or
@@ -105,11 +105,6 @@ def put_path(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
         doc = doc.setdefault(part, {})
     doc[path[-1]] = value
-
-
-def field_path(name: str) -> tuple[str, ...]:
-    """A listing field (id, carry, keep, require) as a path: dotted means nested."""
-    return tuple(name.split("."))
 
 
 def id_text(value: Any) -> str:
@@ -218,9 +213,9 @@ class DescribedUniverse:
                     if level.id_type == "integer"
                     else self._string_id(level, d, path)
                 )
-                put_path(item, field_path(cast(str, level.id_field)), ident)
+                item[cast(str, level.id_field)] = ident
                 for field in (*(c.source for c in level.carry), *level.require):
-                    put_path(item, field_path(field), self._text(d, path, field))
+                    item[field] = self._text(d, path, field)
                 if "position" not in item:
                     item["position"] = i
                 items.append(item)
@@ -230,11 +225,11 @@ class DescribedUniverse:
 
     def unit_id(self, d: int, item: dict[str, Any]) -> str:
         """The id of a unit of level ``d`` as text (its decimal string for integer ids)."""
-        return id_text(get_path(item, field_path(cast(str, self.api.levels[d].id_field))))
+        return id_text(item[cast(str, self.api.levels[d].id_field)])
 
     def carried(self, d: int, item: dict[str, Any]) -> tuple[str, ...]:
         """The values of level ``d``'s carried (to rows) fields of a unit, in order."""
-        return tuple(get_path(item, field_path(c.source)) for c in self.api.levels[d].carry if c.to_rows)
+        return tuple(item[c.source] for c in self.api.levels[d].carry if c.to_rows)
 
     def children(self, parent: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
         """Index paths of the units listed under ``parent`` (``()``: the first level)."""

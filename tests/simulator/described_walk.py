@@ -139,7 +139,7 @@ class Walker:
                 return
             items = self.list(level, ids)
             for item in items:
-                ident = at(item, tuple(str(level.id_field).split(".")))
+                ident = item[str(level.id_field)]
                 if level.id_type == "integer":
                     assert type(ident) is int
                     ident = str(ident)
@@ -147,9 +147,9 @@ class Walker:
                     assert isinstance(ident, str)
                 if d == 0 and first_ids is not None and ident not in first_ids:
                     continue
-                carried = tuple(at(item, tuple(c.source.split("."))) for c in level.carry if c.to_rows)
+                carried = tuple(item[c.source] for c in level.carry if c.to_rows)
                 for field in (*(c.source for c in level.carry), *level.require):
-                    assert isinstance(at(item, tuple(field.split("."))), str)
+                    assert isinstance(item[field], str)
                 walk(d + 1, {**ids, level.name: ident}, (*head, ident, *carried))
 
         walk(0, {}, ())

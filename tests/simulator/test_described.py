@@ -482,7 +482,7 @@ def test_a_hermes_shaped_description_that_is_not_hermes_is_served_by_the_generic
     )
 
 
-def test_nested_items_and_dotted_fields_are_served_as_nested_objects(serve_api: Any) -> None:
+def test_nested_items_and_columns_are_nested_objects_and_listing_fields_are_names(serve_api: Any) -> None:
     shops = dataclasses.replace(
         TWO.levels[0],
         items=("result", "rows"),
@@ -496,5 +496,10 @@ def test_nested_items_and_dotted_fields_are_served_as_nested_objects(serve_api: 
     sim = serve_api(api, config)
     body = requests.get(f"{sim.url}/shops", params={"api_key": config.token, "limit": 2}, timeout=5).json()
     first = body["result"]["rows"][0]
-    assert isinstance(first["shop"]["id"], int) and isinstance(first["geo"]["region"], str)
+    assert isinstance(first["shop.id"], int) and isinstance(first["geo.region"], str)
+    shop = str(first["shop.id"])
+    sales = requests.get(
+        f"{sim.url}/shops/{shop}/sales", params={"api_key": config.token, "limit": 25}, timeout=5
+    )
+    assert all(isinstance(row["customer"]["name"], str) for row in sales.json()["result"]["rows"])
     assert Walker(api, sim.url, config.token).crawl() == list(expected_rows(api, config))
