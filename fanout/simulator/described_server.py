@@ -77,10 +77,8 @@ class DescribedRoutes:
         ]
         used = {api.auth.name, *(p for lv in api.levels for p in self._params_of(lv))}
         self._token_param = next(p for p in ("page_token", "sim_page_token", "_page") if p not in used)
-        for lv in api.levels:
-            self._body(
-                lv, [], {"cursor": None, "next": None, "total": 0}
-            )  # a shape no body can hold fails now
+        for lv in api.levels:  # a page shape no JSON body can hold fails here, not on a call
+            self._body(lv, [], {"cursor": None, "next": None, "total": 0})
 
     @staticmethod
     def _params_of(level: Level) -> set[str]:
@@ -235,7 +233,7 @@ class DescribedRoutes:
         top = max(self.config.max_page_size, pag.page_size or 0)
         if pag.page_size_param and pag.page_size_param in params and pag.type != "single_page":
             text = params[pag.page_size_param][-1]
-            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= top:
+            if not (text.isascii() and text.isdigit() and len(text) <= 12) or not 1 <= int(text) <= top:
                 raise _Reply(400, "bad_request", f"{pag.page_size_param} must be an integer in 1..{top}")
             size = int(text)
         return size

@@ -503,3 +503,11 @@ def test_nested_items_and_columns_are_nested_objects_and_listing_fields_are_name
     )
     assert all(isinstance(row["customer"]["name"], str) for row in sales.json()["result"]["rows"])
     assert Walker(api, sim.url, config.token).crawl() == list(expected_rows(api, config))
+
+
+@pytest.mark.parametrize("size", ["0", "abc", "1" * 5000, "100000"])
+def test_a_page_size_out_of_range_or_no_number_is_refused_with_400(serve_api: Any, size: str) -> None:
+    config = simulator_config(TWO, "tiny")
+    sim = serve_api(TWO, config)
+    r = requests.get(f"{sim.url}/shops", params={"api_key": config.token, "limit": size}, timeout=5)
+    assert r.status_code == 400 and "limit must be an integer" in r.json()["message"]
