@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from fanout.simulator.config import SIZES, SimConfig
+from fanout.simulator.described import DescribedUniverse, is_hermes
 from fanout.simulator.server import HermesSimulator
+from fanout.simulator.truth import default_secret
+from fanout_core.api_description import ApiDescription
+from fanout_core.api_description import load as load_api
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +40,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     g = parser.add_argument_group("Hermes simulator")
+    g.add_argument(
+        "--api",
+        default=None,
+        metavar="FILE",
+        help="serve the API this description file describes (default: Hermes); its secret is "
+        "--token, else its auth env variable, else a fixed dev secret",
+    )
+    g.add_argument(
+        "--level-sizes",
+        type=_level_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="a described API's tree: items per list at each level, top first, the last the "
+        "rows of each leaf list (default: from --size)",
+    )
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     g.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0 = any free)")
     g.add_argument("--size", choices=SIZES, default=None, help="data preset (default: small)")
@@ -50,7 +69,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--page-size", type=positive_int, default=None, help="default page size")
     g.add_argument("--awkward-ids", action="store_true", default=None, help="hostile ids")
-    g.add_argument("--token", default=None, help="bearer token (default: $HERMES_TOKEN, else sim-token)")
+    g.add_argument(
+        "--token",
+        default=None,
+        help="the secret calls must carry (default: $HERMES_TOKEN, or the --api description's auth env "
+        "variable; else sim-token, sim-user:sim-token for basic auth)",
+    )
     g.add_argument(
         "--rate-limit", type=positive_float, default=None, help="requests/s per token (429 above it)"
     )
@@ -155,11 +179,38 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
 
 
-def config_from_args(args: argparse.Namespace) -> SimConfig:
-    """A SimConfig from parsed serve arguments: the preset, then every flag given."""
+def _level_sizes(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"must be whole numbers separated by commas, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+_HERMES_COUNTS = ("warriors", "troops_per_warrior", "groups_per_troop", "records_per_group")
+
+
+def api_from_args(args: argparse.Namespace) -> ApiDescription | None:
+    """The description ``--api`` names (None: Hermes); ApiDescriptionError (one line) if bad."""
+    path = getattr(args, "api", None)
+    return None if path is None else load_api(path)
+
+
+def config_from_args(args: argparse.Namespace, api: ApiDescription | None = None) -> SimConfig:
+    """A SimConfig from parsed serve arguments: the preset (scaled to ``api``'s levels),
+    then every flag given. ``api`` None or Hermes' is served as Hermes."""
     if getattr(args, "config_json", None):
         return SimConfig.from_json(args.config_json)
-    base = SimConfig.from_size(args.size) if args.size else SimConfig()
+    described = api is not None and not is_hermes(api)
+    levels = len(api.levels) if api is not None else 4
+    name = api.name if api is not None else "hermes"
+    if described:
+        for count in _HERMES_COUNTS:
+            if getattr(args, count, None) is not None:
+                flag = "--" + count.replace("_", "-")
+                raise ValueError(f"{flag} counts Hermes' levels; give {name} --level-sizes")
+    elif getattr(args, "level_sizes", None) is not None:
+        raise ValueError("--level-sizes shapes a described API (--api); Hermes takes --warriors and the rest")
+    base = SimConfig.from_size(args.size, levels=levels) if args.size else SimConfig()
     changes: dict[str, Any] = {}
     direct = {
         "seed": "seed",
@@ -189,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "refuse_share": "refuse_share",
         "outage_at": "outage_at_s",
         "outage_s": "outage_s",
+        "level_sizes": "level_sizes",
     }
     for arg, name in direct.items():
         value = getattr(args, arg, None)
@@ -202,8 +254,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         changes["not_found_ids"] = frozenset(args.not_found)
     if getattr(args, "cursor_loop_id", None):
         changes["cursor_loop_ids"] = frozenset(args.cursor_loop_id)
-    changes["token"] = args.token or os.environ.get("HERMES_TOKEN") or "sim-token"
-    return dataclasses.replace(base, **changes)
+    changes["token"] = args.token or default_secret(api if described else None)
+    config = dataclasses.replace(base, **changes)
+    if described:
+        config.sizes_for(levels)  # --level-sizes must name every level
+    return config
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
@@ -211,11 +266,12 @@ def serve_from_args(args: argparse.Namespace) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
-        config = config_from_args(args)
+        api = api_from_args(args)
+        config = config_from_args(args, api)
+        sim = HermesSimulator(config, host=args.host, port=args.port, api=api)
     except ValueError as exc:
         print(f"hermes simulator: {exc}", file=sys.stderr)
         return 2
-    sim = HermesSimulator(config, host=args.host, port=args.port)
     try:
         url = sim.start()
     except OSError as exc:  # typically the port is taken
@@ -232,10 +288,12 @@ def serve_from_args(args: argparse.Namespace) -> int:
         with contextlib.suppress(ValueError):  # not the main thread: rely on the caller
             previous[sig] = signal.signal(sig, on_signal)
     calls = sim.universe.expected_calls()
-    print(
-        f"hermes simulator listening on {url} ({config.warriors} warriors, ~{calls} calls for a full crawl)",
-        flush=True,
-    )
+    if isinstance(sim.universe, DescribedUniverse):
+        sizes = " x ".join(str(n) for n in sim.universe.sizes)
+        what = f"{sim.universe.api.name} simulator listening on {url} ({sizes} items per list"
+    else:
+        what = f"hermes simulator listening on {url} ({config.warriors} warriors"
+    print(f"{what}, ~{calls} calls for a full crawl)", flush=True)
     try:
         while not done.wait(0.5):
             pass
@@ -265,20 +323,38 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def run_in_subprocess(
-    config: SimConfig | None = None, host: str = "127.0.0.1", timeout: float = 30.0
+    config: SimConfig | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    api: ApiDescription | None = None,
 ) -> Iterator[str]:
-    """Serve ``config`` from a separate Python process; yields the base URL once healthy.
+    """Serve ``config`` (for ``api``; None: Hermes) from a separate Python process; yields
+    the base URL once healthy (once listening, for an API without a health path).
 
     Benchmarks need this: a server in the client's process competes with it for the GIL.
     """
-    import urllib.request
-
     config = config or SimConfig()
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, "-m", "fanout.simulator", "--host", host, "--port", "0"]
     argv += ["--config-json", config.to_json()]
+    health: str | None = "/v1/health"
+    with contextlib.ExitStack() as stack:
+        if api is not None and not is_hermes(api):
+            described = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".json"))
+            described.write(api.to_json())
+            described.flush()
+            argv += ["--api", described.name]
+            health = api.health
+        yield from _serve_in_subprocess(argv, env, health, timeout)
+
+
+def _serve_in_subprocess(
+    argv: list[str], env: dict[str, str], health: str | None, timeout: float
+) -> Iterator[str]:
+    import urllib.request
+
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, env=env)
         try:
@@ -297,9 +373,9 @@ def run_in_subprocess(
                 if ready:
                     line += os.read(proc.stdout.fileno(), 4096)
             url = line.decode().split(" listening on ", 1)[1].split()[0]
-            while True:
+            while health is not None:
                 try:
-                    with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as resp:
+                    with urllib.request.urlopen(f"{url}{health}", timeout=1) as resp:
                         if resp.status == 200:
                             break
                 except OSError:

@@ -129,6 +129,11 @@ class SimConfig:
     served)."""
     request_log_size: int = 64
     """How many raw request lines ``SimStats.recent_requests`` keeps (0: none)."""
+    level_sizes: tuple[int, ...] = ()
+    """A described API's tree (see :mod:`fanout.simulator.described`): how many items each
+    level lists under each unit above it, top first, the last being the rows of one leaf
+    list. Empty: from the Hermes counts for a 4-level API, else from ``LEVEL_SIZES``
+    (``from_size(name, levels=n)`` fills it in). Hermes itself reads only its own counts."""
 
     def __post_init__(self) -> None:
         # Accept any iterable of ids (a CLI list, a set) but store a frozenset.
@@ -173,6 +178,10 @@ class SimConfig:
             raise ValueError("outage_s must be > 0")
         if not self.token:
             raise ValueError("token must not be empty")
+        if not isinstance(self.level_sizes, tuple):
+            object.__setattr__(self, "level_sizes", tuple(self.level_sizes))
+        if any(type(n) is not int or n < 0 for n in self.level_sizes):
+            raise ValueError(f"level_sizes must be whole numbers >= 0, got {list(self.level_sizes)}")
 
     @property
     def burst(self) -> float:
@@ -181,13 +190,29 @@ class SimConfig:
             return self.rate_burst
         return max(1.0, (self.rate_limit or 0.0) / 10)
 
+    def sizes_for(self, levels: int) -> tuple[int, ...]:
+        """Items per list at each level of a ``levels``-level tree, top first (see ``level_sizes``)."""
+        if self.level_sizes:
+            if len(self.level_sizes) != levels:
+                raise ValueError(f"level_sizes names {len(self.level_sizes)} levels; this API has {levels}")
+            return self.level_sizes
+        if levels == 4:
+            return (self.warriors, self.troops_per_warrior, self.groups_per_troop, self.records_per_group)
+        return LEVEL_SIZES["default"][levels]
+
     @classmethod
-    def from_size(cls, name: str, **overrides: Any) -> SimConfig:
+    def from_size(cls, name: str, levels: int = 4, **overrides: Any) -> SimConfig:
         """A named preset, optionally with fields replaced.
 
         tiny: unit tests (49 calls, some groups empty or multi-record-varied);
         demo: a local demo run (2,511 calls); full: the talk's scale (51,051 calls).
+        ``levels`` other than Hermes' 4 also sets ``level_sizes`` from ``LEVEL_SIZES``
+        (a deeper tree is narrower: a 5-level demo makes a few hundred calls).
         """
+        if levels != 4 and name in LEVEL_SIZES and "level_sizes" not in overrides:
+            if levels not in LEVEL_SIZES[name]:
+                raise ValueError(f"no {name} preset for {levels} levels")
+            overrides = {**overrides, "level_sizes": LEVEL_SIZES[name][levels]}
         presets: dict[str, dict[str, Any]] = {
             "tiny": dict(
                 warriors=3,
@@ -216,4 +241,16 @@ class SimConfig:
         data = json.loads(text)
         data["not_found_ids"] = frozenset(data.get("not_found_ids", ()))
         data["cursor_loop_ids"] = frozenset(data.get("cursor_loop_ids", ()))
+        data["level_sizes"] = tuple(data.get("level_sizes", ()))
         return cls(**data)
+
+
+LEVEL_SIZES: dict[str, dict[int, tuple[int, ...]]] = {
+    "tiny": {2: (6, 6), 3: (3, 4, 6), 5: (2, 2, 2, 2, 6), 6: (2, 2, 2, 2, 2, 6)},
+    "demo": {2: (120, 24), 3: (10, 24, 24), 5: (3, 3, 3, 4, 12), 6: (2, 3, 3, 3, 3, 12)},
+    "full": {2: (1000, 24), 3: (50, 100, 24), 5: (10, 10, 10, 10, 24), 6: (6, 6, 6, 6, 6, 24)},
+    "default": {2: (10, 20), 3: (5, 4, 20), 5: (3, 3, 3, 3, 10), 6: (2, 2, 2, 2, 2, 10)},
+}
+"""Described APIs' trees per preset and number of levels (4 levels: Hermes' own counts).
+Each entry is items per list, top first, the last the rows of one leaf list; the tiny one
+also varies its leaf lists (``vary_records``, ``empty_group_every``) as Hermes' tiny does."""

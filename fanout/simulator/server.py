@@ -14,10 +14,12 @@ import random
 import threading
 import time
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
 from fanout.simulator.config import SimConfig
+from fanout.simulator.described import DescribedUniverse, is_hermes
+from fanout.simulator.described_server import DescribedRoutes
 from fanout.simulator.faults import _GARBAGE, _FaultDice
 from fanout.simulator.page_tokens import _PageTokens
 from fanout.simulator.rate_limit import _TokenBuckets
@@ -25,18 +27,38 @@ from fanout.simulator.records import _records_json, _records_json_bad_first
 from fanout.simulator.stats import SimStats, _Counters
 from fanout.simulator.transport import _error_response, _Handler, _json_response, _Reply, _Response, _Server
 from fanout.simulator.universe import Universe
+from fanout_core.api_description import ApiDescription
+from fanout_core.secrets import redact
 
 
 class HermesSimulator:
-    """A Hermes server in a background thread of this process.
+    """A Hermes server (or any described API's) in a background thread of this process.
 
     ``start()`` returns the base URL (port 0 picks a free port); ``stop()`` shuts it down,
     including idle keep-alive connections and hanging requests. Also a context manager.
+    ``api``: the description to serve; None or Hermes' own serves today's Hermes exactly,
+    any other is served by :mod:`fanout.simulator.described_server` over a
+    :class:`~fanout.simulator.described.DescribedUniverse` (``self.universe``), its secret
+    being ``config.token``. The rate limit and injected faults apply to either.
     """
 
-    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+    universe: Universe | DescribedUniverse
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api: ApiDescription | None = None,
+    ):
         self.config = config or SimConfig()
-        self.universe = Universe(self.config)
+        self.api = api
+        self._described: DescribedRoutes | None = None
+        if api is None or is_hermes(api):
+            self.universe = Universe(self.config)
+        else:
+            self.universe = DescribedUniverse(api, self.config)
+            self._described = DescribedRoutes(api, self.universe, self.config)
         self._host = host
         self._port = port
         self._server: _Server | None = None
@@ -49,7 +71,7 @@ class HermesSimulator:
         )
         self._auth = f"bearer {self.config.token}"
         # Hostile modes (see SimConfig); none of this is touched when they are off.
-        self._loop_ids = self.universe.loop_ids()
+        self._loop_ids = self.universe.loop_ids() if isinstance(self.universe, Universe) else frozenset()
         self._listing_fetches: dict[tuple[int, ...], int] = {}
         self._hostile_lock = threading.Lock()
         self._drip_rng = random.Random(f"drip:{self.config.fault_seed}")
@@ -102,6 +124,11 @@ class HermesSimulator:
         return f"http://{host}:{port}"
 
     @property
+    def _hu(self) -> Universe:
+        """Hermes' universe (only Hermes' own pages read it)."""
+        return cast(Universe, self.universe)
+
+    @property
     def stats(self) -> SimStats:
         return self._counters.snapshot()
 
@@ -120,6 +147,13 @@ class HermesSimulator:
             # HTTP-dates have whole seconds; round up so the client never comes back early.
             return formatdate(math.ceil(time.time()) + wait, usegmt=True)
         return str(wait)
+
+    def _logged(self, line: str) -> str:
+        """A request line as the stats keep it: a query API key masked."""
+        api = self.api
+        if self._described is not None and api is not None and api.auth.location == "query":
+            return redact(line, self.config.token)
+        return line
 
     def _handle(self, h: _Handler) -> _Response:
         """The answer to one GET, marked to drip when ``drip_bytes_per_s`` picks it."""
@@ -142,19 +176,26 @@ class HermesSimulator:
         if c.latency_s or c.latency_jitter_s:
             stopping.wait(c.latency_s + random.random() * c.latency_jitter_s)
 
-        if segments == ["", "v1", "health"]:
+        described = self._described
+        if described is not None:
+            if described.is_health(raw_path):
+                return _json_response(200, {"status": "ok"}, kind="health")
+            no_entry = described.refuse(h.headers, parse_qs(query, keep_blank_values=True))
+            if no_entry is not None:
+                return no_entry
+        elif segments == ["", "v1", "health"]:
             return _json_response(200, {"status": "ok"}, kind="health")
-
-        auth = h.headers.get("Authorization", "")
-        if auth[:7].lower() != "bearer " or not hmac.compare_digest(
-            auth[7:].strip().encode(), c.token.encode()
-        ):
-            return _error_response(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                (("WWW-Authenticate", 'Bearer realm="hermes"'),),
-            )
+        else:
+            auth = h.headers.get("Authorization", "")
+            if auth[:7].lower() != "bearer " or not hmac.compare_digest(
+                auth[7:].strip().encode(), c.token.encode()
+            ):
+                return _error_response(
+                    401,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                    (("WWW-Authenticate", 'Bearer realm="hermes"'),),
+                )
 
         draw = self._dice.roll()
         if self._in_outage():
@@ -205,6 +246,8 @@ class HermesSimulator:
             if "/." in raw_path and any(s in (".", "..") for s in raw_path.split("/")):
                 # A literal dot segment: an id "." or ".." must arrive as %2E / %2E%2E.
                 raise _Reply(404, "not_found", "no such route (literal dot segment)")
+            if described is not None:
+                return described.page(segments, raw_path, query, h.headers.get("Host"))
             return _Response(200, self._page(segments, query), kind="page")
         except _Reply as reply:
             return _error_response(reply.status, reply.error, reply.message)
@@ -237,7 +280,7 @@ class HermesSimulator:
             if ident in self.config.not_found_ids:
                 raise _Reply(404, "not_found", f"{kind} {ident!r} not found")
         try:
-            indices = self.universe.resolve(*ids) if ids else ()
+            indices = self._hu.resolve(*ids) if ids else ()
         except KeyError:
             raise _Reply(404, "not_found", f"unknown id in {'/'.join(ids)!r}") from None
 
@@ -271,9 +314,9 @@ class HermesSimulator:
         if len(indices) == 3:
             # Records: render from raw values (see Universe._record_raw) instead of
             # json.dumps, whose float repr would dominate the cost of a page.
-            raw = self.universe._record_raw(*indices)
+            raw = self._hu._record_raw(*indices)
             next_token = self._tokens.encode(path_key, end) if end < len(raw) else None
-            bad = self.universe.bad_kind(*indices) if c.bad_records and offset == 0 and raw else None
+            bad = self._hu.bad_kind(*indices) if c.bad_records and offset == 0 and raw else None
             text = (
                 '{"items":'
                 + (_records_json(raw[offset:end]) if bad is None else _records_json_bad_first(raw[:end], bad))
@@ -282,7 +325,7 @@ class HermesSimulator:
                 + "}"
             )
             return text.encode("utf-8")
-        items = self.universe.list_items(indices)
+        items = self._hu.list_items(indices)
         next_token = self._tokens.encode(path_key, end) if end < len(items) else None
         page = {"items": items[offset:end], "next_page_token": next_token}
         return json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -304,9 +347,9 @@ class HermesSimulator:
         else:
             next_token = self._tokens.encode(path_key, offset, 1)
         if len(indices) == 3:
-            items = self.universe._records(*indices)[offset : offset + size]
+            items = self._hu._records(*indices)[offset : offset + size]
         else:
-            items = self.universe.list_items(indices)[offset : offset + size]
+            items = self._hu.list_items(indices)[offset : offset + size]
         return self._page_json(items, next_token)
 
     def _hostile_listing(
@@ -318,19 +361,19 @@ class HermesSimulator:
         listed", the bits above it where the first page ended (``duplicate_ids``).
         """
         c = self.config
-        items = self.universe.list_items(indices)
+        items = self._hu.list_items(indices)
         if first:
             extra = 0
             if c.changing_listings and len(indices) == 2:
                 with self._hostile_lock:
                     n = self._listing_fetches[indices] = self._listing_fetches.get(indices, 0) + 1
                 extra = n % 2
-            listed = [*items, self.universe._extra[indices[0], indices[1]]] if extra else items
+            listed = [*items, self._hu._extra[indices[0], indices[1]]] if extra else items
             cut = min(size, len(listed)) if c.duplicate_ids else 0
             state = extra | cut << 1
         else:
             extra, cut = state & 1, state >> 1
-            listed = [*items, self.universe._extra[indices[0], indices[1]]] if extra else items
+            listed = [*items, self._hu._extra[indices[0], indices[1]]] if extra else items
         if cut:
             # The item that ends page one opens page two again.
             listed = [*listed[:cut], listed[cut - 1], *listed[cut:]]

@@ -224,7 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
         status = HTTPStatus(code)
         error = status.phrase.lower().replace(" ", "_")
         resp = _error_response(status, error, message or status.description)
-        self.server.sim._counters.record(resp.status, None, self.requestline)
+        sim = self.server.sim
+        sim._counters.record(resp.status, None, sim._logged(self.requestline))
         with contextlib.suppress(OSError):
             self._send(resp)
 
@@ -236,5 +237,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         resp = sim._handle(self)
         # Count before sending, so a client that has its answer also sees it in the stats.
-        sim._counters.record(resp.status, resp.kind, self.requestline)
+        sim._counters.record(resp.status, resp.kind, sim._logged(self.requestline))
         self._send(resp)
