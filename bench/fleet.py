@@ -296,7 +296,7 @@ class Fleet:
         )
         with self.cv:
             f.init_s += time.monotonic() - t0
-        return TaskContext(storage=self.storage, hermes=client, settings=self.settings, table=STAGES)
+        return TaskContext(storage=self.storage, client=client, settings=self.settings, table=STAGES)
 
     def _instance(self, f: StageFleet) -> None:
         """One Lambda instance: a cold start, then invocations until the run is over."""

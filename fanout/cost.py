@@ -276,7 +276,7 @@ def api_calls(
     except NoSuchKey:
         return 0
     if key == table.seed(run_id).key:
-        if parse_manifest(raw).warriors is not None:
+        if parse_manifest(raw, table.api).ids is not None:
             return 0  # named warriors: nothing to list
         warriors = sum(1 for _ in _units_of_first_stage(storage, table, run_id))
         return max(1, math.ceil(warriors / page))

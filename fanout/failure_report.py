@@ -152,7 +152,7 @@ _ERROR_FIELDS = {"error_class", "error_kind", "message", "status"}
 def unit_id(unit: dict[str, Any], stage: str | None, table: StageTable = STAGES) -> str:
     """The failed unit's own id (its stage's unit type says which field that is)."""
     try:
-        return str(table.named(stage or "").body.unit_type.from_fields(unit).id)
+        return str(table.named(stage or "").body.unit_from_fields(unit).id)
     except Exception:  # an old or foreign record: the deepest id it names
         named = [v for k, v in unit.items() if k.endswith("_id")]
         return str(named[-1]) if named else "?"

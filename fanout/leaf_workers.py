@@ -94,7 +94,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         stats=stats,
         pool_size=max(4, spec.threads),
     )
-    ctx = TaskContext(storage=storage, hermes=hermes, settings=settings, table=spec.table)
+    ctx = TaskContext(storage=storage, client=hermes, settings=settings, table=spec.table)
     time_given_s = settings.stage(spec.table.leaf.name).timeout_s
     send_lock = threading.Lock()
     reported = stats.snapshot()

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.status import run_status
-from fanout_core.assembly import stage_concurrency
+from fanout_core.assembly import BridgedHermesClient, stage_concurrency
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import StorageFault
-from fanout_core.hermes import HermesClient
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, RetryLater, RetryPolicy, attempt_task, now_iso
 from fanout_core.settings import EnvironmentSettings
@@ -124,7 +123,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], HermesClient],
+        hermes_for_stage: Callable[[Stage], BridgedHermesClient],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,
@@ -280,7 +279,7 @@ class LocalRuntime:
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
         hermes = self._hermes[stage.name]
-        ctx = TaskContext(storage=self.storage, hermes=hermes, settings=self.settings, table=self.table)
+        ctx = TaskContext(storage=self.storage, client=hermes, settings=self.settings, table=self.table)
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )

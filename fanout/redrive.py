@@ -47,8 +47,7 @@ class RedriveResult:
 
 def _units_task(body: TaskBody, record: FailureRecord) -> TaskBody:
     """A task body like ``body`` holding only the record's failed units."""
-    unit_type = type(body).unit_type
-    failed = [unit_type.from_fields(u) for u in record.units]
+    failed = [body.unit_from_fields(u) for u in record.units]
     wanted = {u.id for u in failed}
     kept = tuple(u for u in body.units if u.id in wanted)
     return body.with_units(kept or tuple(failed))

@@ -17,10 +17,10 @@ from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
-from fanout_core.assembly import hermes_client, stage_concurrency
+from fanout_core.assembly import BridgedHermesClient, hermes_client, stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
-from fanout_core.hermes import CallStats, HermesClient, check_token
+from fanout_core.hermes import CallStats, check_token
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
@@ -98,11 +98,11 @@ def make_clients(
     budget: SharedBudget | None = None,
     concurrency: dict[str, int],
     table: StageTable = STAGES,
-) -> tuple[Callable[[Stage], HermesClient], dict[str, CallStats]]:
+) -> tuple[Callable[[Stage], BridgedHermesClient], dict[str, CallStats]]:
     """One client per stage; all pace against ``budget`` (None: no pacing)."""
     stats = {s.name: CallStats() for s in table}
 
-    def factory(stage: Stage) -> HermesClient:
+    def factory(stage: Stage) -> BridgedHermesClient:
         return hermes_client(
             settings,
             url=hermes_url,

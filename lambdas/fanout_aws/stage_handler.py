@@ -47,7 +47,7 @@ from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import read_secret
 from fanout_core import keys
-from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
+from fanout_core.assembly import BridgedHermesClient, hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
 from fanout_core.error_kinds import kind_of
 from fanout_core.errors import BadTask, ConfigurationError, FanoutError, SettingsError
@@ -58,7 +58,7 @@ from fanout_core.failures import (
     record_unless_settled,
     write_failure,
 )
-from fanout_core.hermes import CallStats, HermesClient
+from fanout_core.hermes import CallStats
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.secrets import check_token, redact
@@ -91,7 +91,7 @@ class StageRuntime:
 
     config: LambdaConfig
     storage: Storage
-    hermes: HermesClient
+    hermes: BridgedHermesClient
     retry_queue: SqsRetryQueue | None
     policy: RetryPolicy
     token: str = ""
@@ -229,7 +229,7 @@ class StageRuntime:
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
         self.hermes.set_deadline(task_deadline(remaining))
         ctx = TaskContext(
-            storage=self.storage, hermes=self.hermes, settings=self.config.settings, table=self.config.table
+            storage=self.storage, client=self.hermes, settings=self.config.settings, table=self.config.table
         )
 
         def work(a: Attempt) -> TaskResult:

@@ -7,7 +7,8 @@ the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from fanout_core.adaptive_rate import Tuning
 from fanout_core.errors import SettingsError
@@ -19,6 +20,24 @@ from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import StageTable
 
 
+class BridgedHermesClient(HermesClient):
+    """TEMPORARY BRIDGE (issue 21), to be deleted when ``fanout_core.api_client.ApiClient``
+    lands: the core asks ``list(level_name, ids)`` (``task_context.Api``); this turns that
+    into today's four Hermes lists, for the built-in description only."""
+
+    _LISTS = {
+        "warriors": "list_warriors",
+        "troops": "list_troops",
+        "data_groups": "list_data_groups",
+        "records": "list_records",
+    }
+
+    def list(self, level_name: str, ids: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        method = getattr(self, self._LISTS[level_name])
+        result: Iterator[dict[str, Any]] = method(*ids)
+        return result
+
+
 def hermes_client(
     settings: EnvironmentSettings,
     *,
@@ -27,9 +46,9 @@ def hermes_client(
     pacer: PacerLike | None,
     stats: CallStats,
     pool_size: int,
-) -> HermesClient:
+) -> BridgedHermesClient:
     """A client for ``url`` with the environment's page size, timeouts and bounds."""
-    return HermesClient(
+    return BridgedHermesClient(
         url,
         token,
         page_size=settings.hermes_page_size,

@@ -1,21 +1,28 @@
 """Task bodies: what the object under each stage's prefix holds, parsed into typed values.
 
-A body names its run, the ids of the path above its units (its ``path``, one id per
-folder level of its key) and its units, the things one task fetches: warriors, troops
-or data groups. Every parser rejects what the contract does not describe with a
-message that says what is wrong, so a bad object becomes one clear failure record and
-nothing else. ``dumps`` is the canonical JSON of every object the pipeline writes, so
-the same value always has the same bytes.
+A body names its run, the units above its own (their ids are its ``path``, one per folder
+of its key, each with the fields it carries to the rows) and its units, the things one
+task fetches. Which fields those are is the API description's (``fanout_core.api_description``):
+a stage's ``TaskFormat`` reads and writes the bodies of its level, so one format serves
+every level of every API. For the built-in description the bytes are those fanout wrote
+before descriptions existed. Every parser rejects what the description does not allow
+with a message that says what is wrong, so a bad object becomes one clear failure
+record and nothing else. ``dumps`` is the canonical JSON of every object the pipeline
+writes, so the same value always has the same bytes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Self
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from fanout_core import strict_json
-from fanout_core.errors import BadManifest, BadTask, FanoutError, PermanentError
+from fanout_core.errors import BadManifest, BadTask, FanoutError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from fanout_core.api_description import ApiDescription, Level
 
 MAX_ID_LEN = 128
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -34,6 +41,18 @@ def check_id(value: Any, what: str, error: type[FanoutError] = BadTask) -> str:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise error(f"{what} {value!r} holds a lone surrogate, which is not a character")
     return value
+
+
+_DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+
+
+def check_level_id(value: Any, level: Level, what: str, error: type[FanoutError] = BadTask) -> str:
+    """A unit id as bodies and keys hold it: ``check_id``'s rules, and for an ``integer`` id
+    its decimal string (what ``unit_from_item`` writes of the API's JSON integer)."""
+    ident = check_id(value, what, error)
+    if level.id_type == "integer" and not _DECIMAL_RE.fullmatch(ident):
+        raise error(f"{what} {ident[:40]!r} is not a decimal integer ({level.name} ids are integers)")
+    return ident
 
 
 def _load(body: bytes, what: str, error: type[FanoutError]) -> dict[str, Any]:
@@ -70,149 +89,239 @@ def dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
+# --- the seed manifest -------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """The seed: chosen warriors, or ``None`` for every warrior the API lists."""
+    """The seed: the chosen units of the first level, or ``None`` for every one the API lists."""
 
-    warriors: tuple[str, ...] | None
+    level: str
+    """The first level's name, the manifest's one field."""
+    ids: tuple[str, ...] | None
 
 
-def parse_manifest(body: bytes) -> Manifest:
+def _builtin() -> ApiDescription:
+    from fanout_core.api_description import builtin
+
+    return builtin()
+
+
+def parse_manifest(body: bytes, api: ApiDescription | None = None) -> Manifest:
+    """The seed manifest of ``api`` (the built-in description when None)."""
+    level = (api or _builtin()).levels[0]
+    name = level.name
     if len(body) > MAX_MANIFEST_BYTES:
         raise BadManifest(f"manifest is {len(body):,} bytes; at most {MAX_MANIFEST_BYTES:,} are read")
     doc = _load(body, "manifest", BadManifest)
-    _only(doc, {"warriors"}, "manifest", BadManifest)
-    warriors = doc["warriors"]
-    if warriors == "all":
-        return Manifest(None)
-    if not isinstance(warriors, list):
-        raise BadManifest('manifest "warriors" must be a list of warrior ids or the string "all"')
-    if not warriors:
-        raise BadManifest('manifest "warriors" is an empty list; name at least one, or use "all"')
-    ids = [check_id(w, f"manifest warriors[{i}]", BadManifest) for i, w in enumerate(warriors)]
+    _only(doc, {name}, "manifest", BadManifest)
+    named = doc[name]
+    if named == "all":
+        return Manifest(name, None)
+    if not isinstance(named, list):
+        raise BadManifest(f'manifest "{name}" must be a list of {name} ids or the string "all"')
+    if not named:
+        raise BadManifest(f'manifest "{name}" is an empty list; name at least one, or use "all"')
+    ids = [_manifest_id(v, level, f"manifest {name}[{i}]") for i, v in enumerate(named)]
     seen: set[str] = set()
-    for w in ids:
-        if w in seen:
-            raise BadManifest(f"manifest names warrior {w!r} twice")
-        seen.add(w)
-    return Manifest(tuple(ids))
+    for ident in ids:
+        if ident in seen:
+            raise BadManifest(f"manifest names {_one(name)} {ident!r} twice")
+        seen.add(ident)
+    return Manifest(name, tuple(ids))
 
 
-def manifest_body(warriors: list[str] | None) -> bytes:
-    return dumps({"warriors": "all" if warriors is None else list(warriors)})
+def _manifest_id(value: Any, level: Level, what: str) -> str:
+    """An integer level's ids may be written as JSON integers, as the API lists them."""
+    if level.id_type == "integer" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return check_level_id(value, level, what, BadManifest)
+
+
+def _one(plural: str) -> str:
+    """A level's name in the singular (a trailing ``s`` dropped), for messages only."""
+    return plural[:-1] if plural.endswith("s") and len(plural) > 1 else plural
+
+
+def manifest_body(ids: list[str] | None, api: ApiDescription | None = None) -> bytes:
+    """The seed manifest naming ``ids`` of ``api``'s first level (the built-in's when None)."""
+    name = (api or _builtin()).levels[0].name
+    return dumps({name: "all" if ids is None else list(ids)})
 
 
 # --- units: the things a task fetches ---------------------------------------------------
 
 
-class Unit(Protocol):
-    """One warrior, troop or data group: an id and the attributes its listing gave."""
-
-    @property
-    def id(self) -> str: ...
-    def fields(self) -> dict[str, str]: ...
-
-
 @dataclass(frozen=True)
-class Warrior:
-    warrior_id: str
+class Unit:
+    """One unit of a level: its id and the fields its listing gave that the level keeps
+    (``carry`` and ``keep``; above a task's own level, only the carried ones)."""
 
-    @property
-    def id(self) -> str:
-        return self.warrior_id
+    id_name: str
+    id: str
+    attrs: tuple[tuple[str, str], ...] = ()
 
     def fields(self) -> dict[str, str]:
-        return {"warrior_id": self.warrior_id}
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> Warrior:
-        """A unit from a Hermes list item; an id that breaks the contract is permanent."""
-        return cls(check_id(item["warrior_id"], "warrior_id", PermanentError))
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> Warrior:
-        return cls(check_id(fields.get("warrior_id"), "warrior_id"))
+        """Every id and attribute of the unit, as bodies and failure records name them."""
+        return {self.id_name: self.id, **dict(self.attrs)}
 
 
-@dataclass(frozen=True)
-class Troop:
-    troop_id: str
-    service: str
+@dataclass(frozen=True, eq=False)
+class TaskFormat:
+    """The bodies of one stage: the levels above its own (their ids are a body's path) and
+    its level, whose units a task holds. Built from the description by the stage table."""
+
+    above: tuple[Level, ...]
+    level: Level
 
     @property
-    def id(self) -> str:
-        return self.troop_id
+    def plain(self) -> bool:
+        """A level that keeps no field writes its units as bare id strings."""
+        return not self.level.carry
 
-    def fields(self) -> dict[str, str]:
-        return {"troop_id": self.troop_id, "service": self.service}
+    def __repr__(self) -> str:
+        return f"TaskFormat({self.level.name!r})"
 
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> Troop:
-        return cls(check_id(item["troop_id"], "troop_id", PermanentError), str(item["service"]))
+    # --- units ---
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> Troop:
-        return cls(check_id(fields.get("troop_id"), "troop_id"), str(fields.get("service", "")))
+    def unit_from_item(self, item: Any) -> Unit:
+        """A unit from one item of the level's listing: a missing or mistyped field is a
+        broken answer (transient, as any broken page), an id that breaks the id rules is
+        permanent."""
+        level = self.level
+        if not isinstance(item, dict):
+            raise TransientError(f"a {_one(level.name)} item is not an object", status=200)
+        raw = item.get(cast(str, level.id_field))
+        if level.id_type == "integer":
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                raise TransientError(
+                    f"a {_one(level.name)} item has no integer {level.id_field!r}: {str(item)[:80]}",
+                    status=200,
+                )
+            raw = str(raw)
+        elif not isinstance(raw, str):
+            raise TransientError(
+                f"a {_one(level.name)} item has no valid {level.id_field!r}: {str(item)[:80]}", status=200
+            )
+        for name in (*level.require, *(c.source for c in level.carry)):
+            if not isinstance(item.get(name), str):
+                raise TransientError(
+                    f"a {_one(level.name)} item has no valid {name!r}: {str(item)[:80]}", status=200
+                )
+        ident = check_level_id(raw, level, cast(str, level.id_name), PermanentError)
+        return Unit(
+            cast(str, level.id_name), ident, tuple((c.name, cast(str, item[c.source])) for c in level.carry)
+        )
 
+    def unit_from_fields(self, fields: Any, what: str | None = None) -> Unit:
+        """A unit from its fields as a body or a failure record lists them."""
+        level = self.level
+        id_name = cast(str, level.id_name)
+        where = what or id_name
+        if not isinstance(fields, dict):
+            raise BadTask(f"{where} must be an object with {', '.join(self._unit_names())}")
+        attrs = []
+        for c in level.carry:
+            value = fields.get(c.name)
+            if not isinstance(value, str):
+                raise BadTask(f"{where} must be an object with {', '.join(self._unit_names())}")
+            attrs.append((c.name, value))
+        ident = check_level_id(fields.get(id_name), level, f"{what}.{id_name}" if what else id_name)
+        return Unit(id_name, ident, tuple(attrs))
 
-@dataclass(frozen=True)
-class DataGroup:
-    data_group_id: str
-    name: str
+    def _unit_names(self) -> tuple[str, ...]:
+        return (cast(str, self.level.id_name), *(c.name for c in self.level.carry))
 
-    @property
-    def id(self) -> str:
-        return self.data_group_id
+    @staticmethod
+    def carried(level: Level, unit: Unit) -> Unit:
+        """What of ``unit`` the bodies below keep: its id and the fields carried to the rows."""
+        to_rows = {c.name for c in level.carry if c.to_rows}
+        return Unit(unit.id_name, unit.id, tuple((n, v) for n, v in unit.attrs if n in to_rows))
 
-    def fields(self) -> dict[str, str]:
-        return {"data_group_id": self.data_group_id, "name": self.name}
+    # --- bodies ---
 
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> DataGroup:
-        return cls(check_id(item["data_group_id"], "data_group_id", PermanentError), str(item["name"]))
+    def make(self, run_id: str, above: tuple[Unit, ...], units: tuple[Unit, ...]) -> TaskBody:
+        """A body of this stage; ``above`` holds one unit per level above (its carried fields only)."""
+        return TaskBody(self, run_id, above, tuple(units))
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> DataGroup:
-        return cls(check_id(fields.get("data_group_id"), "data_group_id"), str(fields.get("name", "")))
+    def to_doc(self, body: TaskBody) -> dict[str, Any]:
+        doc: dict[str, Any] = {"run_id": body.run_id}
+        for unit in body.above:
+            doc.update(unit.fields())
+        doc[self.level.name] = [u.id if self.plain else u.fields() for u in body.units]
+        return doc
+
+    def from_bytes(self, raw: bytes) -> TaskBody:
+        level = self.level
+        what = f"{level.name} task"
+        doc = _load(raw, what, BadTask)
+        above_names = [
+            (lv, cast(str, lv.id_name), [c.name for c in lv.carry if c.to_rows]) for lv in self.above
+        ]
+        allowed = {"run_id", level.name, *(n for _, i, cs in above_names for n in (i, *cs))}
+        _only(doc, allowed, what, BadTask)
+        listed = doc[level.name]
+        if not isinstance(listed, list) or not listed:
+            raise BadTask(f"{what}: {level.name} must be a non-empty list")
+        above = []
+        for lv, id_name, carried in above_names:
+            for name in carried:
+                if not isinstance(doc[name], str):
+                    raise BadTask(f"{what}: {name} must be a string")
+            ident = check_level_id(doc[id_name], lv, id_name)
+            above.append(Unit(id_name, ident, tuple((n, cast(str, doc[n])) for n in carried)))
+        if self.plain:
+            units = tuple(
+                Unit(cast(str, level.id_name), check_level_id(u, level, f"{level.name}[{i}]"))
+                for i, u in enumerate(listed)
+            )
+        else:
+            units = tuple(self.unit_from_fields(u, f"{level.name}[{i}]") for i, u in enumerate(listed))
+        body = TaskBody(self, check_id(doc["run_id"], "run_id"), tuple(above), units)
+        _distinct(body.units, what)
+        return body
 
 
 # --- task bodies -----------------------------------------------------------------------------
 
 
-class TaskBody(Protocol):
-    """What every stage's body offers the core, whatever its fields are called."""
+@dataclass(frozen=True)
+class TaskBody:
+    """One task: its run, one unit per level above (ids and carried fields), its units."""
 
-    unit_type: ClassVar[Any]
-    """The class of its units (``Warrior``, ``Troop``, ``DataGroup``)."""
+    format: TaskFormat = field(compare=False, repr=False)
+    run_id: str
+    above: tuple[Unit, ...]
+    units: tuple[Unit, ...]
 
-    @property
-    def run_id(self) -> str: ...
     @property
     def path(self) -> tuple[str, ...]:
         """The ids above the units, one per folder level of the task's key."""
-        ...
+        return tuple(u.id for u in self.above)
 
-    @property
-    def units(self) -> tuple[Any, ...]: ...
-    def to_bytes(self) -> bytes: ...
-    def with_units(self, units: tuple[Any, ...]) -> Self: ...
-    def unit_ids(self, unit: Any) -> dict[str, str]:
-        """Every id and attribute of one unit, as a failure record lists it."""
-        ...
+    def to_bytes(self) -> bytes:
+        return dumps(self.format.to_doc(self))
+
+    def with_units(self, units: tuple[Unit, ...]) -> TaskBody:
+        return TaskBody(self.format, self.run_id, self.above, tuple(units))
 
     def columns(self) -> dict[str, str]:
-        """The output columns every row of this task shares (leaf stages only)."""
-        ...
+        """The output columns every row of this task shares: the ids and carried fields above."""
+        out: dict[str, str] = {}
+        for unit in self.above:
+            out.update(unit.fields())
+        return out
 
-    @classmethod
-    def from_bytes(cls, body: bytes) -> Self: ...
-    @classmethod
-    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> Self:
-        """The body of a child task: ``parent`` is the unit whose listing gave ``units``."""
-        ...
+    def unit_ids(self, unit: Unit) -> dict[str, str]:
+        """Every id and attribute of one unit, as a failure record lists it."""
+        return {**self.columns(), **unit.fields()}
+
+    def unit_from_fields(self, fields: Any) -> Unit:
+        """A unit of this body's level from a failure record's fields (redrive)."""
+        return self.format.unit_from_fields(fields)
 
 
-def _distinct(units: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+def _distinct(units: tuple[Unit, ...], what: str) -> tuple[Unit, ...]:
     """A body never holds one unit twice: a listing's repeats are collapsed before batching."""
     seen: set[str] = set()
     for unit in units:
@@ -220,179 +329,6 @@ def _distinct(units: tuple[Any, ...], what: str) -> tuple[Any, ...]:
             raise BadTask(f"{what} names {unit.id!r} twice")
         seen.add(unit.id)
     return units
-
-
-@dataclass(frozen=True)
-class WarriorsPart:
-    run_id: str
-    warriors: tuple[str, ...]
-
-    unit_type: ClassVar[Any] = Warrior
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return ()
-
-    @property
-    def units(self) -> tuple[Warrior, ...]:
-        return tuple(Warrior(w) for w in self.warriors)
-
-    def with_units(self, units: tuple[Any, ...]) -> WarriorsPart:
-        return WarriorsPart(self.run_id, tuple(u.id for u in units))
-
-    def unit_ids(self, unit: Any) -> dict[str, str]:
-        return dict(unit.fields())
-
-    def columns(self) -> dict[str, str]:
-        return {}
-
-    @classmethod
-    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> WarriorsPart:
-        return cls(run_id, tuple(u.id for u in units))
-
-    def to_bytes(self) -> bytes:
-        return dumps({"run_id": self.run_id, "warriors": list(self.warriors)})
-
-    @classmethod
-    def from_bytes(cls, body: bytes) -> WarriorsPart:
-        doc = _load(body, "warriors task", BadTask)
-        _only(doc, {"run_id", "warriors"}, "warriors task", BadTask)
-        ws = doc["warriors"]
-        if not isinstance(ws, list) or not ws:
-            raise BadTask("warriors task: warriors must be a non-empty list")
-        part = cls(
-            check_id(doc["run_id"], "run_id"),
-            tuple(check_id(w, f"warriors[{i}]") for i, w in enumerate(ws)),
-        )
-        _distinct(part.units, "warriors task")
-        return part
-
-
-@dataclass(frozen=True)
-class TroopsTask:
-    run_id: str
-    warrior_id: str
-    troops: tuple[Troop, ...]
-
-    unit_type: ClassVar[Any] = Troop
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return (self.warrior_id,)
-
-    @property
-    def units(self) -> tuple[Troop, ...]:
-        return self.troops
-
-    def with_units(self, units: tuple[Any, ...]) -> TroopsTask:
-        return TroopsTask(self.run_id, self.warrior_id, tuple(units))
-
-    def unit_ids(self, unit: Any) -> dict[str, str]:
-        return {"warrior_id": self.warrior_id, **unit.fields()}
-
-    def columns(self) -> dict[str, str]:
-        return {"warrior_id": self.warrior_id}
-
-    @classmethod
-    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> TroopsTask:
-        (warrior_id,) = path
-        return cls(run_id, warrior_id, tuple(units))
-
-    def to_bytes(self) -> bytes:
-        return dumps(
-            {
-                "run_id": self.run_id,
-                "warrior_id": self.warrior_id,
-                "troops": [{"troop_id": t.troop_id, "service": t.service} for t in self.troops],
-            }
-        )
-
-    @classmethod
-    def from_bytes(cls, body: bytes) -> TroopsTask:
-        doc = _load(body, "troops task", BadTask)
-        _only(doc, {"run_id", "warrior_id", "troops"}, "troops task", BadTask)
-        troops = doc["troops"]
-        if not isinstance(troops, list) or not troops:
-            raise BadTask("troops task: troops must be a non-empty list")
-        parsed = []
-        for i, t in enumerate(troops):
-            if not isinstance(t, dict) or not isinstance(t.get("service"), str):
-                raise BadTask(f"troops task: troops[{i}] must be an object with troop_id and service")
-            parsed.append(Troop(check_id(t.get("troop_id"), f"troops[{i}].troop_id"), t["service"]))
-        return cls(
-            check_id(doc["run_id"], "run_id"),
-            check_id(doc["warrior_id"], "warrior_id"),
-            _distinct(tuple(parsed), "troops task"),
-        )
-
-
-@dataclass(frozen=True)
-class DataGroupsTask:
-    run_id: str
-    warrior_id: str
-    troop_id: str
-    service: str
-    data_groups: tuple[DataGroup, ...]
-
-    unit_type: ClassVar[Any] = DataGroup
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return (self.warrior_id, self.troop_id)
-
-    @property
-    def units(self) -> tuple[DataGroup, ...]:
-        return self.data_groups
-
-    def with_units(self, units: tuple[Any, ...]) -> DataGroupsTask:
-        return DataGroupsTask(self.run_id, self.warrior_id, self.troop_id, self.service, tuple(units))
-
-    def unit_ids(self, unit: Any) -> dict[str, str]:
-        return {**self.columns(), **unit.fields()}
-
-    def columns(self) -> dict[str, str]:
-        return {"warrior_id": self.warrior_id, "troop_id": self.troop_id, "service": self.service}
-
-    @classmethod
-    def make(cls, run_id: str, path: tuple[str, ...], parent: Any, units: tuple[Any, ...]) -> DataGroupsTask:
-        warrior_id, troop_id = path
-        return cls(run_id, warrior_id, troop_id, parent.service, tuple(units))
-
-    def to_bytes(self) -> bytes:
-        return dumps(
-            {
-                "run_id": self.run_id,
-                "warrior_id": self.warrior_id,
-                "troop_id": self.troop_id,
-                "service": self.service,
-                "data_groups": [{"data_group_id": g.data_group_id, "name": g.name} for g in self.data_groups],
-            }
-        )
-
-    @classmethod
-    def from_bytes(cls, body: bytes) -> DataGroupsTask:
-        what = "data_groups task"
-        doc = _load(body, what, BadTask)
-        _only(doc, {"run_id", "warrior_id", "troop_id", "service", "data_groups"}, what, BadTask)
-        groups = doc["data_groups"]
-        if not isinstance(groups, list) or not groups:
-            raise BadTask(f"{what}: data_groups must be a non-empty list")
-        if not isinstance(doc["service"], str):
-            raise BadTask(f"{what}: service must be a string")
-        parsed = []
-        for i, g in enumerate(groups):
-            if not isinstance(g, dict) or not isinstance(g.get("name"), str):
-                raise BadTask(f"{what}: data_groups[{i}] must be an object with data_group_id and name")
-            parsed.append(
-                DataGroup(check_id(g.get("data_group_id"), f"data_groups[{i}].data_group_id"), g["name"])
-            )
-        return cls(
-            check_id(doc["run_id"], "run_id"),
-            check_id(doc["warrior_id"], "warrior_id"),
-            check_id(doc["troop_id"], "troop_id"),
-            doc["service"],
-            _distinct(tuple(parsed), what),
-        )
 
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:

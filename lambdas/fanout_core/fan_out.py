@@ -6,7 +6,7 @@ as the task's *plan* (``plans/<task key>``) before it creates any child; every l
 attempt and every duplicate delivery reads the plan instead of listing again. So a
 listing that changes while the run is under way cannot shift batch boundaries between
 attempts, and no unit can land in two batches. The seed manifest is split the same way,
-its listing being the manifest's ids or every warrior Hermes lists.
+its listing being the manifest's ids or every unit of the first level the API lists.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from fanout_core.bodies import Manifest, TaskBody, chunks, dumps
+from fanout_core.bodies import Manifest, TaskBody, TaskFormat, Unit, chunks, dumps
 from fanout_core.error_kinds import failure_fields
 from fanout_core.errors import BadTask, PermanentError
 
@@ -58,12 +57,23 @@ class Plan:
 
 @dataclass(frozen=True)
 class _Parent:
-    """One unit to expand: the ids down to it, the unit itself, how to list its children."""
+    """One unit to expand: the units down to it (carried fields only), how to list its
+    children, and the failed-unit fields naming it."""
 
-    ids: tuple[str, ...]
-    unit: Any
+    above: tuple[Unit, ...]
     failure_ids: dict[str, str]
-    listing: Callable[[], Iterable[dict[str, Any]]]
+    listing: Callable[[], Iterable[Unit]]
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    """Units a seed named that its listing lacks (filled while listing)."""
+
+
+def _units(ctx: TaskContext, fmt: TaskFormat, ids: tuple[str, ...]) -> Callable[[], Iterable[Unit]]:
+    """The units of ``fmt``'s level the API lists under ``ids``."""
+
+    def listing() -> Iterable[Unit]:
+        return (fmt.unit_from_item(item) for item in ctx.client.list(fmt.level.name, ids))
+
+    return listing
 
 
 def fan_out(task: Task, ctx: TaskContext, result: TaskResult) -> None:
@@ -72,12 +82,12 @@ def fan_out(task: Task, ctx: TaskContext, result: TaskResult) -> None:
     body = task.body
     if child is None or isinstance(body, Manifest):
         raise BadTask(f"stage {task.stage.name} has no stage below it to fan out to")
+    level = task.stage.level
     parents = [
         _Parent(
-            ids=(*body.path, unit.id),
-            unit=unit,
+            above=(*body.above, TaskFormat.carried(level, unit)),
             failure_ids=body.unit_ids(unit),
-            listing=partial(task.stage.lists, ctx.hermes, (*body.path, unit.id)),
+            listing=_units(ctx, child.body, (*body.path, unit.id)),
         )
         for unit in body.units
     ]
@@ -85,23 +95,38 @@ def fan_out(task: Task, ctx: TaskContext, result: TaskResult) -> None:
 
 
 def split_seed(task: Task, ctx: TaskContext, result: TaskResult) -> None:
-    """The seed: its warriors (named, or every one Hermes lists) become parts of the first stage."""
+    """The seed: its units (named, or every one the API lists) become parts of the first stage.
+
+    Named units of a level that keeps no field are taken as they are (a name the API does
+    not know fails at the next listing); a level that keeps fields lists its units to read
+    them, and a named unit the listing lacks fails here, as not found."""
     manifest = task.body
     assert isinstance(manifest, Manifest)
-    stage = ctx.table.first
-    unit_type = stage.body.unit_type
+    fmt = ctx.table.first.body
+    level = fmt.level
+    id_name = str(level.id_name)
+    listed = _units(ctx, fmt, ())
+    missing: list[dict[str, Any]] = []
 
-    def listing() -> Iterable[dict[str, Any]]:
-        if manifest.warriors is not None:
-            return [unit_type(w).fields() for w in manifest.warriors]
-        items = list(ctx.table.seed_lists(ctx.hermes))
-        if not items:
-            raise PermanentError("Hermes lists no warriors", kind="not_found")
-        return items
+    def listing() -> Iterable[Unit]:
+        named = manifest.ids
+        if named is not None and fmt.plain:
+            return [Unit(id_name, ident) for ident in named]
+        units = list(listed())
+        if named is not None:
+            by_id = {u.id: u for u in units}
+            for ident in named:
+                if ident not in by_id:
+                    error = PermanentError(f"the API lists no {level.name} {ident!r}", kind="not_found")
+                    missing.append({id_name: ident, **failure_fields(error)})
+            return [by_id[ident] for ident in named if ident in by_id]
+        if not units:
+            raise PermanentError(f"the API lists no {level.name}", kind="not_found")
+        return units
 
     # A listing error here fails the whole task: the seed has no units of its own.
-    parent = _Parent(ids=(), unit=None, failure_ids={}, listing=listing)
-    _carry_out(task, ctx, result, stage, [parent], whole_task=True)
+    parent = _Parent(above=(), failure_ids={}, listing=listing, missing=missing)
+    _carry_out(task, ctx, result, ctx.table.first, [parent], whole_task=True)
 
 
 def _carry_out(
@@ -145,25 +170,27 @@ def _plan(
     per_task = ctx.settings.stage(child.name).units_per_task
     for parent in parents:
         try:
-            units, repeats = _distinct_sorted(child.body.unit_type.from_item(i) for i in parent.listing())
+            units, repeats = _distinct_sorted(parent.listing())
         except PermanentError as exc:
             if whole_task:
                 raise
             plan.failed_units.append({**parent.failure_ids, **failure_fields(exc)})
             continue
+        plan.failed_units.extend(parent.missing)
         plan.duplicates += repeats
+        ids = tuple(u.id for u in parent.above)
         for index, batch in enumerate(chunks(units, per_task)):
-            body: TaskBody = child.body.make(task.address.run_id, parent.ids, parent.unit, tuple(batch))
-            address = child.address(task.address.run_id, parent.ids, index)
+            body: TaskBody = child.body.make(task.address.run_id, parent.above, tuple(batch))
+            address = child.address(task.address.run_id, ids, index)
             plan.children.append((address.key, body.to_bytes()))
     if not ctx.storage.put_if_absent(plan_key, plan.to_bytes()):
         return Plan.from_bytes(ctx.storage.get(plan_key)), True  # a concurrent attempt decided first
     return plan, False
 
 
-def _distinct_sorted(units: Iterable[Any]) -> tuple[list[Any], int]:
+def _distinct_sorted(units: Iterable[Unit]) -> tuple[list[Unit], int]:
     """Units by id, each id once (its first listing wins); and how many repeats were dropped."""
-    kept: dict[str, Any] = {}
+    kept: dict[str, Unit] = {}
     repeats = 0
     for unit in units:
         if unit.id in kept:

@@ -8,7 +8,7 @@ children are decided once (``fanout_core.fan_out``), so a task that runs twice, 
 retried after it half-finished, writes nothing twice and triggers no child twice.
 
 Transient errors propagate (the runtime retries the whole task); a permanent error of
-one unit (a 404 warrior, troop or data group) fails that unit alone.
+one unit (a 404 for one of its ids) fails that unit alone.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from fanout_core.errors import BadTask
 from fanout_core.failures import FailureRecord, now_iso, write_failure
 from fanout_core.fan_out import split_seed
 from fanout_core.storage import NoSuchKey
-from fanout_core.task_context import Hermes, Task, TaskContext, TaskResult
+from fanout_core.task_context import Api, Task, TaskContext, TaskResult
 
-__all__ = ["Hermes", "TaskContext", "TaskResult", "read_task", "run_task"]
+__all__ = ["Api", "TaskContext", "TaskResult", "read_task", "run_task"]
 
 
 def run_task(
@@ -66,7 +66,7 @@ def read_task(address: keys.TaskAddress, ctx: TaskContext, *, attempt: int = 1) 
     except NoSuchKey:
         raise BadTask(f"task object {address.key!r} does not exist") from None
     if address.is_seed:
-        return Task(address, parse_manifest(raw), attempt)
+        return Task(address, parse_manifest(raw, ctx.table.api), attempt)
     body: TaskBody = address.stage.body.from_bytes(raw)
     if body.run_id != address.run_id:
         raise BadTask(

@@ -1,17 +1,18 @@
-"""The work of the leaf stage: fetch each data group's records and write one Parquet file.
+"""The work of the leaf stage: list each unit's rows (the last level) and write one Parquet file.
 
-Records are validated per data group: a record the contract does not allow fails its
-group (a permanent unit failure naming the field), and the task's other groups are
-written. The file is created with ``put_if_absent``, so a task that runs twice writes
-it once; its footer names the failed units, so a rerun after a crash restores the
-failure record from the file instead of trusting its own refetch (a refetch could
-disagree with the file and silently lose a unit). Whether the file exists is asked only
-when it may: on a retry (an earlier attempt may have written it before failing; then
-nothing is fetched), and when every group failed (no file to create would tell). A first
-attempt, which finds no done marker, goes straight to Hermes: one LIST per task saved,
-and a duplicate delivery racing it learns from ``put_if_absent`` that it lost.
-Records held in memory are capped per task: a group that would pass the cap fails as
-too large, and its redrive, a task of only the failed groups, holds fewer records.
+Rows are checked per unit by the client, against the description's columns: a row the
+description does not allow fails its unit (a permanent unit failure naming the field),
+and the task's other units are written. The file is created with ``put_if_absent``, so
+a task that runs twice writes it once; its footer names the failed units, so a rerun
+after a crash restores the failure record from the file instead of trusting its own
+refetch (a refetch could disagree with the file and silently lose a unit). Whether the
+file exists is asked only when it may: on a retry (an earlier attempt may have written
+it before failing; then nothing is fetched), and when every unit failed
+(no file to create would tell). A first attempt, which finds no done marker, goes
+straight to the API: one LIST per task saved, and a duplicate delivery racing it learns
+from ``put_if_absent`` that it lost.
+Rows held in memory are capped per task: a unit that would pass the cap fails as too
+large, and its redrive, a task of only the failed units, holds fewer rows.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class TooManyRecords(PermanentError):
 def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
     body = task.body
     if isinstance(body, Manifest):
-        raise BadTask("a seed manifest holds no data groups")
+        raise BadTask("a seed manifest holds no units to list rows of")
     out_key = task.address.output_key(ctx.table.output_prefix_of(task.stage))
     if task.attempt > 1 and ctx.storage.exists(out_key):
         _written_before(ctx, out_key, result)
@@ -50,12 +51,12 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
     for unit in body.units:
         records: list[dict[str, Any]] = []
         try:
-            for record in task.stage.lists(ctx.hermes, (*body.path, unit.id)):
+            for record in ctx.client.list(task.stage.child.name, (*body.path, unit.id)):
                 records.append(record)
                 if held + len(records) > cap:
                     raise TooManyRecords(
-                        f"data group {unit.id!r} takes the task past {cap} records held in memory "
-                        "(max_records_per_task); its redrive holds only the failed groups"
+                        f"{unit.id_name} {unit.id!r} takes the task past {cap} records held in memory "
+                        "(max_records_per_task); its redrive holds only the failed units"
                     )
         except PermanentError as exc:
             result.failed_units.append({**body.unit_ids(unit), **failure_fields(exc)})

@@ -1,31 +1,34 @@
 """The stage table: the one place that names the stages, their prefixes and their work.
 
-Each ``Stage`` says where its tasks live (prefix and the id folders of its keys), what
-body its task objects hold, which Hermes list expands each of its units, and the
-function that does its work. The CDK stack (functions, notification filters, IAM
-scopes), the local runtime (dispatch by prefix), the pipeline core (``run_task``), the
-CLI (status, redrive) and the audit all read a ``StageTable``; ``STAGES`` is the one
-the product runs. Adding a stage or renaming a prefix is a change here (and, for a new
-kind of work, its work function), nowhere else.
+The table is made from an API description (``table_for``): every level but the last is
+a stage, which handles that level's units and lists the next level under each of them.
+Each ``Stage`` says where its tasks live (prefix and the id folders of its keys), its
+level and the level it lists, the body its task objects hold, and the function that does
+its work. The CDK stack (functions, notification filters, IAM scopes), the local runtime
+(dispatch by prefix), the pipeline core (``run_task``), the CLI (status, redrive) and the
+audit all read a ``StageTable``; ``STAGES``, the built-in description's, is the one the
+product runs by default.
 
 The first stage also reads the run's seed manifest, ``<its prefix><run>.json``, which
-it splits into parts of its own units; the last stage's children are output files.
+it splits into parts of its own units; the last stage's children are output files. A
+2-level API has one stage that does both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from fanout_core import keys
-from fanout_core.bodies import DataGroupsTask, TaskBody, TroopsTask, WarriorsPart
+from fanout_core.api_description import ApiDescription, Level, builtin
+from fanout_core.bodies import TaskFormat
 from fanout_core.errors import BadTask
 from fanout_core.fan_out import fan_out
 from fanout_core.records import write_records
 
 if TYPE_CHECKING:
-    from fanout_core.task_context import Hermes, Task, TaskContext, TaskResult
+    from fanout_core.task_context import Task, TaskContext, TaskResult
 
 DATA_PREFIX = "data/"
 COMPACTED_PREFIX = "compacted/"
@@ -40,7 +43,6 @@ ARCHIVE_PREFIX = keys.ARCHIVE_PREFIX
 TASK_SUFFIX = keys.TASK_SUFFIX
 
 Work = Callable[["Task", "TaskContext", "TaskResult"], None]
-Lister = Callable[["Hermes", tuple[str, ...]], Iterable[dict[str, Any]]]
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -48,13 +50,16 @@ class Stage:
     name: str
     input_prefix: str
     levels: tuple[str, ...]
-    """The id folders of its task keys after ``run=``, e.g. ``("warrior", "troop")``."""
-    body: type[TaskBody]
+    """The id folders of its task keys after ``run=``: the folders of the levels above."""
+    level: Level = field(compare=False)
+    """The level whose units its tasks hold."""
+    child: Level = field(compare=False)
+    """The level it lists under each unit (the leaf's items are the output rows)."""
+    body: TaskFormat = field(compare=False)
+    """Reads and writes its task bodies."""
     work: Work
     """What one task does: ``fan_out`` (list each unit's children, write child tasks)
-    or ``write_records`` (fetch each unit's records, write Parquet)."""
-    lists: Lister
-    """The Hermes list that expands one unit, given the ids down to it (path + unit id)."""
+    or ``write_records`` (list each unit's rows, write Parquet)."""
     handler: str
     """Dotted path of the Lambda entrypoint, ``module.function``."""
     description: str = ""
@@ -85,7 +90,7 @@ class StageTable:
         self,
         stages: tuple[Stage, ...],
         *,
-        seed_lists: Callable[[Hermes], Iterable[dict[str, Any]]],
+        api: ApiDescription,
         output_prefix: str = DATA_PREFIX,
         compacted_prefix: str = COMPACTED_PREFIX,
         query_prefix: str = QUERY_PREFIX,
@@ -98,8 +103,8 @@ class StageTable:
         if len({s.name for s in stages}) != len(stages):
             raise ValueError("stage names must be distinct")
         self.stages = stages
-        self.seed_lists = seed_lists
-        """The Hermes list a seed of ``"all"`` expands to: every unit of the first stage."""
+        self.api = api
+        """The description the table was made from: its levels, client and rows."""
         self.output_prefix = output_prefix
         self.compacted_prefix = compacted_prefix
         self.query_prefix = query_prefix
@@ -170,59 +175,45 @@ class StageTable:
         return f"{self.query_prefix}run={keys.check_run_id(run_id)}/"
 
 
-def _list_troops(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
-    return hermes.list_troops(*ids)
+def table_for(
+    api: ApiDescription,
+    *,
+    output_prefix: str = DATA_PREFIX,
+    compacted_prefix: str = COMPACTED_PREFIX,
+    query_prefix: str = QUERY_PREFIX,
+) -> StageTable:
+    """The stage table of ``api``: one stage per level but the last, in order.
+
+    Module-level work functions, not lambdas: the table pickles (by reference to them), so
+    the local runtime hands the run's own table to its worker processes (fanout.leaf_workers).
+    """
+    stage_levels = api.stage_levels
+    stages = []
+    for index, level in enumerate(stage_levels):
+        leaf = index == len(stage_levels) - 1
+        stages.append(
+            Stage(
+                name=level.name,
+                input_prefix=cast(str, level.prefix),
+                levels=tuple(cast(str, lv.folder) for lv in stage_levels[:index]),
+                level=level,
+                child=api.levels[index + 1],
+                body=TaskFormat(stage_levels[:index], level),
+                work=write_records if leaf else fan_out,
+                handler=f"fanout_aws.handlers.{level.name}.handler",
+                description=level.description,
+            )
+        )
+    return StageTable(
+        tuple(stages),
+        api=api,
+        output_prefix=output_prefix,
+        compacted_prefix=compacted_prefix,
+        query_prefix=query_prefix,
+    )
 
 
-def _list_data_groups(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
-    return hermes.list_data_groups(*ids)
-
-
-def _list_records(hermes: Hermes, ids: tuple[str, ...]) -> Iterable[dict[str, Any]]:
-    return hermes.list_records(*ids)
-
-
-def _list_warriors(hermes: Hermes) -> Iterable[dict[str, Any]]:
-    return hermes.list_warriors()
-
-
-# Module-level functions, not lambdas: the table pickles (by reference to them), so the local
-# runtime hands the run's own table to its worker processes (fanout.leaf_workers).
-STAGES = StageTable(
-    (
-        Stage(
-            name="warriors",
-            input_prefix="amazon_warriors/",
-            levels=(),
-            body=WarriorsPart,
-            work=fan_out,
-            lists=_list_troops,
-            handler="fanout_aws.handlers.warriors.handler",
-            description="resolve the manifest's warriors, fetch their troops, one task per troop batch",
-        ),
-        Stage(
-            name="troops",
-            input_prefix="troops/",
-            levels=("warrior",),
-            body=TroopsTask,
-            work=fan_out,
-            lists=_list_data_groups,
-            handler="fanout_aws.handlers.troops.handler",
-            description="fetch each troop's data groups, one task per data-group batch",
-        ),
-        Stage(
-            name="data_groups",
-            input_prefix="data_groups/",
-            levels=("warrior", "troop"),
-            body=DataGroupsTask,
-            work=write_records,
-            lists=_list_records,
-            handler="fanout_aws.handlers.data_groups.handler",
-            description="fetch each data group's records, write Parquet",
-        ),
-    ),
-    seed_lists=_list_warriors,
-)
+STAGES = table_for(builtin())
 STAGE_NAMES: tuple[str, ...] = STAGES.names
 MANIFEST_PREFIX = STAGES.first.input_prefix
 

@@ -1,7 +1,7 @@
 """What a stage's work is given (``TaskContext``, ``Task``) and what it reports (``TaskResult``).
 
 The core reaches the outside world only through these: the bucket through ``Storage``,
-the API through ``Hermes``; it knows nothing of Lambda, boto3 or event shapes.
+the API through ``Api``; it knows nothing of Lambda, boto3 or event shapes.
 """
 
 from __future__ import annotations
@@ -20,21 +20,20 @@ if TYPE_CHECKING:
     from fanout_core.stages import Stage, StageTable
 
 
-class Hermes(Protocol):
-    """What the core needs of the Hermes client (``fanout_core.hermes.HermesClient``)."""
+class Api(Protocol):
+    """What the core needs of the API client: one list per level of the description."""
 
-    def list_warriors(self) -> Iterator[dict[str, Any]]: ...
-    def list_troops(self, warrior_id: str) -> Iterator[dict[str, Any]]: ...
-    def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]: ...
-    def list_records(
-        self, warrior_id: str, troop_id: str, data_group_id: str
-    ) -> Iterator[dict[str, Any]]: ...
+    def list(self, level_name: str, ids: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """Every item of ``level_name`` under the units ``ids`` (one per level above, top
+        first): checked items for a level with units, rows (column name -> value, ready
+        for Parquet) for the leaf."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskContext:
     storage: Storage
-    hermes: Hermes
+    client: Api
     settings: EnvironmentSettings
     table: StageTable
     """The run's stage table, required: a context built without one used to fall back to the

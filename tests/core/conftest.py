@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> LocalDirStorage:
 
 
 class FakeHermes:
-    """The ``fanout_core.pipeline.Hermes`` protocol served from dicts.
+    """The core's ``fanout_core.task_context.Api`` protocol for Hermes' levels, served from dicts.
 
     ``troops`` maps warrior id -> troop dicts, ``data_groups`` maps (warrior, troop) -> group
     dicts, ``records`` maps (warrior, troop, group) -> record dicts. A list whose path names
@@ -87,6 +87,16 @@ class FakeHermes:
             if ident in self.transient:
                 raise TransientError(f"{method} {ids!r}: 503 (unavailable)", status=503)
         yield from (dict(item) for item in items)
+
+    def list(self, level_name: str, ids: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """The core's ``list(level, ids)`` protocol over Hermes' four lists."""
+        method = {
+            "warriors": self.list_warriors,
+            "troops": self.list_troops,
+            "data_groups": self.list_data_groups,
+            "records": self.list_records,
+        }[level_name]
+        return method(*ids)  # type: ignore[operator]
 
     def list_warriors(self) -> Iterator[dict[str, Any]]:
         return self._serve("list_warriors", (), [{"warrior_id": w, "name": w.upper()} for w in self.warriors])

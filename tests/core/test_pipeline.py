@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import task_bodies as tb
 import task_keys
+from task_bodies import data_group, troop, warriors_part
 
 from fanout_core import keys
-from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, WarriorsPart, manifest_body
+from fanout_core.bodies import Unit, manifest_body
 from fanout_core.errors import BadManifest, BadTask, PermanentError, TransientError
 from fanout_core.failures import FailureRecord
 from fanout_core.output import COLUMNS, read_parquet_bytes
@@ -72,7 +74,7 @@ def world(fake_hermes: type, **overrides: Any) -> Any:
 def ctx_for(store: LocalDirStorage, settings) -> Callable[..., TaskContext]:
     def make(hermes: Any, fetched_at: datetime = FETCHED_AT) -> TaskContext:
         return TaskContext(
-            storage=store, hermes=hermes, settings=settings, table=STAGES, clock=lambda: fetched_at
+            storage=store, client=hermes, settings=settings, table=STAGES, clock=lambda: fetched_at
         )
 
     return make
@@ -114,18 +116,18 @@ def seed_all_task(store: LocalDirStorage) -> str:
 
 
 def warriors_task(store: LocalDirStorage, warriors: tuple[str, ...] = ("w1", "w2")) -> str:
-    return put(store, task_keys.warriors_part_key(RUN, 0), WarriorsPart(RUN, warriors).to_bytes())
+    return put(store, task_keys.warriors_part_key(RUN, 0), warriors_part(RUN, warriors).to_bytes())
 
 
 def troops_task(
-    store: LocalDirStorage, troops: tuple[Troop, ...] = (Troop("t1", "auth"), Troop("t2", "billing"))
+    store: LocalDirStorage, troops: tuple[Unit, ...] = (troop("t1", "auth"), troop("t2", "billing"))
 ) -> str:
-    return put(store, task_keys.troops_task_key(RUN, "w1", 0), TroopsTask(RUN, "w1", troops).to_bytes())
+    return put(store, task_keys.troops_task_key(RUN, "w1", 0), tb.troops_task(RUN, "w1", troops).to_bytes())
 
 
 def data_groups_task(store: LocalDirStorage, groups: tuple[str, ...] = ("g1", "g2", "g3")) -> str:
     names = {"g1": "metrics 1", "g2": "latency 2", "g3": "errors 3"}
-    task = DataGroupsTask(RUN, "w1", "t1", "auth", tuple(DataGroup(g, names.get(g, g)) for g in groups))
+    task = tb.data_groups_task(RUN, "w1", "t1", "auth", tuple(data_group(g, names.get(g, g)) for g in groups))
     return put(store, task_keys.data_groups_task_key(RUN, "w1", "t1", 0), task.to_bytes())
 
 
@@ -157,8 +159,8 @@ def test_a_seed_list_is_split_into_sorted_parts_of_units_per_task(store, fake_he
     hermes = world(fake_hermes)
     result = run_task(seed_task(store), ctx_for(hermes))
     assert children(store, f"amazon_warriors/run={RUN}/") == {
-        task_keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
-        task_keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
+        task_keys.warriors_part_key(RUN, 0): warriors_part(RUN, ("w1", "w2")).to_bytes(),
+        task_keys.warriors_part_key(RUN, 1): warriors_part(RUN, ("w3",)).to_bytes(),
     }
     assert result.children == 2
     assert hermes.total_calls == 0
@@ -168,8 +170,8 @@ def test_a_seed_of_all_lists_the_warriors_once_and_splits_them(store, fake_herme
     hermes = world(fake_hermes)
     result = run_task(seed_all_task(store), ctx_for(hermes))
     assert children(store, f"amazon_warriors/run={RUN}/") == {
-        task_keys.warriors_part_key(RUN, 0): WarriorsPart(RUN, ("w1", "w2")).to_bytes(),
-        task_keys.warriors_part_key(RUN, 1): WarriorsPart(RUN, ("w3",)).to_bytes(),
+        task_keys.warriors_part_key(RUN, 0): warriors_part(RUN, ("w1", "w2")).to_bytes(),
+        task_keys.warriors_part_key(RUN, 1): warriors_part(RUN, ("w3",)).to_bytes(),
     }
     assert result.children == 2
     assert hermes.calls == {"list_warriors": 1}
@@ -202,11 +204,15 @@ def test_the_done_marker_counts_what_the_task_created(store, fake_hermes, ctx_fo
 def test_a_warriors_part_writes_one_troops_task_per_troop_batch(store, fake_hermes, ctx_for) -> None:
     result = run_task(warriors_task(store), ctx_for(world(fake_hermes)))
     assert children(store, "troops/") == {
-        task_keys.troops_task_key(RUN, "w1", 0): TroopsTask(
-            RUN, "w1", (Troop("t1", "auth"), Troop("t2", "billing"))
+        task_keys.troops_task_key(RUN, "w1", 0): tb.troops_task(
+            RUN, "w1", (troop("t1", "auth"), troop("t2", "billing"))
         ).to_bytes(),
-        task_keys.troops_task_key(RUN, "w1", 1): TroopsTask(RUN, "w1", (Troop("t3", "search"),)).to_bytes(),
-        task_keys.troops_task_key(RUN, "w2", 0): TroopsTask(RUN, "w2", (Troop("t4", "ledger"),)).to_bytes(),
+        task_keys.troops_task_key(RUN, "w1", 1): tb.troops_task(
+            RUN, "w1", (troop("t3", "search"),)
+        ).to_bytes(),
+        task_keys.troops_task_key(RUN, "w2", 0): tb.troops_task(
+            RUN, "w2", (troop("t4", "ledger"),)
+        ).to_bytes(),
     }
     assert result.children == 3
 
@@ -221,14 +227,14 @@ def test_a_warrior_without_troops_creates_nothing_and_fails_nothing(store, fake_
 def test_a_troops_task_writes_one_data_groups_task_per_group_batch(store, fake_hermes, ctx_for) -> None:
     result = run_task(troops_task(store), ctx_for(world(fake_hermes)))
     assert children(store, "data_groups/") == {
-        task_keys.data_groups_task_key(RUN, "w1", "t1", 0): DataGroupsTask(
-            RUN, "w1", "t1", "auth", (DataGroup("g1", "metrics 1"), DataGroup("g2", "latency 2"))
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 0): tb.data_groups_task(
+            RUN, "w1", "t1", "auth", (data_group("g1", "metrics 1"), data_group("g2", "latency 2"))
         ).to_bytes(),
-        task_keys.data_groups_task_key(RUN, "w1", "t1", 1): DataGroupsTask(
-            RUN, "w1", "t1", "auth", (DataGroup("g3", "errors 3"),)
+        task_keys.data_groups_task_key(RUN, "w1", "t1", 1): tb.data_groups_task(
+            RUN, "w1", "t1", "auth", (data_group("g3", "errors 3"),)
         ).to_bytes(),
-        task_keys.data_groups_task_key(RUN, "w1", "t2", 0): DataGroupsTask(
-            RUN, "w1", "t2", "billing", (DataGroup("g4", "traffic 4"),)
+        task_keys.data_groups_task_key(RUN, "w1", "t2", 0): tb.data_groups_task(
+            RUN, "w1", "t2", "billing", (data_group("g4", "traffic 4"),)
         ).to_bytes(),
     }
     assert result.children == 3
@@ -264,7 +270,7 @@ def test_a_retried_fan_out_writes_only_the_children_its_earlier_attempts_did_not
     throttled = _WritesPerAttempt(store, allowed=1, prefix="data_groups/")
     ctx = TaskContext(
         storage=throttled,
-        hermes=world(fake_hermes),
+        client=world(fake_hermes),
         settings=settings,
         table=STAGES,
         clock=lambda: FETCHED_AT,
@@ -290,7 +296,7 @@ def test_a_fan_out_whose_children_are_all_written_already_writes_none_again(
     store.delete(keys.done_key(key))  # a crash after the last child, before the done marker
     watched = _WritesPerAttempt(store, allowed=0, prefix="data_groups/")
     ctx = TaskContext(
-        storage=watched, hermes=hermes, settings=settings, table=STAGES, clock=lambda: FETCHED_AT
+        storage=watched, client=hermes, settings=settings, table=STAGES, clock=lambda: FETCHED_AT
     )
     result = run_task(key, ctx)
     assert watched.child_writes == [] and result.children == 0
@@ -461,7 +467,7 @@ def test_a_first_attempt_of_a_leaf_task_sends_no_list(store, fake_hermes, ctx_fo
     counted = CountingStore(store)
     key = data_groups_task(store)
     ctx = TaskContext(
-        storage=counted, hermes=world(fake_hermes), settings=ctx_for(None).settings, table=STAGES
+        storage=counted, client=world(fake_hermes), settings=ctx_for(None).settings, table=STAGES
     )
     run_task(key, ctx)
     assert counted.calls == [
@@ -628,14 +634,14 @@ def test_a_key_under_no_stage_is_bad_task(store, fake_hermes, ctx_for) -> None:
     ("key", "body"),
     [
         ("amazon_warriors/bad run!.json", manifest_body(["w1"])),
-        ("amazon_warriors/run=bad run!/part-00000.json", WarriorsPart(RUN, ("w1",)).to_bytes()),
+        ("amazon_warriors/run=bad run!/part-00000.json", warriors_part(RUN, ("w1",)).to_bytes()),
         (
             "troops/run=bad run!/warrior=w1/part-00000.json",
-            TroopsTask(RUN, "w1", (Troop("t1", "auth"),)).to_bytes(),
+            tb.troops_task(RUN, "w1", (troop("t1", "auth"),)).to_bytes(),
         ),
         (
             "data_groups/run=bad run!/warrior=w1/troop=t1/part-00000.json",
-            DataGroupsTask(RUN, "w1", "t1", "auth", (DataGroup("g1", "metrics 1"),)).to_bytes(),
+            tb.data_groups_task(RUN, "w1", "t1", "auth", (data_group("g1", "metrics 1"),)).to_bytes(),
         ),
     ],
 )
@@ -651,14 +657,14 @@ def test_a_bad_run_id_in_the_key_is_bad_manifest(store, fake_hermes, ctx_for, ke
 @pytest.mark.parametrize(
     ("key", "body"),
     [
-        ("amazon_warriors/run=r2/part-00000.json", WarriorsPart(RUN, ("w1",)).to_bytes()),
+        ("amazon_warriors/run=r2/part-00000.json", warriors_part(RUN, ("w1",)).to_bytes()),
         (
             "troops/run=r2/warrior=w1/part-00000.json",
-            TroopsTask(RUN, "w1", (Troop("t1", "auth"),)).to_bytes(),
+            tb.troops_task(RUN, "w1", (troop("t1", "auth"),)).to_bytes(),
         ),
         (
             "data_groups/run=r2/warrior=w1/troop=t1/part-00000.json",
-            DataGroupsTask(RUN, "w1", "t1", "auth", (DataGroup("g1", "metrics 1"),)).to_bytes(),
+            tb.data_groups_task(RUN, "w1", "t1", "auth", (data_group("g1", "metrics 1"),)).to_bytes(),
         ),
     ],
 )
@@ -719,8 +725,9 @@ def test_awkward_ids_flow_into_task_bodies_unmangled(store, ctx_for, awkward) ->
     drive(store, ctx_for(awkward), seed_all_task(store))
     troops: dict[str, list[str]] = {}
     for k in store.list("troops/"):  # each warrior's parts, in part order
-        body = TroopsTask.from_bytes(store.get(k))
-        troops.setdefault(body.warrior_id, []).extend(t.troop_id for t in body.troops)
+        body = STAGES.named("troops").body.from_bytes(store.get(k))
+        (warrior_id,) = body.path
+        troops.setdefault(warrior_id, []).extend(t.id for t in body.units)
     assert troops == {w: sorted(AWKWARD_T) for w in AWKWARD_W}
 
 

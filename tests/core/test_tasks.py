@@ -10,20 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from task_bodies import data_group, data_groups_task, troop, troops_task, warriors_part
 
-from fanout_core.bodies import (
-    DataGroup,
-    DataGroupsTask,
-    Manifest,
-    Troop,
-    TroopsTask,
-    WarriorsPart,
-    chunks,
-    dumps,
-    manifest_body,
-    parse_manifest,
-)
+from fanout_core.bodies import TaskBody, TaskFormat, chunks, dumps, manifest_body, parse_manifest
 from fanout_core.errors import BadManifest, BadTask
+from fanout_core.stages import STAGES
+
+WARRIORS, TROOPS, DATA_GROUPS = (STAGES.named(n).body for n in ("warriors", "troops", "data_groups"))
 
 AWKWARD = ("a b", "a+b", "a=b", "o'brien", "100%", "Ωμέγα", "戦士")
 
@@ -42,17 +35,17 @@ AWKWARD = ("a b", "a+b", "a=b", "o'brien", "100%", "Ωμέγα", "戦士")
     ],
 )
 def test_parse_manifest_accepts_a_list_of_ids(body: bytes, warriors: tuple[str, ...]) -> None:
-    assert parse_manifest(body) == Manifest(warriors)
+    assert parse_manifest(body).ids == warriors
 
 
 def test_parse_manifest_accepts_all() -> None:
-    assert parse_manifest(b'{"warriors": "all"}') == Manifest(None)
+    assert parse_manifest(b'{"warriors": "all"}').ids is None
 
 
 @pytest.mark.parametrize("warriors", [None, ["w-1"], list(AWKWARD)])
 def test_manifest_body_round_trips_through_parse_manifest(warriors: list[str] | None) -> None:
     expected = None if warriors is None else tuple(warriors)
-    assert parse_manifest(manifest_body(warriors)).warriors == expected
+    assert parse_manifest(manifest_body(warriors)).ids == expected
 
 
 @pytest.mark.parametrize(
@@ -100,40 +93,42 @@ def test_parse_manifest_rejects(body: bytes, fragment: str) -> None:
 # --- stage task bodies -----------------------------------------------------------------------
 
 TASKS = [
-    pytest.param(WarriorsPart("r1", ("w-1", "w-2")), id="warriors-part"),
-    pytest.param(WarriorsPart("r1", AWKWARD), id="warriors-part-awkward"),
-    pytest.param(TroopsTask("r1", "w-1", (Troop("t-1", "auth"), Troop("t-2", "billing"))), id="troops"),
+    pytest.param(warriors_part("r1", ("w-1", "w-2")), id="warriors-part"),
+    pytest.param(warriors_part("r1", AWKWARD), id="warriors-part-awkward"),
+    pytest.param(troops_task("r1", "w-1", (troop("t-1", "auth"), troop("t-2", "billing"))), id="troops"),
     pytest.param(
-        TroopsTask("r1", "o'brien", tuple(Troop(t, "svc " + t) for t in AWKWARD)), id="troops-awkward"
+        troops_task("r1", "o'brien", tuple(troop(t, "svc " + t) for t in AWKWARD)), id="troops-awkward"
     ),
-    pytest.param(DataGroupsTask("r1", "w", "t", "auth", (DataGroup("g-1", "metrics 1"),)), id="data-groups"),
     pytest.param(
-        DataGroupsTask("r1", "Ωμέγα", "a+b", "söz", tuple(DataGroup(g, g[::-1]) for g in AWKWARD)),
+        data_groups_task("r1", "w", "t", "auth", (data_group("g-1", "metrics 1"),)), id="data-groups"
+    ),
+    pytest.param(
+        data_groups_task("r1", "Ωμέγα", "a+b", "söz", tuple(data_group(g, g[::-1]) for g in AWKWARD)),
         id="data-groups-awkward",
     ),
 ]
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_task_body_round_trips(task: WarriorsPart | TroopsTask | DataGroupsTask) -> None:
-    assert type(task).from_bytes(task.to_bytes()) == task
+def test_task_body_round_trips(task: TaskBody) -> None:
+    assert task.format.from_bytes(task.to_bytes()) == task
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_task_body_is_canonical_json(task: WarriorsPart | TroopsTask | DataGroupsTask) -> None:
+def test_task_body_is_canonical_json(task: TaskBody) -> None:
     body = task.to_bytes()
     assert body == dumps(json.loads(body))
 
 
 def test_task_body_keeps_identifiers_unescaped() -> None:
-    body = WarriorsPart("r1", ("a+b", "戦士")).to_bytes()
+    body = warriors_part("r1", ("a+b", "戦士")).to_bytes()
     assert body == '{"run_id":"r1","warriors":["a+b","戦士"]}'.encode()
 
 
-GOOD_DOCS = {
-    WarriorsPart: {"run_id": "r1", "warriors": ["w"]},
-    TroopsTask: {"run_id": "r1", "warrior_id": "w", "troops": [{"troop_id": "t", "service": "s"}]},
-    DataGroupsTask: {
+GOOD_DOCS: dict[TaskFormat, dict[str, object]] = {
+    WARRIORS: {"run_id": "r1", "warriors": ["w"]},
+    TROOPS: {"run_id": "r1", "warrior_id": "w", "troops": [{"troop_id": "t", "service": "s"}]},
+    DATA_GROUPS: {
         "run_id": "r1",
         "warrior_id": "w",
         "troop_id": "t",
@@ -141,12 +136,12 @@ GOOD_DOCS = {
         "data_groups": [{"data_group_id": "g", "name": "n"}],
     },
 }
-LIST_FIELD = {WarriorsPart: "warriors", TroopsTask: "troops", DataGroupsTask: "data_groups"}
-TASK_TYPES = [WarriorsPart, TroopsTask, DataGroupsTask]
+LIST_FIELD = {WARRIORS: "warriors", TROOPS: "troops", DATA_GROUPS: "data_groups"}
+TASK_TYPES = [WARRIORS, TROOPS, DATA_GROUPS]
 
 
 @pytest.mark.parametrize("task_type", TASK_TYPES)
-def test_good_docs_of_the_garbage_table_do_parse(task_type: type) -> None:
+def test_good_docs_of_the_garbage_table_do_parse(task_type: TaskFormat) -> None:
     # The rejection tables below each break exactly one thing of these documents.
     assert task_type.from_bytes(dumps(GOOD_DOCS[task_type])).to_bytes() == dumps(GOOD_DOCS[task_type])
 
@@ -163,12 +158,12 @@ def test_good_docs_of_the_garbage_table_do_parse(task_type: type) -> None:
         pytest.param(b"{}", "lacks field(s)", id="empty-object"),
     ],
 )
-def test_task_body_rejects_garbage(task_type: type, body: bytes, fragment: str) -> None:
+def test_task_body_rejects_garbage(task_type: TaskFormat, body: bytes, fragment: str) -> None:
     with pytest.raises(BadTask, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         task_type.from_bytes(body)
 
 
-def _broken(task_type: type, change: str) -> bytes:
+def _broken(task_type: TaskFormat, change: str) -> bytes:
     doc = json.loads(dumps(GOOD_DOCS[task_type]))
     field = LIST_FIELD[task_type]
     if change == "extra-field":
@@ -182,16 +177,16 @@ def _broken(task_type: type, change: str) -> bytes:
     elif change == "list-is-string":
         doc[field] = "w"
     elif change == "unit-id-has-slash":
-        if task_type is WarriorsPart:
+        if task_type is WARRIORS:
             doc[field] = ["a/b"]
         else:
-            id_field = "troop_id" if task_type is TroopsTask else "data_group_id"
+            id_field = "troop_id" if task_type is TROOPS else "data_group_id"
             doc[field][0][id_field] = "a/b"
     elif change == "unit-id-missing":
-        if task_type is WarriorsPart:
+        if task_type is WARRIORS:
             doc[field] = [None]
         else:
-            id_field = "troop_id" if task_type is TroopsTask else "data_group_id"
+            id_field = "troop_id" if task_type is TROOPS else "data_group_id"
             del doc[field][0][id_field]
     return dumps(doc)
 
@@ -209,7 +204,7 @@ def _broken(task_type: type, change: str) -> bytes:
         "unit-id-missing",
     ],
 )
-def test_task_body_rejects_a_broken_field(task_type: type, change: str) -> None:
+def test_task_body_rejects_a_broken_field(task_type: TaskFormat, change: str) -> None:
     with pytest.raises(BadTask):
         task_type.from_bytes(_broken(task_type, change))
 
@@ -217,14 +212,16 @@ def test_task_body_rejects_a_broken_field(task_type: type, change: str) -> None:
 @pytest.mark.parametrize(
     ("task_type", "change", "fragment"),
     [
-        (TroopsTask, {"troops": ["t"]}, "troops[0] must be an object"),
-        (TroopsTask, {"troops": [{"troop_id": "t", "service": 1}]}, "troops[0] must be an object"),
-        (DataGroupsTask, {"service": None}, "service must be a string"),
-        (DataGroupsTask, {"data_groups": [{"data_group_id": "g"}]}, "data_groups[0] must be an object"),
-        (DataGroupsTask, {"warrior_id": "x" * 129}, "warrior_id must be 1 to 128"),
+        (TROOPS, {"troops": ["t"]}, "troops[0] must be an object"),
+        (TROOPS, {"troops": [{"troop_id": "t", "service": 1}]}, "troops[0] must be an object"),
+        (DATA_GROUPS, {"service": None}, "service must be a string"),
+        (DATA_GROUPS, {"data_groups": [{"data_group_id": "g"}]}, "data_groups[0] must be an object"),
+        (DATA_GROUPS, {"warrior_id": "x" * 129}, "warrior_id must be 1 to 128"),
     ],
 )
-def test_task_body_rejects_with_message(task_type: type, change: dict[str, object], fragment: str) -> None:
+def test_task_body_rejects_with_message(
+    task_type: TaskFormat, change: dict[str, object], fragment: str
+) -> None:
     with pytest.raises(BadTask) as info:
         task_type.from_bytes(dumps({**GOOD_DOCS[task_type], **change}))
     assert fragment in str(info.value)

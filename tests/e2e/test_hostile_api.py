@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from task_bodies import data_groups_task
 
 from fanout.audit import compare, output_rows
 from fanout.simulator import SimConfig, Universe
 from fanout_core import keys
-from fanout_core.bodies import DataGroupsTask
 from fanout_core.failures import FailureRecord
 from fanout_core.fan_out import Plan
 from fanout_core.stages import STAGES
@@ -106,7 +106,7 @@ def kept_groups(store: LocalDirStorage, run_id: str) -> list[tuple[str, str, str
     for key in store.list(f"plans/{STAGES.child_of(STAGES.first).input_prefix}"):  # type: ignore[union-attr]
         for child_key, body in Plan.from_bytes(store.get(key)).children:
             assert child_key.startswith(leaf) and run_id in child_key
-            task = DataGroupsTask.from_bytes(body)
+            task = STAGES.leaf.body.from_bytes(body)
             out += [(*task.path, unit.id) for unit in task.units]
     return out
 
@@ -290,8 +290,8 @@ def test_a_task_whose_body_names_another_warrior_than_its_key_is_refused(tmp_pat
     groups = universe.data_groups(b, troop_b["troop_id"])[:1]
     run = LocalRun(tmp_path, "crafted")
     crafted = STAGES.leaf.address("crafted", (a, troop_b["troop_id"]), 7).key
-    body = DataGroupsTask.make(
-        "crafted", (b, troop_b["troop_id"]), _troop(troop_b), tuple(_group(g) for g in groups)
+    body = data_groups_task(
+        "crafted", b, troop_b["troop_id"], troop_b["service"], tuple(_group(g) for g in groups)
     )
     run.store.put(crafted, body.to_bytes())
     with hermes_serve("--size", "tiny") as url:
@@ -305,16 +305,8 @@ def test_a_task_whose_body_names_another_warrior_than_its_key_is_refused(tmp_pat
     assert compare(rows, universe.expected_rows()).exact  # nothing of B's written twice or under A
 
 
-def _troop(item: dict[str, Any]) -> Any:
-    from fanout_core.bodies import Troop
-
-    return Troop(item["troop_id"], item["service"])
-
-
 def _group(item: dict[str, Any]) -> Any:
-    from fanout_core.bodies import DataGroup
-
-    return DataGroup.from_item(item)
+    return STAGES.leaf.body.unit_from_item(item)
 
 
 # -- 6. secrets never leave ------------------------------------------------------------------------

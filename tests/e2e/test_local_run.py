@@ -223,7 +223,7 @@ def _renamed_table() -> StageTable:
     """The product's stages with every prefix renamed: nothing outside the table may notice."""
     renamed = {"warriors": "seeds/", "troops": "squads/", "data_groups": "groups/"}
     stages = tuple(dataclasses.replace(s, input_prefix=renamed[s.name]) for s in STAGES)
-    return StageTable(stages, seed_lists=STAGES.seed_lists, output_prefix="records/")
+    return StageTable(stages, api=STAGES.api, output_prefix="records/")
 
 
 def test_a_table_with_renamed_prefixes_crawls_exactly_through_the_same_code(simulator, tmp_path: Path):
@@ -292,11 +292,11 @@ def test_a_table_with_renamed_prefixes_crawls_exactly_in_worker_processes_and_ev
 def test_a_table_that_cannot_pickle_is_refused_for_worker_processes_before_anything_runs(tmp_path: Path):
     from fanout.bucket import StorageSpec
     from fanout_core.errors import SettingsError
+    from fanout_core.fan_out import fan_out
 
-    renamed = _renamed_table()
-    table = StageTable(
-        tuple(renamed), seed_lists=lambda hermes: hermes.list_warriors(), output_prefix="records/"
-    )
+    first, *rest = _renamed_table()
+    unpicklable = dataclasses.replace(first, work=lambda task, ctx, result: fan_out(task, ctx, result))
+    table = StageTable((unpicklable, *rest), api=STAGES.api, output_prefix="records/")
     store = LocalDirStorage(tmp_path)
     spec = StorageSpec(bucket_dir=str(tmp_path))
     with pytest.raises(SettingsError, match="cannot go to worker processes") as info:

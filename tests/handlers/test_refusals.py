@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import task_keys
+from task_bodies import data_group, data_groups_task, troop, troops_task
 
 from fanout_aws.s3_event import s3_event_for
 from fanout_aws.s3_storage import S3Storage
 from fanout_core import keys
-from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask
 from fanout_core.failures import FailureRecord
 
 from .conftest import BUCKET, invoke
@@ -70,7 +70,7 @@ def on_failure_body(payload: dict[str, Any], invoke_count: Any) -> str:
 
 
 def put_troops_task(dep: Any, key: str = TROOPS_KEY) -> None:
-    dep.storage.put(key, TroopsTask("r1", "w1", ()).to_bytes())
+    dep.storage.put(key, troops_task("r1", "w1", ()).to_bytes())
 
 
 def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -269,7 +269,7 @@ def test_a_poison_sqs_message_is_dropped_with_a_log_line_not_redelivered(
 
 def test_a_transient_failure_in_an_sqs_batch_is_still_a_batch_item_failure(deployment, monkeypatch):
     dep = deployment(with_queues=False)  # no queue to send the retry to: SQS must redeliver
-    dep.storage.put(TROOPS_KEY, TroopsTask("r1", "w1", (Troop("t1", "svc"),)).to_bytes())
+    dep.storage.put(TROOPS_KEY, troops_task("r1", "w1", (troop("t1", "svc"),)).to_bytes())
     dep.sim.stop()  # connection refused: transient
     event = sqs_event("{not json", retry_body())
     assert invoke("troops", event, monkeypatch, dep) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
@@ -298,14 +298,14 @@ def test_each_refusal_is_logged_once_as_one_json_line(deployment, monkeypatch, c
         (
             "troops",
             TROOPS_KEY,
-            TroopsTask("r1", "w0", (Troop("t1", "svc"),)),
+            troops_task("r1", "w0", (troop("t1", "svc"),)),
             "are not the folders of its key",
         ),
-        ("troops", TROOPS_KEY, TroopsTask("r2", "w1", (Troop("t1", "svc"),)), "task body names run 'r2'"),
+        ("troops", TROOPS_KEY, troops_task("r2", "w1", (troop("t1", "svc"),)), "task body names run 'r2'"),
         (
             "data_groups",
             DATA_GROUPS_KEY,
-            DataGroupsTask("r1", "w0", "t1", "svc", (DataGroup("g1", "kind 1"),)),
+            data_groups_task("r1", "w0", "t1", "svc", (data_group("g1", "kind 1"),)),
             "are not the folders of its key",
         ),
     ],

@@ -24,7 +24,7 @@ from .conftest import BUCKET, FakeContext
 def _renamed_table() -> StageTable:
     renamed = {"warriors": "seeds/", "troops": "squads/", "data_groups": "groups/"}
     stages = tuple(dataclasses.replace(s, input_prefix=renamed[s.name]) for s in STAGES)
-    return StageTable(stages, seed_lists=STAGES.seed_lists, output_prefix="records/")
+    return StageTable(stages, api=STAGES.api, output_prefix="records/")
 
 
 def _runtime(monkeypatch, stage: str) -> StageRuntime:

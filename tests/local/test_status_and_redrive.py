@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 import task_keys
+from task_bodies import data_group, data_groups_task, troop, troops_task
 
 from fanout.redrive import redrive
 from fanout.status import run_status, stale_after_s
 from fanout_core import keys
-from fanout_core.bodies import DataGroup, DataGroupsTask, Troop, TroopsTask, manifest_body
+from fanout_core.bodies import manifest_body
 from fanout_core.errors import PermanentError, TransientError
 from fanout_core.failures import FailureRecord, failure_record_for, write_failure
 from fanout_core.settings import parse_environment
+from fanout_core.stages import STAGES
 from fanout_core.storage import LocalDirStorage
 
 RUN = "r1"
@@ -28,14 +30,14 @@ def store(tmp_path: Path) -> LocalDirStorage:
 
 def _troops_task(store: LocalDirStorage, index: int = 0) -> str:
     key = task_keys.troops_task_key(RUN, "w 1", index)
-    store.put(key, TroopsTask(RUN, "w 1", (Troop("t+1", "auth"), Troop("t=2", "billing"))).to_bytes())
+    store.put(key, troops_task(RUN, "w 1", (troop("t+1", "auth"), troop("t=2", "billing"))).to_bytes())
     return key
 
 
 def _groups_task(store: LocalDirStorage) -> str:
     key = task_keys.data_groups_task_key(RUN, "w 1", "t+1", 0)
-    groups = (DataGroup("g1", "one"), DataGroup("g'2", "two"), DataGroup("g3", "three"))
-    store.put(key, DataGroupsTask(RUN, "w 1", "t+1", "auth", groups).to_bytes())
+    groups = (data_group("g1", "one"), data_group("g'2", "two"), data_group("g3", "three"))
+    store.put(key, data_groups_task(RUN, "w 1", "t+1", "auth", groups).to_bytes())
     return key
 
 
@@ -120,8 +122,8 @@ def test_redrive_of_unit_failures_creates_a_sibling_task_of_just_those_units(sto
     result = redrive(store, RUN)
     sibling = task_keys.redrive_key(key, 1)
     assert result.created == [sibling]
-    task = DataGroupsTask.from_bytes(store.get(sibling))
-    assert [g.data_group_id for g in task.data_groups] == ["g'2"]
+    task = STAGES.leaf.body.from_bytes(store.get(sibling))
+    assert [g.id for g in task.units] == ["g'2"]
     assert task_keys.data_key_for_task(sibling) != task_keys.data_key_for_task(key)
 
 
@@ -171,7 +173,7 @@ def test_redrive_on_a_bucket_rewrites_the_task_object_so_s3_sends_its_event(monk
         client.create_bucket(Bucket="fanout-redrive")
         store = S3Storage("fanout-redrive", client=client)
         key = task_keys.troops_task_key(RUN, "w 1", 0)
-        store.put(key, TroopsTask(RUN, "w 1", (Troop("t", "s"),)).to_bytes())
+        store.put(key, troops_task(RUN, "w 1", (troop("t", "s"),)).to_bytes())
         written = client.head_object(Bucket="fanout-redrive", Key=key)["LastModified"]
         write_failure(store, failure_record_for(key, TransientError("x"), attempts=6, first_attempt_at="t"))
         time.sleep(1.1)  # S3's LastModified has one-second resolution
@@ -195,7 +197,7 @@ class _RunsOnWrite(LocalDirStorage):
 def test_redrive_never_deletes_the_record_its_own_re_run_wrote(tmp_path: Path) -> None:
     store = _RunsOnWrite(tmp_path)
     key = task_keys.troops_task_key(RUN, "w 1", 0)
-    LocalDirStorage(tmp_path).put(key, TroopsTask(RUN, "w 1", (Troop("t", "s"),)).to_bytes())
+    LocalDirStorage(tmp_path).put(key, troops_task(RUN, "w 1", (troop("t", "s"),)).to_bytes())
     write_failure(store, failure_record_for(key, TransientError("first"), attempts=6, first_attempt_at="t"))
     assert redrive(store, RUN).retriggered == [key]
     record = FailureRecord.from_bytes(store.get(keys.failed_key(key)))
