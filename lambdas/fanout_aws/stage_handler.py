@@ -119,6 +119,7 @@ class StageRuntime:
             )
         hermes = hermes_client(
             settings,
+            api=config.table.api,
             url=settings.hermes_url,
             token=token,
             pacer=instance_pacer(settings, config.stage.name, budget=budget),
