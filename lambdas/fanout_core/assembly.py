@@ -36,7 +36,7 @@ class BridgedHermesClient(HermesClient):
             "records": "list_records",
         }
 
-        def list(self, level_name: str, ids: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        def list(self, level_name: str, ids: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
             method = getattr(self, self._LISTS[level_name])
             result: Iterator[dict[str, Any]] = method(*ids)
             return result

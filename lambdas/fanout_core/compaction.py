@@ -285,7 +285,7 @@ def _compact_once(
     for output in plan["outputs"]:
         if storage.exists(output["key"]):
             continue
-        body = _rewrite(storage, output["inputs"], sort_key(table.api))
+        body = _rewrite(storage, output["inputs"], table.api)
         newer = _superseded(storage, table, run_id, plan, step)
         if newer is not None:
             return newer
@@ -438,15 +438,16 @@ def _by_group(inputs: Iterable[tuple[str, str, int, int]]) -> list[tuple[str, li
     return list(groups.items())
 
 
-def _rewrite(storage: Storage, inputs: list[dict[str, Any]], order: list[str]) -> bytes:
+def _rewrite(storage: Storage, inputs: list[dict[str, Any]], api: ApiDescription) -> bytes:
     """One output's bytes: its inputs read one at a time into compact columns, sorted by
-    ``order``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
+    ``sort_key(api)``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
     from fanout_core.output import SortedColumns
 
+    # TEMPORARY (issue 21): SortedColumns(rows, api) once output takes the description.
     columns = SortedColumns(sum(int(i["rows"]) for i in inputs))
     for item in inputs:
         columns.add(storage.get(item["key"]))
-    return columns.to_parquet(order, {"fanout.compacted_from": str(len(inputs))})
+    return columns.to_parquet(sort_key(api), {"fanout.compacted_from": str(len(inputs))})
 
 
 def _verify(storage: Storage, plan: dict[str, Any]) -> list[dict[str, Any]]:
