@@ -10,12 +10,18 @@ another's repr).
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 from fanout_core.errors import SettingsError
+
+if TYPE_CHECKING:
+    from fanout_core.api_description import Auth
 
 MASK = "***"
 
@@ -98,3 +104,40 @@ def check_token(token: str, where: str | None = None) -> str:
             f"(at position {exc.start})"
         ) from None
     return token
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a described API's auth adds to every call, and every text to keep out of messages."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    """Query parameters (``api_key`` in the query): masked wherever a URL is shown."""
+    secrets: tuple[str, ...] = ()
+
+
+def credentials(auth: Auth, secret: str, where: str | None = None) -> Credentials:
+    """The headers or query parameters ``auth`` sends with ``secret``, checked as a token is
+    (``check_token``). ``bearer``: ``Authorization: Bearer <secret>``; ``api_key``: the
+    secret in the named header or query parameter; ``basic``: the secret is ``user:password``;
+    ``none``: nothing is sent and the secret is ignored."""
+    if auth.type == "none":
+        return Credentials()
+    check_token(secret, where)
+    if auth.type == "bearer":
+        return Credentials(headers={"Authorization": f"Bearer {secret}"}, secrets=(secret,))
+    if auth.type == "api_key":
+        name = auth.name or ""
+        if auth.location == "query":
+            return Credentials(params={name: secret}, secrets=(secret,))
+        return Credentials(headers={name: secret}, secrets=(secret,))
+    _user, colon, password = secret.partition(":")
+    if not colon:
+        source = f" in {where}" if where else ""
+        raise SettingsError(f"the basic-auth secret{source} must be user:password (it holds no ':')")
+    packed = base64.b64encode(secret.encode("latin-1")).decode("ascii")
+    # The password alone and the packed pair are secrets too (a message may show either).
+    return Credentials(
+        headers={"Authorization": f"Basic {packed}"},
+        secrets=tuple(s for s in (secret, packed, password) if len(s) >= 4 or s == secret),
+    )
