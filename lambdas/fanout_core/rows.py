@@ -129,6 +129,8 @@ def converter(col: Column) -> Callable[[Any, Preview], Any]:
                 return None
             if kind == "timestamp":
                 return check_timestamp(value, field, preview)
+            if kind == "json":
+                raise Bad(f"{name} is None, and the column is not nullable")
         if kind == "string":
             if type(value) is not str:
                 raise not_a(value, "a string", preview)
