@@ -143,6 +143,10 @@ def rows_to_parquet(
     return frame_to_parquet(pd.DataFrame(data), metadata, api), n
 
 
+_DTYPES = {"int64": {True: "Int64", False: "int64"}, "boolean": {True: "boolean", False: "bool"}}
+"""The pandas dtype an int64 or boolean column is written from, by whether it is nullable."""
+
+
 def _nullable(api: ApiDescription, name: str) -> bool:
     return next((c.nullable for c in api.rows.columns if c.name == name), True)
 
@@ -156,10 +160,8 @@ def _series(values: list[Any], kind: str, nullable: bool) -> pd.Series:
         return series.astype("datetime64[us, UTC]")
     if kind == "double":
         return pd.Series([None if v is None else float(v) for v in values], dtype="float64")
-    if kind == "int64":
-        return pd.Series(values, dtype="Int64" if nullable else "int64")
-    if kind == "boolean":
-        return pd.Series(values, dtype="boolean" if nullable else "bool")
+    if kind in _DTYPES:
+        return pd.Series(values, dtype=_DTYPES[kind][nullable])
     return pd.Series(values, dtype="object")  # string, json text
 
 
@@ -246,10 +248,6 @@ def read_parquet_bytes(body: bytes) -> pd.DataFrame:
     return pf.to_pandas()
 
 
-_TEXT = tuple(c for c in COLUMNS if GLUE_TYPES[c] == "string")
-_TIMES = tuple(c for c in COLUMNS if GLUE_TYPES[c] == "timestamp")
-
-
 class SortedColumns:
     """Rows of many files held as compact columns, written out sorted, a row group at a time.
 
@@ -257,22 +255,34 @@ class SortedColumns:
     warriors, metrics, units) and 4-byte codes, a timestamp 8 bytes: with the sort's index
     and temporaries a row costs about 120 bytes at the peak (measured), a fraction of a
     pandas frame of Python strings; only one row group at a time is turned back into a
-    frame. The file written
-    is the one ``frame_to_parquet`` writes of the concatenated inputs sorted stably by the
-    same key: same schema, order, row groups and metadata.
+    frame. A double is 8 bytes; int64 and boolean columns are kept as the files give them.
+    The file written is the one ``frame_to_parquet`` writes of the concatenated inputs
+    sorted stably by the same key: same schema, order, row groups and metadata. The columns
+    and their kinds are the description's (the built-in one's when None).
     """
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, api: ApiDescription | None = None):
         import numpy as np
 
+        api = api if api is not None else builtin()
+        types = column_types(api)
+        nullable = {c.name: c.nullable for c in api.rows.columns}
         self.rows = rows
         self.filled = 0
-        self._codes = {c: np.empty(rows, dtype=np.int32) for c in _TEXT}
-        self._values: dict[str, list[Any]] = {c: [] for c in _TEXT}
-        self._index: dict[str, dict[Any, int]] = {c: {} for c in _TEXT}
-        self._times = {c: np.empty(rows, dtype=np.int64) for c in _TIMES}
+        self._columns = tuple(types)
+        text = [c for c, t in types.items() if t in ("string", "json")]
+        self._codes = {c: np.empty(rows, dtype=np.int32) for c in text}
+        self._values: dict[str, list[Any]] = {c: [] for c in text}
+        self._index: dict[str, dict[Any, int]] = {c: {} for c in text}
+        self._times = {
+            c: np.empty(rows, dtype=np.int64) for c, t in types.items() if t in ("timestamp", "date")
+        }
         self._units: dict[str, str] = {}
-        self._value = np.empty(rows, dtype=np.float64)
+        self._doubles = {c: np.empty(rows, dtype=np.float64) for c, t in types.items() if t == "double"}
+        self._parts: dict[str, list[pd.Series]] = {c: [] for c, t in types.items() if t in _DTYPES}
+        self._empty = {c: _DTYPES[types[c]][nullable[c]] for c in self._parts}
+        """The dtype of an int64 or boolean column that no file filled."""
+        self._whole: dict[str, pd.Series] = {}
 
     def add(self, body: bytes) -> None:
         """Append one file's rows (the file's bytes are not kept)."""
@@ -283,7 +293,7 @@ class SortedColumns:
         if self.filled + n > self.rows:
             raise ValueError(f"more rows than the {self.rows} announced")
         span = slice(self.filled, self.filled + n)
-        for column in _TEXT:
+        for column in self._codes:
             codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
             index = self._index[column]
             values = self._values[column]
@@ -295,13 +305,16 @@ class SortedColumns:
                     values.append(value)
                 mapping[i] = index[value]
             self._codes[column][span] = mapping[codes]
-        for column in _TIMES:
+        for column in self._times:
             series = frame[column]
             unit = str(series.dtype.unit)
             if self._units.setdefault(column, unit) != unit:
                 series = series.astype(f"datetime64[{self._units[column]}, UTC]")
             self._times[column][span] = pd.DatetimeIndex(series).asi8
-        self._value[span] = frame["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+        for column, doubles in self._doubles.items():
+            doubles[span] = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        for column, parts in self._parts.items():
+            parts.append(frame[column])
         self.filled += n
 
     def _rank(self, column: str) -> Any:
@@ -323,15 +336,19 @@ class SortedColumns:
             if column in self._times:
                 t = self._times[column]
                 keys.append(np.where(t == np.iinfo(np.int64).min, np.iinfo(np.int64).max, t))
-            else:
+            elif column in self._codes:
                 keys.append(self._rank(column))
+            elif column in self._doubles:
+                keys.append(self._doubles[column])  # NaN sorts last, as pandas puts a null
+            else:
+                raise ValueError(f"compaction cannot sort by the {column!r} column")
         return np.lexsort(keys)  # stable, like sort_values(kind="stable")
 
     def _frame(self, rows: Any) -> pd.DataFrame:
         import numpy as np
 
         data: dict[str, Any] = {}
-        for column in COLUMNS:
+        for column in self._columns:
             if column in self._codes:
                 values = np.empty(len(self._values[column]) + 1, dtype=object)
                 values[:-1] = self._values[column]
@@ -341,9 +358,20 @@ class SortedColumns:
                 unit = self._units.get(column, "us")
                 stamps = self._times[column][rows].view(f"datetime64[{unit}]")
                 data[column] = pd.Series(stamps).dt.tz_localize("UTC")
+            elif column in self._doubles:
+                data[column] = pd.Series(self._doubles[column][rows], dtype="float64")
             else:
-                data[column] = pd.Series(self._value[rows], dtype="float64")
+                data[column] = self._whole_column(column).iloc[rows].reset_index(drop=True)
         return pd.DataFrame(data)
+
+    def _whole_column(self, column: str) -> pd.Series:
+        """An int64 or boolean column of every file, joined once (as the files typed it)."""
+        if column not in self._whole:
+            parts = self._parts.pop(column)
+            self._whole[column] = (
+                pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=self._empty[column])
+            )
+        return self._whole[column]
 
     def to_parquet(self, sort_key: list[str], metadata: dict[str, str] | None = None) -> bytes:
         """The Parquet bytes of every row added, sorted by ``sort_key``."""

@@ -216,3 +216,41 @@ def test_a_group_without_a_shared_id_column_is_refused() -> None:
         rows_to_parquet(
             shops(), run_id="r1", columns={}, groups=[({"shop_id": "7"}, [sale()])], fetched_at=FETCHED_AT
         )
+
+
+@pytest.mark.parametrize(
+    ("api", "groups", "sort_key"),
+    [
+        pytest.param(
+            shops,
+            [
+                [({"shop_id": "2", "region": "eu"}, [sale(sold_at="2026-11-29T00:00:00Z"), sale(note="n")])],
+                [({"shop_id": "1", "region": "us"}, [sale(sale_id=5, paid=False, extra='{"q":1}')])],
+            ],
+            ["sold_at", "shop_id"],
+            id="two-level",
+        ),
+        pytest.param(
+            nullable_api,
+            [[("u2", [{"count": None, "ok": True}])], [("u1", [{"count": 4, "ok": None}])]],
+            ["id"],
+            id="nullable-int64-boolean",
+        ),
+    ],
+)
+def test_a_compacted_file_of_a_description_is_the_whole_frame_writer_of_its_sorted_inputs(
+    api: Any, groups: list[Any], sort_key: list[str]
+) -> None:
+    from fanout_core.output import SortedColumns, frame_to_parquet
+
+    desc: ApiDescription = api()
+    bodies = [
+        rows_to_parquet(desc, run_id="r1", columns={}, groups=g, fetched_at=FETCHED_AT)[0] for g in groups
+    ]
+    frames = [read_parquet_bytes(b) for b in bodies]
+    whole = pd.concat(frames, ignore_index=True).sort_values(sort_key, kind="stable", ignore_index=True)
+    expected = frame_to_parquet(whole, {"fanout.compacted_from": "2"}, desc)
+    columns = SortedColumns(len(whole), desc)
+    for body in bodies:
+        columns.add(body)
+    assert columns.to_parquet(sort_key, {"fanout.compacted_from": "2"}) == expected
