@@ -252,7 +252,7 @@ class SortedColumns:
     """Rows of many files held as compact columns, written out sorted, a row group at a time.
 
     Compaction's memory: a text column is a dictionary (its values repeat: a handful of
-    warriors, metrics, units) and 4-byte codes, a timestamp 8 bytes: with the sort's index
+    ids, metrics, units) and 4-byte codes, a timestamp 8 bytes: with the sort's index
     and temporaries a row costs about 120 bytes at the peak (measured), a fraction of a
     pandas frame of Python strings; only one row group at a time is turned back into a
     frame. A double is 8 bytes; int64 and boolean columns are kept as the files give them.

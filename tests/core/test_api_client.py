@@ -405,3 +405,17 @@ def test_leaf_items_come_back_as_checked_rows(serve) -> None:
     server = serve(always(200, b'{"data": [{"n": 1, "other": "x"}, {"n": true}]}'))
     with pytest.raises(BadRecord, match="page 1, record 2 of 2: 'n' is True, not an integer"):
         list(client(describe({"type": "single_page"}), server.url).list("sales", ("s1",)))
+
+
+def test_basic_credentials_echoed_by_the_server_are_masked(serve) -> None:
+    def reply(request: Request, conn: Conn) -> None:
+        said = f"bad {request.headers['authorization']} for ann, password hunter22"
+        conn.reply(401, json.dumps({"error": "unauthorized", "message": said}).encode())
+
+    server = serve(reply)
+    api = describe({"type": "single_page"}, {"type": "basic", "env": "T"})
+    with pytest.raises(PermanentError) as info:
+        list(client(api, server.url, "ann:hunter22").list("shops"))
+    message = str(info.value)
+    assert "hunter22" not in message and base64.b64encode(b"ann:hunter22").decode() not in message
+    assert "401" in message and "***" in message
