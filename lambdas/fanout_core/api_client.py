@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, urldefrag, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -164,6 +164,27 @@ class _Origin:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
+def refuse_foreign_redirect(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """A response hook: a redirect off the origin that was called is not followed. requests
+    would carry an API-key header there (it strips only Authorization), and the page would
+    not be the API's. Every hop is checked, so a chain never leaves the first origin."""
+    if not response.is_redirect:
+        return
+    here = _Origin.of(response.url)
+    try:
+        there: _Origin | None = _Origin.of(urljoin(response.url, response.headers.get("Location", "")))
+    except ValueError:
+        there = None
+    if there != here:
+        response.close()
+        raise PermanentError(
+            f"{response.url}: redirects ({response.status_code}) to {there or 'no URL'}, off the "
+            f"API's origin {here}; it is not followed (the secret goes to the API only)",
+            status=response.status_code,
+            kind="bad_url",
+        )
+
+
 class ApiClient:
     """A client of one described API, shared by every task of one process (the session
     pools connections)."""
@@ -229,6 +250,8 @@ class ApiClient:
         if session is None:
             session = deadline_session(self.base_url, pool_size=pool_size)
         session.headers.update({**creds.headers, "Accept": "application/json"})
+        if refuse_foreign_redirect not in session.hooks["response"]:
+            session.hooks["response"].append(refuse_foreign_redirect)
         self.session = session
 
     # -- time budget ---------------------------------------------------------------
@@ -322,7 +345,7 @@ class ApiClient:
                     found = next_url_in_body(page, pag, shown)
                 elif style == "link_header":
                     found = link_next(headers.get("Link"))
-                total = total_of(page, headers, pag, shown)
+                total = total_of(page, headers, pag, shown) if style in ("offset", "page_number") else None
                 check_size(items, size, shown)
                 if level.is_leaf:
                     items = self._rows.check(items, shown, pages, self._preview)
@@ -381,7 +404,7 @@ class ApiClient:
         """A next page's URL, resolved against the current page's; refused (permanently)
         off the base URL's origin, where the secret must never be sent."""
         try:
-            resolved = urljoin(current, found)
+            resolved = urldefrag(urljoin(current, found))[0]
             origin = _Origin.of(resolved)
         except ValueError:
             raise PermanentError(

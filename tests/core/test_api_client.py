@@ -419,3 +419,28 @@ def test_basic_credentials_echoed_by_the_server_are_masked(serve) -> None:
     message = str(info.value)
     assert "hunter22" not in message and base64.b64encode(b"ann:hunter22").decode() not in message
     assert "401" in message and "***" in message
+
+
+def redirect_to(location: str) -> Callable[[Request, Conn], None]:
+    def reply(request: Request, conn: Conn) -> None:
+        if request.target.startswith("/moved"):
+            reply_json(conn, {"data": shop_ids(1)})
+        else:
+            conn.reply(302, b"", {"Location": location})
+
+    return reply
+
+
+def test_a_redirect_off_the_origin_is_not_followed_and_keeps_the_key_header(serve) -> None:
+    elsewhere = serve(always(200, b'{"data": []}'))
+    server = serve(redirect_to(f"{elsewhere.url}/moved"))
+    auth = {"type": "api_key", "in": "header", "name": "X-Api-Key", "env": "T"}
+    with pytest.raises(PermanentError, match=r"redirects \(302\) to .* off the API's origin"):
+        list(client(describe({"type": "single_page"}, auth), server.url).list("shops"))
+    assert elsewhere.requests == []
+
+
+def test_a_redirect_on_the_origin_is_followed(serve) -> None:
+    server = serve(redirect_to("/moved"))
+    assert list(client(describe({"type": "single_page"}), server.url).list("shops")) == [{"id": "s0"}]
+    assert [r.target for r in server.requests] == ["/shops", "/moved"]
