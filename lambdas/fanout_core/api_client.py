@@ -369,9 +369,7 @@ class ApiClient:
                 if found is not None:
                     digest = hashlib.blake2b(found.encode("utf-8", "surrogatepass"), digest_size=16).digest()
                     if digest in followed:
-                        what = "next_page_token" if style == "cursor" else "next URL"
-                        if style == "cursor" and pag.cursor_path:
-                            what = ".".join(pag.cursor_path)
+                        what = ".".join(pag.cursor_path) if style == "cursor" else "next URL"
                         raise PermanentError(
                             f"{shown}: page {pages} hands back a {what} already followed, "
                             f"so the list would never end; given up after {pages} pages",

@@ -444,3 +444,37 @@ def test_a_redirect_on_the_origin_is_followed(serve) -> None:
     server = serve(redirect_to("/moved"))
     assert list(client(describe({"type": "single_page"}), server.url).list("shops")) == [{"id": "s0"}]
     assert [r.target for r in server.requests] == ["/shops", "/moved"]
+
+
+def test_the_two_level_fixture_is_crawled_whole_with_its_key_ids_and_rows(serve) -> None:
+    sales = [
+        {"id": 10, "sold_at": "2026-11-27t08:00:00z", "amount": 3, "paid": True, "day": "2026-11-27"}
+        | {"customer": {"name": "Ann"}, "meta": {"b": 1}, "coupon": "X"},
+        {"id": 11, "sold_at": "2026-11-27T09:00:00Z", "amount": 2.5, "paid": False, "day": "2026-11-28"}
+        | {"customer": {"name": "Bo"}, "note": "gift"},
+    ]
+
+    def reply(request: Request, conn: Conn) -> None:
+        q = query(request)
+        assert q["api_key"] == "abc" and q["limit"] == "25"
+        path = urlsplit(request.target).path
+        if path == "/shops":
+            reply_json(conn, {"data": [{"id": 1, "region": "eu"}] if q["offset"] == "0" else []})
+        else:
+            reply_json(conn, {"data": sales if path == "/shops/1/sales" else []})
+
+    server = serve(reply)
+    shops_api = load(FIXTURES / "two_level.yaml")
+    api_client = client(shops_api, server.url, "abc")
+    assert list(api_client.list("shops")) == [{"id": "1", "region": "eu"}]
+    rows = list(api_client.list("sales", ("1",)))
+    assert rows == [
+        {"sale_id": 10, "sold_at": "2026-11-27T08:00:00Z", "amount": 3, "paid": True, "day": "2026-11-27"}
+        | {"note": None, "customer_name": "Ann", "meta": '{"b":1}', "extra": '{"coupon":"X"}'},
+        {"sale_id": 11, "sold_at": "2026-11-27T09:00:00Z", "amount": 2.5, "paid": False, "day": "2026-11-28"}
+        | {"note": "gift", "customer_name": "Bo", "meta": None, "extra": None},
+    ]
+    assert [r.target for r in server.requests] == [
+        "/shops?limit=25&offset=0&api_key=abc",
+        "/shops/1/sales?limit=25&offset=0&api_key=abc",
+    ]
