@@ -190,7 +190,10 @@ def converter(col: Column) -> Callable[[Any, Preview], Any]:
 _SLOW_WHEN: dict[str, tuple[str, bool]] = {
     "string": ("type(v) is not str", False),
     "timestamp": ("type(v) is not str or TS_FAST(v) is None", True),
-    "double": ("type(v) is not float or v - v != 0.0", False),
+    "double": (
+        "not (type(v) is float and v - v == 0.0 or type(v) is int and -FLOAT_INTS < v < FLOAT_INTS)",
+        False,
+    ),
     "int64": ("type(v) is not int or v < INT64_MIN or v > INT64_MAX", False),
     "boolean": ("type(v) is not bool", False),
     "date": ("True", False),
@@ -233,6 +236,7 @@ def _in_place_checker(columns: tuple[Column, ...]) -> Callable[[list[Any], str, 
         "TS_FAST": TS_FAST,
         "INT64_MIN": _INT64_MIN,
         "INT64_MAX": _INT64_MAX,
+        "FLOAT_INTS": 2**1023,  # an integer below this in size is a float too
         **{f"c{n}": converter(col) for n, col in enumerate(columns)},
     }
     exec(compile("\n".join(lines), "<rows check>", "exec"), namespace)
