@@ -225,9 +225,10 @@ class ApiClient:
             raise ValueError(
                 f"request_deadline_s must be a positive number of seconds, got {request_deadline_s!r}"
             )
-        creds: Credentials = credentials(api.auth, secret)
+        title = api.name.capitalize()
+        creds: Credentials = credentials(api.auth, secret, api=title)
         self.api = api
-        self.base_url = check_base_url(base_url)
+        self.base_url = check_base_url(base_url, f"the {title} URL")
         self._origin = _Origin.of(self.base_url)
         self._secrets = creds.secrets
         self._auth_params = creds.params

@@ -478,3 +478,13 @@ def test_the_two_level_fixture_is_crawled_whole_with_its_key_ids_and_rows(serve)
         "/shops?limit=25&offset=0&api_key=abc",
         "/shops/1/sales?limit=25&offset=0&api_key=abc",
     ]
+
+
+def test_a_refused_secret_or_url_is_named_after_the_described_api() -> None:
+    api = describe({"type": "single_page"}, QUERY_KEY)
+    with pytest.raises(
+        SettingsError, match=r"^the Shops API key is empty; store the bare API key Shops issued$"
+    ):
+        client(api, "http://h", "")
+    with pytest.raises(SettingsError, match=r"^the Shops URL 'ftp://h' must start with http"):
+        client(api, "ftp://h", "k")
