@@ -188,3 +188,12 @@ def test_s3_requests_counts_an_existence_check_as_a_head_billed_as_a_get(tmp_pat
     # LISTs of done/: the runtime's own start-of-run listing per stage, no task's.
     assert done["HEAD"] >= tasks > 0 and done.get("LIST", 0) <= len(STAGES)
     assert result["get"] == sum(row.get("GET", 0) + row.get("HEAD", 0) for row in result["by_kind"].values())
+
+
+def test_fleet_splits_the_time_lost_against_r_into_start_middle_and_tail() -> None:
+    """A run at R = 100: 2 s ramping (50 calls), 5 s at R (one 429 in it), a 2 s tail (60 calls)."""
+    accepted = [0, 20, 50, 150, 250, 350, 450, 550, 590, 610]
+    samples = [(float(t), n + (1 if t >= 4 else 0), 1 if t >= 4 else 0) for t, n in enumerate(accepted)]
+    lost = fleet.lost_seconds(samples, 100.0)
+    assert lost == {"start": 1.5, "middle": 0.0, "tail": 1.4, "start_at_r_s": 2.0}
+    assert lost["start"] + lost["middle"] + lost["tail"] == pytest.approx(9 - 610 / 100)
