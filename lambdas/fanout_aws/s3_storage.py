@@ -221,7 +221,9 @@ class S3Storage:
         the bucket for a request without an ``s3:prefix`` (the stage functions may:
         ``stacks.fanout_stack.stage_access``), else 403. A 403 is therefore settled with a
         listing of the key itself, which a prefix-limited grant covers: a caller without the
-        wider grant stays correct and pays one request more (logged once per adapter).
+        wider grant stays correct and pays one request more (logged once per adapter). A
+        missing bucket answers a HEAD 404 as well (a HEAD's answer has no body to tell), so
+        it reads as "no such key", and the next read, listing or write says NoSuchBucket.
         """
         if not self.exists_by_head:
             return self._listed(key)
