@@ -33,7 +33,9 @@ module, cold-started once per function under the template's environment) and Her
   when it ends. Idle mappings poll every ``poll_s``.
 - **IAM.** Every AWS call a handler makes is checked against its function's role from
   the template (action, resource ARN, ``s3:prefix``); a denied call is recorded and
-  answered AccessDenied, as AWS would.
+  answered AccessDenied, as AWS would. A GET or HEAD of a missing key is answered 403,
+  not 404, unless the role may ``s3:ListBucket`` with no ``s3:prefix`` (S3's rule); a
+  stage function meeting that is recorded (``stage_missing_key_403``).
 - **DynamoDB** (moto): each ``AWS::DynamoDB::Table`` of the template (pacing
   ``shared``'s budget table) is created with the template's key schema, attribute
   definitions and billing mode; ``Ref`` resolves to its moto name, ``Fn::GetAtt Arn`` to

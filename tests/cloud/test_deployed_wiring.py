@@ -294,10 +294,13 @@ def _listing_only_under_prefixes(wiring: Wiring) -> Wiring:
     return dataclasses.replace(wiring, raw_statements=raw)
 
 
-def test_existence_checks_are_heads_answered_404_under_the_stage_roles(emulate: Any) -> None:
-    """With the template's grant every done-marker check of a new task is a HEAD answered
-    404 (no listing); with ListBucket narrowed by ``s3:prefix`` S3 answers those HEADs 403,
-    and the run is still row exact, each such check settled by a listing of its key."""
+def test_with_listing_narrowed_to_prefixes_existence_heads_meet_403s_and_the_run_stays_exact(
+    emulate: Any,
+) -> None:
+    """Existence checks are HEADs: with the stage roles' ListBucket narrowed by ``s3:prefix``
+    (the grant before) S3 answers a HEAD of a missing done marker 403, and the run is still
+    row exact, each such check settled by a listing of its key. (With the template's grant
+    no stage function meets a 403: ``_assert_complete``.)"""
     config = _config()
     narrowed = emulate("dev", config, wiring_change=_listing_only_under_prefixes)
     assert narrowed.figures.denied_calls == []
