@@ -228,8 +228,7 @@ class S3Storage:
         if not self.exists_by_head:
             return self._listed(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) in _NOT_FOUND_CODES:
                 return False
@@ -237,6 +236,15 @@ class S3Storage:
                 raise translate(exc, f"HeadObject {key!r}") from exc
         except BotoCoreError as exc:
             raise translate(exc, f"HeadObject {key!r}") from exc
+        else:
+            # A HEAD's answer has no body to parse: an endpoint that is not S3 (a proxy's
+            # page, a wrong URL) would say "exists" to every key. S3 always sends these.
+            if "ETag" not in head and "LastModified" not in head:
+                raise TransientError(
+                    f"S3 HeadObject {key!r}: the answer has no ETag or Last-Modified; is the endpoint S3?",
+                    kind="storage",
+                )
+            return True
         if not self._warned_head_denied:
             self._warned_head_denied = True
             log.warning(

@@ -374,11 +374,20 @@ def test_exists_is_one_head_of_the_exact_key() -> None:
         http_status_code=404,
         expected_params={"Bucket": BUCKET, "Key": "done/troops/k.json"},
     )
-    stubber.add_response("head_object", {}, {"Bucket": BUCKET, "Key": "done/troops/k.json"})
+    stubber.add_response("head_object", {"ETag": '"e"'}, {"Bucket": BUCKET, "Key": "done/troops/k.json"})
     with stubber:
         assert storage.exists("done/troops/k.json") is False
         assert storage.exists("done/troops/k.json") is True
     stubber.assert_no_pending_responses()
+
+
+def test_a_head_answered_200_without_an_etag_or_date_is_not_taken_for_s3() -> None:
+    """An endpoint that is not S3 (one answering 200 to anything) would otherwise say every
+    key exists: a HEAD's answer has no body whose parsing would fail."""
+    storage, stubber = _stubbed()
+    stubber.add_response("head_object", {})
+    with stubber, pytest.raises(TransientError, match="is the endpoint S3"):
+        storage.exists("done/troops/k.json")
 
 
 def _head_denied(stubber: Stubber) -> None:
