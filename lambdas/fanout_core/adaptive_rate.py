@@ -67,9 +67,13 @@ from typing import Literal
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
 SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
+THROUGH, THROUGH_S, PACED = 25, 26, 27
+"""Accepted calls/s, averaged over about ``Tuning.through_s`` (what the server let
+through), and the seconds it has been measured (capped); the pace at which the calls
+answered lately were sent (their slots' spacing), averaged over ~64 answers like ``SHARE``."""
 WINDOWS = 4
 """Complete windows of answers whose median refused share is the floor."""
-WIN_0 = 25
+WIN_0 = 28
 STATE_SIZE = WIN_0 + WINDOWS
 
 Verdict = Literal["ignore", "cut", "back_off"]
@@ -97,6 +101,14 @@ class Tuning:
     """The measuring slot of the sent and accepted rates."""
     smoothing: float = 0.5
     """Weight of the newest slot in the sent and accepted rates."""
+    through_s: float = 1.0
+    """Seconds over which the accepted rate that sizes a cut is averaged."""
+    queued_s: float = 0.05
+    """Seconds of slots already handed out beyond which sends lag the pace: a cut is then
+    sized on no more than the accepted rate."""
+    probe_ahead: float = 1.5
+    """Once a limit was met, the pace stays within this factor of the accepted rate (less
+    the floor): a probe finds a higher limit as what gets through rises with it."""
     hold_above_s: float = 1.0
     """A Retry-After longer than this holds every caller."""
     min_rate: float = 0.5
@@ -158,8 +170,11 @@ class Controller:
             a = self.t.smoothing
             s[SENT] = a * sent + (1 - a) * s[SENT]
             s[OK] = a * ok + (1 - a) * s[OK]
+            b = min(1.0, span / self.t.through_s)
+            s[THROUGH] = b * ok + (1 - b) * s[THROUGH]
+            s[THROUGH_S] = min(self.t.through_s, s[THROUGH_S] + span)
         else:
-            s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
+            s[SENT], s[OK], s[THROUGH], s[THROUGH_S], s[MEASURED] = sent, ok, ok, span, 1.0
         s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
 
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
@@ -214,6 +229,12 @@ class Controller:
                 target = s[W_MAX] * self.share_after(since)
         if s[MEASURED] and s[SENT] > 0:
             target = min(target, max(rate, 2.0 * s[SENT]))  # never far past what is sent
+        if s[W_MAX] and s[THROUGH_S] >= self.t.through_s:
+            # Never far past what gets through: sends lag the pace by the calls queued on
+            # it and the answers by their latency, so a probe past the limit would climb on
+            # for a second before its first 429 came back.
+            through = s[THROUGH] / (1.0 - s[FLOOR])
+            target = min(target, max(rate, self.t.probe_ahead * through))
         s[RATE] = min(self.bound, max(self.min_rate, target))
 
     def share_after(self, since: float, hold: float | None = None) -> float:
@@ -279,19 +300,31 @@ class Controller:
         return "cut" if share > floor + t.margin + noise else "ignore"
 
     def throttled(
-        self, s: MutableSequence[float], now: float, sent_at: float | None, retry_after: float | None
+        self,
+        s: MutableSequence[float],
+        now: float,
+        sent_at: float | None,
+        retry_after: float | None,
+        paced: float | None = None,
     ) -> Verdict:
-        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now); what it meant."""
+        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now) at the pace
+        ``paced`` (its slot's spacing; None: unknown); what it meant."""
         if retry_after is not None and retry_after > self.t.hold_above_s:
             s[HOLD] = max(s[HOLD], now + retry_after)
-        self.count_answer(s, now, sent_at, refused=True)
+        self.count_answer(s, now, sent_at, refused=True, paced=paced)
         verdict = self.verdict(s, now, sent_at)
         if verdict != "ignore":
             sent, ok = self._rates(s, now)
             if s[W_MAX]:
                 # The pace times the share accepted: a lull in demand (callers asleep on
-                # Retry-After, a stage's tail) lowers the accepted rate, not the limit.
-                sent, ok = s[RATE], s[RATE] * self.accepted_share(s, now)
+                # Retry-After, a stage's tail) lowers the accepted rate, not the limit. But
+                # no more than got through: with many calls queued on the pacer or in
+                # flight, sends and answers lag the pace, and a probe past the limit has
+                # climbed on before its 429s come back.
+                pace = min(s[RATE], s[PACED]) if s[PACED] else s[RATE]
+                sent, ok = s[RATE], pace * self.accepted_share(s, now)
+                if s[THROUGH_S] >= self.t.through_s and s[NEXT] - now >= self.t.queued_s:
+                    ok = min(ok, s[THROUGH])
             self._cut(s, now, self.cut_to(s, verdict, s[RATE], sent, ok))
         return verdict
 
@@ -364,16 +397,26 @@ class Controller:
         return good
 
     def count_answer(
-        self, s: MutableSequence[float], now: float, sent_at: float | None, refused: bool
+        self,
+        s: MutableSequence[float],
+        now: float,
+        sent_at: float | None,
+        refused: bool,
+        paced: float | None = None,
     ) -> None:
-        """One answer, in the accepted rate and in the refused share and floor."""
+        """One answer, in the accepted rate and in the refused share and floor; ``paced``,
+        the pace its call was sent at, in the pace of the calls answered lately."""
         self._roll(s, now)
         if not refused:
             s[SLOT_OK] += 1
+        if paced:
+            s[PACED] = paced if not s[PACED] else s[PACED] + self.t.share_weight * (paced - s[PACED])
         self.answered(s, sent_at, refused)
 
-    def succeeded(self, s: MutableSequence[float], now: float, sent_at: float | None = None) -> None:
-        self.count_answer(s, now, sent_at, refused=False)
+    def succeeded(
+        self, s: MutableSequence[float], now: float, sent_at: float | None = None, paced: float | None = None
+    ) -> None:
+        self.count_answer(s, now, sent_at, refused=False, paced=paced)
         good = self.recovered(s, sent_at)
         if good:
             self._cut(s, now, good)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.settings import load_environment
 
 from .fake_time import FakeTime
+from .virtual_threads import VirtualThreads
 
 CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
 
@@ -362,3 +364,44 @@ def test_a_fleet_instances_cut_scales_its_pace_by_the_share_of_its_answers_since
     # 96 of its ~150 answers since the last cut got through; its last slots held none
     # (before: the cut took the fleet to 0.5 calls/s).
     assert store.item.w_max >= 0.6 * 100.0
+
+
+def crawl_in_flight(
+    workers: int, server_of: Callable[[FakeTime], HiddenLimit | Refusing], seconds: float, *, seed: int = 3
+) -> list[tuple[float, bool]]:
+    """A local run's shape: ``workers`` threads on one budget (R not told, starting at the
+    ``local`` settings' 100 calls/s and burst), each call answered 5-50 ms after it is sent,
+    and each 429 holding its worker for its Retry-After of 1 s, as the Hermes client does;
+    (send time, accepted). Unlike ``crawl``, answers to calls sent before a cut arrive
+    after it, and the calls queued on the pacer send at the pace they were given."""
+    t = FakeTime()
+    threads = VirtualThreads(t)
+    pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
+    server = server_of(t)
+    rng = random.Random(seed)
+    answers: list[tuple[float, bool]] = []
+
+    def worker() -> None:
+        while t.now < seconds:
+            pacer.acquire()
+            sent, ok = t.now, server.take()
+            threads.sleep(rng.uniform(0.005, 0.05))
+            answers.append((sent, ok))
+            if ok:
+                pacer.on_success()
+            else:
+                pacer.on_throttled(1.0)
+                threads.sleep(1.0)
+
+    threads.run([worker] * workers)
+    return answers
+
+
+def test_many_calls_in_flight_hold_an_untold_limit_with_few_429s() -> None:
+    # Before: a probe's first 429 came back after the pace had climbed on (sends lag it by
+    # the 64 calls queued on the pacer); the cut kept a pace above the limit and its 429s
+    # were learned as the server's own: 28 % of calls refused.
+    answers = crawl_in_flight(64, lambda t: HiddenLimit(t, 150.0, 15.0), 40.0)
+    assert accepted_rate(answers, 10.0, 40.0) >= 0.95 * 150.0
+    late = [ok for at, ok in answers if at >= 10.0]
+    assert late.count(False) / len(late) <= 0.01
