@@ -7,7 +7,8 @@ the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from fanout_core.adaptive_rate import Tuning
 from fanout_core.errors import SettingsError
@@ -27,8 +28,10 @@ def hermes_client(
     pacer: PacerLike | None,
     stats: CallStats,
     pool_size: int,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> HermesClient:
-    """A client for ``url`` with the environment's page size, timeouts and bounds."""
+    """A client for ``url`` with the environment's page size, timeouts and bounds; ``sleep``
+    waits before a retry (a local run's leaf stage gives its place up meanwhile)."""
     return HermesClient(
         url,
         token,
@@ -40,6 +43,7 @@ def hermes_client(
         pacer=pacer,
         stats=stats,
         pool_size=pool_size,
+        sleep=sleep,
     )
 
 
