@@ -26,12 +26,18 @@ for 16 places, 5 for one in 20 refused)."""
 class AtWork:
     """At most ``places`` tasks at work at once; a task asleep before a retry is not."""
 
-    def __init__(self, places: int, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        places: int,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        condition: threading.Condition | None = None,
+    ) -> None:
         if places < 1:
             raise ValueError("places must be at least 1")
         self.places = places
         self._sleep = sleep
-        self._cond = threading.Condition()
+        self._cond = condition or threading.Condition()
         self._free = places
         self._resuming = 0
         self._mine = threading.local()

@@ -41,8 +41,22 @@ does not fall when the rate is cut below what the server accepted. So
   learned later at a pace that overshot reads some excess as the server's own: the pace
   then runs a little above the limit, which costs 429s but no accepted calls.)
 
-**Outage.** ``evidence`` 429s in a row are a server refusing every call (down, shedding
-all load): the pace halves at each 429 of a call sent after the last halving, down to
+**Many calls in flight.** With many callers, the calls sent lag the pace by the slots
+already handed out to callers queued on it, and the answers lag the sends by their latency:
+a probe's first 429 comes back after the pace has climbed on, and the pace at a cut is not
+what was sent. So each answer carries the pace its call's slot was given (``PACED``, an
+average over the last ~64 answers, stands for the pace in the product above); a cut taken
+while more than ``queued_s`` of slots are handed out is sized on no more than the accepted
+calls/s of the last ``through_s``; and once a limit was met, a probe never paces above
+``probe_ahead`` times what gets through (less the floor): a higher limit is still found, as
+what gets through rises with the pace. Before, 64 callers kept a pace above the limit whose
+429s were learned as the floor (28 % of calls refused on the fake clock).
+
+**Outage.** ``evidence`` 429s in a row, or ``outage_calls`` over ``outage_s`` or more once
+cuts took the pace below ``outage_pace`` of the rate known good (the cuts of an outage's
+first 429s slow the calls down: with 16 places at work, 40 in a row never came, and the crawl
+crept up from ``min_rate`` after the server's recovery), are a server refusing every call
+(down, shedding all load): the pace halves at each 429 of a call sent after the last halving, down to
 ``min_rate``, and the rate known good before it (the limit at the last cut after which
 calls got through) is kept; the first success of a call sent after the last halving
 restores it, so the crawl is back at speed within a round trip of the server's recovery.
@@ -67,13 +81,14 @@ from typing import Literal
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
 SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
-THROUGH, THROUGH_S, PACED = 25, 26, 27
+THROUGH, THROUGH_S, PACED, RUN_AT = 25, 26, 27, 28
 """Accepted calls/s, averaged over about ``Tuning.through_s`` (what the server let
 through), and the seconds it has been measured (capped); the pace at which the calls
-answered lately were sent (their slots' spacing), averaged over ~64 answers like ``SHARE``."""
+answered lately were sent (their slots' spacing), averaged over ~64 answers like ``SHARE``;
+when the current run of 429s (``RUN``) began."""
 WINDOWS = 4
 """Complete windows of answers whose median refused share is the floor."""
-WIN_0 = 28
+WIN_0 = 29
 STATE_SIZE = WIN_0 + WINDOWS
 
 Verdict = Literal["ignore", "cut", "back_off"]
@@ -125,6 +140,12 @@ class Tuning:
     """Answers after a cut that do not count in the floor (the server's bucket refills)."""
     evidence: float = 40.0
     """Answers after a cut before another one: what the cut did must be seen first."""
+    outage_s: float = 1.0
+    """Seconds of nothing but 429s (``outage_calls`` at least) that are an outage however
+    few calls they are, once cuts took the pace below ``outage_pace`` of the rate known good:
+    the cuts of an outage's first 429s slow the calls faster than ``evidence`` 429s arrive."""
+    outage_calls: float = 4.0
+    outage_pace: float = 0.25
     floor_max: float = 0.5
     """The floor never goes above this (a server refusing more is not one to keep pace with)."""
 
@@ -285,8 +306,11 @@ class Controller:
         if sent_at is not None and sent_at <= s[CUT_AT]:
             return "ignore"  # in flight when the pace was last cut: already answered for
         t, share, floor = self.t, s[SHARE], s[FLOOR]
-        if s[RUN] >= t.evidence and s[W_MAX]:
-            return "back_off"  # ``evidence`` 429s in a row: an outage, whatever the rate
+        long_run = (
+            s[RUN] >= t.outage_calls and now - s[RUN_AT] >= t.outage_s and s[RATE] < t.outage_pace * s[KNOWN]
+        )
+        if s[W_MAX] and (s[RUN] >= t.evidence or long_run):
+            return "back_off"  # 429s in a row, many or for long: an outage, whatever the rate
         if not s[W_MAX]:
             return "cut"  # the first: blind (the rate doubled in the last round trips)
         known = s[WINS] or s[WIN_N] >= t.evidence - t.settle
@@ -411,6 +435,8 @@ class Controller:
             s[SLOT_OK] += 1
         if paced:
             s[PACED] = paced if not s[PACED] else s[PACED] + self.t.share_weight * (paced - s[PACED])
+        if refused and not s[RUN]:
+            s[RUN_AT] = now
         self.answered(s, sent_at, refused)
 
     def succeeded(
