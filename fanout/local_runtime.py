@@ -2,7 +2,8 @@
 
 Writing a task object dispatches it to the stage whose prefix matches, as the
 bucket's notifications would; each stage runs at most its reserved concurrency of
-tasks at once, each within a deadline derived from its stage's ``timeout_s`` as on
+tasks at once (at work: a leaf task waiting to retry gives its place up,
+``fanout.at_work``), each within a deadline derived from its stage's ``timeout_s`` as on
 Lambda (``fanout_core.deadlines``); a task that raises is retried with jittered
 exponential backoff (the retry extension, with short delays locally) and then leaves
 one failure record. A run started again over the same bucket resumes: tasks with a done marker
