@@ -81,14 +81,15 @@ from typing import Literal
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
 SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
-THROUGH, THROUGH_S, PACED, RUN_AT = 25, 26, 27, 28
-"""Accepted calls/s, averaged over about ``Tuning.through_s`` (what the server let
-through), and the seconds it has been measured (capped); the pace at which the calls
+THROUGH, THROUGH_S, PACED, RUN_AT, SLOT_BUSY = 25, 26, 27, 28, 29
+"""Accepted calls/s, averaged over about ``Tuning.through_s`` of the slots in which callers
+waited on the pacer (what the server let through while the pace, not a lull in demand,
+held the calls back), and those seconds (capped); the pace at which the calls
 answered lately were sent (their slots' spacing), averaged over ~64 answers like ``SHARE``;
-when the current run of 429s (``RUN``) began."""
+when the current run of 429s (``RUN``) began; whether a caller waited in this slot."""
 WINDOWS = 4
 """Complete windows of answers whose median refused share is the floor."""
-WIN_0 = 29
+WIN_0 = 30
 STATE_SIZE = WIN_0 + WINDOWS
 
 Verdict = Literal["ignore", "cut", "back_off"]
@@ -191,12 +192,13 @@ class Controller:
             a = self.t.smoothing
             s[SENT] = a * sent + (1 - a) * s[SENT]
             s[OK] = a * ok + (1 - a) * s[OK]
-            b = min(1.0, span / self.t.through_s)
-            s[THROUGH] = b * ok + (1 - b) * s[THROUGH]
-            s[THROUGH_S] = min(self.t.through_s, s[THROUGH_S] + span)
         else:
-            s[SENT], s[OK], s[THROUGH], s[THROUGH_S], s[MEASURED] = sent, ok, ok, span, 1.0
-        s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
+            s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
+        if s[SLOT_BUSY]:  # the pace held callers back: what got through says what the limit let
+            b = min(1.0, span / self.t.through_s)
+            s[THROUGH] = b * ok + (1 - b) * s[THROUGH] if s[THROUGH_S] else ok
+            s[THROUGH_S] = min(self.t.through_s, s[THROUGH_S] + span)
+        s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK], s[SLOT_BUSY] = now, 0.0, 0.0, 0.0
 
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
         """(sent, accepted) calls/s lately; before a whole slot, from the part so far."""
@@ -222,6 +224,7 @@ class Controller:
             s[SLOT_SENT] += 1
         s[NEXT] = slot + interval
         if wait > 0:
+            s[SLOT_BUSY] = 1.0
             self._grow(s, now)
         return max(0.0, wait)
 
