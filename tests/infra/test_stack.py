@@ -259,7 +259,7 @@ def _resources(statement: dict[str, Any]) -> list[str]:
 def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
     bucket = f"<{_bucket_id(synth)}.Arn>"
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         s3_statements = [
             s for s in _policy_statements(synth, stage) if any(a.startswith("s3:") for a in _actions(s))
         ]
@@ -281,7 +281,7 @@ def test_prefix_grants_follow_the_stage_table() -> None:
     of another stage; warriors alone writes manifest parts back to its own prefix; the
     listing stages alone keep plans, each only its own."""
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         output = STAGES.output_prefix_of(stage)
         assert f"{stage.input_prefix}*" in access.read
         assert {
@@ -321,7 +321,7 @@ def test_done_markers_are_checked_for_never_read_and_task_objects_are_listable()
     """Only ``exists`` touches done/ (a listing); a missing task object must be told from
     a denied one by listing its key (GetObject answers 403 for both)."""
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         assert not any(p.startswith("done/") for p in access.read), stage.name
         for prefix in (stage.input_prefix, f"done/{stage.input_prefix}", f"failed/{stage.input_prefix}"):
             assert f"{prefix}*" in access.list, (stage.name, prefix)
