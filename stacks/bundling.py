@@ -46,7 +46,7 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
-from fanout_core.api_description import ApiDescription
+from fanout_core.api_description import BUILTIN_DIR, ApiDescription, builtin
 from stacks.lock import LOCK, PROVIDED_BY_RUNTIME, Arch, normalize, read_lock, target_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,17 +113,27 @@ def _source_files(lambdas_dir: Path) -> Iterator[Path]:
                 yield path
 
 
+def _is_builtin(api: ApiDescription) -> bool:
+    return api.to_json() == builtin().to_json()
+
+
 def bundled_api_path(api: ApiDescription) -> str:
-    """Where the bundle carries ``api`` (``ApiDescription.to_json``), relative to its root:
-    the functions' ``FANOUT_API``. JSON, so no Lambda imports a YAML parser."""
+    """Where the bundle carries ``api`` as JSON, relative to its root: the functions'
+    ``FANOUT_API`` (JSON, so no Lambda imports a YAML parser). The built-in description
+    is the package's own ``hermes.json``, there in the bundle and in ``lambdas/`` alike;
+    another is written to ``api/<name>.json`` (``write_api``)."""
+    if _is_builtin(api):
+        return (BUILTIN_DIR / "hermes.json").relative_to(LAMBDAS_DIR).as_posix()
     return f"{API_DIR}/{api.name}.json"
 
 
 def write_api(root: Path, api: ApiDescription) -> Path:
-    """Put the description's canonical JSON where ``bundled_api_path`` says."""
+    """Put the description's canonical JSON where ``bundled_api_path`` says (the built-in
+    one is already there, in ``fanout_core``)."""
     path = root / bundled_api_path(api)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(api.to_json())
+    if not _is_builtin(api):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(api.to_json())
     return path
 
 

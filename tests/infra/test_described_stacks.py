@@ -22,7 +22,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from fanout_aws import config as lambda_env
-from fanout_core.api_description import from_json, load
+from fanout_core.api_description import builtin, from_json, load
 from fanout_core.errors import SettingsError
 from fanout_core.stages import StageTable
 from stacks import build_app
@@ -71,7 +71,9 @@ def test_hermes_functions_read_the_built_in_description_from_the_bundle(synth_en
     assert _table(synth).api.name == "hermes"
     for props in _functions(synth).values():
         if props["Handler"].startswith("fanout_aws."):
-            assert _variables(props)[lambda_env.ENV_API] == "api/hermes.json"
+            # The package's own copy: in the bundle and in lambdas/ alike.
+            assert _variables(props)[lambda_env.ENV_API] == "fanout_core/apis/hermes.json"
+            assert (ROOT / "lambdas" / _variables(props)[lambda_env.ENV_API]).is_file()
 
 
 # --- described APIs -----------------------------------------------------------------
@@ -299,3 +301,10 @@ def test_the_bundles_asset_hash_tracks_the_description() -> None:
     assert asset_hash(arch="aarch64", python_version="3.14", api=two) == asset_hash(
         arch="aarch64", python_version="3.14", api=two
     )
+
+
+def test_the_built_in_description_is_read_from_its_own_package_file_never_rewritten(tmp_path: Path) -> None:
+    api = builtin()
+    assert bundled_api_path(api) == "fanout_core/apis/hermes.json"
+    assert write_api(tmp_path, api) == tmp_path / "fanout_core/apis/hermes.json"
+    assert not list(tmp_path.rglob("*"))  # the bundle's copy of fanout_core holds it
