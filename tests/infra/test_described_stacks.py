@@ -133,6 +133,16 @@ def test_every_function_of_ours_reads_the_description_json_the_bundle_carries(
         assert _variables(props)[lambda_env.ENV_API] == bundled_api_path(_table(synth).api)
 
 
+@pytest.mark.parametrize("env", DESCRIBED)
+def test_a_described_stages_function_environment_fits_lambdas_4_kb_limit(env: str, synth_env: Any) -> None:
+    """Settings of every stage travel in each function's environment: four stages here."""
+    synth = synth_env(env)
+    for props in _functions(synth).values():
+        # Tokens resolve to at most a queue URL or bucket name; 200 bytes covers either.
+        size = sum(len(k) + (len(v) if isinstance(v, str) else 200) for k, v in _variables(props).items())
+        assert size < 4096, size
+
+
 @pytest.mark.parametrize("env", S3_EVENTS)
 def test_notification_filters_are_the_descriptions_stage_prefixes(env: str, synth_env: Any) -> None:
     synth = synth_env(env)
