@@ -14,8 +14,9 @@ workgroup whose results are encrypted and expire, and one managed policy to quer
   output folder ``data/run=<run>/`` beside the small files they replace, so a run
   appears in the table once it is compacted, and always as exactly one generation, even
   in the window where a glob over that folder sees the old files and the new.
-- **Columns and types** come from the table's API description (``glue_columns``), the
-  writer's own schema (a test compares them with a file the pipeline wrote).
+- **Columns and types** come from the table's API description through
+  ``fanout_core.output.glue_types``, the writer's own schema (a test compares them with a
+  file the pipeline wrote).
 - **Results** go to a bucket of their own, SSE-S3, TLS only, expiring after
   ``results_expiry``; the workgroup enforces that location and encryption, so no
   client setting can send results elsewhere or unencrypted.
@@ -31,6 +32,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from fanout_core.api_description import ApiDescription
+from fanout_core.output import glue_types
 from fanout_core.stages import STAGES, StageTable
 from stacks.nag import acknowledge, resource_finding
 
@@ -57,30 +59,6 @@ def projection_parameters(bucket_name: str, table: StageTable = STAGES) -> dict[
         f"projection.{PARTITION}.type": "injected",
         "storage.location.template": f"s3://{bucket_name}/{table.query_prefix}{PARTITION}=${{{PARTITION}}}/",
     }
-
-
-_GLUE_OF = {
-    "string": "string",
-    "int64": "bigint",
-    "double": "double",
-    "boolean": "boolean",
-    "timestamp": "timestamp",
-    "date": "timestamp",
-    "json": "string",
-}
-
-
-def glue_columns(api: ApiDescription) -> dict[str, str]:
-    """Each output column (``api.column_names()``, in order) as its Glue/Athena type.
-
-    Transitional: ``fanout_core.output.glue_types(api)``, the writer's own mapping, replaces
-    this once it is on main (a date is stored as its UTC midnight, JSON as text)."""
-    types = {"run_id": "string", **dict.fromkeys(api.id_columns(), "string")}
-    types |= {c.name: _GLUE_OF[c.type] for c in api.rows.columns}
-    if api.rows.extra == "keep":
-        types[api.rows.extra_column] = "string"
-    types["fetched_at"] = "timestamp"
-    return types
 
 
 def table_description(api: ApiDescription) -> str:
@@ -110,7 +88,7 @@ class Analytics(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         name = glue_name(env_name)
-        columns = glue_columns(table.api)
+        columns = glue_types(table.api)
         self.database_name = name
         self.table_name = TABLE_NAME
 

@@ -24,10 +24,10 @@ from cfnlint.api import ManualArgs, lint
 from fanout_aws import config as lambda_env
 from fanout_core.api_description import builtin, from_json, load
 from fanout_core.errors import SettingsError
+from fanout_core.output import glue_types
 from fanout_core.stages import StageTable
 from stacks import build_app
 from stacks.bundling import asset_hash, bundled_api_path, write_api
-from stacks.constructs.analytics import glue_columns
 from stacks.fanout_stack import stage_access
 
 from .conftest import DESCRIBED_ENVIRONMENTS, ROOT, SKIP_BUNDLING, Synth, render
@@ -233,12 +233,12 @@ def test_glue_table_columns_are_the_descriptions_output_columns(env: str, synth_
     (table,) = synth.resources("AWS::Glue::Table").values()
     columns = table["Properties"]["TableInput"]["StorageDescriptor"]["Columns"]
     assert [c["Name"] for c in columns] == list(api.column_names())
-    assert {c["Name"]: c["Type"] for c in columns} == glue_columns(api)
+    assert {c["Name"]: c["Type"] for c in columns} == glue_types(api)
 
 
 def test_glue_types_follow_the_column_types() -> None:
     api = load(ROOT / "tests/fixtures/apis/two_level.yaml")
-    types = glue_columns(api)
+    types = glue_types(api)
     assert (types["shop_id"], types["region"]) == ("string", "string")  # ids and carried fields
     assert (types["sale_id"], types["amount"], types["paid"]) == ("bigint", "double", "boolean")
     assert (types["sold_at"], types["day"], types["fetched_at"]) == ("timestamp",) * 3
