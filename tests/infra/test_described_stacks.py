@@ -143,6 +143,39 @@ def test_a_described_stages_function_environment_fits_lambdas_4_kb_limit(env: st
         assert size < 4096, size
 
 
+def _as_deployed(value: Any) -> str:
+    """A variable's value once CloudFormation resolved it (a name, a URL: any text)."""
+    return value if isinstance(value, str) else f"resolved-{render(value)}"
+
+
+@pytest.mark.parametrize("env", DESCRIBED)
+def test_each_function_reads_its_stage_description_and_settings_from_the_environment_the_stack_sets(
+    env: str, synth_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Lambda side (``fanout_aws.config``) reads the template's variables, FANOUT_API
+    against a bundle root holding what ``write_api`` puts there, as the stack meant them."""
+    synth = synth_env(env)
+    table = _table(synth)
+    write_api(tmp_path, table.api)
+    monkeypatch.setattr(lambda_env, "BUNDLE_ROOT", tmp_path)
+    monkeypatch.setattr(lambda_env, "_tables", {})
+    stages_seen = set()
+    for props in _functions(synth).values():
+        variables = {k: _as_deployed(v) for k, v in _variables(props).items()}
+        if lambda_env.ENV_API not in variables:
+            continue  # CDK's own helpers
+        assert lambda_env.table_from_environ(variables).api.to_json() == table.api.to_json()
+        if lambda_env.ENV_STAGE in variables:
+            config = lambda_env.LambdaConfig.from_environ(variables)
+            assert config.stage.name == variables[lambda_env.ENV_STAGE]
+            assert props["Handler"] == config.stage.handler
+            assert config.settings == synth.settings
+            stages_seen.add(config.stage.name)
+        elif lambda_env.ENV_MAX_ATTEMPTS in variables:
+            assert lambda_env.RecorderConfig.from_environ(variables).table.names == table.names
+    assert stages_seen == set(table.names)
+
+
 @pytest.mark.parametrize("env", S3_EVENTS)
 def test_notification_filters_are_the_descriptions_stage_prefixes(env: str, synth_env: Any) -> None:
     synth = synth_env(env)
