@@ -1,7 +1,9 @@
-"""The CDK side of fanout: one stack per environment, built from the stage table.
+"""The CDK side of fanout: one stack per environment, built from the stage table of the
+environment's API description.
 
 ``build_app`` is what ``app.py`` runs and what the tests reuse, so both synthesize
-the same thing: settings from ``cdk.json`` context, one ``Fanout-<env>`` stack,
+the same thing: settings from ``cdk.json`` context (``"api"``: the description file,
+relative to the repository; none: the built-in Hermes one), one ``Fanout-<env>`` stack,
 cdk-nag's AwsSolutions checks on it.
 """
 
@@ -44,6 +46,7 @@ def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
 
 
 def environments_from_app(app: App) -> Any:
+    """The ``environments`` context: the CLI's, else cdk.json's."""
     environments = app.node.try_get_context("environments")
     if environments is None:
         # `python app.py` without the CLI: cdk.json's context was not passed in.
