@@ -102,7 +102,8 @@ def stage_access(stage: Stage, table: StageTable) -> StageAccess:
     - read its task objects (``<input>*``); done markers are only checked for, never read;
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
-      decided on once, reused by every later attempt;
+      decided on once, reused by every later attempt; so does the first stage when it is
+      also the leaf (a 2-level API), for the parts it splits a seed manifest into;
     - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
       ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers.
       That is its done markers and failure records (skip a finished task, never replace
@@ -128,11 +129,16 @@ def stage_access(stage: Stage, table: StageTable) -> StageAccess:
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
         # self-triggering, far below Lambda's recursive-loop cut-off.
         write.append(f"{stage.input_prefix}run=*")
+    plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
     if stage is table.leaf:
         read.append(f"{output}*")
         listed.append(f"{output}*")
+        if stage is table.first:
+            # One stage that is both (a 2-level API): its seed split keeps a plan too.
+            read.append(plans)
+            write.append(plans)
+            listed.append(plans)
     else:
-        plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
         read.append(plans)
         write.append(plans)
         listed.extend([plans, f"{output}*"])
