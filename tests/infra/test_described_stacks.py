@@ -25,7 +25,7 @@ from fanout_aws import config as lambda_env
 from fanout_core.api_description import builtin, from_json, load
 from fanout_core.errors import SettingsError
 from fanout_core.output import glue_types
-from fanout_core.stages import StageTable
+from fanout_core.stages import StageTable, table_for
 from stacks import build_app
 from stacks.bundling import asset_hash, bundled_api_path, write_api
 from stacks.fanout_stack import stage_access
@@ -351,3 +351,13 @@ def test_the_built_in_description_is_read_from_its_own_package_file_never_rewrit
     assert bundled_api_path(api) == "fanout_core/apis/hermes.json"
     assert write_api(tmp_path, api) == tmp_path / "fanout_core/apis/hermes.json"
     assert not list(tmp_path.rglob("*"))  # the bundle's copy of fanout_core holds it
+
+
+def test_the_one_stage_of_a_2_level_api_may_keep_the_plan_of_its_seed_split() -> None:
+    """Seed and leaf at once: it splits the manifest through a plan (fan_out.split_seed)."""
+    table = table_for(load(ROOT / "tests/fixtures/apis/two_level.yaml"))
+    (stage,) = table
+    access = stage_access(stage, table)
+    plans = f"plans/{stage.input_prefix}*"
+    assert plans in access.read and plans in access.write and plans in access.list
+    assert f"{table.output_prefix}*" in access.read  # and the leaf's own output check
