@@ -1,9 +1,11 @@
-"""``Fanout-<env>``: the whole chain, from a manifest under ``amazon_warriors/`` to Parquet
-under ``data/``, composed from the stage table and one environment's settings.
+"""``Fanout-<env>``: the whole chain, from a manifest under the first stage's prefix to
+Parquet under ``data/``, composed from the stage table of the environment's API
+description and one environment's settings.
 
 The constructs create resources; this class only composes them, wires the bucket's
 notifications and the retry queues to the functions, and grants each function the
-least it needs. All of that derives from ``STAGES``: no prefix is typed here.
+least it needs. All of that derives from the ``StageTable`` it is given: no prefix or
+stage is typed here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from fanout_core.stages import (
     DONE_PREFIX,
     FAILED_PREFIX,
     PLANS_PREFIX,
-    STAGES,
     TASK_SUFFIX,
     Stage,
     StageTable,
 )
+from stacks.bundling import bundled_api_path
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.budget_table import BudgetTable
@@ -94,13 +96,14 @@ class StageAccess:
     write: tuple[str, ...]
 
 
-def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
+def stage_access(stage: Stage, table: StageTable) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
     - read its task objects (``<input>*``);
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
-      decided on once, reused by every later attempt;
+      decided on once, reused by every later attempt; so does the first stage when it is
+      also the leaf (a 2-level API), for the parts it splits a seed manifest into;
     - ``s3:GetObject`` on whatever it checks for existence, since ``S3Storage.exists`` is a
       HeadObject: its done markers and failure records (skip a finished task, never replace
       a record; never read otherwise), its task objects and plans, the leaf's Parquet
@@ -124,10 +127,14 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
         # self-triggering, far below Lambda's recursive-loop cut-off.
         write.append(f"{stage.input_prefix}run=*")
+    plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
     if stage is table.leaf:
         read.append(f"{output}*")
+        if stage is table.first:
+            # One stage that is both (a 2-level API): its seed split keeps a plan too.
+            read.append(plans)
+            write.append(plans)
     else:
-        plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
         read.append(plans)
         write.append(plans)
     return StageAccess(read=tuple(read), write=tuple(write))
@@ -136,7 +143,8 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
 class FanoutStack(Stack):
     """One environment's pipeline.
 
-    Attributes: ``settings``, ``storage`` (``PipelineBucket``), ``bucket``,
+    Attributes: ``settings``, ``table`` (the stage table of the environment's API
+    description), ``storage`` (``PipelineBucket``), ``bucket``,
     ``token_secret``, ``stage_functions`` (stage name -> ``StageFunction``),
     ``retry_consumers`` (stage name -> ``RetryConsumer``), ``monitoring``, ``budget``
     (``BudgetTable`` with pacing ``shared``, else None).
@@ -148,6 +156,7 @@ class FanoutStack(Stack):
         construct_id: str,
         *,
         settings: EnvironmentSettings,
+        table: StageTable,
         code: lambda_.Code,
         tracing: bool = False,
     ) -> None:
@@ -165,6 +174,9 @@ class FanoutStack(Stack):
             ),
         )
         self.settings = settings
+        self.table = table
+        self._api_path = bundled_api_path(table.api)
+        """Every function's ``FANOUT_API``: the description's JSON in the bundle."""
         # Cost allocation, and how `fanout status --bucket B` finds B's environment
         # (fanout.bucket_env reads the bucket's tags): on every taggable resource.
         Tags.of(self).add(APP_TAG, APP)
@@ -183,7 +195,7 @@ class FanoutStack(Stack):
             self,
             "Storage",
             intermediate_prefixes=[
-                *(s.input_prefix for s in STAGES),
+                *(s.input_prefix for s in table),
                 DONE_PREFIX,
                 PLANS_PREFIX,
             ],
@@ -192,7 +204,7 @@ class FanoutStack(Stack):
             failure_expiry=FAILURE_EXPIRY,
             archive_prefix=ARCHIVE_PREFIX,
             archive_expiry=ARCHIVE_EXPIRY,
-            never_expire=[STAGES.output_prefix],
+            never_expire=[table.output_prefix],
             removal_policy=removal,
         )
         self.bucket: s3.Bucket = self.storage.bucket
@@ -210,12 +222,13 @@ class FanoutStack(Stack):
 
         settings_json = environment_to_json(settings)
         self.stage_functions: dict[str, StageFunction] = {}
-        for stage in STAGES:
+        for stage in table:
             environment = {
                 lambda_env.ENV_NAME: settings.name,
                 lambda_env.ENV_SETTINGS: settings_json,
                 lambda_env.ENV_BUCKET: self.bucket.bucket_name,
                 lambda_env.ENV_STAGE: stage.name,
+                lambda_env.ENV_API: self._api_path,
                 lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
             }
             if self.budget is not None:
@@ -253,6 +266,7 @@ class FanoutStack(Stack):
                 env_name=settings.name,
                 max_attempts=settings.max_attempts,
                 dead_letter_queues=dead_letter_queues,
+                api_path=self._api_path,
                 log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
                 removal_policy=removal,
             )
@@ -270,7 +284,7 @@ class FanoutStack(Stack):
                 self.monitoring,
                 self.sfn_engine.state_machine,
                 starter=self.sfn_engine.starter,
-                stage_labels=[s.function_id for s in STAGES],
+                stage_labels=[s.function_id for s in table],
                 tolerated_failure_percentage=settings.tolerated_failure_percentage,
             )
         self.analytics = Analytics(
@@ -280,6 +294,7 @@ class FanoutStack(Stack):
             data_bucket=self.bucket,
             access_logs=self.storage.access_logs,
             removal_policy=removal,
+            table=table,
         )
         self._acknowledge_cdk_helpers()
 
@@ -390,6 +405,8 @@ class FanoutStack(Stack):
             functions={name: sf.function for name, sf in self.stage_functions.items()},
             code=self._code,
             state_machine_name=state_machine_name(self.settings.name),
+            table=self.table,
+            api_path=self._api_path,
             log_retention=self._log_retention,
             removal_policy=self._removal,
             tracing=self._tracing,
@@ -398,7 +415,7 @@ class FanoutStack(Stack):
         self.bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(engine.starter),
-            s3.NotificationKeyFilter(prefix=STAGES.first.input_prefix, suffix=TASK_SUFFIX),
+            s3.NotificationKeyFilter(prefix=self.table.first.input_prefix, suffix=TASK_SUFFIX),
         )
         CfnOutput(self, STATE_MACHINE_ARN_OUTPUT, value=engine.state_machine.state_machine_arn)
 
@@ -436,7 +453,7 @@ class FanoutStack(Stack):
         return stage_fn.failure_queue
 
     def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
-        access = stage_access(stage)
+        access = stage_access(stage, self.table)
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="ReadOwnPrefixes",

@@ -259,7 +259,7 @@ def _resources(statement: dict[str, Any]) -> list[str]:
 def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
     bucket = f"<{_bucket_id(synth)}.Arn>"
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         s3_statements = [
             s for s in _policy_statements(synth, stage) if any(a.startswith("s3:") for a in _actions(s))
         ]
@@ -289,7 +289,7 @@ def test_prefix_grants_follow_the_stage_table() -> None:
     of another stage; warriors alone writes manifest parts back to its own prefix; the
     listing stages alone keep plans, each only its own."""
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         output = STAGES.output_prefix_of(stage)
         assert f"{stage.input_prefix}*" in access.read
         assert {
@@ -327,7 +327,7 @@ def test_what_a_stage_checks_for_existence_it_may_head() -> None:
     """``S3Storage.exists`` is a HeadObject, which needs ``s3:GetObject`` on the key: its
     own done markers, failure records and task objects, nothing of another stage's."""
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         for prefix in (stage.input_prefix, f"done/{stage.input_prefix}", f"failed/{stage.input_prefix}"):
             assert f"{prefix}*" in access.read, (stage.name, prefix)
         others = [f"done/{o.input_prefix}*" for o in STAGES if o is not stage]
