@@ -192,14 +192,9 @@ class TaskFormat:
         if not isinstance(item, dict):
             raise TransientError(f"a {_one(level.name)} item is not an object", status=200)
         raw = item.get(cast(str, level.id_field))
-        if level.id_type == "integer":
-            if not isinstance(raw, int) or isinstance(raw, bool):
-                raise TransientError(
-                    f"a {_one(level.name)} item has no integer {level.id_field!r}: {str(item)[:80]}",
-                    status=200,
-                )
-            raw = str(raw)
-        elif not isinstance(raw, str):
+        if level.id_type == "integer" and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = str(raw)  # the client hands an integer id on as its decimal string already
+        if not isinstance(raw, str):
             raise TransientError(
                 f"a {_one(level.name)} item has no valid {level.id_field!r}: {str(item)[:80]}", status=200
             )

@@ -443,8 +443,7 @@ def _rewrite(storage: Storage, inputs: list[dict[str, Any]], api: ApiDescription
     ``sort_key(api)``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
     from fanout_core.output import SortedColumns
 
-    # TEMPORARY (issue 21): SortedColumns(rows, api) once output takes the description.
-    columns = SortedColumns(sum(int(i["rows"]) for i in inputs))
+    columns = SortedColumns(sum(int(i["rows"]) for i in inputs), api)
     for item in inputs:
         columns.add(storage.get(item["key"]))
     return columns.to_parquet(sort_key(api), {"fanout.compacted_from": str(len(inputs))})

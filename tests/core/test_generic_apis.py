@@ -109,9 +109,19 @@ def test_a_two_level_stage_is_the_leaf_it_lists_rows_under_each_unit(store, shop
     assert list(store.list("data/")) == []
 
 
-def test_an_integer_id_given_as_a_string_is_a_broken_listing(store, shops) -> None:
-    api = FakeApi({("shops", ()): [{"id": "1", "region": "us"}]})
-    with pytest.raises(TransientError, match="no integer 'id'"):
+def test_an_integer_id_as_the_client_hands_it_on_is_its_decimal_string(store, shops) -> None:
+    """The client checks that the API sent a JSON integer and passes it on as its decimal
+    string (``pages.check_listing``); the core takes either form, and its keys and bodies
+    hold the string."""
+    api = FakeApi({("shops", ()): [{"id": "7", "region": "us"}, {"id": 8, "region": "eu"}]})
+    run_task(seed(store, shops, None), context(store, shops, api))
+    (part,) = tasks(store, "shops/run=r1/")
+    assert b'"7"' in store.get(part) and b'"8"' in store.get(part)
+
+
+def test_an_integer_id_that_is_no_decimal_is_refused_for_good(store, shops) -> None:
+    api = FakeApi({("shops", ()): [{"id": "4.0", "region": "us"}]})
+    with pytest.raises(PermanentError, match="not a decimal integer"):
         run_task(seed(store, shops, None), context(store, shops, api))
 
 

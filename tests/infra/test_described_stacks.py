@@ -241,7 +241,7 @@ def test_s3_grants_are_the_described_stages_prefixes(env: str, synth_env: Any) -
         by_sid = {s.get("Sid"): s for s in statements}
         assert set(render(by_sid["ReadOwnPrefixes"]["Resource"])) == {f"{bucket}/{p}" for p in access.read}
         assert set(render(by_sid["WriteOwnPrefixes"]["Resource"])) == {f"{bucket}/{p}" for p in access.write}
-        assert by_sid["ListOwnPrefixes"]["Condition"] == {"StringLike": {"s3:prefix": list(access.list)}}
+        assert "Condition" not in by_sid["ListPipelineBucket"]  # a HEAD of a missing key answers 404
         assert f"{stage.input_prefix}*" in access.read
 
 
@@ -359,5 +359,5 @@ def test_the_one_stage_of_a_2_level_api_may_keep_the_plan_of_its_seed_split() ->
     (stage,) = table
     access = stage_access(stage, table)
     plans = f"plans/{stage.input_prefix}*"
-    assert plans in access.read and plans in access.write and plans in access.list
+    assert plans in access.read and plans in access.write
     assert f"{table.output_prefix}*" in access.read  # and the leaf's own output check
