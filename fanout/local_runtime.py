@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout.api_choice import Client
 from fanout.status import run_status
-from fanout_core.assembly import BridgedHermesClient, stage_concurrency
+from fanout_core.assembly import stage_concurrency
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import StorageFault
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
@@ -123,7 +124,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], BridgedHermesClient],
+        client_for_stage: Callable[[Stage], Client],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,
@@ -142,7 +143,7 @@ class LocalRuntime:
         self.concurrency = stage_concurrency(settings, table, concurrency)
         self.duplicate_rate = duplicate_rate
         self._rng = random.Random(seed)
-        self._hermes = {s.name: hermes_for_stage(s) for s in table}
+        self._clients = {s.name: client_for_stage(s) for s in table}
         self._on_change = on_change
         self._leaf = leaf
         self.report = RunReport(stages={s.name: StageCounts() for s in table})
@@ -278,8 +279,8 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        hermes = self._hermes[stage.name]
-        ctx = TaskContext(storage=self.storage, client=hermes, settings=self.settings, table=self.table)
+        client = self._clients[stage.name]
+        ctx = TaskContext(storage=self.storage, client=client, settings=self.settings, table=self.table)
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
@@ -289,7 +290,7 @@ class LocalRuntime:
         def work(a: Attempt) -> TaskResult:
             if leaf is not None:  # the worker process sets the same deadline itself
                 return leaf(a.key, a.number, a.first_attempt_at)
-            hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
+            client.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
             return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:

@@ -15,10 +15,14 @@ from typing import Any
 from fanout_core import strict_json
 from fanout_core.errors import SettingsError
 from fanout_core.settings import EnvironmentSettings, parse_environment
+from fanout_core.stages import STAGE_NAMES
 
 
-def find_settings(env: str = "local", config: str | Path | None = None) -> EnvironmentSettings:
-    """The environment ``env`` of ./cdk.json (else the project's), with ``config`` laid over it.
+def find_settings(
+    env: str = "local", config: str | Path | None = None, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> EnvironmentSettings:
+    """The environment ``env`` of ./cdk.json (else the project's), with ``config`` laid over it,
+    for the stages ``stage_names`` (those of the run's table; the built-in's by default).
 
     ``config`` is a cdk.json (its ``context.environments.<env>``), an ``{"environments":
     {...}}`` object, or one environment's settings on their own. Settings it leaves out keep
@@ -42,7 +46,16 @@ def find_settings(env: str = "local", config: str | Path | None = None) -> Envir
         else:
             known = ", ".join(sorted(environments)) or "none"
             raise SettingsError(f"unknown environment {env!r}; environments in {base_file}: {known}")
-    return parse_environment(env, raw)
+    return parse_for(env, raw, stage_names)
+
+
+def parse_for(env: str, raw: Any, stage_names: tuple[str, ...]) -> EnvironmentSettings:
+    """``raw`` checked as the settings of the stages ``stage_names``."""
+    if stage_names == STAGE_NAMES:
+        return parse_environment(env, raw)
+    parse: Any = parse_environment  # stage names: generic's settings (merge pending)
+    settings: EnvironmentSettings = parse(env, raw, stage_names)
+    return settings
 
 
 def overlay_settings(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from fanout.api_choice import Client, api_client, check_recorded_api, record_api
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
 from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
-from fanout_core.assembly import BridgedHermesClient, hermes_client, stage_concurrency
+from fanout_core.assembly import stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
 from fanout_core.hermes import CallStats, check_token
@@ -67,7 +68,7 @@ class RunOutcome:
 
 def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable = STAGES) -> bool:
     """Validate and write the seed (True if new); a different manifest for the run is an error."""
-    parse_manifest(body)
+    parse_manifest(body, table.api)
     key = table.seed(run_id).key
     if storage.put_if_absent(key, body):
         return True
@@ -76,7 +77,7 @@ def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable 
     except NoSuchKey:  # pragma: no cover - deleted between the two calls
         existing = b""
     try:
-        parse_manifest(existing)
+        parse_manifest(existing, table.api)
     except BadManifest as exc:
         raise BadManifest(
             f"run {run_id!r} already has an object at {key} that is no manifest ({exc}); "
@@ -98,15 +99,16 @@ def make_clients(
     budget: SharedBudget | None = None,
     concurrency: dict[str, int],
     table: StageTable = STAGES,
-) -> tuple[Callable[[Stage], BridgedHermesClient], dict[str, CallStats]]:
-    """One client per stage; all pace against ``budget`` (None: no pacing)."""
+) -> tuple[Callable[[Stage], Client], dict[str, CallStats]]:
+    """One client of the table's API per stage; all pace against ``budget`` (None: no pacing)."""
     stats = {s.name: CallStats() for s in table}
 
-    def factory(stage: Stage) -> BridgedHermesClient:
-        return hermes_client(
+    def factory(stage: Stage) -> Client:
+        return api_client(
             settings,
+            table.api,
             url=hermes_url,
-            token=token,
+            secret=token,
             pacer=budget.pacer() if budget is not None else NoPacer(),
             stats=stats[stage.name],
             pool_size=max(8, concurrency[stage.name]),
@@ -145,10 +147,12 @@ def start_run(
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
     with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
-    check_token(token)  # refused (SettingsError, never showing it) before any worker starts
+    if table.api.auth.type != "none":
+        check_token(token)  # refused (SettingsError, never showing it) before any worker starts
     if manifest is not None:
-        parse_manifest(manifest)
+        parse_manifest(manifest, table.api)
         table.seed(run_id)  # a bad run id is refused before anything is built
+    check_recorded_api(storage, table, run_id)  # a run crawled with another description: refused
     caps = stage_concurrency(settings, table, concurrency)
     budget = make_budget(settings, caps) if pacing else None
     factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
@@ -187,6 +191,8 @@ def start_run(
         resumed = runtime.resume(run_id)
         # The seed is written after the scan for unfinished tasks, without injected faults;
         # a new one is delivered like any created object.
+        if manifest is not None:
+            record_api(storage, table, run_id)
         if manifest is not None and seed_manifest(storage, run_id, manifest, table):
             runtime.notify(table.seed(run_id).key)
         prepared = prepare(runtime.storage) if prepare is not None else None
