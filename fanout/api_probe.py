@@ -179,7 +179,7 @@ def probe_levels(api: ApiDescription, url: str, secret: str, *, timeout_s: float
             )
         )
         if level.is_leaf:
-            out.lines.append(f"     the {level.name}' fields as the description's rows (types guessed):")
+            out.lines.append(f"     the fields of {level.name} as the description's rows (types guessed):")
             out.lines.extend(
                 "     " + line for line in columns_block(i for i in items if isinstance(i, dict))
             )

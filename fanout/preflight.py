@@ -44,7 +44,7 @@ from fanout_core.secrets import check_token, redact
 PROBE_PREFIX = "fanout-check/"
 """Where the bucket probe is written and deleted: no stage's prefix, so it triggers nothing."""
 MAX_BODY_BYTES = 1024 * 1024
-"""Bytes read of any answer: a health body or a one-warrior page is far smaller."""
+"""Bytes read of any answer: a health body or a one-item page is far smaller."""
 UNANSWERED = (
     requests.RequestException,
     urllib3.exceptions.HTTPError,  # a body cut short (ProtocolError), a broken chunk
@@ -110,6 +110,11 @@ class _Words:
     flag: str
     level: Level
     hermes: bool
+
+    @property
+    def check(self) -> str:
+        """The finding's name: ``hermes`` as it always was, ``api`` for a described API."""
+        return "hermes" if self.hermes else "api"
 
     @classmethod
     def of(cls, api: ApiDescription) -> _Words:
@@ -258,15 +263,15 @@ def _listed(
                 else f"check that {flag} and the description's {plural} path and items match the API"
             )
             return Finding(
-                "hermes",
+                words.check,
                 False,
                 "bad_response",
                 f"{listing} answered 200 but not with a page of {plural}; fix: {fix}",
             )
-        return Finding("hermes", True, "ok", f"{url} is reachable and took the token ({first[0]})")
+        return Finding(words.check, True, "ok", f"{url} is reachable and took the token ({first[0]})")
     if 300 <= status < 400:  # not followed: the preflight reads no more than it asked for
         return Finding(
-            "hermes",
+            words.check,
             False,
             "redirected",
             f"{listing} redirects ({status}) to {redact(location or '?', secrets)[:160]}; fix: give "
@@ -275,7 +280,7 @@ def _listed(
     variable = "HERMES_TOKEN" if words.hermes else "the description's auth.env variable"
     if status == 401:
         return Finding(
-            "hermes",
+            words.check,
             False,
             "unauthorized",
             f"{who} refused the token (401 at {listing}{said}); fix: set {variable} to a token "
@@ -283,7 +288,7 @@ def _listed(
         )
     if status == 403:
         return Finding(
-            "hermes",
+            words.check,
             False,
             "forbidden",
             f"{who} took the token but may not list {plural} with it (403{said}); fix: use a token "
@@ -296,14 +301,14 @@ def _listed(
         else:
             fix = f"{flag} is the base URL the description's paths follow"
         return Finding(
-            "hermes",
+            words.check,
             False,
             "not_found",
             f"{listing} does not exist (404): the base path is wrong; fix: {fix}",
         )
     if status == 429:
         return Finding(
-            "hermes",
+            words.check,
             False,
             "rate_limited",
             f"{who} answers 429 (rate limited) before the run has started{said}; fix: wait, or pace "
@@ -312,7 +317,7 @@ def _listed(
         )
     if status >= 500:
         return Finding(
-            "hermes",
+            words.check,
             False,
             "server_error",
             f"{who} answers {status} at {listing}{said}; the run's retries may get past it, but if it "
@@ -321,7 +326,7 @@ def _listed(
         )
     contract = "the Hermes contract does not use" if words.hermes else "is no listing's answer"
     return Finding(
-        "hermes",
+        words.check,
         False,
         "bad_response",
         f"{listing} answered {status}{said}, which {contract}; fix: check that {flag} points at {who}",
@@ -365,7 +370,7 @@ def _unreachable(
     where = urlsplit(url).netloc
     if isinstance(exc, BodyTooLarge):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "too_large",
             f"{what} answered with a body of more than {MAX_BODY_BYTES} bytes, which no {who} sends "
@@ -373,7 +378,7 @@ def _unreachable(
         )
     if isinstance(exc, TimeoutError):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "timeout",
             f"{what} did not finish its answer within {timeout[1]:g} s (it sends too slowly); fix: check "
@@ -382,7 +387,7 @@ def _unreachable(
         )
     if any(_is_plain_http_reply(e) for e in chain):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "tls",
             f"{where} does not speak TLS (https:// to a plain-HTTP port: the answer to the handshake "
@@ -390,7 +395,7 @@ def _unreachable(
         )
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "connection_refused",
             f"cannot connect to {where}: connection refused (nothing listens there); fix: start {who}, "
@@ -398,14 +403,14 @@ def _unreachable(
         )
     if any(isinstance(e, socket.gaierror | urllib3.exceptions.NameResolutionError) for e in chain):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "dns",
             f"cannot resolve the host {host!r}; fix: check its spelling in {flag}, or your DNS/VPN",
         )
     if isinstance(exc, requests.exceptions.SSLError):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "tls",
             f"the TLS handshake with {where} failed ({_short(exc)}); fix: http:// or https://? "
@@ -413,7 +418,7 @@ def _unreachable(
         )
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "timeout",
             f"no connection to {where} within {timeout[0]:g} s (a firewall, or the wrong host); "
@@ -421,7 +426,7 @@ def _unreachable(
         )
     if isinstance(exc, requests.exceptions.Timeout):
         return Finding(
-            "hermes",
+            words.check,
             False,
             "timeout",
             f"{where} accepted the connection but sent no answer within {timeout[1]:g} s; fix: check "
@@ -429,7 +434,7 @@ def _unreachable(
             transient=True,  # it is there: a slow answer may be a passing one
         )
     return Finding(
-        "hermes",
+        words.check,
         False,
         "connection_failed",
         f"cannot talk to {where}: {_short(exc)}; fix: check {flag}",

@@ -71,7 +71,7 @@ def _check(args: argparse.Namespace) -> int:
     findings = run_checks(url, token, spec, where, timeout_s=args.timeout, api=api)
     print_findings(findings, print)
     failed = len([f for f in findings if f.fails_check])
-    if args.api is not None and not any(f.fails_check and f.check == "hermes" for f in findings):
+    if args.api is not None and not any(f.fails_check and f.check in ("hermes", "api") for f in findings):
         from fanout.api_probe import probe_levels
 
         probed = probe_levels(api, url, token, timeout_s=args.timeout)

@@ -275,7 +275,7 @@ def stale_threshold(args: argparse.Namespace) -> Any:
 
     if args.stale_after is not None:
         return lambda _stage: args.stale_after
-    settings = find_settings(args.env, args.config)
+    settings = find_settings(args.env, args.config, table_from_args(args).names)
     return lambda stage: stale_after_s(settings, stage)
 
 
