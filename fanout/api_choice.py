@@ -12,6 +12,7 @@ misread. A Hermes run records nothing, so its bucket's keys stay exactly as they
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -60,7 +61,9 @@ def load_api(path: str | Path | None) -> ApiDescription:
 
 
 def is_builtin(api: ApiDescription) -> bool:
-    return api is builtin() or api.to_json() == builtin().to_json()
+    """Whether ``api`` is Hermes' own description, wherever it was read from and whatever its
+    base URL (the simulator's rule too)."""
+    return api is builtin() or fingerprint(api) == fingerprint(builtin())
 
 
 def table_of(api: ApiDescription) -> StageTable:
@@ -133,9 +136,9 @@ def base_url_for(api: ApiDescription, flag: str | None, settings_url: str) -> st
 
 
 def fingerprint(api: ApiDescription) -> str:
-    """What identifies a description: a digest of its canonical JSON (the file's source path
-    and its YAML spelling play no part)."""
-    return hashlib.sha256(api.to_json()).hexdigest()
+    """What identifies a description: a digest of its canonical JSON (the file's source path,
+    its YAML spelling and its base URL, which ``--api-url`` overrides, play no part)."""
+    return hashlib.sha256(dataclasses.replace(api, base_url=None).to_json()).hexdigest()
 
 
 def record_key(table: StageTable, run_id: str) -> str:

@@ -101,3 +101,13 @@ def test_the_columns_block_marks_null_and_absent_fields():
         '  - {name: note, type: string, source: "Note", nullable: true, required: false}',
         "  - {name: amount, type: double}",
     ]
+
+
+def test_hermes_read_with_another_base_url_is_still_the_products_table():
+    assert table_of(dataclasses.replace(builtin(), base_url="https://elsewhere", source="x.yaml")) is STAGES
+
+
+def test_hermes_with_a_renamed_prefix_is_a_table_of_its_own():
+    level = dataclasses.replace(builtin().levels[0], prefix="w/")
+    renamed = dataclasses.replace(builtin(), levels=(level, *builtin().levels[1:]))
+    assert table_of(renamed).first.input_prefix == "w/"
