@@ -88,20 +88,14 @@ def secret_for(api: ApiDescription, environ: Mapping[str, str] | None = None) ->
 
 
 def auth_parts(api: ApiDescription, secret: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The headers and query parameters ``api``'s auth sends with ``secret`` (the client's rules:
-    bearer, api_key in a header or the query, basic as ``user:password``, none)."""
-    import base64
+    """The headers and query parameters ``api``'s auth sends with ``secret``: the client's own
+    (``fanout_core.secrets.credentials``), for the calls the CLI makes itself."""
+    from fanout_core.secrets import credentials
 
-    kind = api.auth.type
-    if kind == "none" or not secret:
+    if api.auth.type == "none" or not secret:
         return {}, {}
-    if kind == "bearer":
-        return {"Authorization": f"Bearer {secret}"}, {}
-    if kind == "api_key":
-        name = api.auth.name or ""
-        return ({}, {name: secret}) if api.auth.location == "query" else ({name: secret}, {})
-    packed = base64.b64encode(secret.encode("latin-1", "replace")).decode("ascii")
-    return {"Authorization": f"Basic {packed}"}, {}
+    given = credentials(api.auth, secret)
+    return dict(given.headers), dict(given.params)
 
 
 def api_client(
@@ -116,10 +110,8 @@ def api_client(
 ) -> Client:
     """The client of ``api`` at ``url`` with the environment's page size, timeouts and bounds:
     the one place the local runtime and its worker processes build one."""
-    if is_builtin(api):
-        return hermes_client(settings, url=url, token=secret, pacer=pacer, stats=stats, pool_size=pool_size)
-    raise SettingsError(
-        f"crawling the API description {api.name} needs fanout_core.api_client (not merged yet)"
+    return hermes_client(
+        settings, url=url, token=secret, pacer=pacer, stats=stats, pool_size=pool_size, api=api
     )
 
 

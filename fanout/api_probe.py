@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from fanout_core.api_description import ApiDescription, Level
 from fanout_core.hermes_http import encode_segment
-from fanout_core.hermes_pages import decode_page
+from fanout_core.pages import decode_page
 from fanout_core.secrets import redact
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")

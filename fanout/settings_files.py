@@ -50,12 +50,14 @@ def find_settings(
 
 
 def parse_for(env: str, raw: Any, stage_names: tuple[str, ...]) -> EnvironmentSettings:
-    """``raw`` checked as the settings of the stages ``stage_names``."""
-    if stage_names == STAGE_NAMES:
-        return parse_environment(env, raw)
-    parse: Any = parse_environment  # stage names: generic's settings (merge pending)
-    settings: EnvironmentSettings = parse(env, raw, stage_names)
-    return settings
+    """``raw`` checked as the settings of the stages ``stage_names``. An environment's settings
+    for the built-in description's stages apply to Hermes' runs only: a described API's run
+    leaves them out (its own stages, named by its levels, take theirs or the defaults)."""
+    stages = raw.get("stages") if isinstance(raw, Mapping) else None
+    if stage_names != STAGE_NAMES and isinstance(stages, Mapping):
+        kept = {k: v for k, v in stages.items() if k in stage_names or k not in STAGE_NAMES}
+        raw = {**raw, "stages": kept}
+    return parse_environment(env, raw, stage_names)
 
 
 def overlay_settings(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,8 @@ def start_run(
     caps = stage_concurrency(settings, table, concurrency)
     budget = make_budget(settings, caps) if pacing else None
     factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
+    # Built before any worker process starts: a client that cannot be built is one line here.
+    clients = {s.name: factory(s) for s in table}
     printer = (
         ProgressPrinter(progress, stats, table, rate_limit=settings.hermes_rate_limit if pacing else None)
         if progress is not None
@@ -180,7 +182,7 @@ def start_run(
         runtime = LocalRuntime(
             wrap_storage(storage) if wrap_storage else storage,
             settings,
-            factory,
+            lambda stage: clients[stage.name],
             concurrency=caps,
             duplicate_rate=duplicate_rate,
             seed=seed,
