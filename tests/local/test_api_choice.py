@@ -111,3 +111,14 @@ def test_hermes_with_a_renamed_prefix_is_a_table_of_its_own():
     level = dataclasses.replace(builtin().levels[0], prefix="w/")
     renamed = dataclasses.replace(builtin(), levels=(level, *builtin().levels[1:]))
     assert table_of(renamed).first.input_prefix == "w/"
+
+
+def test_a_described_runs_settings_leave_out_hermes_stages_but_refuse_unknown_ones():
+    from fanout.settings_files import parse_for
+
+    raw = {"stages": {"warriors": {"reserved_concurrency": 3}, "builds": {"reserved_concurrency": 7}}}
+    names = ("orgs", "teams", "projects", "builds")
+    settings = parse_for("x", raw, names)
+    assert set(settings.stages) == set(names) and settings.stage("builds").reserved_concurrency == 7
+    with pytest.raises(SettingsError, match="unknown stage"):
+        parse_for("x", {"stages": {"bilds": {}}}, names)
