@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Protocol
 
 from fanout_core import keys, strict_json
+from fanout_core.api_client import CallStats, PacerLike
 from fanout_core.api_description import ApiDescription, ApiDescriptionError, builtin, load
 from fanout_core.assembly import hermes_client
 from fanout_core.errors import SettingsError
-from fanout_core.hermes import CallStats, PacerLike
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, StageTable, table_for
 from fanout_core.storage import NoSuchKey, Storage

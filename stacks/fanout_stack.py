@@ -87,40 +87,38 @@ def state_machine_name(env_name: str) -> str:
 
 @dataclass(frozen=True)
 class StageAccess:
-    """The S3 access one stage's function gets: object-key prefixes, each ending in ``*``."""
+    """The S3 access one stage's function gets: object-key prefixes, each ending in ``*``,
+    and ``s3:ListBucket`` on the whole bucket (see ``stage_access``)."""
 
     read: tuple[str, ...]
     write: tuple[str, ...]
-    list: tuple[str, ...]
 
 
 def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
-    - read its task objects (``<input>*``); done markers are only checked for, never read;
+    - read its task objects (``<input>*``);
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
       decided on once, reused by every later attempt;
-    - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
-      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers.
-      That is its done markers and failure records (skip a finished task, never replace
-      a record), and its own task objects: GetObject of a missing key answers 403, not
-      404, without ListBucket for that prefix, and ``S3Storage.get`` then lists to tell
-      "does not exist" from "denied";
-    - the leaf stage also checks whether its Parquet output exists and reads its footer
-      after a crash, before writing it again;
-    - a listing stage lists its children's folders when it reuses a plan, to write only
-      the children an earlier attempt did not (``fanout_core.fan_out``);
-    - it lists its own failure records' prefix: a refusal that fails a task (a count
-      past ``max_attempts``, the receive after deliveries that died) first checks that
-      the task has no record yet (found missing by ``tests/cloud``'s IAM check).
+    - ``s3:GetObject`` on whatever it checks for existence, since ``S3Storage.exists`` is a
+      HeadObject: its done markers and failure records (skip a finished task, never replace
+      a record; never read otherwise), its task objects and plans, the leaf's Parquet
+      output (a retry asks whether it was written, and then reads its footer);
+    - ``s3:ListBucket`` on the bucket with no ``s3:prefix`` condition: S3 answers a HEAD or
+      GET of a missing key 404 only to a caller that may list for a request without a
+      prefix, else 403, which ``exists`` would have to settle with a listing billed at
+      12x a HEAD (every task checks its done marker: README, What a run costs). Listing
+      shows key names, never contents, and only of this bucket, whose keys hold run ids
+      and Hermes ids that the function reads from its task objects anyway. It also
+      covers a listing stage listing its children's folders when it reuses a plan
+      (``fanout_core.fan_out``) and a missing task object's GetObject (404, not 403).
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
-    read = [f"{stage.input_prefix}*"]
+    read = [f"{stage.input_prefix}*", done, failed]
     write = [f"{output}*", done, failed]
-    listed = [f"{stage.input_prefix}*", done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
@@ -128,13 +126,11 @@ def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
         write.append(f"{stage.input_prefix}run=*")
     if stage is table.leaf:
         read.append(f"{output}*")
-        listed.append(f"{output}*")
     else:
         plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
         read.append(plans)
         write.append(plans)
-        listed.extend([plans, f"{output}*"])
-    return StageAccess(read=tuple(read), write=tuple(write), list=tuple(listed))
+    return StageAccess(read=tuple(read), write=tuple(write))
 
 
 class FanoutStack(Stack):
@@ -455,12 +451,12 @@ class FanoutStack(Stack):
                 resources=[self.bucket.arn_for_objects(p) for p in access.write],
             )
         )
+        # Unconditioned: a HEAD of a missing key answers 404, not 403, only so (stage_access).
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                sid="ListOwnPrefixes",
+                sid="ListPipelineBucket",
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": list(access.list)}},
             )
         )
         role = fn.role

@@ -33,7 +33,9 @@ module, cold-started once per function under the template's environment) and Her
   when it ends. Idle mappings poll every ``poll_s``.
 - **IAM.** Every AWS call a handler makes is checked against its function's role from
   the template (action, resource ARN, ``s3:prefix``); a denied call is recorded and
-  answered AccessDenied, as AWS would.
+  answered AccessDenied, as AWS would. A GET or HEAD of a missing key is answered 403,
+  not 404, unless the role may ``s3:ListBucket`` with no ``s3:prefix`` (S3's rule); a
+  stage function meeting that is recorded (``stage_missing_key_403``).
 - **DynamoDB** (moto): each ``AWS::DynamoDB::Table`` of the template (pacing
   ``shared``'s budget table) is created with the template's key schema, attribute
   definitions and billing mode; ``Ref`` resolves to its moto name, ``Fn::GetAtt Arn`` to
@@ -202,6 +204,9 @@ class Figures:
     dead_letters: int = 0
     """Messages left in the DLQs when the run ended."""
     denied_calls: list[str] = field(default_factory=list)
+    stage_missing_key_403: list[str] = field(default_factory=list)
+    """GETs and HEADs of missing keys a stage function got 403 for (its role may not list
+    the whole bucket): each costs ``S3Storage`` a listing more."""
     budget_writes: int = 0
     """``dynamodb:UpdateItem`` calls the handlers made on the budget table (pacing
     ``shared``), a failed condition included: DynamoDB bills those too."""
@@ -473,6 +478,19 @@ class Emulation:
                     op,
                 )
             key = params.get("Key")
+            if op in ("GetObject", "HeadObject") and emulation._missing_answers_403(
+                original, client, fn, params
+            ):
+                if fn.stage is not None:
+                    emulation.figures.stage_missing_key_403.append(f"{fn.spec.logical_id}: {op} {key}")
+                code = "AccessDenied" if op == "GetObject" else "403"  # a HEAD's answer has no body
+                raise ClientError(
+                    {
+                        "Error": {"Code": code, "Message": "emulated"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403},
+                    },
+                    op,
+                )
             if op == "GetObject" and key in emulation.faults.crash_keys:
                 raise ProcessDied(key)
             if op == "PutObject" and fn.stage is not None and key in emulation._refused_record_keys:
@@ -507,6 +525,20 @@ class Emulation:
 
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
         yield
+
+    def _missing_answers_403(
+        self, original: Callable[..., Any], client: Any, fn: _Function, params: Mapping[str, Any]
+    ) -> bool:
+        """S3's rule: a GET or HEAD of a missing key answers 404 only to a caller that may
+        ``s3:ListBucket`` the bucket for a request without an ``s3:prefix``, else 403."""
+        bucket = str(params.get("Bucket", ""))
+        if fn.policy.allows("s3:ListBucket", f"arn:aws:s3:::{bucket}", {}):
+            return False
+        try:
+            original(client, "HeadObject", {"Bucket": bucket, "Key": params.get("Key", "")})
+        except ClientError:
+            return True
+        return False
 
     @functools.cached_property
     def _refused_record_keys(self) -> frozenset[str]:

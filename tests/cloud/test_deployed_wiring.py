@@ -147,6 +147,7 @@ def _config(**faults: Any) -> SimConfig:
 
 def _assert_complete(outcome: Outcome, *, dead_lettered: int = 0) -> None:
     assert outcome.figures.denied_calls == []
+    assert outcome.figures.stage_missing_key_403 == []  # every existence check one HEAD
     assert _unfinished(outcome.storage) == []
     assert outcome.figures.throttled_receives == 0
     assert outcome.figures.dead_lettered == dead_lettered  # only where the scenario says
@@ -277,6 +278,35 @@ def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_du
     assert figures.retries_sent == burst
     assert len(figures.retry_lateness_s) == burst
     assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S
+
+
+def _listing_only_under_prefixes(wiring: Wiring) -> Wiring:
+    """The stage roles' whole-bucket listing narrowed to the prefixes they check (the grant
+    before existence checks were HEADs)."""
+    prefixes = ["amazon_warriors/*", "troops/*", "data_groups/*", "done/*", "failed/*", "plans/*", "data/*"]
+
+    def narrowed(st: dict[str, Any]) -> dict[str, Any]:
+        if st.get("Sid") != "ListPipelineBucket":
+            return st
+        return {**st, "Condition": {"StringLike": {"s3:prefix": prefixes}}}
+
+    raw = {role: tuple(narrowed(st) for st in sts) for role, sts in wiring.raw_statements.items()}
+    return dataclasses.replace(wiring, raw_statements=raw)
+
+
+def test_with_listing_narrowed_to_prefixes_existence_heads_meet_403s_and_the_run_stays_exact(
+    emulate: Any,
+) -> None:
+    """Existence checks are HEADs: with the stage roles' ListBucket narrowed by ``s3:prefix``
+    (the grant before) S3 answers a HEAD of a missing done marker 403, and the run is still
+    row exact, each such check settled by a listing of its key. (With the template's grant
+    no stage function meets a 403: ``_assert_complete``.)"""
+    config = _config()
+    narrowed = emulate("dev", config, wiring_change=_listing_only_under_prefixes)
+    assert narrowed.figures.denied_calls == []
+    assert _unfinished(narrowed.storage) == [] and _rows(narrowed.storage) == _truth(config)
+    denied = narrowed.figures.stage_missing_key_403
+    assert any(": HeadObject done/" in d for d in denied)
 
 
 def _leaf_capped_at_two(wiring: Wiring) -> Wiring:
