@@ -285,7 +285,9 @@ class LocalRuntime:
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
 
-        leaf = self._leaf if stage.writes_parquet else None
+        # Worker processes write without notifying: the seed, which writes the first stage's
+        # parts, runs here even when that stage is the leaf (an API of two levels).
+        leaf = self._leaf if stage.writes_parquet and not self._is_seed(event.key) else None
 
         def work(a: Attempt) -> TaskResult:
             if leaf is not None:  # the worker process sets the same deadline itself
@@ -328,6 +330,12 @@ class LocalRuntime:
             with self._lock:
                 counts.failed += 1
                 self.report.failures.append(event.key)
+
+    def _is_seed(self, key: str) -> bool:
+        try:
+            return self.table.parse(key).is_seed
+        except Exception:  # not a task key: run_task will say so, wherever it runs
+            return False
 
     def _count(self, counts: StageCounts, result: TaskResult) -> None:
         if result.skipped:

@@ -28,6 +28,9 @@ MAX_ID_LEN = 128
 MAX_MANIFEST_BYTES = 1024 * 1024
 """A manifest larger than this is refused unread (1 MiB holds ~7,000 ids of 128 characters)."""
 
+_DECIMAL = re.compile(r"-?[0-9]+")
+"""An integer id as the client writes it back: its decimal string."""
+
 
 def check_id(value: Any, what: str, error: type[FanoutError] = BadTask) -> str:
     if not isinstance(value, str):
@@ -193,12 +196,15 @@ class TaskFormat:
             raise TransientError(f"a {_one(level.name)} item is not an object", status=200)
         raw = item.get(cast(str, level.id_field))
         if level.id_type == "integer":
-            if not isinstance(raw, int) or isinstance(raw, bool):
+            # The client (pages.check_listing) has already written a JSON integer back as its
+            # decimal string; an item that did not come through it may still hold the integer.
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                raw = str(raw)
+            elif not isinstance(raw, str) or not _DECIMAL.fullmatch(raw):
                 raise TransientError(
                     f"a {_one(level.name)} item has no integer {level.id_field!r}: {str(item)[:80]}",
                     status=200,
                 )
-            raw = str(raw)
         elif not isinstance(raw, str):
             raise TransientError(
                 f"a {_one(level.name)} item has no valid {level.id_field!r}: {str(item)[:80]}", status=200
