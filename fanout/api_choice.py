@@ -16,7 +16,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -107,11 +108,20 @@ def api_client(
     pacer: PacerLike | None,
     stats: CallStats,
     pool_size: int,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Client:
     """The client of ``api`` at ``url`` with the environment's page size, timeouts and bounds:
-    the one place the local runtime and its worker processes build one."""
+    the one place the local runtime and its worker processes build one (``sleep``: how its
+    waits to retry sleep, ``fanout.at_work``)."""
     return hermes_client(
-        settings, url=url, token=secret, pacer=pacer, stats=stats, pool_size=pool_size, api=api
+        settings,
+        url=url,
+        token=secret,
+        pacer=pacer,
+        stats=stats,
+        pool_size=pool_size,
+        api=api,
+        sleep=sleep,
     )
 
 

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from fanout.api_choice import api_client
+from fanout.at_work import AtWork
 from fanout.bucket import StorageSpec
 from fanout.settings_files import parse_for
 from fanout.shared_pacing import SharedBudget
@@ -49,6 +50,8 @@ class WorkerSpec:
     hermes_url: str
     token: str
     threads: int
+    places: int
+    """Of ``threads``, how many tasks may be at work at once (``fanout.at_work``)."""
     budget: SharedBudget | None
     """The run's shared rate budget, or None: no pacing."""
     table: StageTable
@@ -89,6 +92,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     settings = parse_for(spec.env_name, strict_json.loads(spec.settings_json), spec.table.names)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
+    at_work = AtWork(spec.places)
     client = api_client(
         settings,
         spec.table.api,
@@ -96,7 +100,8 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         secret=spec.token,
         pacer=spec.budget.pacer() if spec.budget is not None else NoPacer(),
         stats=stats,
-        pool_size=max(4, spec.threads),
+        pool_size=max(4, spec.places),
+        sleep=at_work.sleep,
     )
     ctx = TaskContext(storage=storage, client=client, settings=settings, table=spec.table)
     time_given_s = settings.stage(spec.table.leaf.name).timeout_s
@@ -128,8 +133,9 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
             result: TaskResult | None = None
             error: BaseException | None = None
             try:
-                client.set_deadline(task_deadline(time_given_s))
-                result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
+                with at_work.working():
+                    client.set_deadline(task_deadline(time_given_s))
+                    result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
             except Exception as exc:
                 error = exc
                 try:
@@ -285,6 +291,7 @@ def make_worker_spec(
     hermes_url: str,
     token: str,
     threads: int,
+    places: int,
     budget: SharedBudget | None,
     table: StageTable,
 ) -> WorkerSpec:
@@ -304,6 +311,7 @@ def make_worker_spec(
         hermes_url=hermes_url,
         token=token,
         threads=threads,
+        places=places,
         budget=budget,
         table=table,
     )

@@ -7,11 +7,13 @@ so they exercise exactly the same path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from fanout.api_choice import Client, api_client, check_recorded_api, record_api
+from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
 from fanout.local_runtime import LocalRuntime, RunReport
@@ -99,11 +101,14 @@ def make_clients(
     budget: SharedBudget | None = None,
     concurrency: dict[str, int],
     table: StageTable = STAGES,
+    at_work: AtWork | None = None,
 ) -> tuple[Callable[[Stage], Client], dict[str, CallStats]]:
-    """One client of the table's API per stage; all pace against ``budget`` (None: no pacing)."""
+    """One client of the table's API per stage; all pace against ``budget`` (None: no
+    pacing); the leaf stage's gives its place in ``at_work`` up while it waits to retry."""
     stats = {s.name: CallStats() for s in table}
 
     def factory(stage: Stage) -> Client:
+        leaf = at_work is not None and stage.name == table.leaf.name
         return api_client(
             settings,
             table.api,
@@ -112,6 +117,7 @@ def make_clients(
             pacer=budget.pacer() if budget is not None else NoPacer(),
             stats=stats[stage.name],
             pool_size=max(8, concurrency[stage.name]),
+            sleep=at_work.sleep if leaf and at_work is not None else time.sleep,
         )
 
     return factory, stats
@@ -155,7 +161,12 @@ def start_run(
     check_recorded_api(storage, table, run_id)  # a run crawled with another description: refused
     caps = stage_concurrency(settings, table, concurrency)
     budget = make_budget(settings, caps) if pacing else None
-    factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
+    # The leaf stage runs THREADS_PER_PLACE threads per place, at most its concurrency at
+    # work (fanout.at_work): here, or in each worker process for its share.
+    at_work = AtWork(caps[table.leaf.name]) if processes <= 1 else None
+    factory, stats = make_clients(
+        settings, hermes_url, token, budget=budget, concurrency=caps, table=table, at_work=at_work
+    )
     # Built before any worker process starts: a client that cannot be built is one line here.
     clients = {s.name: factory(s) for s in table}
     printer = (
@@ -189,6 +200,8 @@ def start_run(
             on_change=printer.update if printer else None,
             leaf=pool.run if pool else None,
             table=table,
+            leaf_threads=caps[table.leaf.name] * THREADS_PER_PLACE,
+            at_work=at_work,
         )
         resumed = runtime.resume(run_id)
         # The seed is written after the scan for unfinished tasks, without injected faults;
@@ -245,12 +258,14 @@ def _leaf_pool(
     if storage_spec is None:
         raise ValueError("worker processes need a StorageSpec to open the bucket themselves")
     processes = min(processes, workers)
+    places = -(-workers // processes)
     spec = make_worker_spec(
         storage=storage_spec,
         settings=settings,
         hermes_url=hermes_url,
         token=token,
-        threads=-(-workers // processes),
+        threads=places * THREADS_PER_PLACE,
+        places=places,
         budget=budget,
         table=table,
     )
