@@ -3,7 +3,7 @@
 A refused call waits its Retry-After (Hermes says 1 s) before it is sent again, and its
 task's thread waits with it. With C threads, a server that refuses a share p of the calls
 whatever the rate lets through at most C (1 - p) / p calls/s: 64/s for the ``local``
-settings' 16 data_groups workers at p = 20 %, under half of a 150 calls/s limit. So the
+settings' 16 leaf workers (Hermes) at p = 20 %, under half of a 150 calls/s limit. So the
 local runtime runs ``THREADS_PER_PLACE`` threads per place of the leaf stage's concurrency,
 and at most C of them are at work: a task gives its place up while its Hermes client sleeps
 before a retry, and takes one again, before any task not yet started, once the wait is

@@ -1,7 +1,8 @@
-"""Compare what a run wrote under ``data/`` with what Hermes holds, row for row.
+"""Compare what a run wrote under ``data/`` with what the API holds, row for row.
 
 The demo, the end-to-end tests and the benchmarks all ask the same question, "is
-every record there exactly once?", so they share this one answer.
+every record there exactly once?", so they share this one answer. Hermes' rows keep their
+own normal form (``Row``); a described API's are ``fanout.simulator.truth``'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from fanout_core.output import read_parquet_bytes
 from fanout_core.stages import STAGES, StageTable
 from fanout_core.storage import Storage
 
-Row = tuple[str, str, str, str, int, str, float | None, str | None]
-"""(warrior_id, troop_id, service, data_group_id, ts as epoch microseconds, metric, value, unit)"""
+Row = tuple[Any, ...]
+"""Hermes: its four id and carried columns as text, ts as epoch microseconds, metric, value,
+unit (the built-in description's columns without run_id and fetched_at)."""
 
 
 def _micros(ts: Any) -> int:
@@ -27,16 +29,23 @@ def _micros(ts: Any) -> int:
 
 
 def normalize(row: Iterable[Any]) -> Row:
-    w, t, s, g, ts, metric, value, unit = row
+    """A Hermes row in its normal form."""
+    *ids, ts, metric, value, unit = row
     value = None if value is None or value != value else float(value)
     unit = None if unit is None or unit != unit else str(unit)
-    return (str(w), str(t), str(s), str(g), _micros(ts), str(metric), value, unit)
+    return (*(str(i) for i in ids), _micros(ts), str(metric), value, unit)
 
 
 def output_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tuple[list[Row], int]:
     """Every row of the run's current files and the number of files read: its compacted
     generation if it has one, else its small files under ``data/run=<run_id>/``."""
+    from fanout.api_choice import is_builtin
+    from fanout.simulator.truth import row_columns, rows_from_frame
     from fanout_core.compaction import consistent_read, current_files
+
+    api = table.api
+    hermes = is_builtin(api)
+    cols = list(row_columns(api))
 
     def read() -> tuple[list[Row], int]:
         rows: list[Row] = []
@@ -46,8 +55,10 @@ def output_rows(storage: Storage, run_id: str, table: StageTable = STAGES) -> tu
             frame = read_parquet_bytes(storage.get(key))
             if (frame["run_id"] != run_id).any():
                 raise AssertionError(f"{key} holds rows of another run")
-            cols = ["warrior_id", "troop_id", "service", "data_group_id", "ts", "metric", "value", "unit"]
-            rows.extend(normalize(r) for r in frame[cols].itertuples(index=False, name=None))
+            if hermes:
+                rows.extend(normalize(r) for r in frame[cols].itertuples(index=False, name=None))
+            else:
+                rows.extend(rows_from_frame(api, frame))
         return rows, files
 
     return consistent_read(read, run_id)

@@ -31,7 +31,7 @@ estimated the same way:
   records no writes), on demand.
 - **API calls** (for the server comparison): one list call per unit of every task, and a
   leaf task's pages beyond one per unit from its records (``ceil(records / page_size)``);
-  the seed of ``"all"`` lists the warriors, ``ceil(warriors / page_size)`` calls.
+  the seed of ``"all"`` lists the first level, ``ceil(its units / page_size)`` calls.
 - **Engine ``stepfunctions``** (``--env`` of that engine): the run's Standard state
   transitions (``stepfunctions_transitions``: the seed task and one per Map in the
   parent, one per child workflow's task and one per retry of it); Lambda is invoked once
@@ -282,9 +282,9 @@ def api_calls(
         return 0
     if key == table.seed(run_id).key:
         if parse_manifest(raw, table.api).ids is not None:
-            return 0  # named warriors: nothing to list
-        warriors = sum(1 for _ in _units_of_first_stage(storage, table, run_id))
-        return max(1, math.ceil(warriors / page))
+            return 0  # named units: nothing to list
+        units = sum(1 for _ in _units_of_first_stage(storage, table, run_id))
+        return max(1, math.ceil(units / page))
     try:
         units = len(stage.body.from_bytes(raw).units)
     except Exception:

@@ -195,11 +195,15 @@ def redrive_command(
     kind: str | None = None,
     env: str | None = None,
     config: str | None = None,
+    api: str | None = None,
 ) -> str:
-    """The exact ``fanout redrive`` that re-triggers these failures (locally it runs them too)."""
+    """The exact ``fanout redrive`` that re-triggers these failures (locally it runs them too);
+    ``api``: the description file a described API's run was crawled with."""
     argv = ["fanout", "redrive", run_id, *spec.argv()]
+    if api:
+        argv += ["--api", api]
     if not spec.bucket:
-        argv += ["--hermes-url", hermes_url or _URL]
+        argv += ["--api-url" if api else "--hermes-url", hermes_url or (_API_URL if api else _URL)]
     if stage:
         argv += ["--stage", stage]
     if kind:
@@ -208,11 +212,13 @@ def redrive_command(
         argv += ["--env", env]
     if config:
         argv += ["--config", config]
-    return " ".join(a if a is _URL else shlex.quote(a) for a in argv)
+    return " ".join(a if a is _URL or a is _API_URL else shlex.quote(a) for a in argv)
 
 
 _URL = '"$HERMES_URL"'
 """Where a redrive command needs the Hermes URL and this command does not know it."""
+_API_URL = '"$API_URL"'
+"""The same, for a described API's base URL."""
 
 
 def cut(text: str, width: int) -> str:

@@ -1,9 +1,10 @@
 """Worker processes for the leaf stage of the local runtime.
 
-The data_groups stage does most of the work (about 98% of the calls, all of the
-Parquet encoding), and Python threads share one core through the GIL. On a machine
+The leaf stage (the one that writes Parquet) does most of the work (for Hermes about 98%
+of the calls, all of the Parquet encoding), and Python threads share one core through the
+GIL. On a machine
 with more cores the local runtime runs that stage's tasks in worker processes, each
-with its own threads, Hermes client and storage adapter; the runtime's own threads
+with its own threads, API client and storage adapter; the runtime's own threads
 keep the events, the retry decisions and the failure records, exactly as before.
 The leaf stage creates no task objects, so nothing a worker writes needs to notify
 the runtime.
@@ -26,16 +27,18 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from fanout.api_choice import api_client
 from fanout.at_work import AtWork
 from fanout.bucket import StorageSpec
+from fanout.settings_files import parse_for
 from fanout.shared_pacing import SharedBudget
-from fanout_core.assembly import hermes_client
+from fanout_core import strict_json
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import SettingsError, TransientError
 from fanout_core.hermes import CallStats
 from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
-from fanout_core.settings import EnvironmentSettings, environment_from_json, environment_to_json
+from fanout_core.settings import EnvironmentSettings, environment_to_json
 from fanout_core.stages import StageTable
 
 
@@ -86,20 +89,21 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # pandas and fastparquet take a second to import: do it while the first tasks fetch.
     threading.Thread(target=importlib.import_module, args=("fanout_core.output",), daemon=True).start()
-    settings = environment_from_json(spec.env_name, spec.settings_json)
+    settings = parse_for(spec.env_name, strict_json.loads(spec.settings_json), spec.table.names)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
     at_work = AtWork(spec.places)
-    hermes = hermes_client(
+    client = api_client(
         settings,
+        spec.table.api,
         url=spec.hermes_url,
-        token=spec.token,
+        secret=spec.token,
         pacer=spec.budget.pacer() if spec.budget is not None else NoPacer(),
         stats=stats,
         pool_size=max(4, spec.places),
         sleep=at_work.sleep,
     )
-    ctx = TaskContext(storage=storage, client=hermes, settings=settings, table=spec.table)
+    ctx = TaskContext(storage=storage, client=client, settings=settings, table=spec.table)
     time_given_s = settings.stage(spec.table.leaf.name).timeout_s
     send_lock = threading.Lock()
     reported = stats.snapshot()
@@ -130,7 +134,7 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
             error: BaseException | None = None
             try:
                 with at_work.working():
-                    hermes.set_deadline(task_deadline(time_given_s))
+                    client.set_deadline(task_deadline(time_given_s))
                     result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
             except Exception as exc:
                 error = exc

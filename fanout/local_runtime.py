@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout.api_choice import Client
 from fanout.at_work import AtWork
 from fanout.status import run_status
-from fanout_core.api_client import ApiClient
 from fanout_core.assembly import stage_concurrency
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import StorageFault
@@ -127,7 +127,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], ApiClient],
+        client_for_stage: Callable[[Stage], Client],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,
@@ -150,7 +150,7 @@ class LocalRuntime:
         self.concurrency = stage_concurrency(settings, table, concurrency)
         self.duplicate_rate = duplicate_rate
         self._rng = random.Random(seed)
-        self._hermes = {s.name: hermes_for_stage(s) for s in table}
+        self._clients = {s.name: client_for_stage(s) for s in table}
         self._on_change = on_change
         self._leaf = leaf
         self._leaf_threads = leaf_threads
@@ -291,13 +291,15 @@ class LocalRuntime:
 
     def _attempt(self, stage: Stage, event: _Event) -> None:
         counts = self.report.stages[stage.name]
-        hermes = self._hermes[stage.name]
-        ctx = TaskContext(storage=self.storage, client=hermes, settings=self.settings, table=self.table)
+        client = self._clients[stage.name]
+        ctx = TaskContext(storage=self.storage, client=client, settings=self.settings, table=self.table)
         attempt = Attempt(
             key=event.key, number=event.attempt, first_attempt_at=event.first_attempt_at or now_iso()
         )
 
-        leaf = self._leaf if stage.writes_parquet else None
+        # Worker processes write without notifying: the seed, which writes the first stage's
+        # parts, runs here even when that stage is the leaf (an API of two levels).
+        leaf = self._leaf if stage.writes_parquet and not self._is_seed(event.key) else None
 
         at_work = self._at_work if stage.writes_parquet else None
 
@@ -305,7 +307,7 @@ class LocalRuntime:
             if leaf is not None:  # the worker process sets the same deadline itself
                 return leaf(a.key, a.number, a.first_attempt_at)
             with at_work.working() if at_work is not None else contextlib.nullcontext():
-                hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
+                client.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
                 return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:
@@ -343,6 +345,12 @@ class LocalRuntime:
             with self._lock:
                 counts.failed += 1
                 self.report.failures.append(event.key)
+
+    def _is_seed(self, key: str) -> bool:
+        try:
+            return self.table.parse(key).is_seed
+        except Exception:  # not a task key: run_task will say so, wherever it runs
+            return False
 
     def _count(self, counts: StageCounts, result: TaskResult) -> None:
         if result.skipped:

@@ -15,10 +15,14 @@ from typing import Any
 from fanout_core import strict_json
 from fanout_core.errors import SettingsError
 from fanout_core.settings import EnvironmentSettings, parse_environment
+from fanout_core.stages import STAGE_NAMES
 
 
-def find_settings(env: str = "local", config: str | Path | None = None) -> EnvironmentSettings:
-    """The environment ``env`` of ./cdk.json (else the project's), with ``config`` laid over it.
+def find_settings(
+    env: str = "local", config: str | Path | None = None, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> EnvironmentSettings:
+    """The environment ``env`` of ./cdk.json (else the project's), with ``config`` laid over it,
+    for the stages ``stage_names`` (those of the run's table; the built-in's by default).
 
     ``config`` is a cdk.json (its ``context.environments.<env>``), an ``{"environments":
     {...}}`` object, or one environment's settings on their own. Settings it leaves out keep
@@ -42,7 +46,18 @@ def find_settings(env: str = "local", config: str | Path | None = None) -> Envir
         else:
             known = ", ".join(sorted(environments)) or "none"
             raise SettingsError(f"unknown environment {env!r}; environments in {base_file}: {known}")
-    return parse_environment(env, raw)
+    return parse_for(env, raw, stage_names)
+
+
+def parse_for(env: str, raw: Any, stage_names: tuple[str, ...]) -> EnvironmentSettings:
+    """``raw`` checked as the settings of the stages ``stage_names``. An environment's settings
+    for the built-in description's stages apply to Hermes' runs only: a described API's run
+    leaves them out (its own stages, named by its levels, take theirs or the defaults)."""
+    stages = raw.get("stages") if isinstance(raw, Mapping) else None
+    if stage_names != STAGE_NAMES and isinstance(stages, Mapping):
+        kept = {k: v for k, v in stages.items() if k in stage_names or k not in STAGE_NAMES}
+        raw = {**raw, "stages": kept}
+    return parse_environment(env, raw, stage_names)
 
 
 def overlay_settings(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

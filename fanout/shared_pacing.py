@@ -2,7 +2,7 @@
 
 On Lambda each instance can only pace itself. Locally every stage lives on one machine,
 so one budget bounded by R is exact and work-conserving: an idle stage leaves its share
-to the busy one (fixed shares capped a local run at the data_groups share, 0.66-0.68 R
+to the busy one (fixed shares capped a Hermes run at its leaf stage's share, 0.66-0.68 R
 measured by bench/ratelimit.py).
 
 The budget is GCRA with adaptive pacing (``fanout_core.adaptive_rate``): its whole state,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from fanout.api_choice import Client, api_client, check_recorded_api, record_api
 from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
@@ -19,8 +20,7 @@ from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
-from fanout_core.api_client import ApiClient
-from fanout_core.assembly import hermes_client, stage_concurrency
+from fanout_core.assembly import stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
 from fanout_core.hermes import CallStats, check_token
@@ -70,7 +70,7 @@ class RunOutcome:
 
 def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable = STAGES) -> bool:
     """Validate and write the seed (True if new); a different manifest for the run is an error."""
-    parse_manifest(body)
+    parse_manifest(body, table.api)
     key = table.seed(run_id).key
     if storage.put_if_absent(key, body):
         return True
@@ -79,7 +79,7 @@ def seed_manifest(storage: Storage, run_id: str, body: bytes, table: StageTable 
     except NoSuchKey:  # pragma: no cover - deleted between the two calls
         existing = b""
     try:
-        parse_manifest(existing)
+        parse_manifest(existing, table.api)
     except BadManifest as exc:
         raise BadManifest(
             f"run {run_id!r} already has an object at {key} that is no manifest ({exc}); "
@@ -102,22 +102,22 @@ def make_clients(
     concurrency: dict[str, int],
     table: StageTable = STAGES,
     at_work: AtWork | None = None,
-) -> tuple[Callable[[Stage], ApiClient], dict[str, CallStats]]:
-    """One client per stage; all pace against ``budget`` (None: no pacing); the leaf
-    stage's gives its place in ``at_work`` up while it waits to retry."""
+) -> tuple[Callable[[Stage], Client], dict[str, CallStats]]:
+    """One client of the table's API per stage; all pace against ``budget`` (None: no
+    pacing); the leaf stage's gives its place in ``at_work`` up while it waits to retry."""
     stats = {s.name: CallStats() for s in table}
 
-    def factory(stage: Stage) -> ApiClient:
+    def factory(stage: Stage) -> Client:
         leaf = at_work is not None and stage.name == table.leaf.name
-        return hermes_client(
+        return api_client(
             settings,
+            table.api,
             url=hermes_url,
-            token=token,
+            secret=token,
             pacer=budget.pacer() if budget is not None else NoPacer(),
             stats=stats[stage.name],
             pool_size=max(8, concurrency[stage.name]),
             sleep=at_work.sleep if leaf and at_work is not None else time.sleep,
-            api=table.api,
         )
 
     return factory, stats
@@ -153,10 +153,12 @@ def start_run(
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
     with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
-    check_token(token)  # refused (SettingsError, never showing it) before any worker starts
+    if table.api.auth.type != "none":
+        check_token(token)  # refused (SettingsError, never showing it) before any worker starts
     if manifest is not None:
-        parse_manifest(manifest)
+        parse_manifest(manifest, table.api)
         table.seed(run_id)  # a bad run id is refused before anything is built
+    check_recorded_api(storage, table, run_id)  # a run crawled with another description: refused
     caps = stage_concurrency(settings, table, concurrency)
     budget = make_budget(settings, caps) if pacing else None
     # The leaf stage runs THREADS_PER_PLACE threads per place, at most its concurrency at
@@ -165,6 +167,8 @@ def start_run(
     factory, stats = make_clients(
         settings, hermes_url, token, budget=budget, concurrency=caps, table=table, at_work=at_work
     )
+    # Built before any worker process starts: a client that cannot be built is one line here.
+    clients = {s.name: factory(s) for s in table}
     printer = (
         ProgressPrinter(progress, stats, table, rate_limit=settings.hermes_rate_limit if pacing else None)
         if progress is not None
@@ -189,7 +193,7 @@ def start_run(
         runtime = LocalRuntime(
             wrap_storage(storage) if wrap_storage else storage,
             settings,
-            factory,
+            lambda stage: clients[stage.name],
             concurrency=caps,
             duplicate_rate=duplicate_rate,
             seed=seed,
@@ -202,6 +206,8 @@ def start_run(
         resumed = runtime.resume(run_id)
         # The seed is written after the scan for unfinished tasks, without injected faults;
         # a new one is delivered like any created object.
+        if manifest is not None:
+            record_api(storage, table, run_id)
         if manifest is not None and seed_manifest(storage, run_id, manifest, table):
             runtime.notify(table.seed(run_id).key)
         prepared = prepare(runtime.storage) if prepare is not None else None

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from fanout.bucket import StorageSpec
-from fanout_core.stages import STAGE_NAMES
+from fanout_core.api_description import ApiDescription
+from fanout_core.stages import STAGE_NAMES, StageTable
 from fanout_core.storage import Storage
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_STORAGE = 0, 1, 2, 3, 4
@@ -190,6 +191,50 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="path of cdk.json (default ./cdk.json, else the project's)")
 
 
+def add_api_args(p: argparse.ArgumentParser, *, url_help: str | None = None) -> None:
+    """``--api FILE`` (the API description; default Hermes' built-in) and, with ``url_help``,
+    ``--api-url`` (its base URL), which ``--hermes-url`` still spells as before."""
+    p.add_argument(
+        "--api",
+        metavar="FILE",
+        help="the API description, YAML or JSON (default: Hermes' built-in; docs/describe-your-api.md)",
+    )
+    if url_help is not None:
+        p.add_argument("--api-url", "--hermes-url", dest="api_url", metavar="URL", help=url_help)
+
+
+def api_from_args(args: argparse.Namespace) -> ApiDescription:
+    """The description ``--api`` names, loaded once per command (a bad one: one line, exit 2)."""
+    from fanout.api_choice import load_api
+
+    api = getattr(args, "_api", None)
+    if api is None:
+        api = load_api(getattr(args, "api", None))
+        args._api = api
+    return api
+
+
+def table_from_args(args: argparse.Namespace) -> StageTable:
+    """The stage table of ``--api``'s description (the product's for Hermes)."""
+    from fanout.api_choice import table_of
+
+    table = getattr(args, "_table", None)
+    if table is None:
+        table = table_of(api_from_args(args))
+        args._table = table
+    return table
+
+
+def stage_arg(args: argparse.Namespace, table: StageTable) -> str | None:
+    """``--stage``, checked against the run's table (its stages are the description's levels)."""
+    stage = getattr(args, "stage", None)
+    if stage is not None and stage not in table.names:
+        raise UsageError(
+            f"argument --stage: invalid choice: {stage!r} (choose from {', '.join(table.names)})"
+        )
+    return stage
+
+
 def add_concurrency_args(p: argparse.ArgumentParser) -> None:
     for name in STAGE_NAMES:
         p.add_argument(
@@ -198,6 +243,12 @@ def add_concurrency_args(p: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"tasks of stage {name} run at once (default: its reserved concurrency)",
         )
+    p.add_argument(
+        "--concurrency",
+        action="append",
+        metavar="STAGE=N",
+        help="tasks of any stage (of --api's description) run at once; may be repeated",
+    )
     p.add_argument("--no-pacing", action="store_true", help="no client-side rate pacing (cap only)")
     p.add_argument(
         "--processes",
@@ -224,7 +275,7 @@ def stale_threshold(args: argparse.Namespace) -> Any:
 
     if args.stale_after is not None:
         return lambda _stage: args.stale_after
-    settings = find_settings(args.env, args.config)
+    settings = find_settings(args.env, args.config, table_from_args(args).names)
     return lambda stage: stale_after_s(settings, stage)
 
 
@@ -263,19 +314,36 @@ def processes_from_args(args: argparse.Namespace) -> int:
     return int(args.processes)
 
 
-def concurrency_from_args(args: argparse.Namespace) -> dict[str, int]:
-    """The ``--<stage>-concurrency`` overrides given (argparse has checked each is 1 to MAX_CONCURRENCY)."""
+def concurrency_from_args(args: argparse.Namespace, table: StageTable | None = None) -> dict[str, int]:
+    """The ``--<stage>-concurrency`` overrides given (argparse has checked each is 1 to
+    MAX_CONCURRENCY), and ``--concurrency STAGE=N`` for any stage of ``table``."""
+    names = table.names if table is not None else STAGE_NAMES
     out = {}
     for name in STAGE_NAMES:
         value = getattr(args, f"{name}_concurrency", None)
         if value is not None:
+            if name not in names:
+                raise UsageError(
+                    f"--{name.replace('_', '-')}-concurrency: the API's stages are {', '.join(names)}; "
+                    "use --concurrency STAGE=N"
+                )
             out[name] = value
+    for given in getattr(args, "concurrency", None) or ():
+        name, _, text = given.partition("=")
+        if name not in names:
+            raise UsageError(f"--concurrency {given}: no stage {name!r}; stages are {', '.join(names)}")
+        try:
+            out[name] = at_most(MAX_CONCURRENCY)(text)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--concurrency {given}: {exc}") from None
     return out
 
 
 def open_run(args: argparse.Namespace, run_id: str) -> tuple[Storage, str]:
     """The bucket of a run that must exist: a missing run (or bucket folder) is a usage error
-    naming the runs there are, and no folder is created to find that out."""
+    naming the runs there are, and no folder is created to find that out. A run crawled with
+    another description than ``--api``'s is refused too (``fanout.api_choice``)."""
+    from fanout.api_choice import check_recorded_api
     from fanout.runs import NoSuchRun, require_run
     from fanout_core.errors import PermanentError, TransientError
     from fanout_core.keys import RUN_ID_RE
@@ -285,9 +353,11 @@ def open_run(args: argparse.Namespace, run_id: str) -> tuple[Storage, str]:
     spec = spec_from_args(args)
     if spec.bucket_dir is not None and not Path(spec.bucket_dir).is_dir():
         raise UsageError(f"no run {run_id} in this bucket; {spec.bucket_dir} does not exist")
+    table = table_from_args(args)
     storage, where = storage_from_args(args)
     try:
-        require_run(storage, run_id)
+        require_run(storage, run_id, table)
+        check_recorded_api(storage, table, run_id)
     except NoSuchRun as exc:
         raise UsageError(str(exc)) from None
     except (TransientError, PermanentError) as exc:  # S3 (or its endpoint) would not answer

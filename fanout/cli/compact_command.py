@@ -11,10 +11,12 @@ from fanout.cli.common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     UsageError,
+    add_api_args,
     add_storage_args,
     open_run,
     positive_float,
     spec_from_args,
+    table_from_args,
 )
 
 
@@ -36,6 +38,7 @@ def register(sub: Any) -> None:
         help="input megabytes per compacted file (default 128)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_api_args(p)
     add_storage_args(p)
     p.set_defaults(run=_compact, resumable=True)
 
@@ -59,6 +62,7 @@ def _compact(args: argparse.Namespace) -> int:
         result = compact_run(
             storage,
             args.run_id,
+            table=table_from_args(args),
             target_bytes=int(args.target_mb * 1024 * 1024),
             uri_base=uri_base(storage, spec),
         )

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from fanout.cli.common import (
+    add_api_args,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
@@ -14,6 +15,7 @@ from fanout.cli.common import (
     processes_from_args,
     spec_from_args,
     storage_from_args,
+    table_from_args,
 )
 from fanout.cli.compact_command import add_no_compact_arg
 
@@ -38,6 +40,7 @@ def register(sub: Any) -> None:
         help="the simulator's rate limit, calls/s (the pipeline paces to it)",
     )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_api_args(demo)
     add_storage_args(demo)
     add_settings_args(demo)
     add_concurrency_args(demo)
@@ -55,6 +58,12 @@ def _demo(args: argparse.Namespace) -> int:
         args.run_id = "demo-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         args.resume_argv = [*args.argv, "--run-id", args.run_id]
 
+    table = table_from_args(args)
     return run_demo(
-        args, storage_from_args, concurrency_from_args(args), processes_from_args(args), spec_from_args(args)
+        args,
+        storage_from_args,
+        concurrency_from_args(args, table),
+        processes_from_args(args),
+        spec_from_args(args),
+        table=table,
     )

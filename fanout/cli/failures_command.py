@@ -10,10 +10,13 @@ from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     UsageError,
+    add_api_args,
     add_settings_args,
     add_storage_args,
     open_run,
     spec_from_args,
+    stage_arg,
+    table_from_args,
 )
 from fanout_core.stages import STAGE_NAMES
 
@@ -29,11 +32,12 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("run_id", help="the run id (the manifest's name without .json)")
-    p.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
+    p.add_argument("--stage", metavar="STAGE", help=f"only this stage's failures ({', '.join(STAGE_NAMES)})")
     p.add_argument(
         "--error-class", metavar="KIND", help="only failures of this kind (not_found, unauthorized, ...)"
     )
     p.add_argument("--json", action="store_true", help="print them as JSON")
+    add_api_args(p)
     add_storage_args(p)
     add_settings_args(p)
     p.set_defaults(run=_failures)
@@ -58,14 +62,26 @@ def _failures(args: argparse.Namespace) -> int:
             check_kind(args.error_class)
         except UnknownKind as exc:
             raise UsageError(str(exc)) from None
+    table = table_from_args(args)
+    stage = stage_arg(args, table)
     storage, where = open_run(args, args.run_id)
     kind = args.error_class
-    records = [r for r in read_failures(storage, args.run_id, stage=args.stage) if record_matches(r, kind)]
-    items = failed_items(records, kind)
+    records = [
+        r
+        for r in read_failures(storage, args.run_id, stage=stage, table=table)
+        if record_matches(r, kind, table)
+    ]
+    items = failed_items(records, kind, table)
     groups = group_failures(items)
     units = sum(1 for i in items if i.unit_id is not None)
     command = redrive_command(
-        args.run_id, spec_from_args(args), stage=args.stage, kind=kind, env=args.env, config=args.config
+        args.run_id,
+        spec_from_args(args),
+        stage=stage,
+        kind=kind,
+        env=args.env,
+        config=args.config,
+        api=args.api,
     )
     if args.json:
         doc = {
@@ -73,7 +89,7 @@ def _failures(args: argparse.Namespace) -> int:
             "bucket": where,
             "tasks": len(records),
             "units": units,
-            "failures": [record_to_json(r, kind) for r in records],
+            "failures": [record_to_json(r, kind, table) for r in records],
             "groups": [g.to_json() for g in groups],
             "redrive_command": command if records else None,
         }
@@ -84,7 +100,7 @@ def _failures(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"run {args.run_id} in {where}: {len(records)} failed task(s), {units} failed unit(s)")
     print()
-    for line in render_listing(records, kind):
+    for line in render_listing(records, kind, table):
         print(line)
     print()
     for line in render_groups(groups):

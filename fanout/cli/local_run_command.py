@@ -15,9 +15,11 @@ from fanout.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    add_api_args,
     add_concurrency_args,
     add_settings_args,
     add_storage_args,
+    api_from_args,
     concurrency_from_args,
     integer,
     one_line,
@@ -27,8 +29,10 @@ from fanout.cli.common import (
     share_below_one,
     spec_from_args,
     storage_from_args,
+    table_from_args,
 )
 from fanout.cli.compact_command import add_no_compact_arg
+from fanout_core.api_description import ApiDescription
 from fanout_core.keys import RUN_ID_RE
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.storage import Storage
@@ -41,9 +45,11 @@ def register(sub: Any) -> None:
     local_sub = local.add_subparsers(dest="local_command", required=True)
     run = local_sub.add_parser("run", help="run a manifest to the end (resumes an interrupted run)")
     run.add_argument("manifest", help="manifest file; its name without .json is the run id")
-    run.add_argument(
-        "--hermes-url",
-        help="Hermes base URL, the part before /v1 (default: --env's hermes_url); token from $HERMES_TOKEN",
+    add_api_args(
+        run,
+        url_help="the API's base URL (--hermes-url: Hermes', the part before /v1; default: --env's "
+        "hermes_url for Hermes, else the description's base_url); secret from $HERMES_TOKEN (the "
+        "description's auth.env)",
     )
     run.add_argument(
         "--rate-limit",
@@ -77,6 +83,7 @@ def register(sub: Any) -> None:
 
 
 def _local_run(args: argparse.Namespace) -> int:
+    from fanout.api_choice import base_url_for, secret_for
     from fanout.failure_report import redrive_command
     from fanout.preflight import check_usage
     from fanout.run_summary import show_summary
@@ -85,6 +92,8 @@ def _local_run(args: argparse.Namespace) -> int:
     from fanout_core.bodies import parse_manifest
     from fanout_core.errors import BadManifest
 
+    api = api_from_args(args)
+    table = table_from_args(args)
     path = Path(args.manifest)
     name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
     try:
@@ -97,18 +106,15 @@ def _local_run(args: argparse.Namespace) -> int:
             body = path.read_bytes()
         except OSError as exc:
             raise BadManifest(f"cannot read manifest {path}: {exc.strerror}") from None
-        parse_manifest(body)
+        parse_manifest(body, api)
     except BadManifest as exc:
         print(f"fanout: bad manifest: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    token = os.environ.get("HERMES_TOKEN")
-    if not token:
-        print("fanout: set HERMES_TOKEN to the Hermes bearer token", file=sys.stderr)
-        return EXIT_USAGE
-    settings = pacing_settings(find_settings(args.env, args.config), args.rate_limit)
-    hermes_url = check_usage(args.hermes_url or settings.hermes_url, token)
+    token = secret_for(api)
+    settings = pacing_settings(find_settings(args.env, args.config, table.names), args.rate_limit)
+    hermes_url = check_usage(base_url_for(api, args.api_url, settings.hermes_url), token, api)
     spec = spec_from_args(args)
-    if not args.no_check and not _preflight(hermes_url, token, spec):
+    if not args.no_check and not _preflight(api, hermes_url, token, spec):
         return EXIT_USAGE
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
@@ -127,7 +133,7 @@ def _local_run(args: argparse.Namespace) -> int:
             manifest=body,
             hermes_url=hermes_url,
             token=token,
-            concurrency=concurrency_from_args(args),
+            concurrency=concurrency_from_args(args, table),
             pacing=not args.no_pacing,
             progress=None if args.quiet else sys.stderr,
             duplicate_rate=args.duplicate_rate,
@@ -136,11 +142,14 @@ def _local_run(args: argparse.Namespace) -> int:
             storage_spec=spec,
             wrap_storage=wrap,
             compact=not args.no_compact,
+            table=table,
         )
     except BadManifest as exc:
         print(f"fanout: bad manifest: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    command = redrive_command(name, spec, hermes_url=hermes_url, env=args.env, config=args.config)
+    command = redrive_command(
+        name, spec, hermes_url=hermes_url, env=args.env, config=args.config, api=args.api
+    )
     show_summary(outcome, storage, where, as_json=args.json, redrive=command)
     return EXIT_OK if outcome.ok else EXIT_FAILURES
 
@@ -157,7 +166,7 @@ def pacing_settings(settings: EnvironmentSettings, rate_limit: float | None) -> 
     return dataclasses.replace(settings, hermes_rate_limit=rate_limit)
 
 
-def _preflight(hermes_url: str, token: str, spec: StorageSpec) -> bool:
+def _preflight(api: ApiDescription, hermes_url: str, token: str, spec: StorageSpec) -> bool:
     """``fanout check``'s checks, before anything is seeded; False (and why) if the run cannot work.
 
     A 429 or 5xx is only a warning: the run's retries may get past it.
@@ -166,7 +175,7 @@ def _preflight(hermes_url: str, token: str, spec: StorageSpec) -> bool:
 
     where = f"s3://{spec.bucket}/" if spec.bucket else str(spec.bucket_dir)
     clean = dataclasses.replace(spec, fault_rate=0.0)
-    findings = run_checks(hermes_url, token, clean, where, timeout_s=5.0)
+    findings = run_checks(hermes_url, token, clean, where, timeout_s=5.0, api=api)
     print_findings(findings, lambda line: print(f"fanout: {line}", file=sys.stderr), quiet_ok=True)
     if any(f.stops_run for f in findings):
         print(

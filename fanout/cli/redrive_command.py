@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -12,6 +11,7 @@ from fanout.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     UsageError,
+    add_api_args,
     add_concurrency_args,
     add_settings_args,
     add_stale_args,
@@ -20,7 +20,9 @@ from fanout.cli.common import (
     open_run,
     processes_from_args,
     spec_from_args,
+    stage_arg,
     stale_threshold,
+    table_from_args,
 )
 from fanout.cli.status_command import NO_QUEUES, add_stack_args, engine_of, open_queues
 from fanout_core.keys import RUN_ID_RE
@@ -31,7 +33,9 @@ from fanout_core.storage import Storage
 def register(sub: Any) -> None:
     redrive = sub.add_parser("redrive", help="re-trigger failed (and lost) tasks of a run")
     redrive.add_argument("run_id", help="the run id (the manifest's name without .json)")
-    redrive.add_argument("--stage", choices=STAGE_NAMES, help="only this stage's failures")
+    redrive.add_argument(
+        "--stage", metavar="STAGE", help=f"only this stage's failures ({', '.join(STAGE_NAMES)})"
+    )
     redrive.add_argument(
         "--error-class",
         metavar="KIND",
@@ -46,7 +50,9 @@ def register(sub: Any) -> None:
         help="with --bucket: move the run's messages from each stage's dead-letter queue back to "
         "its stage queue (engine queue) or retry queue (s3_events) (needs AWS access to the stack)",
     )
-    redrive.add_argument("--hermes-url", help="with --bucket-dir: run the redriven tasks locally to the end")
+    add_api_args(
+        redrive, url_help="with --bucket-dir: run the redriven tasks locally to the end at this base URL"
+    )
     redrive.add_argument("--json", action="store_true", help="print the result as JSON")
     add_stale_args(redrive)
     add_storage_args(redrive)
@@ -58,6 +64,7 @@ def register(sub: Any) -> None:
 
 
 def _redrive(args: argparse.Namespace) -> int:
+    from fanout.api_choice import secret_for
     from fanout.failure_report import UnknownKind, check_kind, redrive_command
     from fanout.redrive import describe, is_empty, redrive, select_failures, to_json
     from fanout.run_summary import show_summary
@@ -75,11 +82,14 @@ def _redrive(args: argparse.Namespace) -> int:
         if args.bucket and engine_of(args) == "stepfunctions":
             raise UsageError(NO_QUEUES)
         return _from_dead_letters(args)
-    if not args.bucket and not args.hermes_url:
-        raise UsageError("locally, redrive runs the tasks too: give --hermes-url (token from $HERMES_TOKEN)")
+    table = table_from_args(args)
+    stage = stage_arg(args, table)
+    if not args.bucket and not args.api_url:
+        flag, variable = ("--api-url", table.api.auth.env) if args.api else ("--hermes-url", "HERMES_TOKEN")
+        raise UsageError(f"locally, redrive runs the tasks too: give {flag} (token from ${variable})")
     storage, where = open_run(args, args.run_id)
     stale_after = stale_threshold(args) if args.stale else None
-    matched = select_failures(storage, args.run_id, stage=args.stage, error_class=args.error_class)
+    matched = select_failures(storage, args.run_id, stage=stage, error_class=args.error_class, table=table)
     engine = engine_of(args) if args.bucket else None
     if not matched and not args.stale and engine != "stepfunctions":
         print(f"fanout: {_nothing(args)}", file=sys.stderr)
@@ -89,10 +99,11 @@ def _redrive(args: argparse.Namespace) -> int:
         return redrive(
             target,
             args.run_id,
-            stage=args.stage,
+            stage=stage,
             error_class=args.error_class,
             stale=args.stale,
             stale_after=stale_after,
+            table=table,
         )
 
     if args.bucket and engine == "stepfunctions":
@@ -107,25 +118,26 @@ def _redrive(args: argparse.Namespace) -> int:
             print(f"fanout: {_nothing(args)}", file=sys.stderr)
             return EXIT_FAILURES
         return EXIT_OK
-    token = os.environ.get("HERMES_TOKEN")
-    if not token:
-        raise UsageError("set HERMES_TOKEN to the Hermes bearer token")
+    token = secret_for(table.api)
     spec = spec_from_args(args)
     outcome = start_run(
         storage,
-        find_settings(args.env, args.config),
+        find_settings(args.env, args.config, table.names),
         run_id=args.run_id,
         manifest=None,
-        hermes_url=args.hermes_url,
+        hermes_url=args.api_url,
         token=token,
-        concurrency=concurrency_from_args(args),
+        table=table,
+        concurrency=concurrency_from_args(args, table),
         pacing=not args.no_pacing,
         progress=None if args.quiet else sys.stderr,
         prepare=do,
         processes=processes_from_args(args),
         storage_spec=spec,
     )
-    command = redrive_command(args.run_id, spec, hermes_url=args.hermes_url, env=args.env, config=args.config)
+    command = redrive_command(
+        args.run_id, spec, hermes_url=args.api_url, env=args.env, config=args.config, api=args.api
+    )
     show_summary(
         outcome,
         storage,
@@ -190,9 +202,9 @@ def _from_dead_letters(args: argparse.Namespace) -> int:
     from fanout.aws_clients import AWS_ERRORS, aws_problem
     from fanout.queues import QueueEngineError, redrive_dead_letters, runs_of_message
 
-    for flag in ("error_class", "stale", "hermes_url"):
+    for flag, name in (("error_class", "error-class"), ("stale", "stale"), ("api_url", "hermes-url")):
         if getattr(args, flag):
-            raise UsageError(f"--from-dlq moves messages; it takes no --{flag.replace('_', '-')}")
+            raise UsageError(f"--from-dlq moves messages; it takes no --{name}")
     if not args.bucket:
         raise UsageError("the dead-letter queues are deployed: give --bucket B")
     _storage, where = open_run(args, args.run_id)

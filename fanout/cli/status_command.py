@@ -13,6 +13,7 @@ from fanout.cli.common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     UsageError,
+    add_api_args,
     add_settings_args,
     add_stale_args,
     add_storage_args,
@@ -20,9 +21,9 @@ from fanout.cli.common import (
     open_run,
     spec_from_args,
     stale_threshold,
+    table_from_args,
 )
 from fanout_core.errors import FanoutError, SettingsError
-from fanout_core.stages import STAGES
 
 
 def register(sub: Any) -> None:
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
         help="with --bucket: each stage's queued messages (waiting, in flight, delayed), dead "
         "letters and oldest message's age (needs AWS access to the stack)",
     )
+    add_api_args(status)
     add_stale_args(status)
     add_storage_args(status)
     add_settings_args(status)
@@ -91,7 +93,7 @@ def _status(args: argparse.Namespace) -> int:
     )
     from fanout.status import run_status
 
-    table = STAGES  # the CLI runs the product's table: picked here once, passed on
+    table = table_from_args(args)  # the description's table: picked here once, passed on
     storage, where = open_run(args, args.run_id)
     engine = engine_of(args) if args.bucket else None  # the settings read once
     if args.queues and engine == "stepfunctions":
@@ -117,7 +119,9 @@ def _status(args: argparse.Namespace) -> int:
         if status.failed
         else []
     )
-    redrive = redrive_command(args.run_id, spec_from_args(args), env=args.env, config=args.config)
+    redrive = redrive_command(
+        args.run_id, spec_from_args(args), env=args.env, config=args.config, api=args.api
+    )
     if args.json:
         doc: dict[str, Any] = {
             "run_id": status.run_id,
