@@ -2,14 +2,12 @@
 still build it by name (the local runtime, the CLI, the Lambda handler, the benches).
 
 ``HermesClient(base_url, token, **kw)`` is ``ApiClient(builtin(), base_url, token, **kw)``
-with today's default page size; its level-named lists delegate to ``ApiClient.list``. This
-module goes once the stage table calls ``list(level_name, ids)`` and the runtimes build
-``ApiClient`` from the environment's description.
+with today's default page size, for tests and benches that speak to Hermes by name; the
+runtimes build ``ApiClient`` from the run's description (``fanout_core.assembly``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from fanout_core.api_client import (
@@ -57,16 +55,3 @@ class HermesClient(ApiClient):
 
     def __init__(self, base_url: str, token: str, *, page_size: int = 100, **options: Any):
         super().__init__(builtin(), base_url, token, page_size=page_size, **options)
-
-    # The stage table's lists until it calls ``list`` itself.
-    def list_warriors(self) -> Iterator[dict[str, Any]]:
-        return self.list("warriors", ())
-
-    def list_troops(self, warrior_id: str) -> Iterator[dict[str, Any]]:
-        return self.list("troops", (warrior_id,))
-
-    def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]:
-        return self.list("data_groups", (warrior_id, troop_id))
-
-    def list_records(self, warrior_id: str, troop_id: str, data_group_id: str) -> Iterator[dict[str, Any]]:
-        return self.list("records", (warrior_id, troop_id, data_group_id))

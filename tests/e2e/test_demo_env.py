@@ -51,12 +51,12 @@ def test_a_dev_shaped_demo_writes_devs_tasks_and_cost_counts_their_requests(tmp_
     counts = count_run(LocalDirStorage(bucket), "d", find_settings("dev"))
     assert [(s.tasks, s.invocations) for s in counts.stages] == [(1 + 1, 2), (3, 3), (9, 9)]
     listing_tasks, leaves = 2 + 3, 9
-    lists = 2 * listing_tasks + leaves  # done marker and plan; a leaf's done marker only
+    lists = 0  # done-marker and plan checks are HEADs, billed as GETs (docs/cost.md)
     children = 1 + 3 + 9  # the seed's part, the troops tasks, the data_groups tasks
     puts = (listing_tasks + leaves) + listing_tasks + children + leaves + 1 + (1 + 1 + 2)
     bill = estimate(counts, prices_for("us-east-1"), rate_limit=50, pacing="shared")
     lines = {li.component: li.quantity for li in bill["lines"]}
-    assert lines["S3 PUT + LIST"] == puts + lists == 65
+    assert lines["S3 PUT + LIST"] == puts + lists == 46
     assert lines["Lambda requests"] == 14
 
     shown = subprocess.run(
@@ -69,4 +69,4 @@ def test_a_dev_shaped_demo_writes_devs_tasks_and_cost_counts_their_requests(tmp_
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     assert doc["stages"]["troops"]["tasks"] == 3
-    assert {c["component"]: c["quantity"] for c in doc["components"]}["S3 PUT + LIST"] == 65
+    assert {c["component"]: c["quantity"] for c in doc["components"]}["S3 PUT + LIST"] == 46

@@ -66,7 +66,7 @@ def _exact(api: ApiDescription, config: SimConfig, bucket: Path) -> None:
 def test_a_described_api_crawls_exactly_with_two_processes(served, tmp_path: Path, fixture: str):
     api = load(APIS / fixture)
     url, config, env = served(api)  # type: ignore[operator]
-    code, said = _crawl(APIS / fixture, url, env, tmp_path / "bucket", api.levels[0].name, "--no-compact")
+    code, said = _crawl(APIS / fixture, url, env, tmp_path / "bucket", api.levels[0].name)
     assert code == 0, said
     assert config.token not in said
     _exact(api, config, tmp_path / "bucket")
@@ -126,7 +126,7 @@ def test_a_described_run_is_read_with_its_description_and_refused_with_another(s
 def test_demo_with_an_api_crawls_its_simulator_and_checks_the_rows(tmp_path: Path):
     code, out, err = _cli(
         "demo", "--api", str(APIS / "five_level.yaml"), "--size", "tiny", "--quiet",
-        "--bucket-dir", str(tmp_path / "bucket"), "--run-id", "d1", "--json", "--no-compact",
+        "--bucket-dir", str(tmp_path / "bucket"), "--run-id", "d1", "--json",
         env={"BUILDS_CREDENTIALS": ""},
     )  # fmt: skip
     assert code == 0, out + err
