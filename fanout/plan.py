@@ -12,7 +12,8 @@ A level whose known units were all listed (a census) is exact; the top levels us
 so a tree with one huge top unit is seen whole. The 90 % interval is a bootstrap: each
 replicate resamples every sampled level's (children, pages) pairs with replacement (a
 census is kept as it is) and recomputes the totals; the interval is the replicates' 5th to
-95th percentiles.
+95th percentiles, its top raised by what units too rare for the sample to show could add
+(:func:`_unseen`): a sample of lists that all took one page cannot tell that 2 % take ten.
 Units sampled below come only from the children of units sampled above, chosen uniformly,
 so every unit of a level has about the same chance to be chosen (self-weighting).
 """
@@ -151,11 +152,13 @@ def take_sample(
     def used() -> int:
         return int(client.stats.snapshot()["calls"] - calls_before)
 
-    def list_some(k: int, n: int) -> None:
+    def list_some(k: int, n: int, limit: int | None) -> None:
         ls = levels[k]
         child_level = api.levels[k + 1]
         leaf = child_level.is_leaf
         for _ in range(min(n, len(ls.pool))):
+            if limit is not None and used() >= limit:
+                return
             unit = ls.pool.pop(rng.randrange(len(ls.pool)))
             items, pages, size = _listed(client, child_level.name, unit, leaf)
             ls.children.append(len(items))
@@ -169,17 +172,23 @@ def take_sample(
 
     # Pilot: a few units per level, top down, to size the budget.
     for k in range(len(levels)):
-        list_some(k, PILOT_UNITS)
+        list_some(k, PILOT_UNITS, max_calls)
     rough = forecast_of(api, Sample(len(top), first_calls, levels, used(), 0), replicates=0)
-    budget = max(used(), min(max_calls, math.floor(BUDGET_SHARE * rough.calls.estimate)))
-    # Then the rest of the budget, shared evenly by the levels still to extend, top down.
+    budget = max(min(used(), max_calls), min(max_calls, math.floor(BUDGET_SHARE * rough.calls.estimate)))
+    # Then the rest, top down: a level whose known units cost no more than an even share
+    # is listed whole (a census: the top levels, where one huge unit would otherwise hide);
+    # else the level gets a share weighted by the square root of its estimated calls, so
+    # the levels that make most calls are sampled most without starving the others.
+    weights = [math.sqrt(max(1.0, lf.calls.estimate)) for lf in rough.levels]
     for k in range(len(levels)):
         left = budget - used()
         if left <= 0:
             break
-        share = left / (len(levels) - k)
         per_unit = max(1.0, _mean(levels[k].pages))
-        list_some(k, int(share // per_unit))
+        share = left * weights[k] / sum(weights[k:])
+        if len(levels[k].pool) * per_unit <= left / (len(levels) - k):
+            share = len(levels[k].pool) * per_unit
+        list_some(k, int(share // per_unit), budget)
     return Sample(len(top), first_calls, levels, used(), budget)
 
 
@@ -205,14 +214,22 @@ def _totals(
     return units, calls, rows, size
 
 
-def _interval(values: list[float], estimate: float) -> Range:
-    """The bootstrap's 90 % range, always holding ``estimate``."""
+def _interval(values: list[float], estimate: float, unseen: float = 0.0) -> Range:
+    """The bootstrap's 90 % range, always holding ``estimate``, its top raised by ``unseen``."""
     if not values:
-        return Range(estimate, estimate, estimate)
+        return Range(estimate, estimate, estimate + unseen)
     ordered = sorted(values)
     lo = ordered[int(INTERVAL[0] * (len(ordered) - 1))]
     hi = ordered[math.ceil(INTERVAL[1] * (len(ordered) - 1))]
-    return Range(estimate, min(lo, estimate), max(hi, estimate))
+    return Range(estimate, min(lo, estimate), max(hi, estimate) + unseen)
+
+
+def _unseen(units: float, sample: Sequence[int], census: bool) -> float:
+    """What units no sample of n could show may add: a share up to 3 / n of them (the rule of
+    three, a 95 % bound when none was seen), each once more as big as the biggest seen."""
+    if census or not sample:
+        return 0.0
+    return units * min(1.0, 3 / len(sample)) * max(sample)
 
 
 def forecast_of(
@@ -251,12 +268,14 @@ def forecast_of(
         boot_total.append(sample.first_calls + sum(c))
         boot_rows.append(r)
         boot_bytes.append(s)
+    unseen = [_unseen(units[k], ls.pages, per[k][3]) for k, ls in enumerate(sample.levels)]
+    leaf_units, leaf = units[-1], sample.levels[-1]
     levels = [
         LevelForecast(
             ls.level,
             ls.child,
             _interval(boot_units[k], units[k]),
-            _interval(boot_calls[k], calls[k]),
+            _interval(boot_calls[k], calls[k], unseen[k]),
             ls.sampled,
             per[k][3],
         )
@@ -268,9 +287,9 @@ def forecast_of(
         first_units=sample.first_units,
         first_calls=sample.first_calls,
         levels=levels,
-        calls=_interval(boot_total, sample.first_calls + sum(calls)),
-        rows=_interval(boot_rows, rows),
-        json_bytes=_interval(boot_bytes, size),
+        calls=_interval(boot_total, sample.first_calls + sum(calls), sum(unseen)),
+        rows=_interval(boot_rows, rows, _unseen(leaf_units, leaf.children, per[-1][3])),
+        json_bytes=_interval(boot_bytes, size, _unseen(leaf_units, leaf.item_bytes, per[-1][3])),
         sample_calls=sample.calls,
         budget=sample.budget,
     )

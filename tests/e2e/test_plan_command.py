@@ -13,7 +13,8 @@ from .doc_blocks import schemas, violations
 
 SCHEMAS = schemas()
 UNIFORM = SimConfig(token=TOKEN, warriors=20, troops_per_warrior=10, groups_per_troop=20, records_per_group=5)
-"""4,221 calls, every list alike: a sample of any size sees the whole truth."""
+"""4,221 calls, every list alike: a sample of any size finds the whole truth (its range's
+top still allows for units too rare to show in it)."""
 
 
 def _plan(manifest: Path, url: str, *extra: str) -> tuple[int, dict, str]:
@@ -41,7 +42,7 @@ def test_plan_of_a_uniform_tree_finds_the_exact_call_count(
 ) -> None:
     _code, doc, _err = _plan(_manifest(tmp_path), simulator(UNIFORM))
     actual = Universe(UNIFORM).expected_calls(100)
-    assert doc["calls"] == {"estimate": actual, "low": actual, "high": actual}
+    assert doc["calls"]["estimate"] == doc["calls"]["low"] == actual < doc["calls"]["high"]
     assert doc["rows"]["estimate"] == 20 * 10 * 20 * 5
 
 
@@ -76,7 +77,7 @@ def test_plan_text_ends_its_summary_with_the_time_at_r(
     proc = fanout_cli("plan", str(_manifest(tmp_path)), "--hermes-url", simulator(UNIFORM))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "about 4,221 calls (4,221-4,221), ~" in out
+    assert "about 4,221 calls (4,221-" in out and "s at 100000/s" in out
 
 
 def test_plan_of_a_bad_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
