@@ -34,8 +34,8 @@ import urllib3
 from fanout.bucket import StorageSpec
 from fanout_core.errors import SettingsError
 from fanout_core.hermes_http import check_base_url, parse_retry_after
-from fanout_core.hermes_pages import decode_page, validate_page
 from fanout_core.hermes_transport import BodyTooLarge, deadline_session, read_capped, request_deadline
+from fanout_core.pages import decode_page, validate_page
 from fanout_core.secrets import check_token, redact
 
 PROBE_PREFIX = "fanout-check/"

@@ -6,7 +6,7 @@ without a delete: every invocation on it crashed, timed out, ran out of memory, 
 not start, or was stopped by Lambda's recursive-loop detection (no receive is throttled:
 each mapping polls no more than its function's reservation). The
 stage's own function cannot be trusted to record it (it is what kept failing), so a
-separate small function, with no secret and no Hermes client, consumes every stage's
+separate small function, with no secret and no API client, consumes every stage's
 DLQ and writes ``failed/<task key>`` (kind ``crashed``, or ``configuration`` when the
 on-failure record inside says the function could not start), unless the task has a
 done marker (a later retry finished it) or a record already. A second delivery writes
@@ -213,9 +213,13 @@ def dead_letter_handler() -> Callable[[Any, Any], dict[str, Any]]:
             from fanout_aws.s3_storage import S3Storage
 
             config = RecorderConfig.from_environ()
-            recorder.append(  # the product's table, picked once at cold start
+            recorder.append(  # the description's table, picked once at cold start
                 DeadLetterRecorder(
-                    S3Storage(config.bucket), config.bucket, config.env_name, config.max_attempts, STAGES
+                    S3Storage(config.bucket),
+                    config.bucket,
+                    config.env_name,
+                    config.max_attempts,
+                    config.table,
                 )
             )
         return recorder[0].handle(event)

@@ -41,14 +41,16 @@ def execution_input(run_id: str, table: StageTable = STAGES) -> dict[str, Any]:
     }
 
 
-def start_run(client: Any, state_machine_arn: str, run_id: str, *, name: str | None = None) -> str | None:
-    """Start an execution of ``run_id`` named ``name`` (the run id itself by default, so a
-    duplicate start is refused); its ARN, or None when one of that name exists."""
+def start_run(
+    client: Any, state_machine_arn: str, run_id: str, *, name: str | None = None, table: StageTable = STAGES
+) -> str | None:
+    """Start an execution of ``run_id`` of ``table`` named ``name`` (the run id itself by
+    default, so a duplicate start is refused); its ARN, or None when one of that name exists."""
     try:
         answer = client.start_execution(
             stateMachineArn=state_machine_arn,
             name=name or run_id,
-            input=json.dumps(execution_input(run_id), sort_keys=True),
+            input=json.dumps(execution_input(run_id, table), sort_keys=True),
         )
     except client.exceptions.ExecutionAlreadyExists:
         return None
@@ -81,16 +83,17 @@ def starter_handler() -> Any:
 
     import boto3
 
-    from fanout_aws.config import ENV_BUCKET, ENV_STATE_MACHINE_ARN
+    from fanout_aws.config import ENV_BUCKET, ENV_STATE_MACHINE_ARN, table_from_environ
 
     client = boto3.client("stepfunctions")
     bucket, arn = os.environ[ENV_BUCKET], os.environ[ENV_STATE_MACHINE_ARN]
+    table = table_from_environ()  # the description's table, picked once at cold start
 
     def handler(event: Any, _context: Any) -> dict[str, list[str]]:
         started: list[str] = []
         existing: list[str] = []
-        for run_id in seed_runs(event, bucket):
-            execution = start_run(client, arn, run_id)
+        for run_id in seed_runs(event, bucket, table):
+            execution = start_run(client, arn, run_id, table=table)
             # A name taken by a closed execution, or by a running one with another input,
             # answers ExecutionAlreadyExists; the same input while running answers that
             # execution (nothing new either way).

@@ -106,10 +106,7 @@ class StageRuntime:
         settings = config.settings
         check_hermes_host(settings.hermes_url)
         if token is None:
-            if config.token:
-                token = check_token(config.token, f"${ENV_TOKEN}")
-            else:
-                token = read_secret(boto3.client("secretsmanager"), config.token_secret or "")
+            token = cls.secret(config)
         stats = CallStats()
         budget = None
         if config.budget_table:
@@ -122,6 +119,7 @@ class StageRuntime:
             )
         hermes = hermes_client(
             settings,
+            api=config.table.api,
             url=settings.hermes_url,
             token=token,
             pacer=instance_pacer(settings, config.stage.name, budget=budget),
@@ -138,6 +136,19 @@ class StageRuntime:
             token=token,
             stats=stats,
         )
+
+    @staticmethod
+    def secret(config: LambdaConfig) -> str:
+        """The API's secret for its description's auth (a bearer token, an API key or
+        ``user:password``), checked once: from Secrets Manager, or ``$HERMES_TOKEN``
+        outside AWS; none at all for an API whose auth is ``none``."""
+        if not config.needs_secret:
+            return ""
+        if config.token:
+            return check_token(config.token, f"${ENV_TOKEN}")
+        import boto3
+
+        return read_secret(boto3.client("secretsmanager"), config.token_secret or "")
 
     @property
     def scope(self) -> Scope:
@@ -446,15 +457,17 @@ def fail_fast(config: LambdaConfig, event: object, error: Exception) -> dict[str
     return {"batchItemFailures": []} if decoded.from_sqs else None
 
 
-def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
-    """The Lambda entrypoint of one stage; the runtime is built (and the configuration
-    checked) on the first call, and reused by warm invocations."""
+def handler_for(stage_name: str | None = None) -> Callable[[Any, Any], dict[str, Any] | None]:
+    """The Lambda entrypoint of the stage ``FANOUT_STAGE`` names (of the description
+    ``FANOUT_API`` names); the runtime is built (and the configuration checked) on the
+    first call, and reused by warm invocations. ``stage_name``, if given, must be that
+    stage (a caller that means one stage only)."""
     runtime: list[StageRuntime] = []
 
     def handler(event: Any, context: Any) -> dict[str, Any] | None:
         if not runtime:
             config = LambdaConfig.from_environ()
-            if config.stage.name != stage_name:
+            if stage_name is not None and config.stage.name != stage_name:
                 raise SettingsError(
                     f"{ENV_STAGE} is {config.stage.name!r} but this is the {stage_name} handler; "
                     "point the function at its own stage's handler module"
@@ -469,5 +482,5 @@ def handler_for(stage_name: str) -> Callable[[Any, Any], dict[str, Any] | None]:
                 return fail_fast(config, event, exc)
         return runtime[0].handle(event, context)
 
-    handler.__name__ = f"{stage_name}_handler"
+    handler.__name__ = f"{stage_name or 'stage'}_handler"
     return handler

@@ -129,7 +129,7 @@ class Level:
     """
 
     name: str
-    """Plural, as the task bodies and the manifest name its units (``warriors``)."""
+    """Plural, as the task bodies and the manifest name its units (``shops``)."""
     path: str
     """Path template; ``{<level name>}`` stands for the id of that level above."""
     query: Mapping[str, str] = field(default_factory=dict)
@@ -139,7 +139,7 @@ class Level:
     prefix: str | None = None
     """The S3 prefix of the stage that handles this level's units (None for the leaf)."""
     folder: str | None = None
-    """The key folder name of this level's ids (``warrior`` in ``warrior=<id>/``)."""
+    """The key folder name of this level's ids (``shop`` in ``shop=<id>/``)."""
     id_field: str | None = None
     """The item field that is a unit's id."""
     id_name: str | None = None

@@ -1,7 +1,7 @@
 """How a runtime builds the parts of a run from one environment's settings.
 
 The Lambda cold start, the local runtime, its worker processes and the CLI all build
-their Hermes clients, retry policy and per-stage concurrency here, so a setting means
+their API clients, retry policy and per-stage concurrency here, so a setting means
 the same thing everywhere.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fanout_core.adaptive_rate import Tuning
+from fanout_core.api_description import ApiDescription, builtin
 from fanout_core.errors import SettingsError
 from fanout_core.fleet_budget import BudgetStore, FleetPacer
 from fanout_core.hermes import CallStats, HermesClient, PacerLike
@@ -22,20 +23,23 @@ from fanout_core.stages import StageTable
 
 class BridgedHermesClient(HermesClient):
     """TEMPORARY BRIDGE (issue 21), to be deleted when ``fanout_core.api_client.ApiClient``
-    lands: the core asks ``list(level_name, ids)`` (``task_context.Api``); this turns that
-    into today's four Hermes lists, for the built-in description only."""
+    lands (``hermes_client`` then builds ``ApiClient(api, url, secret, ...)``): the core asks
+    ``list(level_name, ids)`` (``task_context.Api``); this turns that into today's four
+    Hermes lists, for the built-in description only. A ``HermesClient`` that already has
+    ``list`` (branch apiclient's, an ``ApiClient``) keeps its own: this adds nothing then."""
 
-    _LISTS = {
-        "warriors": "list_warriors",
-        "troops": "list_troops",
-        "data_groups": "list_data_groups",
-        "records": "list_records",
-    }
+    if not hasattr(HermesClient, "list"):
+        _LISTS = {
+            "warriors": "list_warriors",
+            "troops": "list_troops",
+            "data_groups": "list_data_groups",
+            "records": "list_records",
+        }
 
-    def list(self, level_name: str, ids: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-        method = getattr(self, self._LISTS[level_name])
-        result: Iterator[dict[str, Any]] = method(*ids)
-        return result
+        def list(self, level_name: str, ids: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+            method = getattr(self, self._LISTS[level_name])
+            result: Iterator[dict[str, Any]] = method(*ids)
+            return result
 
 
 def hermes_client(
@@ -46,8 +50,16 @@ def hermes_client(
     pacer: PacerLike | None,
     stats: CallStats,
     pool_size: int,
+    api: ApiDescription | None = None,
 ) -> BridgedHermesClient:
-    """A client for ``url`` with the environment's page size, timeouts and bounds."""
+    """A client of ``api`` (the built-in description when None) at ``url`` with the
+    environment's page size, timeouts and bounds; ``token`` is the API's secret, which the
+    description's auth sends (a bearer token, an API key, or ``user:password``)."""
+    if api is not None and api.levels != builtin().levels:
+        raise SettingsError(
+            f"API {api.name!r}: this build's client serves only the built-in description "
+            "(the generic client is not merged yet)"
+        )
     return BridgedHermesClient(
         url,
         token,

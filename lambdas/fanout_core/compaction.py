@@ -7,14 +7,16 @@ on S3), in steps that each leave the bucket valid, so a kill at any point resume
    is one past the current one (1 for a run never compacted). Its inputs are the current
    generation's files plus the run's small files under ``data/run=<run>/`` that the
    current generation did not already consume, sorted by key and packed into outputs of
-   about ``target_bytes`` and at most ``target_rows`` rows (whole warriors together; a
-   warrior larger than that alone is cut between its files). A second compactor that
+   about ``target_bytes`` and at most ``target_rows`` rows (whole top-level folders
+   together, one per unit of the first level; a folder larger than that alone is cut
+   between its files). A second compactor that
    loses the create adopts the winner's plan, so two never disagree.
 2. **Write** each output ``data/run=<run>/gen-<g>-part-NNNNN.parquet`` (next to the
-   warrior folders, so the run's output stays where a user looks for it), create-only,
-   rows sorted by (ts, warrior, troop, data group), so a time-range filter skips most
-   row groups by their statistics. Inputs are read one at a time into compact columns
-   and written a row group at a time: memory is bounded by the output, not by the run.
+   id folders, so the run's output stays where a user looks for it), create-only, rows
+   sorted by ``sort_key`` (the rows' first timestamp, then the ids level by level), so a
+   time-range filter skips most row groups by their statistics. Inputs are read one at
+   a time into compact columns and written a row group at a time: memory is bounded by
+   the output, not by the run.
    An object appears whole or not at all, so an output that exists is not written again.
 3. **Verify**: the rows in the outputs' footers equal the rows the plan's inputs hold.
 4. **Commit**: write ``compacted/run=<run>/current.json`` naming generation ``g`` and
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fanout_core import keys
+from fanout_core.api_description import ApiDescription
 from fanout_core.bodies import dumps
 from fanout_core.errors import StorageFault
 from fanout_core.failures import now_iso
@@ -69,11 +72,17 @@ PLAN = "plan.json"
 PARQUET = ".parquet"
 GENERATION_FILE = "gen-"
 """A compacted file's name starts so, directly under ``data/run=<run>/``: no ``=`` in it,
-so a Hive-style reader adds no column for it, and no warrior folder is named so."""
-SORT_KEY = ["ts", "warrior_id", "troop_id", "data_group_id"]
+so a Hive-style reader adds no column for it, and no id folder is named so."""
 ATTEMPTS = 5
 """How many times a compactor or a reader starts over when a concurrent compaction
 deleted what it was reading (each start over follows a commit, so a few suffice)."""
+
+
+def sort_key(api: ApiDescription) -> list[str]:
+    """The order of a compacted file's rows: the rows' first timestamp or date column (if
+    any), then the id of each level down to the unit."""
+    times = [c.name for c in api.rows.columns if c.type in ("timestamp", "date")][:1]
+    return [*times, *(str(lv.id_name) for lv in api.stage_levels)]
 
 
 class NotComplete(Exception):
@@ -144,7 +153,7 @@ def _is_generation_file(table: StageTable, run_id: str, key: str) -> bool:
 
 
 def small_files(storage: Storage, run_id: str, table: StageTable = STAGES) -> list[str]:
-    """The run's Parquet files as the leaf stage wrote them, in the warrior folders under
+    """The run's Parquet files as the leaf stage wrote them, in the id folders under
     ``data/run=<run>/`` (not the compacted files beside them)."""
     return [k for k in output_files(storage, run_id, table) if not _is_generation_file(table, run_id, k)]
 
@@ -276,7 +285,7 @@ def _compact_once(
     for output in plan["outputs"]:
         if storage.exists(output["key"]):
             continue
-        body = _rewrite(storage, output["inputs"])
+        body = _rewrite(storage, output["inputs"], table.api)
         newer = _superseded(storage, table, run_id, plan, step)
         if newer is not None:
             return newer
@@ -370,7 +379,7 @@ def _make_plan(
     inputs: list[tuple[str, str, int, int]] = []  # (group, key, bytes, rows)
     for key in [*(f["key"] for f in (current or {}).get("files", [])), *smalls]:
         body = storage.get(key)
-        inputs.append((_warrior_folder(table, run_id, key), key, len(body), row_count(body)))
+        inputs.append((_top_folder(table, run_id, key), key, len(body), row_count(body)))
         del body
     outputs: list[list[tuple[str, int, int]]] = []
     size = rows = 0
@@ -411,8 +420,9 @@ def _make_plan(
     return plan
 
 
-def _warrior_folder(table: StageTable, run_id: str, key: str) -> str:
-    """What packs together: a small file's warrior folder; a compacted file is its own group."""
+def _top_folder(table: StageTable, run_id: str, key: str) -> str:
+    """What packs together: a small file's top id folder (its first-level unit); a compacted
+    file, or a small file of a one-stage table (no folder), is its own group."""
     if _is_generation_file(table, run_id, key):
         return key
     prefix = table.output_run_prefix(run_id)
@@ -428,15 +438,16 @@ def _by_group(inputs: Iterable[tuple[str, str, int, int]]) -> list[tuple[str, li
     return list(groups.items())
 
 
-def _rewrite(storage: Storage, inputs: list[dict[str, Any]]) -> bytes:
+def _rewrite(storage: Storage, inputs: list[dict[str, Any]], api: ApiDescription) -> bytes:
     """One output's bytes: its inputs read one at a time into compact columns, sorted by
-    ``SORT_KEY``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
+    ``sort_key(api)``, written a row group at a time (``fanout_core.output.SortedColumns``)."""
     from fanout_core.output import SortedColumns
 
+    # TEMPORARY (issue 21): SortedColumns(rows, api) once output takes the description.
     columns = SortedColumns(sum(int(i["rows"]) for i in inputs))
     for item in inputs:
         columns.add(storage.get(item["key"]))
-    return columns.to_parquet(SORT_KEY, {"fanout.compacted_from": str(len(inputs))})
+    return columns.to_parquet(sort_key(api), {"fanout.compacted_from": str(len(inputs))})
 
 
 def _verify(storage: Storage, plan: dict[str, Any]) -> list[dict[str, Any]]:

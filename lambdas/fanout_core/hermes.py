@@ -1,65 +1,43 @@
-"""The Hermes API client: one pooled session, every page, transient told from permanent.
+"""Transitional: Hermes' client as it was built before API descriptions, for the callers that
+still build it by name (the local runtime, the CLI, the Lambda handler, the benches).
 
-It keeps to ``docs/hermes-api.yaml``: identifiers percent-encoded as one path
-segment (``.`` and ``..`` too, as ``%2E``), bearer token, ``page_size``/``page_token``
-pagination until a null token, 429 honoured via Retry-After, 5xx/timeouts/broken bodies
-retried a few times with backoff inside the task's time budget, 400/401/403/404 never
-retried.
-
-Whatever a server does, a call ends: each has a total deadline (``request_deadline_s``,
-never past the task's), no wait for the pacer's slot passes the task's deadline less
-``PACER_RESERVE_S`` (``PacerBeyondDeadline``: the task is given back and retried, not
-left to sleep through its own deadline), and each list a bound (no page token followed twice,
-``max_pages``, ``max_items_per_list``). A record the contract does not allow is a
-BadRecord (permanent: it fails its one data group). The token is checked at construction
-and never appears in an error message.
+``HermesClient(base_url, token, **kw)`` is ``ApiClient(builtin(), base_url, token, **kw)``
+with today's default page size; its level-named lists delegate to ``ApiClient.list``. This
+module goes once the stage table calls ``list(level_name, ids)`` and the runtimes build
+``ApiClient`` from the environment's description.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import logging
-import math
-import random
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import urlencode
+from collections.abc import Iterator
+from typing import Any
 
-import requests
-import urllib3
-
-from fanout_core.errors import BadRecord, FanoutError, PacerBeyondDeadline, PermanentError, TransientError
-from fanout_core.hermes_http import (
+from fanout_core.api_client import (
+    DEFAULT_MAX_ITEMS_PER_LIST,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_REQUEST_DEADLINE_S,
     MAX_RETRY_AFTER_S,
+    PACER_RESERVE_S,
     PERMANENT_STATUSES,
+    PREVIEW_CHARS,
     TRANSIENT_STATUSES,
-    UNSENDABLE,
-    check_base_url,
-    connection_kind,
-    encode_segment,
-    parse_retry_after,
-)
-from fanout_core.hermes_pages import PREVIEW_CHARS, decode_page, error_message, holds_constant, validate_page
-from fanout_core.hermes_transport import (
-    REQUEST_DEADLINE,
-    BodyTooLarge,
+    ApiClient,
+    CallStats,
     DeadlineAdapter,
-    deadline_session,
-    read_capped,
+    PacerLike,
+    check_base_url,
+    check_token,
+    parse_retry_after,
+    redact,
 )
-from fanout_core.secrets import check_token, redact
-
-log = logging.getLogger("fanout")
+from fanout_core.api_description import builtin
 
 __all__ = [
     "DEFAULT_MAX_ITEMS_PER_LIST",
     "DEFAULT_MAX_PAGES",
     "DEFAULT_REQUEST_DEADLINE_S",
     "MAX_RETRY_AFTER_S",
+    "PACER_RESERVE_S",
     "PERMANENT_STATUSES",
     "PREVIEW_CHARS",
     "TRANSIENT_STATUSES",
@@ -70,364 +48,25 @@ __all__ = [
     "check_base_url",
     "check_token",
     "parse_retry_after",
+    "redact",
 ]
 
-DEFAULT_MAX_PAGES = 10_000
-"""Pages one list may take before it is given up (a server that never ends its list)."""
-DEFAULT_MAX_ITEMS_PER_LIST = 1_000_000
-"""Items one list may hold before it is given up (every item is held in memory)."""
-DEFAULT_REQUEST_DEADLINE_S = 60.0
-"""Seconds one call may take in all (connect, headers, body), whatever the server sends."""
-PACER_RESERVE_S = 1.0
-"""Seconds of the task's time left that a pacer's wait may not use: the call itself and
-recording its outcome need them (the margin a retry's sleep keeps too). A call needs one
-round trip, a second at most at the rates paced; a slower call meets its own deadline."""
 
+class HermesClient(ApiClient):
+    """``ApiClient`` of the built-in description (page size 100 unless told)."""
 
-class PacerLike(Protocol):
-    def acquire(self, max_wait: float = math.inf) -> float:
-        """Wait for the next slot and return the seconds waited; raise ``PacerBeyondDeadline``
-        (taking no slot) when that wait would exceed ``max_wait`` seconds."""
-        ...
+    def __init__(self, base_url: str, token: str, *, page_size: int = 100, **options: Any):
+        super().__init__(builtin(), base_url, token, page_size=page_size, **options)
 
-    def on_throttled(self, retry_after: float | None) -> None: ...
-    def on_success(self) -> None: ...
-
-
-@dataclass
-class CallStats:
-    """Counters the summary, the metrics and the benchmarks read; thread-safe."""
-
-    calls: int = 0
-    throttled: int = 0
-    transient_errors: int = 0
-    retries: int = 0
-    paced_s: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: float) -> None:
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            return {
-                "calls": self.calls,
-                "throttled": self.throttled,
-                "transient_errors": self.transient_errors,
-                "retries": self.retries,
-                "paced_s": self.paced_s,
-            }
-
-
-class HermesClient:
-    """A Hermes client shared by every task of one process (the session pools connections)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        page_size: int = 100,
-        connect_timeout: float = 3.05,
-        read_timeout: float = 20.0,
-        max_retries: int = 4,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 10.0,
-        max_page_bytes: int = 32 * 1024 * 1024,
-        max_pages: int = DEFAULT_MAX_PAGES,
-        max_items_per_list: int = DEFAULT_MAX_ITEMS_PER_LIST,
-        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
-        pool_size: int = 64,
-        pacer: PacerLike | None = None,
-        stats: CallStats | None = None,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        if not 1 <= page_size <= 1000:
-            raise ValueError("page_size must be between 1 and 1000")
-        if max_pages < 1:
-            raise ValueError(f"max_pages must be at least 1, got {max_pages}")
-        if max_items_per_list < 1:
-            raise ValueError(f"max_items_per_list must be at least 1, got {max_items_per_list}")
-        if not (isinstance(request_deadline_s, int | float) and 0 < request_deadline_s < math.inf):
-            raise ValueError(
-                f"request_deadline_s must be a positive number of seconds, got {request_deadline_s!r}"
-            )
-        check_token(token)
-        self.base_url = check_base_url(base_url)
-        self._secrets = (token,)
-        self.page_size = page_size
-        self.timeout = (connect_timeout, read_timeout)
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.max_page_bytes = max_page_bytes
-        self.max_pages = max_pages
-        self.max_items_per_list = max_items_per_list
-        self.request_deadline_s = float(request_deadline_s)
-        self.pacer = pacer
-        self.stats = stats if stats is not None else CallStats()
-        self._sleep = sleep
-        self._clock = clock
-        self._deadline = threading.local()
-        if session is None:
-            session = deadline_session(self.base_url, pool_size=pool_size)
-        session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
-        self.session = session
-
-    # -- time budget ---------------------------------------------------------------
-    def set_deadline(self, deadline: float | None) -> None:
-        """The monotonic time by which this thread's task must be done (None: no limit)."""
-        self._deadline.value = deadline
-
-    def _time_left(self) -> float:
-        deadline = getattr(self._deadline, "value", None)
-        return float("inf") if deadline is None else deadline - self._clock()
-
-    # -- the four lists -------------------------------------------------------------
+    # The stage table's lists until it calls ``list`` itself.
     def list_warriors(self) -> Iterator[dict[str, Any]]:
-        return self._pages(("warriors",), "warrior")
+        return self.list("warriors", ())
 
     def list_troops(self, warrior_id: str) -> Iterator[dict[str, Any]]:
-        return self._pages(("warriors", warrior_id, "troops"), "troop")
+        return self.list("troops", (warrior_id,))
 
     def list_data_groups(self, warrior_id: str, troop_id: str) -> Iterator[dict[str, Any]]:
-        return self._pages(("warriors", warrior_id, "troops", troop_id, "data_groups"), "data_group")
+        return self.list("data_groups", (warrior_id, troop_id))
 
     def list_records(self, warrior_id: str, troop_id: str, data_group_id: str) -> Iterator[dict[str, Any]]:
-        path = ("warriors", warrior_id, "troops", troop_id, "data_groups", data_group_id, "data")
-        return self._pages(path, "record")
-
-    # -- mechanics ----------------------------------------------------------------
-    def url_for(self, segments: tuple[str, ...]) -> str:
-        return self.base_url + "/v1/" + "/".join(encode_segment(s) for s in segments)
-
-    def _pages(self, segments: tuple[str, ...], kind: str) -> Iterator[dict[str, Any]]:
-        """Every item of one list, page after page until a null token.
-
-        Bounded whatever the server does and however the caller iterates: every check runs
-        before the next page is asked for or before a page's items are handed out. A token
-        already followed in this list (A -> A, A -> B -> A), more than ``max_pages`` pages
-        or more than ``max_items_per_list`` items fail the list permanently. Tokens are
-        remembered by a 16-byte digest, since they may be long.
-        """
-        url = self.url_for(segments)
-        token: str | None = None
-        followed: set[bytes] = set()
-        pages = items_seen = 0
-        try:
-            while True:
-                if pages >= self.max_pages:
-                    raise PermanentError(
-                        f"{url}: the list goes on for more than {self.max_pages} pages "
-                        f"(max_pages); given up after {pages} pages",
-                        status=200,
-                        kind="too_large",
-                    )
-                params: dict[str, Any] = {"page_size": self.page_size}
-                if token is not None:
-                    params["page_token"] = token
-                page, suspicious = self._get_with_retries(url, params)
-                pages += 1
-                items, token = validate_page(page, kind, url, self.page_size, pages, self._preview)
-                if suspicious and holds_constant(page):
-                    error = BadRecord if kind == "record" else TransientError
-                    raise error(
-                        f"{url}: page {pages} holds NaN or Infinity, which JSON does not allow", status=200
-                    )
-                items_seen += len(items)
-                if items_seen > self.max_items_per_list:
-                    raise PermanentError(
-                        f"{url}: the list holds more than {self.max_items_per_list} items "
-                        f"(max_items_per_list); given up after {pages} pages",
-                        status=200,
-                        kind="too_large",
-                    )
-                if token is not None:
-                    digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                    if digest in followed:
-                        raise PermanentError(
-                            f"{url}: page {pages} hands back a next_page_token already followed, "
-                            f"so the list would never end; given up after {pages} pages",
-                            status=200,
-                        )
-                    followed.add(digest)
-                yield from items
-                if token is None:
-                    return
-        except Exception as exc:
-            # Every error leaves through here: none may carry the token.
-            scrubbed = self._scrub(exc)
-            if scrubbed is exc:
-                raise
-            raise scrubbed from None
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
-    def _preview(self, value: Any) -> str:
-        """A bad value as an error message shows it: repr, token removed, then cut short."""
-        text = self._redact(repr(value))
-        return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
-
-    def _scrub(self, exc: Exception) -> Exception:
-        """``exc`` with the token taken out of its message and its chained causes.
-
-        A FanoutError is fixed in place (its type decides retries); any other exception
-        whose text still shows the token is replaced by a TransientError saying the same.
-        """
-        if isinstance(exc, FanoutError):
-            exc.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
-        elif self._redact(str(exc)) != str(exc):
-            return TransientError(f"{type(exc).__name__}: {self._redact(str(exc))}")
-        cause: BaseException | None = exc.__cause__ or exc.__context__
-        while cause is not None:
-            if self._redact(str(cause)) != str(cause):
-                exc.__cause__ = None
-                exc.__suppress_context__ = True
-                break
-            cause = cause.__cause__ or cause.__context__
-        return exc
-
-    def _backoff(self, attempt: int) -> float:
-        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
-
-    def _get_with_retries(self, url: str, params: Mapping[str, Any]) -> tuple[Any, bool]:
-        """The decoded page, and whether its body may hold NaN or Infinity."""
-        attempt = 0
-        while True:
-            try:
-                return self._get_once(url, params)
-            except PacerBeyondDeadline:
-                raise  # waiting here would only bring the deadline nearer: give the task back
-            except TransientError as exc:
-                self.stats.add(transient_errors=1)
-                if exc.status == 429 and self.pacer is not None:
-                    self.pacer.on_throttled(exc.retry_after)
-                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
-                attempt += 1
-                if attempt > self.max_retries or delay >= self._time_left() - 1.0:
-                    raise
-                self.stats.add(retries=1)
-                self._sleep(delay)
-
-    def _task_time_left(self, url: str) -> float:
-        """Seconds left before the task's deadline; past it no call starts (its runtime
-        needs the time left to record the outcome)."""
-        left = self._time_left()
-        if left <= 0:
-            raise TransientError(f"{url}: the task's deadline passed before this call could start")
-        return left
-
-    def _get_once(self, url: str, params: Mapping[str, Any]) -> tuple[Any, bool]:
-        left = self._task_time_left(url)
-        if self.pacer is not None:
-            try:
-                waited = self.pacer.acquire(max_wait=left - PACER_RESERVE_S)
-            except PacerBeyondDeadline as exc:
-                log.warning(
-                    "pacing wait past the task's deadline: task given back to be retried",
-                    extra={"outcome": "paced_past_deadline", "reason": str(exc)[:200]},
-                )
-                raise
-            if waited:
-                self.stats.add(paced_s=waited)
-        # One deadline bounds the whole call (connect, headers, body): request_deadline_s,
-        # never past the task's. Per-read timeouts alone let a server that sends a byte now
-        # and then hold the call forever.
-        budget = min(self.request_deadline_s, self._task_time_left(url))
-        self.stats.add(calls=1)
-        timeout = (min(self.timeout[0], budget), min(self.timeout[1], budget))
-        deadline = time.monotonic() + budget
-        # The URL is sent exactly as built: requests would turn %2E back into "." (it
-        # unquotes unreserved characters) and urllib3 would then drop "." and ".." segments.
-        full_url = url + "?" + urlencode(params)
-        session = self.session
-        REQUEST_DEADLINE.value = deadline  # read by the responses of the client's own adapter
-        try:
-            request = session.prepare_request(requests.Request("GET", full_url))
-            request.url = full_url
-            send_kwargs = session.merge_environment_settings(full_url, {}, True, None, None)
-            response = session.send(request, timeout=timeout, allow_redirects=True, **send_kwargs)
-        except requests.Timeout as exc:
-            raise self._timeout_error(url, budget, deadline, exc) from None
-        except UNSENDABLE as exc:
-            # The request could not even be built: retrying cannot help.
-            raise PermanentError(
-                f"calling {url} failed before sending: {type(exc).__name__}: {self._redact(str(exc))}",
-                kind="bad_url",
-            ) from None
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"connection failed calling {url}: {self._redact(str(exc))}", kind=connection_kind(exc)
-            ) from None
-        finally:
-            REQUEST_DEADLINE.value = None
-        with response:
-            status = response.status_code
-            try:
-                body = self._read_capped(response, url, budget, deadline)
-            except (TimeoutError, urllib3.exceptions.ReadTimeoutError, requests.Timeout) as exc:
-                raise self._timeout_error(url, budget, deadline, exc) from None
-            except (
-                requests.RequestException,
-                urllib3.exceptions.HTTPError,
-                http.client.HTTPException,
-                OSError,
-            ) as exc:
-                raise TransientError(
-                    f"reading the body of {url} failed: {type(exc).__name__}: {self._redact(str(exc))}",
-                    kind="bad_response",
-                ) from None
-        if status == 200:
-            try:
-                decoded = decode_page(body)
-            except ValueError as exc:
-                raise TransientError(
-                    f"{url} answered 200 with a body that is not JSON ({len(body)} bytes): {exc}",
-                    status=200,
-                ) from None
-            if self.pacer is not None:
-                self.pacer.on_success()
-            # NaN or Infinity may hide where no check looks; only then is the page walked.
-            return decoded, (b"NaN" in body or b"Infinity" in body)
-        message = self._redact(error_message(body))
-        if status == 429:
-            self.stats.add(throttled=1)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise TransientError(f"{url}: 429 rate limited{message}", status=429, retry_after=retry_after)
-        if status in PERMANENT_STATUSES:
-            raise PermanentError(f"{url}: {status}{message}", status=status)
-        if status in TRANSIENT_STATUSES or status >= 500:
-            raise TransientError(f"{url}: {status}{message}", status=status)
-        raise PermanentError(f"{url}: unexpected status {status}{message}", status=status)
-
-    def _timeout_error(self, url: str, budget: float, deadline: float, exc: BaseException) -> TransientError:
-        if time.monotonic() >= deadline - 0.01:
-            return TransientError(
-                f"{url}: the call took longer than {budget:.3g} s (the server is sending too slowly)",
-                kind="timeout",
-            )
-        return TransientError(f"timeout calling {url}: {self._redact(str(exc))}", kind="timeout")
-
-    def _read_capped(self, response: requests.Response, url: str, budget: float, deadline: float) -> bytes:
-        """The (decoded) body, read piece by piece so that neither the cap nor the deadline
-        waits for more than one socket read."""
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_page_bytes:
-            raise PermanentError(
-                f"{url}: a {int(declared)}-byte page is larger than the {self.max_page_bytes}-byte cap",
-                status=response.status_code,
-                kind="too_large",
-            )
-        try:
-            return read_capped(response.raw, self.max_page_bytes, deadline)
-        except BodyTooLarge:
-            raise PermanentError(
-                f"{url}: page larger than the {self.max_page_bytes}-byte cap",
-                status=response.status_code,
-                kind="too_large",
-            ) from None
+        return self.list("records", (warrior_id, troop_id, data_group_id))

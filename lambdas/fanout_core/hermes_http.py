@@ -1,4 +1,4 @@
-"""What the Hermes client checks and reads around its calls: the base URL and the token
+"""What the API client checks and reads around its calls: the base URL and the secret
 (refused at construction, never shown), identifiers as path segments, status classes and
 Retry-After."""
 
@@ -69,39 +69,40 @@ UNSENDABLE = (
 )
 
 
-def check_base_url(url: str) -> str:
-    """The Hermes base URL without its trailing slash; a one-line SettingsError if it is no URL."""
+def check_base_url(url: str, what: str = "the Hermes URL") -> str:
+    """An API's base URL without its trailing slash; a one-line SettingsError if it is no URL.
+    ``what`` names it in messages (``the Shops URL``)."""
     if not isinstance(url, str):
-        raise SettingsError(f"the Hermes URL must be a string, got {type(url).__name__}")
+        raise SettingsError(f"{what} must be a string, got {type(url).__name__}")
     shown = repr(url)
     if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) <= 159 for c in url):
-        raise SettingsError(f"the Hermes URL {shown} holds whitespace or a control character")
+        raise SettingsError(f"{what} {shown} holds whitespace or a control character")
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
+        raise SettingsError(f"{what} {shown} is not a URL: {exc}") from None
     if parts.username is not None or parts.password is not None:
         shown = repr(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
         raise SettingsError(
-            f"the Hermes URL {shown} must not hold a user name or password (the token goes in a header)"
+            f"{what} {shown} must not hold a user name or password (the secret goes in a header or the query)"
         )
     if parts.scheme not in ("http", "https") or not url.lower().startswith(("http://", "https://")):
-        raise SettingsError(f"the Hermes URL {shown} must start with http:// or https://")
+        raise SettingsError(f"{what} {shown} must start with http:// or https://")
     if not parts.hostname:
-        raise SettingsError(f"the Hermes URL {shown} names no host")
+        raise SettingsError(f"{what} {shown} names no host")
     try:
         port = parts.port
     except ValueError:
         port = 0
     if port == 0 or (port is None and parts.netloc.endswith(":")):
-        raise SettingsError(f"the Hermes URL {shown} has a port that is not a number from 1 to 65535")
+        raise SettingsError(f"{what} {shown} has a port that is not a number from 1 to 65535")
     if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise SettingsError(f"the Hermes URL {shown} must not have a query or fragment")
+        raise SettingsError(f"{what} {shown} must not have a query or fragment")
     try:
         prepared = requests.PreparedRequest()
         prepared.prepare_url(url, None)
     except requests.RequestException as exc:
-        raise SettingsError(f"the Hermes URL {shown} is not a URL: {exc}") from None
+        raise SettingsError(f"{what} {shown} is not a URL: {exc}") from None
     return (prepared.url or url).rstrip("/")
 
 

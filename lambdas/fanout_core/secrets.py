@@ -10,12 +10,18 @@ another's repr).
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 from fanout_core.errors import SettingsError
+
+if TYPE_CHECKING:
+    from fanout_core.api_description import Auth
 
 MASK = "***"
 
@@ -61,9 +67,10 @@ def redact(text: str, secrets: str | Iterable[str] | None) -> str:
     return text
 
 
-def check_token(token: str, where: str | None = None) -> str:
+def check_token(token: str, where: str | None = None, api: str = "Hermes", noun: str = "token") -> str:
     """``token`` if it can go into an ``Authorization`` header as it is; ``where`` names
-    its source in the message (``"secret 'x'"``, ``"$HERMES_TOKEN"``).
+    its source in the message (``"secret 'x'"``, ``"$HERMES_TOKEN"``); ``api`` and ``noun``
+    name the API and what the secret is (``the Shops API key``).
 
     Raises ``SettingsError`` for a non-string or empty token, whitespace at either end, a
     C0 or C1 control character or DEL (CR and LF would split the header), or a character
@@ -72,10 +79,11 @@ def check_token(token: str, where: str | None = None) -> str:
     pasted. The message never echoes the token.
     """
     source = f" in {where}" if where else ""
+    what = f"the {api} {noun}"
     if not isinstance(token, str):
-        raise SettingsError(f"the Hermes token{source} must be a string, got {type(token).__name__}")
+        raise SettingsError(f"{what}{source} must be a string, got {type(token).__name__}")
     if not token:
-        raise SettingsError(f"the Hermes token{source} is empty; store the bare token Hermes issued")
+        raise SettingsError(f"{what}{source} is empty; store the bare {noun} {api} issued")
     if "\r" in token or "\n" in token:
         found = "a line break"
     elif token[0].isspace() or token[-1].isspace():
@@ -86,15 +94,52 @@ def check_token(token: str, where: str | None = None) -> str:
         found = ""
     if found:
         raise SettingsError(
-            f"the Hermes token holds whitespace or a control character ({where or 'it'} holds {found}); "
+            f"{what} holds whitespace or a control character ({where or 'it'} holds {found}); "
             "a line break or a space at either end is most likely a copy-paste accident: "
-            "store the bare token"
+            f"store the bare {noun}"
         )
     try:
         token.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise SettingsError(
-            f"the Hermes token{source} holds a character an HTTP header cannot carry "
-            f"(at position {exc.start})"
+            f"{what}{source} holds a character an HTTP header cannot carry (at position {exc.start})"
         ) from None
     return token
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a described API's auth adds to every call, and every text to keep out of messages."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    """Query parameters (``api_key`` in the query): masked wherever a URL is shown."""
+    secrets: tuple[str, ...] = ()
+
+
+def credentials(auth: Auth, secret: str, where: str | None = None, api: str = "Hermes") -> Credentials:
+    """The headers or query parameters ``auth`` sends with ``secret``, checked as a token is
+    (``check_token``). ``bearer``: ``Authorization: Bearer <secret>``; ``api_key``: the
+    secret in the named header or query parameter; ``basic``: the secret is ``user:password``;
+    ``none``: nothing is sent and the secret is ignored."""
+    if auth.type == "none":
+        return Credentials()
+    noun = {"api_key": "API key", "basic": "credentials"}.get(auth.type, "token")
+    check_token(secret, where, api, noun)
+    if auth.type == "bearer":
+        return Credentials(headers={"Authorization": f"Bearer {secret}"}, secrets=(secret,))
+    if auth.type == "api_key":
+        name = auth.name or ""
+        if auth.location == "query":
+            return Credentials(params={name: secret}, secrets=(secret,))
+        return Credentials(headers={name: secret}, secrets=(secret,))
+    _user, colon, password = secret.partition(":")
+    if not colon:
+        source = f" in {where}" if where else ""
+        raise SettingsError(f"the {api} {noun}{source} must be user:password (it holds no ':')")
+    packed = base64.b64encode(secret.encode("latin-1")).decode("ascii")
+    # The password alone and the packed pair are secrets too (a message may show either).
+    return Credentials(
+        headers={"Authorization": f"Basic {packed}"},
+        secrets=tuple(s for s in (secret, packed, password) if len(s) >= 4 or s == secret),
+    )

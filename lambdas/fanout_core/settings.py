@@ -60,7 +60,7 @@ class StageSettings:
     """Lambda's own asynchronous retries (0-2)."""
     max_event_age_s: int = 21600
     units_per_task: int = 1
-    """How many sibling units (warriors, troops or data groups) one task object carries."""
+    """How many sibling units (of the stage's level) one task object carries."""
     rate_weight: float = 1.0
     """This stage's share of the Hermes rate budget, relative to the other stages."""
     retry_concurrency: int = 2
@@ -163,13 +163,13 @@ _STAGE_FIELDS = {f for f in StageSettings.__dataclass_fields__}
 _ENV_FIELDS = {f for f in EnvironmentSettings.__dataclass_fields__} - {"name", "stages"}
 
 
-def invocations_per_chain(stage_name: str, max_attempts: int) -> int:
+def invocations_per_chain(stage_name: str, max_attempts: int, first_stage: str = STAGE_NAMES[0]) -> int:
     """The most invocations of one stage's function a single chain of requests makes:
     the first stage's seed writes its parts back under its own prefix (one hop), every
     attempt is one invocation (a retry comes back through the stage's own queue), and
     an on-failure record through that queue is one more. A redrive is written by the
     CLI, outside any chain, so it starts a new one."""
-    self_hops = 1 if stage_name == STAGE_NAMES[0] else 0
+    self_hops = 1 if stage_name == first_stage else 0
     return self_hops + max_attempts + 1
 
 
@@ -224,8 +224,9 @@ def _stage(env: str, name: str, raw: Any) -> StageSettings:
     )
 
 
-def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
-    """Validate one environment's raw settings (a mapping from cdk.json)."""
+def parse_environment(name: str, raw: Any, stage_names: tuple[str, ...] = STAGE_NAMES) -> EnvironmentSettings:
+    """Validate one environment's raw settings (a mapping from cdk.json) for the stages
+    ``stage_names`` (those of the API description's table; the built-in's by default)."""
     where = f"environments.{name}"
     if not isinstance(raw, Mapping):
         raise SettingsError(f"{where} must be an object")
@@ -235,13 +236,13 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     raw_stages = raw.get("stages", {})
     if not isinstance(raw_stages, Mapping):
         raise SettingsError(f"{where}.stages must be an object")
-    extra = set(raw_stages) - set(STAGE_NAMES)
+    extra = set(raw_stages) - set(stage_names)
     if extra:
         raise SettingsError(
             f"{where}.stages: unknown stage(s) {', '.join(sorted(extra))}; "
-            f"stages are {', '.join(STAGE_NAMES)}"
+            f"stages are {', '.join(stage_names)}"
         )
-    stages = {s: _stage(name, s, raw_stages.get(s, {})) for s in STAGE_NAMES}
+    stages = {s: _stage(name, s, raw_stages.get(s, {})) for s in stage_names}
     d = EnvironmentSettings(name=name)
     account_limit = _int(
         f"{where}.account_concurrency_limit",
@@ -302,7 +303,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     if rate_start is not None:
         rate_start = _num(f"{where}.hermes_rate_start", rate_start, 0.1, 1e6)
     max_attempts = _int(f"{where}.max_attempts", raw.get("max_attempts", d.max_attempts), 1, 100)
-    worst = max(invocations_per_chain(n, max_attempts) for n in STAGE_NAMES)
+    worst = max(invocations_per_chain(n, max_attempts, stage_names[0]) for n in stage_names)
     if worst >= RECURSION_CUTOFF:
         raise SettingsError(
             f"{where}.max_attempts is {max_attempts}: a task's chain would invoke its function "
@@ -370,26 +371,32 @@ def parse_environment(name: str, raw: Any) -> EnvironmentSettings:
     )
 
 
-def parse_environments(context: Any) -> dict[str, EnvironmentSettings]:
+def parse_environments(
+    context: Any, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> dict[str, EnvironmentSettings]:
     if not isinstance(context, Mapping) or not context:
         raise SettingsError("environments must be a non-empty object of name -> settings")
-    return {name: parse_environment(name, raw) for name, raw in context.items()}
+    return {name: parse_environment(name, raw, stage_names) for name, raw in context.items()}
 
 
-def select_environment(context: Any, name: str) -> EnvironmentSettings:
+def select_environment(
+    context: Any, name: str, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> EnvironmentSettings:
     if not isinstance(context, Mapping) or name not in context:
         known = ", ".join(sorted(context)) if isinstance(context, Mapping) else "none"
         raise SettingsError(f"unknown environment {name!r}; environments in cdk.json: {known}")
-    return parse_environment(name, context[name])
+    return parse_environment(name, context[name], stage_names)
 
 
-def load_environment(name: str, cdk_json: str | Path) -> EnvironmentSettings:
+def load_environment(
+    name: str, cdk_json: str | Path, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> EnvironmentSettings:
     """The environment ``name`` from a cdk.json file's ``context.environments``."""
     try:
         doc = strict_json.loads(Path(cdk_json).read_text())
     except (OSError, ValueError) as exc:
         raise SettingsError(f"cannot read settings from {cdk_json}: {exc}") from exc
-    return select_environment(doc.get("context", {}).get("environments"), name)
+    return select_environment(doc.get("context", {}).get("environments"), name, stage_names)
 
 
 def environment_to_raw(env: EnvironmentSettings) -> dict[str, Any]:
@@ -406,9 +413,11 @@ def environment_to_json(env: EnvironmentSettings) -> str:
     return json.dumps(environment_to_raw(env), sort_keys=True, separators=(",", ":"))
 
 
-def environment_from_json(name: str, text: str) -> EnvironmentSettings:
+def environment_from_json(
+    name: str, text: str, stage_names: tuple[str, ...] = STAGE_NAMES
+) -> EnvironmentSettings:
     try:
         raw = strict_json.loads(text)
     except ValueError as exc:
         raise SettingsError(f"environment {name!r}: settings are not JSON: {exc}") from exc
-    return parse_environment(name, raw)
+    return parse_environment(name, raw, stage_names)

@@ -43,6 +43,8 @@ ARCHIVE_PREFIX = keys.ARCHIVE_PREFIX
 TASK_SUFFIX = keys.TASK_SUFFIX
 
 Work = Callable[["Task", "TaskContext", "TaskResult"], None]
+STAGE_HANDLER = "fanout_aws.handlers.stage.handler"
+"""The one Lambda entrypoint of every stage; it learns its stage from ``FANOUT_STAGE``."""
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -200,7 +202,7 @@ def table_for(
                 child=api.levels[index + 1],
                 body=TaskFormat(stage_levels[:index], level),
                 work=write_records if leaf else fan_out,
-                handler=f"fanout_aws.handlers.{level.name}.handler",
+                handler=STAGE_HANDLER,
                 description=level.description,
             )
         )

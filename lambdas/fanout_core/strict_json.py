@@ -1,9 +1,9 @@
 """The one JSON reader for documents from outside (manifests, task bodies, settings files,
 prices, event bodies): ``json.loads``, except that an object repeating a key is refused.
 
-Python's reader keeps the last of repeated keys silently, so ``{"warriors": "all",
-"warriors": ["w0"]}`` would crawl one warrior where its writer may have meant all of them;
-a document that says two things is not guessed at.
+Python's reader keeps the last of repeated keys silently, so a manifest
+``{"shops": "all", "shops": [7]}`` would crawl one unit where its writer may have meant
+all of them; a document that says two things is not guessed at.
 """
 
 from __future__ import annotations

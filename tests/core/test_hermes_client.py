@@ -140,12 +140,12 @@ def _level(client: HermesClient, sim: HermesSimulator, level: str) -> tuple[list
     t = u.troops(w)[-1]["troop_id"]
     g = u.data_groups(w, t)[-1]["data_group_id"]
     if level == "warriors":
-        return list(client.list_warriors()), u.warriors()
+        return list(client.list("warriors", ())), u.warriors()
     if level == "troops":
-        return list(client.list_troops(w)), u.troops(w)
+        return list(client.list("troops", (w,))), u.troops(w)
     if level == "data_groups":
-        return list(client.list_data_groups(w, t)), u.data_groups(w, t)
-    return list(client.list_records(w, t, g)), u.records(w, t, g)
+        return list(client.list("data_groups", (w, t))), u.data_groups(w, t)
+    return list(client.list("records", (w, t, g))), u.records(w, t, g)
 
 
 LEVELS = ["warriors", "troops", "data_groups", "records"]
@@ -176,7 +176,7 @@ def test_an_empty_list_costs_one_call(simulator, rec: Recorder) -> None:
     sim = simulator(warriors=1, troops_per_warrior=1, groups_per_troop=1, records_per_group=0)
     client = rec.client(sim.url, page_size=3)
     [(w, t, g)] = list(sim.universe.iter_group_paths())
-    assert list(client.list_records(w, t, g)) == []
+    assert list(client.list("records", (w, t, g))) == []
     assert client.stats.calls == 1
 
 
@@ -189,7 +189,7 @@ def test_page_tokens_are_sent_query_encoded(scripted, rec: Recorder) -> None:
         return 200, {}, page([{"warrior_id": "w1", "name": "n"}], token)
 
     server = scripted(reply)
-    got = list(rec.client(server.url, page_size=1).list_warriors())
+    got = list(rec.client(server.url, page_size=1).list("warriors", ()))
     assert [w["warrior_id"] for w in got] == ["w1", "w2"]
     assert server.paths[1] == "/v1/warriors?page_size=1&page_token=hp1%2Ba%2Fb%3Dc+d%26e%3Ff"
 
@@ -211,12 +211,12 @@ def test_page_tokens_are_sent_query_encoded(scripted, rec: Recorder) -> None:
     ],
 )
 def test_url_for_percent_encodes_each_identifier_as_one_segment(segments: tuple[str, ...], path: str) -> None:
-    assert HermesClient("http://h:1/", TOKEN).url_for(segments) == "http://h:1" + path
+    assert HermesClient("http://h:1/", TOKEN).url_for("troops", (segments[1],)) == "http://h:1" + path
 
 
 def test_awkward_ids_reach_the_server_as_single_segments(scripted, rec: Recorder) -> None:
     server = scripted(always(200, page([])))
-    list(rec.client(server.url).list_records("a b", "a+b", "100%"))
+    list(rec.client(server.url).list("records", ("a b", "a+b", "100%")))
     assert server.paths == ["/v1/warriors/a%20b/troops/a%2Bb/data_groups/100%25/data?page_size=100"]
 
 
@@ -231,7 +231,7 @@ def awkward(simulator) -> HermesSimulator:
 def test_awkward_warrior_ids_reach_their_troops(awkward: HermesSimulator, rec: Recorder) -> None:
     client = rec.client(awkward.url)
     for warrior in awkward.universe.warriors():
-        assert list(client.list_troops(warrior["warrior_id"])) == awkward.universe.troops(
+        assert list(client.list("troops", (warrior["warrior_id"],))) == awkward.universe.troops(
             warrior["warrior_id"]
         )
 
@@ -241,7 +241,7 @@ def test_awkward_troop_ids_reach_their_data_groups(awkward: HermesSimulator, rec
     w = awkward.universe.warriors()[0]["warrior_id"]
     for troop in awkward.universe.troops(w):
         t = troop["troop_id"]
-        assert list(client.list_data_groups(w, t)) == awkward.universe.data_groups(w, t)
+        assert list(client.list("data_groups", (w, t))) == awkward.universe.data_groups(w, t)
 
 
 def test_awkward_data_group_ids_reach_their_records(awkward: HermesSimulator, rec: Recorder) -> None:
@@ -250,7 +250,7 @@ def test_awkward_data_group_ids_reach_their_records(awkward: HermesSimulator, re
     t = awkward.universe.troops(w)[0]["troop_id"]  # "it's 4 %2F 0"
     for group in awkward.universe.data_groups(w, t):
         g = group["data_group_id"]
-        assert list(client.list_records(w, t, g)) == awkward.universe.records(w, t, g)
+        assert list(client.list("records", (w, t, g))) == awkward.universe.records(w, t, g)
 
 
 # --- rate limiting ---------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_awkward_data_group_ids_reach_their_records(awkward: HermesSimulator, re
 def test_injected_429s_are_retried_after_exactly_their_retry_after(simulator, rec: Recorder) -> None:
     sim = simulator(warriors=6, error_rate_429=0.5, fault_seed=1)
     client = rec.client(sim.url, page_size=2, max_retries=8)
-    assert list(client.list_warriors()) == sim.universe.warriors()
+    assert list(client.list("warriors", ())) == sim.universe.warriors()
     asked = [float(ra) for status, ra in rec.responses if status == 429 and ra is not None]
     assert asked, "the fault seed should inject at least one 429"
     assert rec.sleeps == asked
@@ -281,7 +281,7 @@ def test_rate_limit_429_retry_after_is_honoured_then_succeeds(
         time.sleep(0.25)
 
     client = rec.client(sim.url, page_size=1, sleep=sleep)
-    assert list(client.list_warriors()) == sim.universe.warriors()
+    assert list(client.list("warriors", ())) == sim.universe.warriors()
     assert sim.stats.rate_limited >= 1
     assert len(rec.sleeps) == sim.stats.rate_limited == client.stats.throttled
     assert all(low <= s <= high and s > 0 for s in rec.sleeps), rec.sleeps
@@ -306,7 +306,7 @@ def test_a_429_tells_the_pacer_its_retry_after(scripted, rec: Recorder) -> None:
     replies = iter([(429, {"Retry-After": "3"}, b"{}"), (200, {}, page([]))])
     server = scripted(lambda _path: next(replies))
     pacer = RecordingPacer()
-    assert list(rec.client(server.url, pacer=pacer).list_warriors()) == []
+    assert list(rec.client(server.url, pacer=pacer).list("warriors", ())) == []
     assert pacer.events == [("acquire", None), ("throttled", 3.0), ("acquire", None), ("success", None)]
     assert rec.sleeps == [3.0]
 
@@ -315,7 +315,7 @@ def test_a_429_without_retry_after_backs_off_instead(scripted, rec: Recorder) ->
     replies = iter([(429, {}, b"{}"), (200, {}, page([]))])
     server = scripted(lambda _path: next(replies))
     client = rec.client(server.url, backoff_base_s=0.5, backoff_cap_s=4.0)
-    assert list(client.list_warriors()) == []
+    assert list(client.list("warriors", ())) == []
     [slept] = rec.sleeps
     assert 0.0 <= slept <= 0.5
 
@@ -326,7 +326,7 @@ def test_a_429_without_retry_after_backs_off_instead(scripted, rec: Recorder) ->
 def test_5xx_is_retried_then_succeeds(simulator, rec: Recorder) -> None:
     sim = simulator(warriors=6, error_rate_5xx=0.5, fault_seed=1)
     client = rec.client(sim.url, page_size=2, max_retries=8, backoff_base_s=0.1, backoff_cap_s=2.0)
-    assert list(client.list_warriors()) == sim.universe.warriors()
+    assert list(client.list("warriors", ())) == sim.universe.warriors()
     failures = [status for status, _ in rec.responses if status >= 500]
     assert failures, "the fault seed should inject at least one 5xx"
     assert client.stats.retries == client.stats.transient_errors == len(failures) == sim.stats.injected_5xx
@@ -338,7 +338,7 @@ def test_5xx_is_retried_then_succeeds(simulator, rec: Recorder) -> None:
 def test_each_5xx_status_is_transient(scripted, rec: Recorder, status: int) -> None:
     server = scripted(always(status, b'{"error": "unavailable", "message": "later"}'))
     with pytest.raises(TransientError) as info:
-        list(rec.client(server.url, max_retries=0).list_warriors())
+        list(rec.client(server.url, max_retries=0).list("warriors", ()))
     assert info.value.status == status
 
 
@@ -347,7 +347,7 @@ def test_each_permanent_status_is_not_retried(scripted, rec: Recorder, status: i
     server = scripted(always(status, b'{"error": "no", "message": "never"}'))
     client = rec.client(server.url)
     with pytest.raises(PermanentError) as info:
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert info.value.status == status
     assert client.stats.calls == 1 and rec.sleeps == []
 
@@ -355,7 +355,7 @@ def test_each_permanent_status_is_not_retried(scripted, rec: Recorder, status: i
 def test_an_unexpected_status_is_permanent(scripted, rec: Recorder) -> None:
     server = scripted(always(418, b"{}"))
     with pytest.raises(PermanentError, match="unexpected status 418"):
-        list(rec.client(server.url).list_warriors())
+        list(rec.client(server.url).list("warriors", ()))
 
 
 @pytest.mark.parametrize("level", ["troops", "data_groups", "records"])
@@ -364,11 +364,11 @@ def test_404_is_permanent_after_exactly_one_call(simulator, rec: Recorder, level
     client = rec.client(sim.url)
     with pytest.raises(PermanentError) as info:
         if level == "troops":
-            list(client.list_troops("w-0001"))
+            list(client.list("troops", ("w-0001",)))
         elif level == "data_groups":
-            list(client.list_data_groups("w-0002", "t-0002-01"))
+            list(client.list("data_groups", ("w-0002", "t-0002-01")))
         else:
-            list(client.list_records("w-0002", "t-0002-00", "g-0002-00-002"))
+            list(client.list("records", ("w-0002", "t-0002-00", "g-0002-00-002")))
     assert info.value.status == 404
     assert client.stats.calls == 1
     assert client.stats.retries == 0 and rec.sleeps == []
@@ -378,7 +378,7 @@ def test_an_unknown_id_is_404(simulator, rec: Recorder) -> None:
     sim = simulator()
     client = rec.client(sim.url)
     with pytest.raises(PermanentError) as info:
-        list(client.list_troops("no such warrior"))
+        list(client.list("troops", ("no such warrior",)))
     assert info.value.status == 404 and client.stats.calls == 1
 
 
@@ -386,7 +386,7 @@ def test_a_wrong_token_is_permanent_401(simulator, rec: Recorder) -> None:
     sim = simulator()
     client = rec.client(sim.url, token="not-the-token")
     with pytest.raises(PermanentError) as info:
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert info.value.status == 401
     assert client.stats.calls == 1 and rec.sleeps == []
 
@@ -395,7 +395,7 @@ def test_a_garbage_200_body_is_transient(simulator, rec: Recorder) -> None:
     sim = simulator(garbage_rate=1.0, fault_seed=1)
     client = rec.client(sim.url, max_retries=0)
     with pytest.raises(TransientError) as info:
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert info.value.status == 200
     assert sim.stats.garbage == 1
 
@@ -412,7 +412,7 @@ def test_a_garbage_200_body_is_transient(simulator, rec: Recorder) -> None:
 def test_a_200_that_is_not_json_is_transient(scripted, rec: Recorder, body: bytes) -> None:
     server = scripted(always(200, body))
     with pytest.raises(TransientError, match="not JSON") as info:
-        list(rec.client(server.url, max_retries=0).list_warriors())
+        list(rec.client(server.url, max_retries=0).list("warriors", ()))
     assert info.value.status == 200
 
 
@@ -420,7 +420,7 @@ def test_a_hanging_server_times_out_as_transient(simulator, rec: Recorder) -> No
     sim = simulator(hang_rate=1.0, hang_s=2)
     client = rec.client(sim.url, read_timeout=0.2, max_retries=0)
     with pytest.raises(TransientError, match="timeout"):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert sim.stats.hangs == 1
 
 
@@ -429,14 +429,14 @@ def test_a_refused_connection_is_transient(rec: Recorder) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}"
     server.server_close()  # nothing listens there any more
     with pytest.raises(TransientError, match="connection failed"):
-        list(rec.client(url, max_retries=0).list_warriors())
+        list(rec.client(url, max_retries=0).list("warriors", ()))
 
 
 def test_when_retries_run_out_the_last_transient_error_propagates(simulator, rec: Recorder) -> None:
     sim = simulator(error_rate_5xx=1.0, fault_seed=1)
     client = rec.client(sim.url, max_retries=3)
     with pytest.raises(TransientError) as info:
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert client.stats.retries == 3
     assert client.stats.calls == 4 == len(rec.responses)
     assert len(rec.sleeps) == 3
@@ -459,7 +459,7 @@ def test_a_retry_after_past_the_deadline_gives_up_at_once(
     client = rec.client(retry_after_5.url, max_retries=4)
     client.set_deadline(time.monotonic() + 0.5)
     with pytest.raises(TransientError) as info:
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert info.value.status == 429 and info.value.retry_after == 5.0
     assert rec.sleeps == []
     assert client.stats.calls == 1
@@ -470,7 +470,7 @@ def test_without_a_deadline_the_same_retry_after_is_slept(
 ) -> None:
     client = rec.client(retry_after_5.url, max_retries=1)
     with pytest.raises(TransientError):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert rec.sleeps == [5.0]
     assert client.stats.calls == 2
 
@@ -479,7 +479,7 @@ def test_a_far_deadline_lets_the_retry_after_be_slept(retry_after_5: ScriptedHer
     client = rec.client(retry_after_5.url, max_retries=1)
     client.set_deadline(time.monotonic() + 600)
     with pytest.raises(TransientError):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert rec.sleeps == [5.0]
 
 
@@ -489,7 +489,7 @@ def test_the_deadline_belongs_to_the_thread_that_set_it(retry_after_5: ScriptedH
     setter.start()
     setter.join()
     with pytest.raises(TransientError):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert rec.sleeps == [5.0]
 
 
@@ -554,7 +554,7 @@ def test_a_page_with_more_items_than_page_size_is_permanent(scripted, rec: Recor
     server = scripted(always(200, page(items)))
     client = rec.client(server.url, page_size=3)
     with pytest.raises(PermanentError, match="page_size"):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert client.stats.calls == 1
 
 
@@ -563,7 +563,7 @@ def test_a_content_length_over_max_page_bytes_is_permanent(scripted, rec: Record
     server = scripted(always(200, body))
     client = rec.client(server.url, max_page_bytes=1000)
     with pytest.raises(PermanentError, match="1000-byte cap"):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert client.stats.calls == 1
 
 
@@ -571,22 +571,22 @@ def test_a_body_without_content_length_over_max_page_bytes_is_permanent(scripted
     body = page([{"warrior_id": "w", "name": "x" * 2000}])
     server = scripted(always(200, body, **{"Content-Length": ""}))
     with pytest.raises(PermanentError, match="1000-byte cap"):
-        list(rec.client(server.url, max_page_bytes=1000).list_warriors())
+        list(rec.client(server.url, max_page_bytes=1000).list("warriors", ()))
 
 
 def test_a_page_at_max_page_bytes_is_read(scripted, rec: Recorder) -> None:
     body = page([{"warrior_id": "w", "name": "n"}])
     server = scripted(always(200, body))
-    assert list(rec.client(server.url, max_page_bytes=len(body)).list_warriors()) == [
+    assert list(rec.client(server.url, max_page_bytes=len(body)).list("warriors", ())) == [
         {"warrior_id": "w", "name": "n"}
     ]
 
 
 LIST_CALLS: dict[str, Callable[[HermesClient], Iterator[dict[str, Any]]]] = {
-    "warrior": lambda c: c.list_warriors(),
-    "troop": lambda c: c.list_troops("w"),
-    "data_group": lambda c: c.list_data_groups("w", "t"),
-    "record": lambda c: c.list_records("w", "t", "g"),
+    "warrior": lambda c: c.list("warriors", ()),
+    "troop": lambda c: c.list("troops", ("w",)),
+    "data_group": lambda c: c.list("data_groups", ("w", "t")),
+    "record": lambda c: c.list("records", ("w", "t", "g")),
 }
 GOOD_ITEMS: dict[str, dict[str, Any]] = {
     "warrior": {"warrior_id": "w", "name": "n"},
@@ -677,14 +677,14 @@ def test_a_record_missing_or_breaking_a_field_is_permanent(
 def test_a_malformed_page_is_transient(scripted, rec: Recorder, body: bytes) -> None:
     server = scripted(always(200, body))
     with pytest.raises(TransientError):
-        list(rec.client(server.url, max_retries=0).list_warriors())
+        list(rec.client(server.url, max_retries=0).list("warriors", ()))
 
 
 @pytest.mark.parametrize("ident", ["a/b", "x" * 129, ""])
 def test_an_identifier_that_breaks_the_contract_is_permanent(scripted, rec: Recorder, ident: str) -> None:
     server = scripted(always(200, page([{"warrior_id": ident, "name": "n"}])))
     with pytest.raises(PermanentError, match="breaks the contract"):
-        list(rec.client(server.url).list_warriors())
+        list(rec.client(server.url).list("warriors", ()))
 
 
 # --- small things ----------------------------------------------------------------------------
@@ -697,7 +697,7 @@ def test_the_bearer_token_is_sent(scripted, rec: Recorder) -> None:
     client.session.hooks["response"].append(
         lambda r, *a, **k: seen.append(r.request.headers.get("Authorization"))
     )
-    list(client.list_warriors())
+    list(client.list("warriors", ()))
     assert seen == [f"Bearer {TOKEN}"] and server.paths == ["/v1/warriors?page_size=100"]
 
 
@@ -738,7 +738,7 @@ def test_call_stats_snapshot_adds_up() -> None:
 def test_each_answered_status_has_its_plain_kind(scripted, rec: Recorder, status: int, kind: str) -> None:
     server = scripted(always(status, b'{"error": "no", "message": "never"}'))
     with pytest.raises((PermanentError, TransientError)) as info:
-        list(rec.client(server.url, max_retries=0).list_warriors())
+        list(rec.client(server.url, max_retries=0).list("warriors", ()))
     assert kind_of(info.value) == kind
 
 
@@ -749,20 +749,20 @@ def test_a_closed_port_is_connection_refused(rec: Recorder) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(TransientError) as info:
-        list(rec.client(f"http://127.0.0.1:{port}", max_retries=0).list_warriors())
+        list(rec.client(f"http://127.0.0.1:{port}", max_retries=0).list("warriors", ()))
     assert kind_of(info.value) == "connection_refused"
 
 
 def test_a_host_that_does_not_resolve_is_unreachable(rec: Recorder) -> None:
     with pytest.raises(TransientError) as info:
-        list(rec.client("http://no-such-host.invalid", max_retries=0).list_warriors())
+        list(rec.client("http://no-such-host.invalid", max_retries=0).list("warriors", ()))
     assert kind_of(info.value) == "unreachable"
 
 
 def test_a_garbage_200_body_is_a_bad_response(simulator, rec: Recorder) -> None:
     sim = simulator(garbage_rate=1.0, fault_seed=1)
     with pytest.raises(TransientError) as info:
-        list(rec.client(sim.url, max_retries=0).list_warriors())
+        list(rec.client(sim.url, max_retries=0).list("warriors", ()))
     assert kind_of(info.value) == "bad_response"
 
 
@@ -773,5 +773,5 @@ def test_a_server_too_slow_for_the_deadline_is_a_timeout(scripted, rec: Recorder
 
     server = scripted(slow)
     with pytest.raises(TransientError) as info:
-        list(rec.client(server.url, max_retries=0, request_deadline_s=0.2).list_warriors())
+        list(rec.client(server.url, max_retries=0, request_deadline_s=0.2).list("warriors", ()))
     assert kind_of(info.value) == "timeout"

@@ -74,7 +74,7 @@ def test_a_dripping_server_ends_the_call_at_its_deadline(
     hermes = client(server.url, request_deadline_s=1.0, read_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(TransientError) as info:
-        list(hermes.list_warriors())
+        list(hermes.list("warriors", ()))
     took = time.monotonic() - started
     assert "took longer than 1 s (the server is sending too slowly)" in str(info.value)
     assert f"{server.url}/v1/warriors" in str(info.value)
@@ -91,7 +91,7 @@ def test_the_deadline_holds_with_a_session_of_the_callers_too(
     hermes = client(server.url, request_deadline_s=1.0, read_timeout=0.5, session=requests.Session())
     started = time.monotonic()
     with pytest.raises(TransientError, match="took longer than 1 s"):
-        list(hermes.list_warriors())
+        list(hermes.list("warriors", ()))
     assert time.monotonic() - started < 1.0 + 0.5 + SLACK_S
 
 
@@ -101,7 +101,7 @@ def test_the_task_deadline_caps_the_request_deadline(serve) -> None:
     hermes.set_deadline(time.monotonic() + 0.6)
     started = time.monotonic()
     with pytest.raises(TransientError, match=r"took longer than 0\.6 s"):
-        list(hermes.list_warriors())
+        list(hermes.list("warriors", ()))
     assert time.monotonic() - started < 0.6 + SLACK_S
 
 
@@ -113,7 +113,7 @@ def test_a_server_that_stops_sending_still_times_out_per_read(serve) -> None:
     server = serve(stall)
     started = time.monotonic()
     with pytest.raises(TransientError, match="timeout") as info:
-        list(client(server.url, request_deadline_s=30.0, read_timeout=0.3).list_warriors())
+        list(client(server.url, request_deadline_s=30.0, read_timeout=0.3).list("warriors", ()))
     assert "took longer" not in str(info.value)
     assert time.monotonic() - started < 0.3 + SLACK_S
 
@@ -126,23 +126,23 @@ def test_a_slow_but_steady_server_within_the_deadline_is_read(serve) -> None:
             time.sleep(0.05)
 
     server = serve(slowish)
-    assert len(list(client(server.url, request_deadline_s=5.0).list_warriors())) == 20
+    assert len(list(client(server.url, request_deadline_s=5.0).list("warriors", ()))) == 20
 
 
 def test_connections_are_kept_alive_across_calls(serve) -> None:
     server = serve(lambda _r, conn: conn.reply(200, BODY))
     hermes = client(server.url)
     for _ in range(20):
-        assert len(list(hermes.list_warriors())) == 20
+        assert len(list(hermes.list("warriors", ()))) == 20
     assert server.connections == 1 and len(server.requests) == 20
 
 
 def test_a_gzip_body_is_decoded_and_capped_decoded(serve) -> None:
     packed = gzip.compress(BODY)
     server = serve(lambda _r, conn: conn.reply(200, packed, {"Content-Encoding": "gzip"}))
-    assert len(list(client(server.url).list_warriors())) == 20
+    assert len(list(client(server.url).list("warriors", ()))) == 20
     with pytest.raises(Exception, match="byte cap"):
-        list(client(server.url, max_page_bytes=len(packed) + 10).list_warriors())
+        list(client(server.url, max_page_bytes=len(packed) + 10).list("warriors", ()))
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf")])
@@ -161,7 +161,7 @@ def test_no_call_starts_once_the_task_deadline_has_passed(serve) -> None:
     hermes = client(serve(answer).url)
     hermes.set_deadline(time.monotonic() - 0.01)
     with pytest.raises(TransientError, match="the task's deadline passed before this call could start"):
-        list(hermes.list_warriors())
+        list(hermes.list("warriors", ()))
     assert hermes.stats.calls == 0
     assert requests_seen == []
 

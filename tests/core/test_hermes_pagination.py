@@ -54,7 +54,7 @@ def test_a_next_page_token_that_repeats_fails_the_list_permanently(
     server = serve(tokens(next_token))
     hermes = client(server.url)
     with pytest.raises(PermanentError) as info:
-        list(hermes.list_troops("w"))
+        list(hermes.list("troops", ("w",)))
     message = str(info.value)
     assert f"{server.url}/v1/warriors/w/troops" in message
     assert "already followed" in message and f"after {pages} pages" in message
@@ -65,7 +65,7 @@ def test_a_next_page_token_that_repeats_fails_the_list_permanently(
 def test_the_same_token_in_two_lists_is_no_cycle(serve) -> None:
     server = serve(lambda r, conn: conn.reply(200, page([], None if "page_token" in r.target else "A")))
     hermes = client(server.url)
-    assert list(hermes.list_troops("w1")) == [] and list(hermes.list_troops("w2")) == []
+    assert list(hermes.list("troops", ("w1",))) == [] and list(hermes.list("troops", ("w2",))) == []
     assert len(server.requests) == 4
 
 
@@ -73,21 +73,21 @@ def test_a_list_past_max_pages_fails_naming_the_cap(serve) -> None:
     server = serve(tokens(lambda n: f"p{n}"))
     hermes = client(server.url, max_pages=5)
     with pytest.raises(PermanentError, match="more than 5 pages") as info:
-        list(hermes.list_troops("w"))
+        list(hermes.list("troops", ("w",)))
     assert "max_pages" in str(info.value) and "/v1/warriors/w/troops" in str(info.value)
     assert len(server.requests) == 5  # the sixth page is never asked for
 
 
 def test_a_list_of_exactly_max_pages_is_read(serve) -> None:
     server = serve(tokens(lambda n: f"p{n}" if n < 5 else None))
-    assert len(list(client(server.url, max_pages=5).list_troops("w"))) == 5
+    assert len(list(client(server.url, max_pages=5).list("troops", ("w",)))) == 5
 
 
 def test_a_list_past_max_items_fails_and_yields_no_item_past_the_cap(serve) -> None:
     server = serve(tokens(lambda n: f"p{n}", per_page=3))
     got: list[str] = []
     with pytest.raises(PermanentError, match="more than 7 items") as info:
-        for troop in client(server.url, page_size=3, max_items_per_list=7).list_troops("w"):
+        for troop in client(server.url, page_size=3, max_items_per_list=7).list("troops", ("w",)):
             got.append(troop["troop_id"])
     assert "max_items_per_list" in str(info.value)
     assert len(got) == 6 and len(server.requests) == 3
@@ -95,7 +95,7 @@ def test_a_list_past_max_items_fails_and_yields_no_item_past_the_cap(serve) -> N
 
 def test_the_caps_hold_however_the_list_is_consumed(serve) -> None:
     server = serve(tokens(lambda n: f"p{n}"))
-    pages = client(server.url, max_pages=3).list_troops("w")
+    pages = client(server.url, max_pages=3).list("troops", ("w",))
     assert [t["troop_id"] for t in itertools.islice(pages, 2)] == ["t1-0", "t2-0"]
     assert next(pages)["troop_id"] == "t3-0"
     with pytest.raises(PermanentError, match="more than 3 pages"):

@@ -58,7 +58,7 @@ def record_json(**fields: str) -> str:
 
 def fetch(server_url: str, **options: object) -> list[dict[str, Any]]:
     options.setdefault("page_size", 3)
-    return list(client(server_url, **options).list_records("w", "t", "g"))
+    return list(client(server_url, **options).list("records", ("w", "t", "g")))
 
 
 BAD_RECORDS = [
@@ -141,7 +141,7 @@ def test_nan_in_a_warrior_page_is_not_accepted_silently(serve) -> None:
         always(200, b'{"items": [{"warrior_id": "w", "name": "n", "x": NaN}], "next_page_token": null}')
     )
     with pytest.raises(TransientError, match="NaN or Infinity"):
-        list(client(server.url).list_warriors())
+        list(client(server.url).list("warriors", ()))
 
 
 @pytest.mark.parametrize(
@@ -249,4 +249,4 @@ def test_an_identifier_with_a_control_character_or_lone_surrogate_is_permanent(s
     body = json.dumps({"items": [{"troop_id": ident, "service": "s"}], "next_page_token": None}).encode()
     server = serve(always(200, body))
     with pytest.raises(PermanentError, match="breaks the contract"):
-        list(client(server.url).list_troops("w"))
+        list(client(server.url).list("troops", ("w",)))

@@ -107,14 +107,14 @@ def test_a_refused_connection_names_no_token() -> None:
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     with pytest.raises(TransientError, match="connection failed") as info:
-        list(client(f"http://127.0.0.1:{port}").list_troops(TOKEN))
+        list(client(f"http://127.0.0.1:{port}").list("troops", (TOKEN,)))
     assert_no_token(info.value)
 
 
 def test_a_timeout_names_no_token(serve) -> None:
     server = serve(lambda _r, conn: conn.closed.wait(5))
     with pytest.raises(TransientError, match="timeout") as info:
-        list(client(server.url, read_timeout=0.2).list_troops(TOKEN))
+        list(client(server.url, read_timeout=0.2).list("troops", (TOKEN,)))
     assert_no_token(info.value)
 
 
@@ -125,7 +125,7 @@ def test_a_bad_status_whose_body_echoes_the_token_names_no_token(
     body = f'{{"error": "unauthorized", "message": "token {TOKEN} (or {quote(TOKEN)}) is wrong"}}'.encode()
     server = serve(always(status, body))
     with pytest.raises(error) as info:
-        list(client(server.url).list_troops(TOKEN))
+        list(client(server.url).list("troops", (TOKEN,)))
     assert info.value.status == status
     assert "unauthorized" in str(info.value)
     assert_no_token(info.value)
@@ -137,7 +137,7 @@ def test_an_invalid_header_names_no_token_and_is_permanent(serve) -> None:
     hermes = client(server.url)
     hermes.session.headers["Authorization"] = f"Bearer {TOKEN}\r\n"
     with pytest.raises(PermanentError) as info:
-        list(hermes.list_troops(TOKEN))
+        list(hermes.list("troops", (TOKEN,)))
     assert server.requests == []
     assert_no_token(info.value)
 
@@ -145,7 +145,7 @@ def test_an_invalid_header_names_no_token_and_is_permanent(serve) -> None:
 def test_an_error_naming_the_token_in_its_url_is_scrubbed_too(serve) -> None:
     server = serve(always(404, b'{"error": "not_found", "message": "no"}'))
     with pytest.raises(PermanentError) as info:
-        list(client(server.url).list_records(TOKEN, "t", "g"))
+        list(client(server.url).list("records", (TOKEN, "t", "g")))
     assert info.value.status == 404 and "/troops/t/" in str(info.value)
     assert_no_token(info.value)
 
@@ -161,7 +161,11 @@ def test_a_token_with_a_backslash_and_an_accent_echoed_in_every_escaped_form_is_
 ) -> None:
     server = serve(echoes_the_token(status))
     with pytest.raises(error) as info:
-        list(HermesClient(server.url, ESCAPED_TOKEN, max_retries=0, sleep=lambda _s: None).list_troops("w"))
+        list(
+            HermesClient(server.url, ESCAPED_TOKEN, max_retries=0, sleep=lambda _s: None).list(
+                "troops", ("w",)
+            )
+        )
     assert server.requests[0].headers["authorization"] == f"Bearer {ESCAPED_TOKEN}"  # sent as it is
     text = "".join(traceback.format_exception(info.value))
     assert "bad token: ***" in text

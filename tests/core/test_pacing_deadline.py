@@ -98,7 +98,7 @@ def test_the_client_lets_the_pacer_wait_the_time_left_less_what_the_call_needs()
     client = HermesClient(UNUSED_URL, "tok", pacer=pacer, clock=t.clock, sleep=t.sleep)
     client.set_deadline(130.0)
     with pytest.raises(PacerBeyondDeadline):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert pacer.max_waits == [30.0 - PACER_RESERVE_S]
 
 
@@ -106,7 +106,7 @@ def test_without_a_deadline_the_pacer_may_wait_as_long_as_it_takes() -> None:
     pacer = RecordingPacer()
     client = HermesClient(UNUSED_URL, "tok", pacer=pacer)
     with pytest.raises(PacerBeyondDeadline):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert pacer.max_waits == [math.inf]
 
 
@@ -118,7 +118,7 @@ def test_a_slot_past_the_deadline_is_not_retried_inside_the_task(caplog: pytest.
     )
     client.set_deadline(130.0)
     with caplog.at_level(logging.WARNING, logger="fanout"), pytest.raises(PacerBeyondDeadline):
-        list(client.list_warriors())
+        list(client.list("warriors", ()))
     assert len(pacer.max_waits) == 1 and t.slept == []
     (line,) = [r for r in caplog.records if getattr(r, "outcome", None) == "paced_past_deadline"]
     assert "secret-token" not in line.getMessage() + str(line.__dict__)
@@ -140,7 +140,9 @@ def test_a_task_whose_slot_lies_past_its_deadline_is_retried_not_lost(tmp_path: 
     storage = LocalDirStorage(tmp_path)
     key = "amazon_warriors/run=r1/part-00000.json"
 
-    outcome = attempt_task(Attempt(key=key), lambda _: list(client.list_warriors()), storage, RetryPolicy())
+    outcome = attempt_task(
+        Attempt(key=key), lambda _: list(client.list("warriors", ())), storage, RetryPolicy()
+    )
 
     assert isinstance(outcome, RetryLater) and outcome.attempt.number == 2
     assert isinstance(outcome.error, PacerBeyondDeadline)

@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 from fanout_core.api_description import BUILTIN_DIR, DEFAULT_API, load
+from fanout_core.compaction import sort_key
 from fanout_core.fan_out import fan_out
 from fanout_core.records import write_records
 from fanout_core.stages import STAGES, table_for
@@ -55,3 +56,18 @@ def test_a_table_pickles_with_its_description_for_worker_processes() -> None:
     assert copy.names == table.names
     assert copy.api.levels == table.api.levels
     assert [s.body.level for s in copy] == [s.body.level for s in table]
+
+
+def test_compaction_sorts_hermes_rows_by_time_then_each_level_s_id() -> None:
+    assert sort_key(STAGES.api) == ["ts", "warrior_id", "troop_id", "data_group_id"]
+
+
+def test_compaction_sorts_a_described_api_s_rows_by_its_first_timestamp_then_its_ids() -> None:
+    assert sort_key(load(APIS / "five_level.yaml")) == [
+        "started_at",
+        "slug",
+        "team_id",
+        "project_key",
+        "build_number",
+    ]
+    assert sort_key(load(APIS / "two_level.yaml")) == ["sold_at", "shop_id"]

@@ -107,9 +107,8 @@ def invoke(
     """Call a stage's real entrypoint module the way Lambda would (fresh cold start each time)."""
     import importlib
 
-    from fanout_aws.handlers import data_groups, troops, warriors
+    from fanout_aws.handlers import stage as module
 
-    module = {"warriors": warriors, "troops": troops, "data_groups": data_groups}[stage_name]
     monkeypatch.setenv(env_names.ENV_STAGE, stage_name)
     if deployment.queues:
         monkeypatch.setenv(env_names.ENV_RETRY_QUEUE_URL, deployment.queues[stage_name])
