@@ -322,12 +322,25 @@ def costs(
     """The forecast priced with ``fanout.cost``'s model: a run's counts as the bucket would
     record them (tasks per stage from ``units_per_task``, its S3 requests as
     ``cost.count_run`` counts them, Lambda seconds as paced at each instance's share of R),
-    for each engine, and the same crawl on a server and on Spot."""
+    for each engine, and the same crawl on a server and on Spot. A stage the environment
+    does not name (a described API's) is priced at the default stage settings, with an
+    equal share of R."""
     from fanout.cost import RunCounts, StageCounts, estimate
+    from fanout_core.settings import StageSettings
+
+    named = all(stage.name in settings.stages for stage in table)
+
+    def stage_settings(name: str) -> StageSettings:
+        return settings.stages.get(name) or StageSettings()
+
+    def instance_rate(name: str) -> float:
+        if named:
+            return settings.instance_rate(name)
+        return settings.hermes_rate_limit / len(table) / stage_settings(name).instances
 
     counts = RunCounts("plan", [])
     for k, stage in enumerate(table):
-        st = settings.stage(stage.name)
+        st = stage_settings(stage.name)
         lf = fc.levels[k]
         units = lf.units.estimate
         tasks = max(1, math.ceil(units / max(1, st.units_per_task)))
@@ -336,13 +349,13 @@ def costs(
         sc.s3_get = tasks
         calls = lf.calls.estimate + (fc.first_calls if k == 0 else 0)
         sc.api_calls = round(calls)
-        sc.billed_ms = round(1000 * calls / settings.instance_rate(stage.name))
+        sc.billed_ms = round(1000 * calls / instance_rate(stage.name))
         if stage is table.leaf:
             sc.s3_list = tasks
             sc.s3_put = 2 * tasks
         else:
             below = fc.levels[k + 1].units.estimate
-            child_tasks = math.ceil(below / max(1, settings.stage(table[k + 1].name).units_per_task))
+            child_tasks = math.ceil(below / max(1, stage_settings(table[k + 1].name).units_per_task))
             sc.s3_list = 2 * tasks
             sc.s3_put = 2 * tasks + child_tasks
         counts.stages.append(sc)

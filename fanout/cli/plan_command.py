@@ -101,17 +101,24 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _client(api: Any, settings: Any, url: str, secret: str) -> Any:
     """The run's own client for ``api``, paced never faster than the environment's R."""
+    from fanout_core.api_client import ApiClient
+    from fanout_core.api_description import builtin
     from fanout_core.assembly import hermes_client
     from fanout_core.hermes import CallStats
     from fanout_core.pacing import Pacer
 
-    if api.name != "hermes":
-        raise UsageError(f"--api {api.name}: plan reads described APIs once the generic client is merged")
-    return hermes_client(
-        settings,
-        url=url,
-        token=secret,
-        pacer=Pacer(settings.hermes_rate_limit),
-        stats=CallStats(),
+    pacer, stats = Pacer(settings.hermes_rate_limit), CallStats()
+    if api == builtin():
+        return hermes_client(settings, url=url, token=secret, pacer=pacer, stats=stats, pool_size=1)
+    return ApiClient(
+        api,
+        url,
+        secret,
+        read_timeout=settings.hermes_timeout_s,
+        request_deadline_s=settings.hermes_request_deadline_s,
+        max_pages=settings.hermes_max_pages,
+        max_items_per_list=settings.hermes_max_items_per_list,
+        pacer=pacer,
+        stats=stats,
         pool_size=1,
     )

@@ -87,3 +87,26 @@ def test_plan_of_a_bad_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.startswith("fanout: bad manifest:") and err.count("\n") == 1
+
+
+def test_plan_of_a_described_api_counts_its_calls_and_rows(tmp_path: Path) -> None:
+    from fanout.simulator import HermesSimulator
+    from fanout.simulator.truth import simulator_config, universe_for
+    from fanout_core import api_description
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "apis" / "two_level.yaml"
+    api = api_description.load(path)
+    config = simulator_config(api, "demo", token="plan-secret")
+    manifest = tmp_path / "shops.json"
+    manifest.write_text('{"shops": "all"}')
+    with HermesSimulator(config, api=api) as sim:
+        proc = fanout_cli(
+            "plan", str(manifest), "--api", str(path), "--api-url", sim.url, "--json",
+            env={api.auth.env or "": "plan-secret"},
+        )  # fmt: skip
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["calls"]["estimate"] == universe_for(api, config).expected_calls(None)
+    assert doc["rows"]["estimate"] == 120 * 24
+    assert violations(doc, SCHEMAS["plan"], SCHEMAS) == []  # priced at default stage settings
