@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from fanout.learned_limit import LearnedLimit
 from fanout_core.api_description import ApiDescription, Level
 from fanout_core.hermes import CallStats
 from fanout_core.settings import EnvironmentSettings
@@ -375,7 +376,9 @@ def costs(
     return out
 
 
-def to_json(fc: Forecast, rate: float, bills: dict[str, Any] | None) -> dict[str, Any]:
+def to_json(
+    fc: Forecast, rate: float, bills: dict[str, Any] | None, learned: LearnedLimit | None = None
+) -> dict[str, Any]:
     """The documented ``--json`` shape (docs/json-output.md, schema ``plan``)."""
     doc: dict[str, Any] = {
         "api": fc.api,
@@ -398,6 +401,12 @@ def to_json(fc: Forecast, rate: float, bills: dict[str, Any] | None) -> dict[str
         "seconds_at_rate": round(fc.calls.estimate / rate, 1),
         "sample": {"calls": fc.sample_calls, "budget": fc.budget},
         "summary": summary_line(fc, rate),
+        "learned_limit": {
+            "limit": learned.limit if learned else None,
+            "held": learned.held if learned else None,
+            "learned_on": learned.learned_on if learned else None,
+            "seconds": round(fc.calls.estimate / learned.held, 1) if learned else None,
+        },
         "cost": None,
     }
     if bills:
@@ -421,7 +430,9 @@ def _usd(value: Decimal) -> float:
     return round(float(value), 6)
 
 
-def render_text(fc: Forecast, rate: float, bills: dict[str, Any] | None) -> str:
+def render_text(
+    fc: Forecast, rate: float, bills: dict[str, Any] | None, learned: LearnedLimit | None = None
+) -> str:
     """One screen: per level, the totals, time at R and the bill per engine."""
 
     def rng(r: Range) -> str:
@@ -442,6 +453,10 @@ def render_text(fc: Forecast, rate: float, bills: dict[str, Any] | None) -> str:
     out.append(f"  {'rows':<14} {'':<14} {'':>8} {'':>12} {rng(fc.rows)}")
     out.append(f"  {'bytes (JSON)':<14} {'':<14} {'':>8} {'':>12} {rng(fc.json_bytes)}")
     out.append(f"  {summary_line(fc, rate)}")
+    if learned is not None:
+        out.append(
+            f"  {learned.line()}: ~{duration(fc.calls.estimate / learned.held)} at {learned.held:.0f}/s"
+        )
     if bills:
         first = next(iter(bills.values()))
         line = ", ".join(f"{e} ${float(b['total']):.4f}" for e, b in bills.items())

@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fanout.cli.common import EXIT_OK, EXIT_USAGE, UsageError, add_settings_args, one_line, positive_int
+from fanout.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_settings_args,
+    add_storage_args,
+    one_line,
+    positive_int,
+    storage_from_args,
+)
 
 
 def register(sub: Any) -> None:
@@ -41,6 +50,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     add_settings_args(p)
+    add_storage_args(p)  # where a limit learned by an earlier run is kept
     p.set_defaults(run=_plan)
 
 
@@ -91,12 +101,24 @@ def _plan(args: argparse.Namespace) -> int:
     except ValueError:
         prices = prices_for(None)
     bills = plan.costs(fc, settings, prices, table_for(api))
-    print(
-        json.dumps(plan.to_json(fc, rate, bills), indent=2)
-        if args.json
-        else plan.render_text(fc, rate, bills)
-    )
+    kept = _learned(args, url)
+    if args.json:
+        print(json.dumps(plan.to_json(fc, rate, bills, kept), indent=2))
+    else:
+        print(plan.render_text(fc, rate, bills, kept))
     return EXIT_OK
+
+
+def _learned(args: argparse.Namespace, url: str) -> Any:
+    """The limit an earlier run learned against ``url`` (None: none, or the bucket unreadable)."""
+    from fanout import learned_limit
+    from fanout_core.errors import StorageFault
+
+    storage, _where = storage_from_args(args, faults=False)
+    try:
+        return learned_limit.read(storage, url)
+    except StorageFault:
+        return None
 
 
 def _client(api: Any, settings: Any, url: str, secret: str) -> Any:

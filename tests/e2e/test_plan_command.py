@@ -110,3 +110,20 @@ def test_plan_of_a_described_api_counts_its_calls_and_rows(tmp_path: Path) -> No
     assert doc["calls"]["estimate"] == universe_for(api, config).expected_calls(None)
     assert doc["rows"]["estimate"] == 120 * 24
     assert violations(doc, SCHEMAS["plan"], SCHEMAS) == []  # priced at default stage settings
+
+
+def test_plan_shows_the_limit_an_earlier_run_learned(
+    simulator: Callable[[SimConfig], str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from fanout import learned_limit
+    from fanout_core.storage import LocalDirStorage
+
+    url = simulator(UNIFORM)
+    bucket = tmp_path / "bucket"
+    learned_limit.write(LocalDirStorage(bucket), url, 148.0, 120.0, now=datetime(2026, 12, 7, tzinfo=UTC))
+    proc = fanout_cli("plan", str(_manifest(tmp_path)), "--hermes-url", url, "--bucket-dir", str(bucket))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "limit learned 148/s on 2026-12-07: ~35 s at 120/s" in out
