@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.status import run_status
-from fanout_core.assembly import BridgedHermesClient, stage_concurrency
+from fanout_core.api_client import ApiClient
+from fanout_core.assembly import stage_concurrency
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import StorageFault
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
@@ -123,7 +124,7 @@ class LocalRuntime:
         self,
         storage: Storage,
         settings: EnvironmentSettings,
-        hermes_for_stage: Callable[[Stage], BridgedHermesClient],
+        hermes_for_stage: Callable[[Stage], ApiClient],
         *,
         concurrency: dict[str, int] | None = None,
         policy: RetryPolicy | None = None,

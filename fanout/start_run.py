@@ -19,7 +19,8 @@ from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
-from fanout_core.assembly import BridgedHermesClient, hermes_client, stage_concurrency
+from fanout_core.api_client import ApiClient
+from fanout_core.assembly import hermes_client, stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
 from fanout_core.hermes import CallStats, check_token
@@ -102,11 +103,11 @@ def make_clients(
     budget: SharedBudget | None = None,
     concurrency: dict[str, int],
     table: StageTable = STAGES,
-) -> tuple[Callable[[Stage], BridgedHermesClient], dict[str, CallStats]]:
+) -> tuple[Callable[[Stage], ApiClient], dict[str, CallStats]]:
     """One client per stage; all pace against ``budget`` (None: no pacing)."""
     stats = {s.name: CallStats() for s in table}
 
-    def factory(stage: Stage) -> BridgedHermesClient:
+    def factory(stage: Stage) -> ApiClient:
         return hermes_client(
             settings,
             url=hermes_url,

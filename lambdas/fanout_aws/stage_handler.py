@@ -47,7 +47,8 @@ from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import read_secret
 from fanout_core import keys
-from fanout_core.assembly import BridgedHermesClient, hermes_client, instance_pacer, retry_policy
+from fanout_core.api_client import ApiClient
+from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
 from fanout_core.error_kinds import kind_of
 from fanout_core.errors import BadTask, ConfigurationError, FanoutError, SettingsError
@@ -91,7 +92,7 @@ class StageRuntime:
 
     config: LambdaConfig
     storage: Storage
-    hermes: BridgedHermesClient
+    hermes: ApiClient
     retry_queue: SqsRetryQueue | None
     policy: RetryPolicy
     token: str = ""

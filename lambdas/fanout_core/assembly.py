@@ -7,39 +7,17 @@ the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from fanout_core.adaptive_rate import Tuning
+from fanout_core.api_client import ApiClient, CallStats, PacerLike
 from fanout_core.api_description import ApiDescription, builtin
 from fanout_core.errors import SettingsError
 from fanout_core.fleet_budget import BudgetStore, FleetPacer
-from fanout_core.hermes import CallStats, HermesClient, PacerLike
 from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.retry import RetryPolicy
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import StageTable
-
-
-class BridgedHermesClient(HermesClient):
-    """TEMPORARY BRIDGE (issue 21), to be deleted when ``fanout_core.api_client.ApiClient``
-    lands (``hermes_client`` then builds ``ApiClient(api, url, secret, ...)``): the core asks
-    ``list(level_name, ids)`` (``task_context.Api``); this turns that into today's four
-    Hermes lists, for the built-in description only. A ``HermesClient`` that already has
-    ``list`` (branch apiclient's, an ``ApiClient``) keeps its own: this adds nothing then."""
-
-    if not hasattr(HermesClient, "list"):
-        _LISTS = {
-            "warriors": "list_warriors",
-            "troops": "list_troops",
-            "data_groups": "list_data_groups",
-            "records": "list_records",
-        }
-
-        def list(self, level_name: str, ids: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
-            method = getattr(self, self._LISTS[level_name])
-            result: Iterator[dict[str, Any]] = method(*ids)
-            return result
 
 
 def hermes_client(
@@ -51,19 +29,18 @@ def hermes_client(
     stats: CallStats,
     pool_size: int,
     api: ApiDescription | None = None,
-) -> BridgedHermesClient:
+) -> ApiClient:
     """A client of ``api`` (the built-in description when None) at ``url`` with the
-    environment's page size, timeouts and bounds; ``token`` is the API's secret, which the
-    description's auth sends (a bearer token, an API key, or ``user:password``)."""
-    if api is not None and api.levels != builtin().levels:
-        raise SettingsError(
-            f"API {api.name!r}: this build's client serves only the built-in description "
-            "(the generic client is not merged yet)"
-        )
-    return BridgedHermesClient(
+    environment's timeouts and bounds; ``token`` is the API's secret, which the
+    description's auth sends (a bearer token, an API key, or ``user:password``). The
+    environment's ``hermes_page_size`` is the built-in description's page size; a described
+    API's levels ask for the page sizes their description gives."""
+    api = api if api is not None else builtin()
+    return ApiClient(
+        api,
         url,
         token,
-        page_size=settings.hermes_page_size,
+        page_size=settings.hermes_page_size if api.levels == builtin().levels else None,
         read_timeout=settings.hermes_timeout_s,
         request_deadline_s=settings.hermes_request_deadline_s,
         max_pages=settings.hermes_max_pages,

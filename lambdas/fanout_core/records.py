@@ -25,9 +25,6 @@ from fanout_core.error_kinds import failure_fields
 from fanout_core.errors import BadTask, PermanentError
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from fanout_core.api_description import ApiDescription
     from fanout_core.task_context import Task, TaskContext, TaskResult
 
 FAILED_UNITS_METADATA = "fanout.failed_units"
@@ -71,7 +68,9 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
         if task.attempt == 1 and ctx.storage.exists(out_key):
             _written_before(ctx, out_key, result)
         return
-    data, rows = _to_parquet(
+    from fanout_core.output import rows_to_parquet  # pandas only where Parquet is written
+
+    data, rows = rows_to_parquet(
         ctx.table.api,
         run_id=body.run_id,
         columns=body.columns(),
@@ -84,34 +83,6 @@ def write_records(task: Task, ctx: TaskContext, result: TaskResult) -> None:
         result.records += rows
     else:  # an earlier attempt or a duplicate wrote it: its file, not this refetch, is the truth
         _written_before(ctx, out_key, result)
-
-
-def _to_parquet(
-    api: ApiDescription,
-    *,
-    run_id: str,
-    columns: dict[str, str],
-    groups: list[tuple[dict[str, str], list[dict[str, Any]]]],
-    fetched_at: datetime,
-    metadata: dict[str, str],
-) -> tuple[bytes, int]:
-    """The task's Parquet file: ``columns`` are the ids and carried fields above the units,
-    each group one unit's own row columns and its rows.
-
-    TEMPORARY BRIDGE (issue 21), to be replaced at the merge with branch apiclient by
-    ``output.rows_to_parquet(api, run_id=..., columns=..., groups=..., ...)``, which takes
-    exactly these arguments: today's writer knows only the built-in description's columns.
-    """
-    from fanout_core.output import records_to_parquet  # pandas only where Parquet is written
-
-    unit_id = str(api.stage_levels[-1].id_name)
-    return records_to_parquet(
-        run_id=run_id,
-        **columns,
-        groups=[(unit[unit_id], rows) for unit, rows in groups],
-        fetched_at=fetched_at,
-        metadata=metadata,
-    )
 
 
 def _written_before(ctx: TaskContext, out_key: str, result: TaskResult) -> None:
