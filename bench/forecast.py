@@ -25,8 +25,8 @@ from typing import Any
 
 from fanout import plan
 from fanout.simulator import HermesSimulator, SimConfig, Universe
+from fanout_core.api_client import ApiClient
 from fanout_core.api_description import builtin
-from fanout_core.assembly import BridgedHermesClient
 from fanout_core.hermes import CallStats
 
 TREES: dict[str, dict[str, Any]] = {
@@ -43,7 +43,7 @@ def one(size: str, tree: str, seed: int, max_calls: int) -> dict[str, Any]:
     actual = Universe(config).expected_calls(PAGE_SIZE)
     api = builtin()
     with HermesSimulator(config) as sim:
-        client = BridgedHermesClient(sim.url, config.token, page_size=PAGE_SIZE, stats=CallStats())
+        client = ApiClient(api, sim.url, config.token, page_size=PAGE_SIZE, stats=CallStats())
         sample = plan.take_sample(api, client, None, max_calls=max_calls, rng=random.Random(seed))
     fc = plan.forecast_of(api, sample, seed=seed)
     c = fc.calls

@@ -123,24 +123,11 @@ def _learned(args: argparse.Namespace, url: str) -> Any:
 
 def _client(api: Any, settings: Any, url: str, secret: str) -> Any:
     """The run's own client for ``api``, paced never faster than the environment's R."""
-    from fanout_core.api_client import ApiClient
-    from fanout_core.api_description import builtin
     from fanout_core.assembly import hermes_client
     from fanout_core.hermes import CallStats
     from fanout_core.pacing import Pacer
 
-    pacer, stats = Pacer(settings.hermes_rate_limit), CallStats()
-    if api == builtin():
-        return hermes_client(settings, url=url, token=secret, pacer=pacer, stats=stats, pool_size=1)
-    return ApiClient(
-        api,
-        url,
-        secret,
-        read_timeout=settings.hermes_timeout_s,
-        request_deadline_s=settings.hermes_request_deadline_s,
-        max_pages=settings.hermes_max_pages,
-        max_items_per_list=settings.hermes_max_items_per_list,
-        pacer=pacer,
-        stats=stats,
-        pool_size=1,
+    pacer = Pacer(settings.hermes_rate_limit)
+    return hermes_client(
+        settings, url=url, token=secret, pacer=pacer, stats=CallStats(), pool_size=1, api=api
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import fanout.start_run as start_run_module
 from fanout import learned_limit
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout.start_run import make_budget, start_run
@@ -43,19 +46,29 @@ def _run_counting_429s(sim: HermesSimulator, store: LocalDirStorage, run_id: str
     return outcome, first[0]
 
 
-def test_a_second_run_starts_at_the_learned_limit_and_meets_fewer_429s(tmp_path: Path) -> None:
+def test_a_second_run_starts_from_the_limit_the_first_one_learned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real runs against a simulator whose limit nobody tells them. (That the learned start
+    meets fewer 429s is shown on a fake clock, tests/core/test_learned_limit_pacing.py: the
+    count of real runs' 429s depends on how loaded the machine is.)"""
+    started: list[object] = []
+
+    def spy(settings: Any, caps: Any, learned: Any = None) -> Any:
+        started.append(learned)
+        return make_budget(settings, caps, learned)
+
+    monkeypatch.setattr(start_run_module, "make_budget", spy)
     store = LocalDirStorage(tmp_path)
     with HermesSimulator(UNTOLD) as sim:
         first, first_429s = _run_counting_429s(sim, store, "r1")
         kept = learned_limit.read(store, sim.url)
-        assert kept is not None and first.limit == kept
-        assert kept.learned_on == datetime.now(UTC).strftime("%Y-%m-%d")
-        time.sleep(1.0)  # the server's bucket refills
-        second, second_429s = _run_counting_429s(sim, store, "r2")
-    assert first.ok and second.ok
+        second, _ = _run_counting_429s(sim, store, "r2")
+    assert first_429s > 0 and kept is not None and first.limit == kept
+    assert kept.learned_on == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert started == [None, kept]
+    assert first.ok and second.ok and second.limit is not None
     assert second.report.stages["data_groups"].records == sum(1 for _ in Universe(UNTOLD).expected_rows())
-    assert first_429s > 0
-    assert second_429s < first_429s, (first_429s, second_429s)
 
 
 def test_the_limit_record_is_keyed_by_a_hash_of_the_url_and_holds_no_token(tmp_path: Path) -> None:
