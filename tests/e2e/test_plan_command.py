@@ -127,3 +127,16 @@ def test_plan_shows_the_limit_an_earlier_run_learned(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "limit learned 148/s on 2026-12-07: ~35 s at 120/s" in out
+
+
+def test_local_run_with_plan_prints_the_plans_line_before_it_runs(
+    simulator: Callable[[SimConfig], str], tmp_path: Path
+) -> None:
+    url = simulator(UNIFORM)
+    proc = fanout_cli(
+        "local", "run", str(_manifest(tmp_path)), "--hermes-url", url, "--bucket-dir", str(tmp_path / "b"),
+        "--plan", "--quiet", "--no-compact",
+    )  # fmt: skip
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "fanout: plan: about 4,221 calls (4,221-" in err
