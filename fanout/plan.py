@@ -2,8 +2,9 @@
 
 Why a sample and not a count: counting every list is the crawl itself. The first level is
 listed as the seed would list it; below it, a bounded random sample of units per level is
-listed (at most ``max_calls`` calls, at most about 1 % of the estimated calls), each unit
-giving its child count and the pages its list took. Per level:
+listed (at most ``max_calls`` calls, at most about 1 % of the estimated calls, though a
+first pass lists up to ``PILOT_UNITS`` units of every level whatever the tree's size), each
+unit giving its child count and the pages its list took. Per level:
 
 * ``units[k+1] = units[k] x mean(children of the sampled units of level k)``;
 * ``calls[k] = units[k] x mean(pages of their lists)``.

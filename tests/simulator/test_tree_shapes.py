@@ -89,3 +89,15 @@ def test_a_described_api_refuses_the_hermes_tree_shapes(option: dict[str, object
 def test_heavy_first_warrior_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="heavy_first_warrior"):
         SimConfig(heavy_first_warrior=-1)
+
+
+def test_the_tree_shapes_are_serve_options() -> None:
+    import argparse
+
+    from fanout.simulator import add_serve_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    config = config_from_args(parser.parse_args(["--heavy-first-warrior", "50", "--heavy-tailed-records"]))
+    assert (config.heavy_first_warrior, config.heavy_tailed_records) == (50, True)
+    assert SimConfig.from_json(config.to_json()) == config  # run_in_subprocess passes them on
