@@ -56,8 +56,12 @@ def _rate(value: object) -> float | None:
 
 def read(storage: Storage, base_url: str) -> LearnedLimit | None:
     """The limit kept for ``base_url``, or None (none kept, or not a limit record)."""
+    return _parse(storage, key_for(base_url))
+
+
+def _parse(storage: Storage, key: str) -> LearnedLimit | None:
     try:
-        body = storage.get(key_for(base_url))
+        body = storage.get(key)
     except NoSuchKey:
         return None
     if len(body) > MAX_BYTES:
@@ -72,6 +76,16 @@ def read(storage: Storage, base_url: str) -> LearnedLimit | None:
     if limit is None or held is None or not isinstance(day, str) or len(day) != 10:
         return None
     return LearnedLimit(limit, min(held, limit), day)
+
+
+def kept(storage: Storage, most: int = 20) -> list[LearnedLimit]:
+    """Every limit the bucket keeps (at most ``most``), for a page that knows no URL (report)."""
+    out: list[LearnedLimit] = []
+    for key in sorted(storage.list(PREFIX))[:most]:
+        found = _parse(storage, key)
+        if found is not None:
+            out.append(found)
+    return out
 
 
 def write(

@@ -11,6 +11,7 @@ import pytest
 
 import fanout.start_run as start_run_module
 from fanout import learned_limit
+from fanout.report import render_report
 from fanout.simulator import HermesSimulator, SimConfig, Universe
 from fanout.start_run import make_budget, start_run
 from fanout_core.adaptive_rate import RATE, W_MAX, Tuning
@@ -69,6 +70,7 @@ def test_a_second_run_starts_from_the_limit_the_first_one_learned(
     assert started == [None, kept]
     assert first.ok and second.ok and second.limit is not None
     assert second.report.stages["data_groups"].records == sum(1 for _ in Universe(UNTOLD).expected_rows())
+    assert f"<td>{second.limit.line()}</td>" in render_report(store, "r2", fast_settings())
 
 
 def test_the_limit_record_is_keyed_by_a_hash_of_the_url_and_holds_no_token(tmp_path: Path) -> None:
@@ -110,6 +112,13 @@ def test_a_limit_record_reads_back_and_says_when_it_was_learned(tmp_path: Path) 
     kept = learned_limit.write(store, "http://h:1/", 148.4, 131.0, now=datetime(2026, 12, 7, tzinfo=UTC))
     assert learned_limit.read(store, "http://h:1") == kept
     assert kept.line() == "limit learned 148/s on 2026-12-07"
+
+
+def test_every_kept_limit_is_read_for_a_page_that_knows_no_url(tmp_path: Path) -> None:
+    store = LocalDirStorage(tmp_path)
+    day = datetime(2026, 12, 7, tzinfo=UTC)
+    kept = [learned_limit.write(store, f"http://h:{port}", 100.0 + port, 90.0, now=day) for port in (1, 2)]
+    assert sorted(learned_limit.kept(store), key=lambda k: k.limit) == kept
 
 
 def test_a_broken_limit_record_is_ignored(tmp_path: Path) -> None:
