@@ -41,7 +41,9 @@ high): the figures are then against the server's limit, what the pacing has to f
 Figures per run: accepted calls/s / R over the whole run and its middle 80 % (steady),
 the share of 429s, run time / (N / R) with N the calls the tree needs, and instance-seconds
 (init + invocations: what Lambda bills, times memory) per 1,000 calls; with ``shared``,
-the budget's writes per call (what the table bills; target <= 0.2). ``--billing`` adds
+the budget's writes per call (what the table bills; target <= 0.2); where the time the run
+took beyond accepted / R went (``lost_s``: before the fleet first reached 0.9 R, after it last
+did, between) and when each stage got its first task (``first_task_s``). ``--billing`` adds
 prod-shaped variants of reservation and weights (the idle-billing table).
 """
 
@@ -477,6 +479,37 @@ def steady_rate(samples: list[tuple[float, int, int]], lo: float = 0.1, hi: floa
     return ((b[1] - b[2]) - (a[1] - a[2])) / (b[0] - a[0])
 
 
+def lost_seconds(
+    samples: list[tuple[float, int, int]], ceiling: float, level: float = 0.9
+) -> dict[str, float] | None:
+    """Where the run's time beyond accepted / R went: R-seconds not used before the first
+    sampling interval at ``level`` x R or more (the start: cold starts, the listing stages),
+    after the last one (the tail: the last tasks, fewer instances busy than R needs) and
+    between them. The three add up to elapsed - accepted / R."""
+    if len(samples) < 3 or ceiling <= 0:
+        return None
+    t0, end = samples[0][0], samples[-1]
+    full = [
+        i
+        for i in range(1, len(samples))
+        if (samples[i][1] - samples[i][2]) - (samples[i - 1][1] - samples[i - 1][2])
+        >= level * ceiling * (samples[i][0] - samples[i - 1][0])
+    ]
+    if not full:
+        return None
+    a, b = samples[full[0] - 1], samples[full[-1]]
+
+    def lost(x: tuple[float, int, int], y: tuple[float, int, int]) -> float:
+        return round((y[0] - x[0]) - ((y[1] - y[2]) - (x[1] - x[2])) / ceiling, 2)
+
+    return {
+        "start": lost(samples[0], a),
+        "middle": lost(a, b),
+        "tail": lost(b, end),
+        "start_at_r_s": round(a[0] - t0, 2),
+    }
+
+
 def run_once(
     spec: RunSpec, config: SimConfig, rate: float, work: Path, cold_start_s: float
 ) -> dict[str, Any]:
@@ -525,6 +558,11 @@ def run_once(
         "calls_needed": needed,
         "accepted_vs_rate": round(accepted / elapsed / ceiling, 3),
         "steady_accepted_vs_rate": round(steady / ceiling, 3) if steady is not None else None,
+        "lost_s": lost_seconds(samples, ceiling),
+        "first_task_s": {
+            name: None if f.first_event_at is None else round(f.first_event_at - start, 2)
+            for name, f in fleet.stages.items()
+        },
         "throttled": throttled,
         "throttled_share": round(throttled / calls, 4) if calls else 0.0,
         "instances": {name: f.instances for name, f in fleet.stages.items()},
@@ -683,6 +721,7 @@ def print_report(result: dict[str, Any]) -> None:
         "GB-s / 1k calls",
         "SQS req / task",
         "budget writes / call",
+        "lost s start/mid/tail",
         "rows exact",
     ]
     rows = [
@@ -700,6 +739,7 @@ def print_report(result: dict[str, Any]) -> None:
             r["gb_s_per_1k_calls"],
             r["sqs_requests_per_task"],
             "-" if r["budget_writes_per_call"] is None else r["budget_writes_per_call"],
+            "-" if not r["lost_s"] else "/".join(f"{r['lost_s'][k]:g}" for k in ("start", "middle", "tail")),
             r["rows_exact"],
         ]
         for r in result["runs"]

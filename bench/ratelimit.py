@@ -15,10 +15,11 @@ pacing buys. Issue 25's servers, R not told as in ``untold``: ``refused5`` and
 (``--refuse-share``: 429, Retry-After 1), judged on accepted calls/s over (1 - p) R;
 ``outage``, every call refused for ``--outage-s`` seconds from a third of the ideal time
 in (``--outage-at``), judged on the seconds from the server's recovery to the first 2 s
-of progress at 0.8 R or more (the progress lines' resolution, 2 s). A refused call holds
-its worker for its Retry-After (1 s), so C workers accept at most C (1 - p) / p calls/s
-(64/s for the local settings' 16 data-group workers at p = 20 %): to measure the pacer,
-not that bound, keep R below it or raise ``--concurrency``.
+of progress at 0.8 R or more (the progress lines' resolution, 2 s). A refused call waits
+its Retry-After (1 s); a leaf task gives its place up meanwhile (``fanout.at_work``: 4
+threads per place), so C places accept at most 3 C (1 - p) / p calls/s (192/s for the local
+settings' 16 data-group places at p = 20 %): to measure the pacer, not that bound, keep R
+below it or raise ``--concurrency``.
 
 Figures per run: accepted calls/s (answered with anything but 429) over R, for the whole
 run and for its middle 80 % (the steady state, without ramp-up and tail), the share of

@@ -2,9 +2,9 @@
 
 Not a timing benchmark: it counts requests, which do not depend on the machine. The local
 runtime drives the same core as the Lambda handlers, so wrapping its storage counts what
-the deployed functions would send for the same tasks (``S3Storage.exists`` is one LIST;
-``list`` is one LIST per 1,000 keys; ``put``/``put_if_absent`` one PUT; ``get`` one GET;
-``last_modified`` one HEAD, billed as a GET)::
+the deployed functions would send for the same tasks (``S3Storage.exists`` is one HEAD, as
+is ``last_modified``, both billed as a GET; ``list`` is one LIST per 1,000 keys;
+``put``/``put_if_absent`` one PUT; ``get`` one GET)::
 
     python -m bench.s3_requests --size full --env dev
 
@@ -75,11 +75,11 @@ class CountingStorage:
         return self.inner.put_if_absent(key, body)
 
     def exists(self, key: str) -> bool:
-        self._count("LIST", key)
+        self._count("HEAD", key)
         return self.inner.exists(key)
 
     def last_modified(self, key: str) -> float | None:
-        self._count("GET", key)
+        self._count("HEAD", key)
         return self.inner.last_modified(key)
 
     def delete(self, key: str) -> None:
@@ -126,7 +126,7 @@ def measure(size: str, env: str, bucket_dir: str | None = None) -> dict[str, Any
         "ok": outcome.ok,
         "by_kind": rows,
         "put_plus_list": put_list,
-        "get": sum(n for (_, r), n in counts.items() if r == "GET"),
+        "get": sum(n for (_, r), n in counts.items() if r in ("GET", "HEAD")),  # billed alike
     }
 
 
@@ -142,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.size} crawl, env {args.env}: {result['api_calls']} API calls, ok={result['ok']}")
-    print(f"  {'objects':<18} {'PUT':>7} {'LIST':>7} {'GET':>7}")
+    print(f"  {'objects':<18} {'PUT':>7} {'LIST':>7} {'GET':>7} {'HEAD':>7}")
     for kind, row in result["by_kind"].items():
-        print(f"  {kind:<18} {row.get('PUT', 0):>7} {row.get('LIST', 0):>7} {row.get('GET', 0):>7}")
-    print(f"  PUT + LIST {result['put_plus_list']}, GET {result['get']}")
+        counts = " ".join(f"{row.get(r, 0):>7}" for r in ("PUT", "LIST", "GET", "HEAD"))
+        print(f"  {kind:<18} {counts}")
+    print(f"  PUT + LIST {result['put_plus_list']}, GET + HEAD {result['get']}")
     return 0
 
 

@@ -10,15 +10,16 @@ estimated the same way:
   stage's ``memory_mb`` from the environment's settings (``--env``, default ``dev``).
   The seconds are the task's work inside the handler: cold-start init and failed attempts
   are not measured, so duration is a lower bound.
-- **S3 requests**, per attempt as ``fanout_core.pipeline`` makes them: a listing task
-  LISTs twice (done marker, plan: ``exists`` is a LIST), GETs its body and PUTs its plan,
-  its children and its done marker; a retry repeats the two LISTs and the GET. A leaf
-  task LISTs once (done marker), GETs its body, PUTs its file and done marker; a retry
-  repeats the GET and LISTs twice (done marker, output); a first attempt whose every
-  group failed, and so has no file to create, LISTs its output once more. A unit
-  failure PUTs its record. The seed's upload is one PUT. Compaction: two GETs
-  per input (plan, rewrite), PUTs of the plan, each output, ``current.json`` and the
-  Athena manifest. LIST is billed like PUT; DELETE is free.
+- **S3 requests**, per attempt as ``fanout_core.pipeline`` makes them, an existence check
+  being one HEAD (``S3Storage.exists``), billed as a GET: a listing task HEADs twice (done
+  marker, plan), GETs its body and PUTs its plan, its children and its done marker; a
+  retry repeats the two HEADs and the GET. A leaf task HEADs once (done marker), GETs its
+  body, PUTs its file and done marker; a retry repeats the GET and HEADs twice (done
+  marker, output); a first attempt whose every group failed, and so has no file to
+  create, HEADs its output once more. A unit failure PUTs its record. The seed's upload
+  is one PUT. Compaction: two GETs per input (plan, rewrite), PUTs of the plan, each
+  output, ``current.json`` and the Athena manifest. LIST is billed like PUT, HEAD like
+  GET; DELETE is free.
 - **S3 storage**: the bytes of the run's objects for one month (output at rest, the
   intermediates until their 30-day expiry).
 - **SQS**: three requests (send, receive, delete) per retry through a stage's retry queue;
@@ -157,7 +158,10 @@ class StageCounts:
     billed_ms: int = 0
     s3_put: int = 0
     s3_list: int = 0
+    """LISTs a task makes: none counted since existence checks are HEADs (a listing task's
+    retry that reuses its plan lists its children's folders, not modelled)."""
     s3_get: int = 0
+    """GETs and HEADs (existence checks): S3 bills them alike."""
     api_calls: int = 0
 
     @property
@@ -227,13 +231,14 @@ def count_run(
                 int(done.get("attempts", 1) if done else 0), int(failure.get("attempts", 0) or 0), 1
             )
             counts.invocations += attempts
-            counts.s3_get += attempts
+            counts.s3_get += attempts  # the task object
+            # Existence checks are HEADs, billed as GETs (S3Storage.exists).
             if listing:
-                counts.s3_list += 2 * attempts  # done marker, plan
+                counts.s3_get += 2 * attempts  # done marker, plan
             else:  # done marker; a retry also asks whether its file exists (fanout_core.records)
-                counts.s3_list += 2 * attempts - 1
+                counts.s3_get += 2 * attempts - 1
                 if done and not int(done.get("files", 0)) and int(done.get("failed_units", 0)):
-                    counts.s3_list += 1  # every group failed: no file to create would tell
+                    counts.s3_get += 1  # every group failed: no file to create would tell
             if failure:
                 counts.failed += 1
                 counts.s3_put += 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from fanout.at_work import AtWork
 from fanout.bucket import StorageSpec
 from fanout.shared_pacing import SharedBudget
 from fanout_core.assembly import hermes_client
@@ -46,6 +47,8 @@ class WorkerSpec:
     hermes_url: str
     token: str
     threads: int
+    places: int
+    """Of ``threads``, how many tasks may be at work at once (``fanout.at_work``)."""
     budget: SharedBudget | None
     """The run's shared rate budget, or None: no pacing."""
     table: StageTable
@@ -86,13 +89,15 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     settings = environment_from_json(spec.env_name, spec.settings_json)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
+    at_work = AtWork(spec.places)
     hermes = hermes_client(
         settings,
         url=spec.hermes_url,
         token=spec.token,
         pacer=spec.budget.pacer() if spec.budget is not None else NoPacer(),
         stats=stats,
-        pool_size=max(4, spec.threads),
+        pool_size=max(4, spec.places),
+        sleep=at_work.sleep,
     )
     ctx = TaskContext(storage=storage, client=hermes, settings=settings, table=spec.table)
     time_given_s = settings.stage(spec.table.leaf.name).timeout_s
@@ -124,8 +129,9 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
             result: TaskResult | None = None
             error: BaseException | None = None
             try:
-                hermes.set_deadline(task_deadline(time_given_s))
-                result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
+                with at_work.working():
+                    hermes.set_deadline(task_deadline(time_given_s))
+                    result = run_task(key, ctx, attempts=attempts, first_attempt_at=first)
             except Exception as exc:
                 error = exc
                 try:
@@ -281,6 +287,7 @@ def make_worker_spec(
     hermes_url: str,
     token: str,
     threads: int,
+    places: int,
     budget: SharedBudget | None,
     table: StageTable,
 ) -> WorkerSpec:
@@ -300,6 +307,7 @@ def make_worker_spec(
         hermes_url=hermes_url,
         token=token,
         threads=threads,
+        places=places,
         budget=budget,
         table=table,
     )

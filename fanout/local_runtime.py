@@ -2,7 +2,8 @@
 
 Writing a task object dispatches it to the stage whose prefix matches, as the
 bucket's notifications would; each stage runs at most its reserved concurrency of
-tasks at once, each within a deadline derived from its stage's ``timeout_s`` as on
+tasks at once (at work: a leaf task waiting to retry gives its place up,
+``fanout.at_work``), each within a deadline derived from its stage's ``timeout_s`` as on
 Lambda (``fanout_core.deadlines``); a task that raises is retried with jittered
 exponential backoff (the retry extension, with short delays locally) and then leaves
 one failure record. A run started again over the same bucket resumes: tasks with a done marker
@@ -11,6 +12,7 @@ or a failure record are not run again.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import random
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fanout.at_work import AtWork
 from fanout.status import run_status
 from fanout_core.api_client import ApiClient
 from fanout_core.assembly import stage_concurrency
@@ -133,9 +136,13 @@ class LocalRuntime:
         on_change: Callable[[RunReport], None] | None = None,
         leaf: Callable[[str, int, str], TaskResult] | None = None,
         table: StageTable = STAGES,
+        leaf_threads: int | None = None,
+        at_work: AtWork | None = None,
     ):
         """``leaf``, if given, runs the Parquet-writing stage's tasks elsewhere (worker
-        processes, see ``fanout.leaf_workers``); retries and failure records stay here."""
+        processes, see ``fanout.leaf_workers``); retries and failure records stay here.
+        ``leaf_threads`` (default: its concurrency) run that stage's tasks, and ``at_work``,
+        if given, bounds those at work here (``fanout.at_work``)."""
         self.settings = settings
         self.table = table
         self.storage = NotifyingStorage(storage, self.notify, table)
@@ -146,6 +153,8 @@ class LocalRuntime:
         self._hermes = {s.name: hermes_for_stage(s) for s in table}
         self._on_change = on_change
         self._leaf = leaf
+        self._leaf_threads = leaf_threads
+        self._at_work = at_work
         self.report = RunReport(stages={s.name: StageCounts() for s in table})
         self._lock = threading.Condition()
         self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in table}
@@ -202,7 +211,10 @@ class LocalRuntime:
         for key in initial:
             self._enqueue(_Event(0.0, next(self._seq), key))
         for stage in self.table:
-            for i in range(self.concurrency[stage.name]):
+            threads = self.concurrency[stage.name]
+            if stage.writes_parquet and self._leaf_threads is not None:
+                threads = max(threads, self._leaf_threads)
+            for i in range(threads):
                 t = threading.Thread(
                     target=self._worker, args=(stage,), name=f"{stage.name}-{i}", daemon=True
                 )
@@ -287,11 +299,14 @@ class LocalRuntime:
 
         leaf = self._leaf if stage.writes_parquet else None
 
+        at_work = self._at_work if stage.writes_parquet else None
+
         def work(a: Attempt) -> TaskResult:
             if leaf is not None:  # the worker process sets the same deadline itself
                 return leaf(a.key, a.number, a.first_attempt_at)
-            hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
-            return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
+            with at_work.working() if at_work is not None else contextlib.nullcontext():
+                hermes.set_deadline(task_deadline(self.settings.stage(stage.name).timeout_s))
+                return run_task(a.key, ctx, attempts=a.number, first_attempt_at=a.first_attempt_at)
 
         try:
             outcome = attempt_task(attempt, work, self.storage, self.policy, self._rng, table=self.table)

@@ -7,11 +7,13 @@ so they exercise exactly the same path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from fanout import learned_limit
+from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
 from fanout.learned_limit import LearnedLimit, start_rate
@@ -103,11 +105,14 @@ def make_clients(
     budget: SharedBudget | None = None,
     concurrency: dict[str, int],
     table: StageTable = STAGES,
+    at_work: AtWork | None = None,
 ) -> tuple[Callable[[Stage], ApiClient], dict[str, CallStats]]:
-    """One client per stage; all pace against ``budget`` (None: no pacing)."""
+    """One client per stage; all pace against ``budget`` (None: no pacing); the leaf
+    stage's gives its place in ``at_work`` up while it waits to retry."""
     stats = {s.name: CallStats() for s in table}
 
     def factory(stage: Stage) -> ApiClient:
+        leaf = at_work is not None and stage.name == table.leaf.name
         return hermes_client(
             settings,
             url=hermes_url,
@@ -115,6 +120,8 @@ def make_clients(
             pacer=budget.pacer() if budget is not None else NoPacer(),
             stats=stats[stage.name],
             pool_size=max(8, concurrency[stage.name]),
+            sleep=at_work.sleep if leaf and at_work is not None else time.sleep,
+            api=table.api,
         )
 
     return factory, stats
@@ -162,7 +169,12 @@ def start_run(
     remember = pacing and settings.remember_limit
     kept = learned_limit.read(storage, hermes_url) if remember else None
     budget = make_budget(settings, caps, kept) if pacing else None
-    factory, stats = make_clients(settings, hermes_url, token, budget=budget, concurrency=caps, table=table)
+    # The leaf stage runs THREADS_PER_PLACE threads per place, at most its concurrency at
+    # work (fanout.at_work): here, or in each worker process for its share.
+    at_work = AtWork(caps[table.leaf.name]) if processes <= 1 else None
+    factory, stats = make_clients(
+        settings, hermes_url, token, budget=budget, concurrency=caps, table=table, at_work=at_work
+    )
     printer = (
         ProgressPrinter(progress, stats, table, rate_limit=settings.hermes_rate_limit if pacing else None)
         if progress is not None
@@ -194,6 +206,8 @@ def start_run(
             on_change=printer.update if printer else None,
             leaf=pool.run if pool else None,
             table=table,
+            leaf_threads=caps[table.leaf.name] * THREADS_PER_PLACE,
+            at_work=at_work,
         )
         resumed = runtime.resume(run_id)
         # The seed is written after the scan for unfinished tasks, without injected faults;
@@ -257,12 +271,14 @@ def _leaf_pool(
     if storage_spec is None:
         raise ValueError("worker processes need a StorageSpec to open the bucket themselves")
     processes = min(processes, workers)
+    places = -(-workers // processes)
     spec = make_worker_spec(
         storage=storage_spec,
         settings=settings,
         hermes_url=hermes_url,
         token=token,
-        threads=-(-workers // processes),
+        threads=places * THREADS_PER_PLACE,
+        places=places,
         budget=budget,
         table=table,
     )

@@ -46,6 +46,7 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
+from fanout_core.api_description import BUILTIN_DIR, ApiDescription, builtin
 from stacks.lock import LOCK, PROVIDED_BY_RUNTIME, Arch, normalize, read_lock, target_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +58,9 @@ LAMBDA_PYTHON_VERSION = "3.14"
 """The Lambda runtime's Python; ``stacks.constructs.stage_function.RUNTIME`` matches it.
 pip resolves cp314 manylinux aarch64 wheels for every dependency (numpy, pandas,
 cramjam, fastparquet), so the newest runtime is usable."""
+
+API_DIR = "api"
+"""Bundle folder of the environment's API description, as JSON (``bundled_api_path``)."""
 
 RECIPE_VERSION = "3"
 """Bump when the recipe changes in a way the hashed inputs do not show."""
@@ -109,6 +113,30 @@ def _source_files(lambdas_dir: Path) -> Iterator[Path]:
                 yield path
 
 
+def _is_builtin(api: ApiDescription) -> bool:
+    return api.to_json() == builtin().to_json()
+
+
+def bundled_api_path(api: ApiDescription) -> str:
+    """Where the bundle carries ``api`` as JSON, relative to its root: the functions'
+    ``FANOUT_API`` (JSON, so no Lambda imports a YAML parser). The built-in description
+    is the package's own ``hermes.json``, there in the bundle and in ``lambdas/`` alike;
+    another is written to ``api/<name>.json`` (``write_api``)."""
+    if _is_builtin(api):
+        return (BUILTIN_DIR / "hermes.json").relative_to(LAMBDAS_DIR).as_posix()
+    return f"{API_DIR}/{api.name}.json"
+
+
+def write_api(root: Path, api: ApiDescription) -> Path:
+    """Put the description's canonical JSON where ``bundled_api_path`` says (the built-in
+    one is already there, in ``fanout_core``)."""
+    path = root / bundled_api_path(api)
+    if not _is_builtin(api):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(api.to_json())
+    return path
+
+
 def bytecode_interpreter(python_version: str) -> str | None:
     """An interpreter that writes ``.pyc`` files the target Python accepts, if any."""
     if host_python_version() == python_version:
@@ -142,13 +170,16 @@ def asset_hash(
     bytecode: bool = False,
     lambdas_dir: Path = LAMBDAS_DIR,
     lock: Path = LOCK,
+    api: ApiDescription | None = None,
 ) -> str:
     """Stable hash of everything the bundle is made of, so CDK rebuilds exactly when
     the resolved pins (the lock's bytes: versions and wheel hashes), the deployed
-    sources, the target or the recipe change."""
+    sources, the API description it carries, the target or the recipe change."""
     digest = hashlib.sha256()
     digest.update(f"recipe={RECIPE_VERSION};arch={arch};python={python_version};pyc={bytecode}\n".encode())
     digest.update(lock.read_bytes())
+    if api is not None:
+        digest.update(b"\0api\0" + bundled_api_path(api).encode() + b"\0" + api.to_json())
     for path in _source_files(lambdas_dir):
         digest.update(b"\0" + path.relative_to(lambdas_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
@@ -238,6 +269,7 @@ def build_bundle(
     lock: Path = LOCK,
     measure_zip: bool = False,
     bytecode: bool | None = None,
+    api: ApiDescription | None = None,
 ) -> BundleReport:
     """Build the bundle into ``out_dir`` (created; must be empty if it exists).
 
@@ -277,6 +309,8 @@ def build_bundle(
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
     trimmed = trim(out)
+    if api is not None:
+        write_api(out, api)
     interpreter = bytecode_interpreter(version) if bytecode is not False else None
     if bytecode and interpreter is None:
         raise RuntimeError(f"bytecode asked for, but no python{version} interpreter is on PATH")
@@ -300,10 +334,13 @@ def build_bundle(
 class LocalPipBundler:
     """CDK local bundling: runs the recipe in-process instead of in a container."""
 
-    def __init__(self, *, arch: Arch, python_version: str, bytecode: bool) -> None:
+    def __init__(
+        self, *, arch: Arch, python_version: str, bytecode: bool, api: ApiDescription | None = None
+    ) -> None:
         self.arch: Arch = arch
         self.python_version = python_version
         self.bytecode = bytecode
+        self.api = api
 
     def try_bundle(self, output_dir: str, *, image: DockerImage, **_options: Any) -> bool:
         """Always handles the bundling (there is no Docker fallback to defer to).
@@ -315,21 +352,25 @@ class LocalPipBundler:
             platform_arch=self.arch,
             python_version=self.python_version,
             bytecode=self.bytecode,
+            api=self.api,
         )
         return True
 
 
-def lambda_code(*, arch: Arch = "aarch64", python_version: str = LAMBDA_PYTHON_VERSION) -> lambda_.Code:
-    """The one asset the three stage functions share (one upload, one hash)."""
+def lambda_code(
+    *, arch: Arch = "aarch64", python_version: str = LAMBDA_PYTHON_VERSION, api: ApiDescription | None = None
+) -> lambda_.Code:
+    """The one asset every function of the stack shares (one upload, one hash), carrying
+    ``api``, the environment's description, at ``bundled_api_path(api)``."""
     bytecode = bytecode_interpreter(python_version) is not None
     return lambda_.Code.from_asset(
         str(LAMBDAS_DIR),
-        asset_hash=asset_hash(arch=arch, python_version=python_version, bytecode=bytecode),
+        asset_hash=asset_hash(arch=arch, python_version=python_version, bytecode=bytecode, api=api),
         asset_hash_type=AssetHashType.CUSTOM,
         bundling=BundlingOptions(
             # Never pulled: local bundling always succeeds or raises.
             image=DockerImage.from_registry("none"),
-            local=LocalPipBundler(arch=arch, python_version=python_version, bytecode=bytecode),
+            local=LocalPipBundler(arch=arch, python_version=python_version, bytecode=bytecode, api=api),
         ),
     )
 
@@ -372,6 +413,7 @@ __all__: Sequence[str] = (
     "LocalPipBundler",
     "asset_hash",
     "build_bundle",
+    "bundled_api_path",
     "isolated_python",
     "lambda_code",
     "runtime_site",

@@ -1,9 +1,11 @@
-"""``Fanout-<env>``: the whole chain, from a manifest under ``amazon_warriors/`` to Parquet
-under ``data/``, composed from the stage table and one environment's settings.
+"""``Fanout-<env>``: the whole chain, from a manifest under the first stage's prefix to
+Parquet under ``data/``, composed from the stage table of the environment's API
+description and one environment's settings.
 
 The constructs create resources; this class only composes them, wires the bucket's
 notifications and the retry queues to the functions, and grants each function the
-least it needs. All of that derives from ``STAGES``: no prefix is typed here.
+least it needs. All of that derives from the ``StageTable`` it is given: no prefix or
+stage is typed here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from fanout_core.stages import (
     DONE_PREFIX,
     FAILED_PREFIX,
     PLANS_PREFIX,
-    STAGES,
     TASK_SUFFIX,
     Stage,
     StageTable,
 )
+from stacks.bundling import bundled_api_path
 from stacks.constructs.analytics import Analytics
 from stacks.constructs.bucket import PipelineBucket
 from stacks.constructs.budget_table import BudgetTable
@@ -87,60 +89,62 @@ def state_machine_name(env_name: str) -> str:
 
 @dataclass(frozen=True)
 class StageAccess:
-    """The S3 access one stage's function gets: object-key prefixes, each ending in ``*``."""
+    """The S3 access one stage's function gets: object-key prefixes, each ending in ``*``,
+    and ``s3:ListBucket`` on the whole bucket (see ``stage_access``)."""
 
     read: tuple[str, ...]
     write: tuple[str, ...]
-    list: tuple[str, ...]
 
 
-def stage_access(stage: Stage, table: StageTable = STAGES) -> StageAccess:
+def stage_access(stage: Stage, table: StageTable) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
-    - read its task objects (``<input>*``); done markers are only checked for, never read;
+    - read its task objects (``<input>*``);
     - write its children (``<output>*``), its done markers and its failure records;
     - a listing stage reads and writes its plans (``plans/<input>*``): the children it
-      decided on once, reused by every later attempt;
-    - ``s3:ListBucket`` limited by ``s3:prefix`` to what it checks for existence:
-      ``S3Storage.exists`` lists with the key itself as prefix, which that grant covers.
-      That is its done markers and failure records (skip a finished task, never replace
-      a record), and its own task objects: GetObject of a missing key answers 403, not
-      404, without ListBucket for that prefix, and ``S3Storage.get`` then lists to tell
-      "does not exist" from "denied";
-    - the leaf stage also checks whether its Parquet output exists and reads its footer
-      after a crash, before writing it again;
-    - a listing stage lists its children's folders when it reuses a plan, to write only
-      the children an earlier attempt did not (``fanout_core.fan_out``);
-    - it lists its own failure records' prefix: a refusal that fails a task (a count
-      past ``max_attempts``, the receive after deliveries that died) first checks that
-      the task has no record yet (found missing by ``tests/cloud``'s IAM check).
+      decided on once, reused by every later attempt; so does the first stage when it is
+      also the leaf (a 2-level API), for the parts it splits a seed manifest into;
+    - ``s3:GetObject`` on whatever it checks for existence, since ``S3Storage.exists`` is a
+      HeadObject: its done markers and failure records (skip a finished task, never replace
+      a record; never read otherwise), its task objects and plans, the leaf's Parquet
+      output (a retry asks whether it was written, and then reads its footer);
+    - ``s3:ListBucket`` on the bucket with no ``s3:prefix`` condition: S3 answers a HEAD or
+      GET of a missing key 404 only to a caller that may list for a request without a
+      prefix, else 403, which ``exists`` would have to settle with a listing billed at
+      12x a HEAD (every task checks its done marker: README, What a run costs). Listing
+      shows key names, never contents, and only of this bucket, whose keys hold run ids
+      and Hermes ids that the function reads from its task objects anyway. It also
+      covers a listing stage listing its children's folders when it reuses a plan
+      (``fanout_core.fan_out``) and a missing task object's GetObject (404, not 403).
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
     output = table.output_prefix_of(stage)
-    read = [f"{stage.input_prefix}*"]
+    read = [f"{stage.input_prefix}*", done, failed]
     write = [f"{output}*", done, failed]
-    listed = [f"{stage.input_prefix}*", done, failed]
     if stage is table.first:
         # The first stage splits a seed manifest into parts written back under its own
         # input prefix (<prefix>run=<run>/part-NNNNN.json): one deliberate hop of
         # self-triggering, far below Lambda's recursive-loop cut-off.
         write.append(f"{stage.input_prefix}run=*")
+    plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
     if stage is table.leaf:
         read.append(f"{output}*")
-        listed.append(f"{output}*")
+        if stage is table.first:
+            # One stage that is both (a 2-level API): its seed split keeps a plan too.
+            read.append(plans)
+            write.append(plans)
     else:
-        plans = f"{PLANS_PREFIX}{stage.input_prefix}*"
         read.append(plans)
         write.append(plans)
-        listed.extend([plans, f"{output}*"])
-    return StageAccess(read=tuple(read), write=tuple(write), list=tuple(listed))
+    return StageAccess(read=tuple(read), write=tuple(write))
 
 
 class FanoutStack(Stack):
     """One environment's pipeline.
 
-    Attributes: ``settings``, ``storage`` (``PipelineBucket``), ``bucket``,
+    Attributes: ``settings``, ``table`` (the stage table of the environment's API
+    description), ``storage`` (``PipelineBucket``), ``bucket``,
     ``token_secret``, ``stage_functions`` (stage name -> ``StageFunction``),
     ``retry_consumers`` (stage name -> ``RetryConsumer``), ``monitoring``, ``budget``
     (``BudgetTable`` with pacing ``shared``, else None).
@@ -152,6 +156,7 @@ class FanoutStack(Stack):
         construct_id: str,
         *,
         settings: EnvironmentSettings,
+        table: StageTable,
         code: lambda_.Code,
         tracing: bool = False,
     ) -> None:
@@ -169,6 +174,9 @@ class FanoutStack(Stack):
             ),
         )
         self.settings = settings
+        self.table = table
+        self._api_path = bundled_api_path(table.api)
+        """Every function's ``FANOUT_API``: the description's JSON in the bundle."""
         # Cost allocation, and how `fanout status --bucket B` finds B's environment
         # (fanout.bucket_env reads the bucket's tags): on every taggable resource.
         Tags.of(self).add(APP_TAG, APP)
@@ -187,7 +195,7 @@ class FanoutStack(Stack):
             self,
             "Storage",
             intermediate_prefixes=[
-                *(s.input_prefix for s in STAGES),
+                *(s.input_prefix for s in table),
                 DONE_PREFIX,
                 PLANS_PREFIX,
             ],
@@ -196,7 +204,7 @@ class FanoutStack(Stack):
             failure_expiry=FAILURE_EXPIRY,
             archive_prefix=ARCHIVE_PREFIX,
             archive_expiry=ARCHIVE_EXPIRY,
-            never_expire=[STAGES.output_prefix],
+            never_expire=[table.output_prefix],
             removal_policy=removal,
         )
         self.bucket: s3.Bucket = self.storage.bucket
@@ -214,12 +222,13 @@ class FanoutStack(Stack):
 
         settings_json = environment_to_json(settings)
         self.stage_functions: dict[str, StageFunction] = {}
-        for stage in STAGES:
+        for stage in table:
             environment = {
                 lambda_env.ENV_NAME: settings.name,
                 lambda_env.ENV_SETTINGS: settings_json,
                 lambda_env.ENV_BUCKET: self.bucket.bucket_name,
                 lambda_env.ENV_STAGE: stage.name,
+                lambda_env.ENV_API: self._api_path,
                 lambda_env.ENV_TOKEN_SECRET: settings.token_secret_name,
             }
             if self.budget is not None:
@@ -257,6 +266,7 @@ class FanoutStack(Stack):
                 env_name=settings.name,
                 max_attempts=settings.max_attempts,
                 dead_letter_queues=dead_letter_queues,
+                api_path=self._api_path,
                 log_retention=logs.RetentionDays.THREE_MONTHS if retain else logs.RetentionDays.TWO_WEEKS,
                 removal_policy=removal,
             )
@@ -274,7 +284,7 @@ class FanoutStack(Stack):
                 self.monitoring,
                 self.sfn_engine.state_machine,
                 starter=self.sfn_engine.starter,
-                stage_labels=[s.function_id for s in STAGES],
+                stage_labels=[s.function_id for s in table],
                 tolerated_failure_percentage=settings.tolerated_failure_percentage,
             )
         self.analytics = Analytics(
@@ -284,6 +294,7 @@ class FanoutStack(Stack):
             data_bucket=self.bucket,
             access_logs=self.storage.access_logs,
             removal_policy=removal,
+            table=table,
         )
         self._acknowledge_cdk_helpers()
 
@@ -394,6 +405,8 @@ class FanoutStack(Stack):
             functions={name: sf.function for name, sf in self.stage_functions.items()},
             code=self._code,
             state_machine_name=state_machine_name(self.settings.name),
+            table=self.table,
+            api_path=self._api_path,
             log_retention=self._log_retention,
             removal_policy=self._removal,
             tracing=self._tracing,
@@ -402,7 +415,7 @@ class FanoutStack(Stack):
         self.bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(engine.starter),
-            s3.NotificationKeyFilter(prefix=STAGES.first.input_prefix, suffix=TASK_SUFFIX),
+            s3.NotificationKeyFilter(prefix=self.table.first.input_prefix, suffix=TASK_SUFFIX),
         )
         CfnOutput(self, STATE_MACHINE_ARN_OUTPUT, value=engine.state_machine.state_machine_arn)
 
@@ -440,7 +453,7 @@ class FanoutStack(Stack):
         return stage_fn.failure_queue
 
     def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
-        access = stage_access(stage)
+        access = stage_access(stage, self.table)
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="ReadOwnPrefixes",
@@ -455,12 +468,12 @@ class FanoutStack(Stack):
                 resources=[self.bucket.arn_for_objects(p) for p in access.write],
             )
         )
+        # Unconditioned: a HEAD of a missing key answers 404, not 403, only so (stage_access).
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                sid="ListOwnPrefixes",
+                sid="ListPipelineBucket",
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": list(access.list)}},
             )
         )
         role = fn.role

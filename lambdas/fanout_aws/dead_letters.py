@@ -215,7 +215,9 @@ def dead_letter_handler() -> Callable[[Any, Any], dict[str, Any]]:
             config = RecorderConfig.from_environ()
             recorder.append(  # the description's table, picked once at cold start
                 DeadLetterRecorder(
-                    S3Storage(config.bucket),
+                    # Its role may list only done/ and failed/ (stacks.constructs.dead_letters):
+                    # a HEAD would be answered 403 and settled by a listing anyway.
+                    S3Storage(config.bucket, exists_by_head=False),
                     config.bucket,
                     config.env_name,
                     config.max_attempts,

@@ -12,6 +12,7 @@ boto3 is imported here and nowhere in ``fanout_core``, so the core runs without 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from fanout_core.errors import PermanentError, TransientError
 from fanout_core.storage import NoSuchKey
+
+log = logging.getLogger("fanout")
 
 # Codes S3 (or botocore's retry layer, once it gives up) reports for conditions that
 # pass: throttling, server trouble, timeouts, clock skew or an expiring session token
@@ -137,6 +140,7 @@ class S3Storage:
         endpoint_url: str | None = None,
         region: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        exists_by_head: bool = True,
     ):
         if not bucket:
             raise ValueError("bucket name is empty")
@@ -145,6 +149,10 @@ class S3Storage:
         self.bucket = bucket
         self.page_size = page_size
         self.client = client if client is not None else make_client(endpoint_url=endpoint_url, region=region)
+        self.exists_by_head = exists_by_head
+        """False for a role that may list only under ``s3:prefix`` conditions: ``exists`` then
+        lists at once instead of a HEAD that S3 would answer 403 for a missing key."""
+        self._warned_head_denied = False
 
     def __repr__(self) -> str:
         return f"S3Storage({self.bucket!r})"
@@ -169,13 +177,14 @@ class S3Storage:
             raise translate(exc, f"GetObject {key!r}") from exc
 
     def _denied_because_missing(self, error: ClientError, key: str) -> bool:
-        """S3 answers GetObject of a missing key with 403 unless the caller may list that
-        key's prefix; the functions may list only under an ``s3:prefix`` condition, so a
-        403 is checked with a listing (which that grant covers) before it counts as denied."""
+        """S3 answers GetObject of a missing key with 403 unless the caller may list the
+        bucket; a caller that may list only under an ``s3:prefix`` condition (the CLI's
+        operator, a narrower role) gets a listing of the key itself before the 403 counts
+        as denied."""
         if error_code(error) != "AccessDenied":
             return False
         try:
-            return not self.exists(key)
+            return not self._listed(key)
         except Exception:  # the listing is denied too: the 403 stands
             return False
 
@@ -205,13 +214,48 @@ class S3Storage:
             raise translate(exc, f"PutObject(If-None-Match) {key!r}") from exc
 
     def exists(self, key: str) -> bool:
-        """ListObjectsV2 with the key as prefix, not HeadObject.
+        """Whether exactly ``key`` exists: one HeadObject, billed as a GET (a listing is
+        billed as a PUT, 12x more; every task checks its done marker).
 
-        S3 answers a HEAD of a missing key with 403 unless the caller may list the
-        bucket, and whether a ListBucket grant limited by ``s3:prefix`` counts for that
-        is not documented. A listing whose prefix is the key itself is covered by
-        exactly that grant, so each stage needs no wider permission than its prefixes.
+        S3 answers a HEAD of a missing key 404 only when the caller may ``s3:ListBucket``
+        the bucket for a request without an ``s3:prefix`` (the stage functions may:
+        ``stacks.fanout_stack.stage_access``), else 403. A 403 is therefore settled with a
+        listing of the key itself, which a prefix-limited grant covers: a caller without the
+        wider grant stays correct and pays one request more (logged once per adapter). A
+        missing bucket answers a HEAD 404 as well (a HEAD's answer has no body to tell), so
+        it reads as "no such key", and the next read, listing or write says NoSuchBucket.
         """
+        if not self.exists_by_head:
+            return self._listed(key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in _NOT_FOUND_CODES:
+                return False
+            if http_status(exc) != 403:
+                raise translate(exc, f"HeadObject {key!r}") from exc
+        except BotoCoreError as exc:
+            raise translate(exc, f"HeadObject {key!r}") from exc
+        else:
+            # A HEAD's answer has no body to parse: an endpoint that is not S3 (a proxy's
+            # page, a wrong URL) would say "exists" to every key. S3 always sends these.
+            if "ETag" not in head and "LastModified" not in head:
+                raise TransientError(
+                    f"S3 HeadObject {key!r}: the answer has no ETag or Last-Modified; is the endpoint S3?",
+                    kind="storage",
+                )
+            return True
+        if not self._warned_head_denied:
+            self._warned_head_denied = True
+            log.warning(
+                "HeadObject answered 403: checking existence by listing instead",
+                extra={"outcome": "exists_by_listing", "bucket": self.bucket},
+            )
+        return self._listed(key)
+
+    def _listed(self, key: str) -> bool:
+        """Whether exactly ``key`` exists, by ListObjectsV2 with the key as prefix (the key
+        itself sorts first among the keys it prefixes)."""
         try:
             page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         except ClientError as exc:

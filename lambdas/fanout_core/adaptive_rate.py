@@ -41,8 +41,22 @@ does not fall when the rate is cut below what the server accepted. So
   learned later at a pace that overshot reads some excess as the server's own: the pace
   then runs a little above the limit, which costs 429s but no accepted calls.)
 
-**Outage.** ``evidence`` 429s in a row are a server refusing every call (down, shedding
-all load): the pace halves at each 429 of a call sent after the last halving, down to
+**Many calls in flight.** With many callers, the calls sent lag the pace by the slots
+already handed out to callers queued on it, and the answers lag the sends by their latency:
+a probe's first 429 comes back after the pace has climbed on, and the pace at a cut is not
+what was sent. So each answer carries the pace its call's slot was given (``PACED``, an
+average over the last ~64 answers, stands for the pace in the product above); a cut taken
+while more than ``queued_s`` of slots are handed out is sized on no more than the accepted
+calls/s of the last ``through_s``; and once a limit was met, a probe never paces above
+``probe_ahead`` times what gets through (less the floor): a higher limit is still found, as
+what gets through rises with the pace. Before, 64 callers kept a pace above the limit whose
+429s were learned as the floor (28 % of calls refused on the fake clock).
+
+**Outage.** ``evidence`` 429s in a row, or ``outage_calls`` over ``outage_s`` or more once
+cuts took the pace below ``outage_pace`` of the rate known good (the cuts of an outage's
+first 429s slow the calls down: with 16 places at work, 40 in a row never came, and the crawl
+crept up from ``min_rate`` after the server's recovery), are a server refusing every call
+(down, shedding all load): the pace halves at each 429 of a call sent after the last halving, down to
 ``min_rate``, and the rate known good before it (the limit at the last cut after which
 calls got through) is kept; the first success of a call sent after the last halving
 restores it, so the crawl is back at speed within a round trip of the server's recovery.
@@ -67,9 +81,15 @@ from typing import Literal
 # The state vector's slots.
 NEXT, RATE, W_MAX, CUT_AT, GROWN_AT, SLOT_AT, SLOT_SENT, SLOT_OK, SENT, OK, MEASURED, HOLD = range(12)
 SHARE, FLOOR, ANSWERS, ACCEPTED, GOOD, KNOWN, BLIND, RAW, TRUSTED, WIN_N, WIN_R, WINS, RUN = range(12, 25)
+THROUGH, THROUGH_S, PACED, RUN_AT, SLOT_BUSY = 25, 26, 27, 28, 29
+"""Accepted calls/s, averaged over about ``Tuning.through_s`` of the slots in which callers
+waited on the pacer (what the server let through while the pace, not a lull in demand,
+held the calls back), and those seconds (capped); the pace at which the calls
+answered lately were sent (their slots' spacing), averaged over ~64 answers like ``SHARE``;
+when the current run of 429s (``RUN``) began; whether a caller waited in this slot."""
 WINDOWS = 4
 """Complete windows of answers whose median refused share is the floor."""
-WIN_0 = 25
+WIN_0 = 30
 STATE_SIZE = WIN_0 + WINDOWS
 
 Verdict = Literal["ignore", "cut", "back_off"]
@@ -97,6 +117,14 @@ class Tuning:
     """The measuring slot of the sent and accepted rates."""
     smoothing: float = 0.5
     """Weight of the newest slot in the sent and accepted rates."""
+    through_s: float = 1.0
+    """Seconds over which the accepted rate that sizes a cut is averaged."""
+    queued_s: float = 0.05
+    """Seconds of slots already handed out beyond which sends lag the pace: a cut is then
+    sized on no more than the accepted rate."""
+    probe_ahead: float = 1.5
+    """Once a limit was met, the pace stays within this factor of the accepted rate (less
+    the floor): a probe finds a higher limit as what gets through rises with it."""
     hold_above_s: float = 1.0
     """A Retry-After longer than this holds every caller."""
     min_rate: float = 0.5
@@ -113,6 +141,12 @@ class Tuning:
     """Answers after a cut that do not count in the floor (the server's bucket refills)."""
     evidence: float = 40.0
     """Answers after a cut before another one: what the cut did must be seen first."""
+    outage_s: float = 1.0
+    """Seconds of nothing but 429s (``outage_calls`` at least) that are an outage however
+    few calls they are, once cuts took the pace below ``outage_pace`` of the rate known good:
+    the cuts of an outage's first 429s slow the calls faster than ``evidence`` 429s arrive."""
+    outage_calls: float = 4.0
+    outage_pace: float = 0.25
     floor_max: float = 0.5
     """The floor never goes above this (a server refusing more is not one to keep pace with)."""
 
@@ -169,7 +203,11 @@ class Controller:
             s[OK] = a * ok + (1 - a) * s[OK]
         else:
             s[SENT], s[OK], s[MEASURED] = sent, ok, 1.0
-        s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK] = now, 0.0, 0.0
+        if s[SLOT_BUSY]:  # the pace held callers back: what got through says what the limit let
+            b = min(1.0, span / self.t.through_s)
+            s[THROUGH] = b * ok + (1 - b) * s[THROUGH] if s[THROUGH_S] else ok
+            s[THROUGH_S] = min(self.t.through_s, s[THROUGH_S] + span)
+        s[SLOT_AT], s[SLOT_SENT], s[SLOT_OK], s[SLOT_BUSY] = now, 0.0, 0.0, 0.0
 
     def _rates(self, s: MutableSequence[float], now: float) -> tuple[float, float]:
         """(sent, accepted) calls/s lately; before a whole slot, from the part so far."""
@@ -195,6 +233,7 @@ class Controller:
             s[SLOT_SENT] += 1
         s[NEXT] = slot + interval
         if wait > 0:
+            s[SLOT_BUSY] = 1.0
             self._grow(s, now)
         return max(0.0, wait)
 
@@ -223,6 +262,12 @@ class Controller:
                 target = s[W_MAX] * self.share_after(since)
         if s[MEASURED] and s[SENT] > 0:
             target = min(target, max(rate, 2.0 * s[SENT]))  # never far past what is sent
+        if s[W_MAX] and s[THROUGH_S] >= self.t.through_s:
+            # Never far past what gets through: sends lag the pace by the calls queued on
+            # it and the answers by their latency, so a probe past the limit would climb on
+            # for a second before its first 429 came back.
+            through = s[THROUGH] / (1.0 - s[FLOOR])
+            target = min(target, max(rate, self.t.probe_ahead * through))
         s[RATE] = min(self.bound, max(self.min_rate, target))
 
     def share_after(self, since: float, hold: float | None = None) -> float:
@@ -273,8 +318,11 @@ class Controller:
         if sent_at is not None and sent_at <= s[CUT_AT]:
             return "ignore"  # in flight when the pace was last cut: already answered for
         t, share, floor = self.t, s[SHARE], s[FLOOR]
-        if s[RUN] >= t.evidence and s[W_MAX]:
-            return "back_off"  # ``evidence`` 429s in a row: an outage, whatever the rate
+        long_run = (
+            s[RUN] >= t.outage_calls and now - s[RUN_AT] >= t.outage_s and s[RATE] < t.outage_pace * s[KNOWN]
+        )
+        if s[W_MAX] and (s[RUN] >= t.evidence or long_run):
+            return "back_off"  # 429s in a row, many or for long: an outage, whatever the rate
         if not s[W_MAX]:
             return "cut"  # the first: blind (the rate doubled in the last round trips)
         known = s[WINS] or s[WIN_N] >= t.evidence - t.settle
@@ -288,19 +336,31 @@ class Controller:
         return "cut" if share > floor + t.margin + noise else "ignore"
 
     def throttled(
-        self, s: MutableSequence[float], now: float, sent_at: float | None, retry_after: float | None
+        self,
+        s: MutableSequence[float],
+        now: float,
+        sent_at: float | None,
+        retry_after: float | None,
+        paced: float | None = None,
     ) -> Verdict:
-        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now); what it meant."""
+        """A 429 for a call sent at ``sent_at`` (None: unknown, taken as now) at the pace
+        ``paced`` (its slot's spacing; None: unknown); what it meant."""
         if retry_after is not None and retry_after > self.t.hold_above_s:
             s[HOLD] = max(s[HOLD], now + retry_after)
-        self.count_answer(s, now, sent_at, refused=True)
+        self.count_answer(s, now, sent_at, refused=True, paced=paced)
         verdict = self.verdict(s, now, sent_at)
         if verdict != "ignore":
             sent, ok = self._rates(s, now)
             if s[W_MAX]:
                 # The pace times the share accepted: a lull in demand (callers asleep on
-                # Retry-After, a stage's tail) lowers the accepted rate, not the limit.
-                sent, ok = s[RATE], s[RATE] * self.accepted_share(s, now)
+                # Retry-After, a stage's tail) lowers the accepted rate, not the limit. But
+                # no more than got through: with many calls queued on the pacer or in
+                # flight, sends and answers lag the pace, and a probe past the limit has
+                # climbed on before its 429s come back.
+                pace = min(s[RATE], s[PACED]) if s[PACED] else s[RATE]
+                sent, ok = s[RATE], pace * self.accepted_share(s, now)
+                if s[THROUGH_S] >= self.t.through_s and s[NEXT] - now >= self.t.queued_s:
+                    ok = min(ok, s[THROUGH])
             self._cut(s, now, self.cut_to(s, verdict, s[RATE], sent, ok))
         return verdict
 
@@ -373,16 +433,28 @@ class Controller:
         return good
 
     def count_answer(
-        self, s: MutableSequence[float], now: float, sent_at: float | None, refused: bool
+        self,
+        s: MutableSequence[float],
+        now: float,
+        sent_at: float | None,
+        refused: bool,
+        paced: float | None = None,
     ) -> None:
-        """One answer, in the accepted rate and in the refused share and floor."""
+        """One answer, in the accepted rate and in the refused share and floor; ``paced``,
+        the pace its call was sent at, in the pace of the calls answered lately."""
         self._roll(s, now)
         if not refused:
             s[SLOT_OK] += 1
+        if paced:
+            s[PACED] = paced if not s[PACED] else s[PACED] + self.t.share_weight * (paced - s[PACED])
+        if refused and not s[RUN]:
+            s[RUN_AT] = now
         self.answered(s, sent_at, refused)
 
-    def succeeded(self, s: MutableSequence[float], now: float, sent_at: float | None = None) -> None:
-        self.count_answer(s, now, sent_at, refused=False)
+    def succeeded(
+        self, s: MutableSequence[float], now: float, sent_at: float | None = None, paced: float | None = None
+    ) -> None:
+        self.count_answer(s, now, sent_at, refused=False, paced=paced)
         good = self.recovered(s, sent_at)
         if good:
             self._cut(s, now, good)

@@ -7,7 +7,8 @@ the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from fanout_core.adaptive_rate import Tuning
 from fanout_core.api_client import ApiClient, CallStats, PacerLike
@@ -29,12 +30,14 @@ def hermes_client(
     stats: CallStats,
     pool_size: int,
     api: ApiDescription | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ApiClient:
     """A client of ``api`` (the built-in description when None) at ``url`` with the
     environment's timeouts and bounds; ``token`` is the API's secret, which the
     description's auth sends (a bearer token, an API key, or ``user:password``). The
     environment's ``hermes_page_size`` is the built-in description's page size; a described
-    API's levels ask for the page sizes their description gives."""
+    API's levels ask for the page sizes their description gives. ``sleep`` waits before a
+    retry (a local run's leaf stage gives its place up meanwhile)."""
     api = api if api is not None else builtin()
     return ApiClient(
         api,
@@ -48,6 +51,7 @@ def hermes_client(
         pacer=pacer,
         stats=stats,
         pool_size=pool_size,
+        sleep=sleep,
     )
 
 

@@ -139,6 +139,7 @@ class ControlledPacer:
         Raises ``PacerBeyondDeadline``, taking no slot, if the wait would pass ``max_wait``."""
         now = self._clock()
         with self.locked() as ok:
+            paced = self.state[RATE]
             if ok:
                 wait = self.controller.reserve(self.state, now, max_wait=max_wait)
             else:
@@ -153,24 +154,28 @@ class ControlledPacer:
             now = self._clock()
             left = max_wait - waited
             with self.locked() as ok:
+                again = self.state[RATE]
                 wait = self.controller.recheck(self.state, now, reserved, max_wait=left) if ok else 0.0
             beyond_deadline(waited + wait, max_wait)
             if wait > 0:
-                reserved = now
+                reserved, paced = now, again
         self._mine.reserved = reserved
+        self._mine.paced = paced
         return waited
 
     def on_throttled(self, retry_after: float | None) -> None:
         with self.locked() as ok:
             if ok:
                 sent_at = getattr(self._mine, "reserved", None)
-                self.controller.throttled(self.state, self._clock(), sent_at, retry_after)
+                paced = getattr(self._mine, "paced", None)
+                self.controller.throttled(self.state, self._clock(), sent_at, retry_after, paced)
 
     def on_success(self) -> None:
         with self.locked() as ok:
             if ok:
                 sent_at = getattr(self._mine, "reserved", None)
-                self.controller.succeeded(self.state, self._clock(), sent_at)
+                paced = getattr(self._mine, "paced", None)
+                self.controller.succeeded(self.state, self._clock(), sent_at, paced)
 
 
 class AdaptivePacer(ControlledPacer):

@@ -126,6 +126,9 @@ class EnvironmentSettings:
     tolerated_failure_percentage: float = 5.0
     """Engine ``stepfunctions``: the share of a stage's child workflows that may fail
     (each one's tasks recorded under ``failed/``) before its Map, and the run, fails."""
+    api: str | None = None
+    """The environment's API description file, relative to the repository (None: the
+    built-in Hermes one). The stack reads it; a function gets its JSON in the bundle."""
     stages: Mapping[str, StageSettings] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -367,8 +370,15 @@ def parse_environment(name: str, raw: Any, stage_names: tuple[str, ...] = STAGE_
             100,
         ),
         alarm_email=alarm_email,
+        api=_api_path(where, raw.get("api")),
         stages=MappingProxyType(stages),
     )
+
+
+def _api_path(where: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise SettingsError(f"{where}.api must be the path of an API description file")
+    return value
 
 
 def parse_environments(

@@ -5,8 +5,8 @@ workgroup whose results are encrypted and expire, and one managed policy to quer
   partition projection of type ``injected``: a query names its run
   (``WHERE run = '...'``) and Athena computes the partition's location from
   ``storage.location.template``. Run ids are ``[A-Za-z0-9._-]``, which no engine
-  escapes, so the value is exact; every other id (warrior, troop, data group: spaces,
-  ``+``, ``=``, ``%``, any script) is a column in the files, never decoded from a path.
+  escapes, so the value is exact; every other id (any level's: spaces, ``+``, ``=``,
+  ``%``, any script) is a column in the files, never decoded from a path.
 - **Readers never see two generations.** The partition location holds one Athena
   symlink manifest per run, ``athena/run=<run>/current.txt``, that compaction replaces
   whole when it commits a generation (``fanout_core.compaction``). Athena reads the
@@ -14,8 +14,9 @@ workgroup whose results are encrypted and expire, and one managed policy to quer
   output folder ``data/run=<run>/`` beside the small files they replace, so a run
   appears in the table once it is compacted, and always as exactly one generation, even
   in the window where a glob over that folder sees the old files and the new.
-- **Columns and types** come from ``fanout_core.output.GLUE_TYPES``, the writer's own
-  schema (a test compares them with a file the pipeline wrote).
+- **Columns and types** come from the table's API description through
+  ``fanout_core.output.glue_types``, the writer's own schema (a test compares them with a
+  file the pipeline wrote).
 - **Results** go to a bucket of their own, SSE-S3, TLS only, expiring after
   ``results_expiry``; the workgroup enforces that location and encryption, so no
   client setting can send results elsewhere or unencrypted.
@@ -30,7 +31,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from fanout_core.output import COLUMNS, GLUE_TYPES
+from fanout_core.api_description import ApiDescription
+from fanout_core.output import glue_types
 from fanout_core.stages import STAGES, StageTable
 from stacks.nag import acknowledge, resource_finding
 
@@ -59,6 +61,10 @@ def projection_parameters(bucket_name: str, table: StageTable = STAGES) -> dict[
     }
 
 
+def table_description(api: ApiDescription) -> str:
+    return f"{api.name.capitalize()} records of every compacted run; query one run with WHERE run = '<run>'"
+
+
 def location_of(template: str, run_id: str) -> str:
     """What Athena does with an injected value: substitute it, unescaped, into the template."""
     return template.replace(f"${{{PARTITION}}}", run_id)
@@ -82,6 +88,7 @@ class Analytics(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         name = glue_name(env_name)
+        columns = glue_types(table.api)
         self.database_name = name
         self.table_name = TABLE_NAME
 
@@ -100,12 +107,12 @@ class Analytics(Construct):
             database_name=name,
             table_input=glue.CfnTable.TableInputProperty(
                 name=TABLE_NAME,
-                description="Hermes records of every compacted run; query one run with WHERE run = '<run>'",
+                description=table_description(table.api),
                 table_type="EXTERNAL_TABLE",
                 partition_keys=[glue.CfnTable.ColumnProperty(name=PARTITION, type="string")],
                 parameters=projection_parameters(data_bucket.bucket_name, table),
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=[glue.CfnTable.ColumnProperty(name=c, type=GLUE_TYPES[c]) for c in COLUMNS],
+                    columns=[glue.CfnTable.ColumnProperty(name=c, type=t) for c, t in columns.items()],
                     location=f"s3://{data_bucket.bucket_name}/{table.query_prefix}",
                     input_format=SYMLINK_INPUT_FORMAT,
                     output_format=OUTPUT_FORMAT,

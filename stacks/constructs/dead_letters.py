@@ -51,6 +51,7 @@ class DeadLetterRecorder(Construct):
         env_name: str,
         max_attempts: int,
         dead_letter_queues: Mapping[str, sqs.IQueue],
+        api_path: str,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> None:
@@ -69,6 +70,8 @@ class DeadLetterRecorder(Construct):
             environment={
                 lambda_env.ENV_NAME: env_name,
                 lambda_env.ENV_BUCKET: bucket.bucket_name,
+                # The description whose stage table names the queues' tasks.
+                lambda_env.ENV_API: api_path,
                 # How many receives a dead letter had (every source queue's maxReceiveCount
                 # is max_attempts + 1), so its record can say how often the task ran.
                 lambda_env.ENV_MAX_ATTEMPTS: str(max_attempts),

@@ -213,6 +213,7 @@ class StepFunctionsEngine(Construct):
         state_machine_name: str,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        api_path: str,
         tracing: bool = False,
         table: StageTable = STAGES,
     ) -> None:
@@ -316,7 +317,7 @@ class StepFunctionsEngine(Construct):
             "execution (tens of thousands per run); the functions log each task's outcome.",
         )
         self.starter = self._starter(
-            settings, bucket, code, machine_arn, log_retention, removal_policy, table
+            settings, bucket, code, machine_arn, log_retention, removal_policy, api_path
         )
 
     def _starter(
@@ -327,7 +328,7 @@ class StepFunctionsEngine(Construct):
         machine_arn: str,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
-        table: StageTable,
+        api_path: str,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(self, "StarterLogs", retention=log_retention, removal_policy=removal_policy)
         starter = lambda_.Function(
@@ -343,6 +344,7 @@ class StepFunctionsEngine(Construct):
             environment={
                 lambda_env.ENV_BUCKET: bucket.bucket_name,
                 lambda_env.ENV_STATE_MACHINE_ARN: machine_arn,
+                lambda_env.ENV_API: api_path,  # the seeds' stage, from the description
             },
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,

@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # bench/ is a folder of scripts, not an installed
 
 from bench import fleet, ratelimit, throughput  # noqa: E402
 from fanout.simulator import SimConfig, Universe  # noqa: E402
+from fanout_core.stages import STAGES  # noqa: E402
 
 TINY = SimConfig.from_size("tiny")
 TINY_CALLS = Universe(TINY).expected_calls(100)
@@ -168,6 +169,31 @@ def test_s3_requests_counts_one_file_and_no_existence_check_per_first_leaf_attem
     leaf_tasks = result["by_kind"]["task data_groups"]["GET"]
     assert result["by_kind"]["output"]["PUT"] == leaf_tasks > 0
     assert result["by_kind"]["output"]["LIST"] <= 1  # the runtime's own status at start, no task's
+    assert "HEAD" not in result["by_kind"]["output"]
     assert result["put_plus_list"] == sum(
         row.get("PUT", 0) + row.get("LIST", 0) for row in result["by_kind"].values()
     )
+
+
+def test_s3_requests_counts_an_existence_check_as_a_head_billed_as_a_get(tmp_path: Path) -> None:
+    """``S3Storage.exists`` is a HeadObject: each task checks its done marker once, which is a
+    GET on the bill, not a LIST."""
+    from bench import s3_requests
+
+    result = s3_requests.measure("tiny", "dev", str(tmp_path))
+    done, tasks = (
+        result["by_kind"]["done"],
+        sum(row.get("GET", 0) for kind, row in result["by_kind"].items() if kind.startswith("task ")),
+    )
+    # LISTs of done/: the runtime's own start-of-run listing per stage, no task's.
+    assert done["HEAD"] >= tasks > 0 and done.get("LIST", 0) <= len(STAGES)
+    assert result["get"] == sum(row.get("GET", 0) + row.get("HEAD", 0) for row in result["by_kind"].values())
+
+
+def test_fleet_splits_the_time_lost_against_r_into_start_middle_and_tail() -> None:
+    """A run at R = 100: 2 s ramping (50 calls), 5 s at R (one 429 in it), a 2 s tail (60 calls)."""
+    accepted = [0, 20, 50, 150, 250, 350, 450, 550, 590, 610]
+    samples = [(float(t), n + (1 if t >= 4 else 0), 1 if t >= 4 else 0) for t, n in enumerate(accepted)]
+    lost = fleet.lost_seconds(samples, 100.0)
+    assert lost == {"start": 1.5, "middle": 0.0, "tail": 1.4, "start_at_r_s": 2.0}
+    assert lost["start"] + lost["middle"] + lost["tail"] == pytest.approx(9 - 610 / 100)

@@ -9,11 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra.conftest import synthesize  # type: ignore[import-not-found]
+from infra.conftest import (  # type: ignore[import-not-found]
+    DESCRIBED_ENVIRONMENTS,
+    cdk_json_context,
+    synthesize,
+)
 
 from .wiring import Wiring, read_wiring
 
 _CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
+TEXT_IDS_API = "tests/cloud/apis/shops_text_ids.yaml"
+CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    **DESCRIBED_ENVIRONMENTS,
+    # The 2-level test API with text ids, in both engines the emulation runs.
+    "shops-text": {"api": TEXT_IDS_API, "hermes_url": "https://shops.example.com"},
+    "shops-text-queue": {
+        "api": TEXT_IDS_API,
+        "engine": "queue",
+        "pacing": "shared",
+        "hermes_url": "https://shops.example.com",
+    },
+}
+"""Environments (name -> raw settings) of a description other than Hermes'."""
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +39,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def get(env: str) -> tuple[dict[str, Any], Wiring]:
         if env not in _CACHE:
-            synth = synthesize(env, Path(tmp_path_factory.mktemp(f"cloud-{env}")))
+            context = None
+            if env in CLOUD_ENVIRONMENTS:  # a test description's environment
+                environments = {**cdk_json_context()["environments"], env: CLOUD_ENVIRONMENTS[env]}
+                context = {"environments": environments}
+            synth = synthesize(env, Path(tmp_path_factory.mktemp(f"cloud-{env}")), context=context)
             _CACHE[env] = (synth.doc, read_wiring(synth.doc))
         return _CACHE[env]
 

@@ -33,7 +33,9 @@ module, cold-started once per function under the template's environment) and Her
   when it ends. Idle mappings poll every ``poll_s``.
 - **IAM.** Every AWS call a handler makes is checked against its function's role from
   the template (action, resource ARN, ``s3:prefix``); a denied call is recorded and
-  answered AccessDenied, as AWS would.
+  answered AccessDenied, as AWS would. A GET or HEAD of a missing key is answered 403,
+  not 404, unless the role may ``s3:ListBucket`` with no ``s3:prefix`` (S3's rule); a
+  stage function meeting that is recorded (``stage_missing_key_403``).
 - **DynamoDB** (moto): each ``AWS::DynamoDB::Table`` of the template (pacing
   ``shared``'s budget table) is created with the template's key schema, attribute
   definitions and billing mode; ``Ref`` resolves to its moto name, ``Fn::GetAtt Arn`` to
@@ -58,11 +60,13 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import botocore.client
 from botocore.exceptions import ClientError
 
+from fanout_aws.config import ENV_API, table_from_environ
 from fanout_aws.dead_letters import dead_letter_handler
 from fanout_aws.stage_handler import handler_for
 from fanout_core import keys
@@ -72,7 +76,7 @@ from fanout_core.settings import (
     environment_to_json,
     parse_environment,
 )
-from fanout_core.stages import STAGES, TASK_SUFFIX, stage_named
+from fanout_core.stages import STAGES, TASK_SUFFIX, StageTable
 from stacks.constructs.dead_letters import HANDLER as DEAD_LETTER_HANDLER
 
 from .wiring import (
@@ -202,6 +206,9 @@ class Figures:
     dead_letters: int = 0
     """Messages left in the DLQs when the run ended."""
     denied_calls: list[str] = field(default_factory=list)
+    stage_missing_key_403: list[str] = field(default_factory=list)
+    """GETs and HEADs of missing keys a stage function got 403 for (its role may not list
+    the whole bucket): each costs ``S3Storage`` a listing more."""
     budget_writes: int = 0
     """``dynamodb:UpdateItem`` calls the handlers made on the budget table (pacing
     ``shared``), a failed condition included: DynamoDB bills those too."""
@@ -284,7 +291,10 @@ class Emulation:
         hooks: list[tuple[float, Callable[[], None]]] | None = None,
         poll_s: float = 1.0,
         horizon_s: float = 3 * 24 * 3600,
+        bundle_root: Path | None = None,
     ) -> None:
+        """``bundle_root``: where the bundle's own files (a described API's JSON, at the
+        template's relative ``FANOUT_API``) are; None: the functions read ``lambdas/``."""
         self.wiring, self.s3, self.sqs, self.clock = wiring, s3, sqs, clock
         self.task_s, self.faults, self.poll_s, self.horizon_s = task_s, faults or Faults(), poll_s, horizon_s
         self.hooks = sorted(hooks or [], key=lambda h: h[0])
@@ -316,8 +326,13 @@ class Emulation:
             sqs.set_queue_attributes(QueueUrl=urls[qid], Attributes=attrs)
         policies = wiring.bind(self.names)
         self.functions: dict[str, _Function] = {}
+        self.table: StageTable = STAGES
+        """The stage table the functions run (of the description their FANOUT_API names)."""
         for fid, spec in wiring.functions.items():
             env = {k: str(resolve(v, self.names)) for k, v in spec.environment.items()}
+            api_path = env.get(ENV_API, "")
+            if bundle_root is not None and api_path and not Path(api_path).is_absolute():
+                env[ENV_API] = str(bundle_root / api_path)
             if spec.recorder:
                 assert spec.handler == DEAD_LETTER_HANDLER and spec.invoke_config is None
                 self.functions[fid] = _Function(
@@ -329,17 +344,19 @@ class Emulation:
                 )
                 self.figures.functions[fid] = FunctionFigures(reserved=spec.reserved)
                 continue
-            settings = environment_from_json(env["FANOUT_ENV_NAME"], env["FANOUT_SETTINGS"])
+            self.table = table_from_environ(env)
+            settings = environment_from_json(env["FANOUT_ENV_NAME"], env["FANOUT_SETTINGS"], self.table.names)
             raw = json.loads(environment_to_json(settings))
             # shared's bound is capped by what one DynamoDB item takes; its waits are then
             # real milliseconds (the budget is on the wall clock), a fraction of a second a run
             rate = SHARED_MAX_RATE if settings.pacing == "shared" else 1e6
             raw.update(hermes_url=hermes_url, hermes_rate_limit=rate)
-            env["FANOUT_SETTINGS"] = environment_to_json(parse_environment(settings.name, raw))
+            reparsed = parse_environment(settings.name, raw, self.table.names)
+            env["FANOUT_SETTINGS"] = environment_to_json(reparsed)
             if token is not None and not env.get("HERMES_TOKEN_SECRET"):
                 env["HERMES_TOKEN"] = token
             stage = env["FANOUT_STAGE"]
-            assert stage_named(stage).handler == spec.handler
+            assert self.table.named(stage).handler == spec.handler
             self.functions[fid] = _Function(
                 spec=spec,
                 stage=stage,
@@ -473,6 +490,19 @@ class Emulation:
                     op,
                 )
             key = params.get("Key")
+            if op in ("GetObject", "HeadObject") and emulation._missing_answers_403(
+                original, client, fn, params
+            ):
+                if fn.stage is not None:
+                    emulation.figures.stage_missing_key_403.append(f"{fn.spec.logical_id}: {op} {key}")
+                code = "AccessDenied" if op == "GetObject" else "403"  # a HEAD's answer has no body
+                raise ClientError(
+                    {
+                        "Error": {"Code": code, "Message": "emulated"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403},
+                    },
+                    op,
+                )
             if op == "GetObject" and key in emulation.faults.crash_keys:
                 raise ProcessDied(key)
             if op == "PutObject" and fn.stage is not None and key in emulation._refused_record_keys:
@@ -508,12 +538,26 @@ class Emulation:
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)
         yield
 
+    def _missing_answers_403(
+        self, original: Callable[..., Any], client: Any, fn: _Function, params: Mapping[str, Any]
+    ) -> bool:
+        """S3's rule: a GET or HEAD of a missing key answers 404 only to a caller that may
+        ``s3:ListBucket`` the bucket for a request without an ``s3:prefix``, else 403."""
+        bucket = str(params.get("Bucket", ""))
+        if fn.policy.allows("s3:ListBucket", f"arn:aws:s3:::{bucket}", {}):
+            return False
+        try:
+            original(client, "HeadObject", {"Bucket": bucket, "Key": params.get("Key", "")})
+        except ClientError:
+            return True
+        return False
+
     @functools.cached_property
     def _refused_record_keys(self) -> frozenset[str]:
         return frozenset(keys.failed_key(k) for k in self.faults.refused_records)
 
     def _slow_down(self, key: str) -> bool:
-        if not key.startswith(STAGES.leaf.input_prefix) or not key.endswith(TASK_SUFFIX):
+        if not key.startswith(self.table.leaf.input_prefix) or not key.endswith(TASK_SUFFIX):
             return False
         if key in self._slowed:
             return False
@@ -781,7 +825,7 @@ class Emulation:
         self.figures.makespan_s = self.clock.t
         storage = S3Storage(self.names.bucket, client=self.s3)
         self.figures.tasks = sum(
-            1 for s in STAGES for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)
+            1 for s in self.table for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)
         )
         self.figures.failure_records = sum(1 for _ in storage.list("failed/"))
         for q in self._dlqs:

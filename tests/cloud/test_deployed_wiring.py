@@ -14,6 +14,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,20 +23,28 @@ import task_keys
 
 from fanout.audit import normalize, output_rows
 from fanout.simulator import HermesSimulator, SimConfig, Universe
+from fanout.simulator.truth import compare_rows, expected_rows, rows_from_frame, simulator_config
 from fanout_aws import stage_handler
 from fanout_aws.budget_table import KEY as BUDGET_KEY
 from fanout_aws.config import ENV_BUDGET_TABLE
 from fanout_aws.s3_storage import S3Storage
 from fanout_core import keys
+from fanout_core.api_description import ApiDescription, load
 from fanout_core.bodies import manifest_body
 from fanout_core.failures import FailureRecord
-from fanout_core.stages import STAGES, TASK_SUFFIX
+from fanout_core.output import read_parquet_bytes
+from fanout_core.stages import STAGES, TASK_SUFFIX, StageTable
+from stacks.bundling import write_api
 
+from .conftest import TEXT_IDS_API
 from .emulation import Emulation, Faults, Figures, install_clock
 from .wiring import Wiring
 
 ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
 """The environments every scenario runs in, and their engines."""
+DESCRIBED = {"shops-text": "s3_events", "shops-text-queue": "queue"}
+"""Environments of a 2-level test description (``conftest.CLOUD_ENVIRONMENTS``)."""
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fanout-emulated"
 TOKEN = "emulated-token"
 RUN = "r1"
@@ -62,15 +71,15 @@ def _truth(config: SimConfig, *, without_troop: tuple[str, str] | None = None) -
     return sorted(kept, key=repr)
 
 
-def _tasks(storage: S3Storage) -> list[str]:
-    return [k for s in STAGES for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)]
+def _tasks(storage: S3Storage, table: StageTable = STAGES) -> list[str]:
+    return [k for s in table for k in storage.list(s.input_prefix) if k.endswith(TASK_SUFFIX)]
 
 
-def _unfinished(storage: S3Storage) -> list[str]:
+def _unfinished(storage: S3Storage, table: StageTable = STAGES) -> list[str]:
     """Tasks with neither a done marker nor a failure record."""
     return [
         k
-        for k in _tasks(storage)
+        for k in _tasks(storage, table)
         if not storage.exists(keys.done_key(k)) and not storage.exists(keys.failed_key(k))
     ]
 
@@ -96,11 +105,13 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         hooks: Callable[[HermesSimulator], list[tuple[float, Callable[[], None]]]] | None = None,
         task_s: dict[str, float] | None = None,
         wiring_change: Callable[[Wiring], Wiring] | None = None,
+        api: ApiDescription | None = None,
+        bundle_root: Path | None = None,
     ) -> Outcome:
         _doc, wiring = template(env)
         if wiring_change is not None:
             wiring = wiring_change(wiring)
-        sim = HermesSimulator(sim_config)
+        sim = HermesSimulator(sim_config, api=api)
         url = sim.start()
         sims.append(sim)
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -111,7 +122,7 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         clock = install_clock(monkeypatch)
         emulation = Emulation(
             wiring,
-            engine=ENVIRONMENTS[env],
+            engine={**ENVIRONMENTS, **DESCRIBED}[env],
             s3=s3,
             sqs=sqs,
             secrets=secrets,
@@ -123,13 +134,14 @@ def emulate(aws: None, template: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             task_s=task_s or TASK_S,
             faults=faults,
             hooks=hooks(sim) if hooks else None,
+            bundle_root=bundle_root,
         )
         if secret:
             name = emulation.settings.token_secret_name
             emulation.secret_arns[name] = secrets.create_secret(Name=name, SecretString=TOKEN)["ARN"]
         assert emulation.wiring_problems() == []
         storage = S3Storage(BUCKET, client=s3)
-        storage.put(task_keys.manifest_key(RUN), manifest_body(None))
+        storage.put(emulation.table.seed(RUN).key, manifest_body(None, emulation.table.api))
         with emulation.checked_calls(monkeypatch):
             figures = emulation.run()
         outcome = Outcome(figures, storage, sim_config, emulation, sim)
@@ -147,6 +159,7 @@ def _config(**faults: Any) -> SimConfig:
 
 def _assert_complete(outcome: Outcome, *, dead_lettered: int = 0) -> None:
     assert outcome.figures.denied_calls == []
+    assert outcome.figures.stage_missing_key_403 == []  # every existence check one HEAD
     assert _unfinished(outcome.storage) == []
     assert outcome.figures.throttled_receives == 0
     assert outcome.figures.dead_lettered == dead_lettered  # only where the scenario says
@@ -279,6 +292,35 @@ def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_du
     assert figures.max_retry_lateness_s <= RETRY_DUE_WITHIN_S
 
 
+def _listing_only_under_prefixes(wiring: Wiring) -> Wiring:
+    """The stage roles' whole-bucket listing narrowed to the prefixes they check (the grant
+    before existence checks were HEADs)."""
+    prefixes = ["amazon_warriors/*", "troops/*", "data_groups/*", "done/*", "failed/*", "plans/*", "data/*"]
+
+    def narrowed(st: dict[str, Any]) -> dict[str, Any]:
+        if st.get("Sid") != "ListPipelineBucket":
+            return st
+        return {**st, "Condition": {"StringLike": {"s3:prefix": prefixes}}}
+
+    raw = {role: tuple(narrowed(st) for st in sts) for role, sts in wiring.raw_statements.items()}
+    return dataclasses.replace(wiring, raw_statements=raw)
+
+
+def test_with_listing_narrowed_to_prefixes_existence_heads_meet_403s_and_the_run_stays_exact(
+    emulate: Any,
+) -> None:
+    """Existence checks are HEADs: with the stage roles' ListBucket narrowed by ``s3:prefix``
+    (the grant before) S3 answers a HEAD of a missing done marker 403, and the run is still
+    row exact, each such check settled by a listing of its key. (With the template's grant
+    no stage function meets a 403: ``_assert_complete``.)"""
+    config = _config()
+    narrowed = emulate("dev", config, wiring_change=_listing_only_under_prefixes)
+    assert narrowed.figures.denied_calls == []
+    assert _unfinished(narrowed.storage) == [] and _rows(narrowed.storage) == _truth(config)
+    denied = narrowed.figures.stage_missing_key_403
+    assert any(": HeadObject done/" in d for d in denied)
+
+
 def _leaf_capped_at_two(wiring: Wiring) -> Wiring:
     """The leaf stage's function and its mapping capped at 2 (the mapping's floor)."""
     leaf = next(fid for fid in wiring.functions if fid.startswith("DataGroupsFunction"))
@@ -338,3 +380,30 @@ def test_a_task_that_no_receive_can_record_is_recorded_from_its_dead_letter(emul
         assert record.attempts == leaf.retry_attempts + 1
         assert record.approximate_invoke_count == leaf.retry_attempts + 1
         assert record.error_type == "Runtime.ExitError"
+
+
+@pytest.mark.parametrize("env", list(DESCRIBED))
+def test_a_described_api_is_row_exact_through_the_deployed_wiring(
+    emulate: Any, env: str, tmp_path: Path
+) -> None:
+    """A 2-level API that is not Hermes (one stage that seeds and writes Parquet; offset
+    pages, its key in the query, nested, JSON and extra columns), its stack
+    synthesized from the description, its functions reading the description's JSON where
+    the bundle carries it: every row the simulator's truth holds, once, under 5xx and 429s."""
+    api = load(ROOT / TEXT_IDS_API)
+    write_api(tmp_path, api)  # what the bundle carries beside the code
+    config = simulator_config(api, "tiny", token=TOKEN, error_rate_5xx=0.2, error_rate_429=0.05, fault_seed=5)
+    outcome = emulate(env, config, api=api, bundle_root=tmp_path, task_s={"shops": 20.0})
+    table = outcome.emulation.table
+    assert table.api.to_json() == api.to_json() and table.names == ("shops",)
+    assert outcome.figures.denied_calls == []
+    assert _unfinished(outcome.storage, table) == []
+    assert outcome.figures.dead_letters == 0
+    written = []
+    for key in outcome.storage.list(table.output_run_prefix(RUN)):
+        written += rows_from_frame(api, read_parquet_bytes(outcome.storage.get(key)))
+    comparison = compare_rows(written, expected_rows(api, config))
+    assert comparison.expected > 0
+    assert (comparison.missing, comparison.unexpected, comparison.duplicated) == ([], [], [])
+    assert comparison.found == comparison.expected
+    assert outcome.sim.stats.injected_5xx > 0  # the faults were there

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.shared_pacing import SharedBudget
 from fanout_core.adaptive_rate import FLOOR, W_MAX, Tuning
 from fanout_core.assembly import SHARED_TUNING, instance_pacer
@@ -19,6 +21,7 @@ from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.settings import load_environment
 
 from .fake_time import FakeTime
+from .virtual_threads import VirtualThreads
 
 CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
 
@@ -362,3 +365,92 @@ def test_a_fleet_instances_cut_scales_its_pace_by_the_share_of_its_answers_since
     # 96 of its ~150 answers since the last cut got through; its last slots held none
     # (before: the cut took the fleet to 0.5 calls/s).
     assert store.item.w_max >= 0.6 * 100.0
+
+
+TASK_CALLS = 50
+"""Calls per leaf task in ``crawl_local`` (the ``local`` settings' 50 data groups a task)."""
+
+
+def crawl_local(
+    places: int, server_of: Callable[[FakeTime], HiddenLimit | Refusing], seconds: float, *, seed: int = 3
+) -> list[tuple[float, bool]]:
+    """A local run's leaf stage on one budget (R not told, starting at the ``local``
+    settings' 100 calls/s and burst): ``THREADS_PER_PLACE`` threads per place, at most
+    ``places`` tasks at work (``fanout.at_work``), each call answered 5-50 ms after it is
+    sent, and each 429 waiting out its Retry-After of 1 s, its place given up meanwhile, as
+    the Hermes client does; (send time, accepted). Unlike ``crawl``, answers to calls sent
+    before a cut arrive after it, and the calls queued on the pacer send at the pace they
+    were given."""
+    t = FakeTime()
+    threads = VirtualThreads(t)
+    pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
+    at_work = AtWork(places, sleep=threads.sleep, condition=threads.condition())
+    server = server_of(t)
+    rng = random.Random(seed)
+    answers: list[tuple[float, bool]] = []
+
+    def call() -> None:
+        while True:
+            pacer.acquire()
+            sent, ok = t.now, server.take()
+            threads.sleep(rng.uniform(0.005, 0.05))
+            answers.append((sent, ok))
+            if ok:
+                pacer.on_success()
+                return
+            pacer.on_throttled(1.0)
+            at_work.sleep(1.0)
+
+    def worker() -> None:
+        while t.now < seconds:
+            with at_work.working():
+                for _ in range(TASK_CALLS):
+                    call()
+                    if t.now >= seconds:
+                        break
+
+    threads.run([worker] * (places * THREADS_PER_PLACE))
+    return answers
+
+
+@pytest.mark.parametrize("places", [16, 64])  # the local settings' and --concurrency 64
+def test_many_calls_in_flight_hold_an_untold_limit_with_few_429s(places: int) -> None:
+    # Before: a probe's first 429 came back after the pace had climbed on (sends lag it by
+    # the calls queued on the pacer); the cut kept a pace above the limit and its 429s were
+    # learned as the server's own: 28 % of calls refused with 64 callers.
+    answers = crawl_local(places, lambda t: HiddenLimit(t, 150.0, 15.0), 40.0)
+    assert accepted_rate(answers, 10.0, 40.0) >= 0.95 * 150.0
+    late = [ok for at, ok in answers if at >= 10.0]
+    assert late.count(False) / len(late) <= 0.01
+
+
+@pytest.mark.parametrize("share", [0.05, 0.2])
+@pytest.mark.parametrize("places", [16, 64])
+def test_a_refused_share_with_many_calls_in_flight_does_not_hold_the_crawl_back(
+    places: int, share: float
+) -> None:
+    # Before: a refused call held its thread for its Retry-After, so 16 places accepted
+    # at most 64 calls/s at 20 % refused (0.46 (1 - p) R), and 429 clumps put every
+    # thread to sleep at once (0.80 at 5 %).
+    answers = crawl_local(places, lambda t: Refusing(HiddenLimit(t, 150.0, 15.0), share), 40.0)
+    assert accepted_rate(answers, 10.0, 40.0) >= 0.85 * (1 - share) * 150.0
+
+
+@pytest.mark.parametrize("outage_s", [10.0, 60.0])
+@pytest.mark.parametrize("places", [16, 64])
+def test_an_outage_with_many_calls_in_flight_backs_off_and_recovers_within_seconds(
+    places: int, outage_s: float
+) -> None:
+    # Before: the cuts of the outage's first 429s slowed the calls to min_rate before 40
+    # 429s in a row came, so no back-off remembered the rate before it, and after a 10 s
+    # outage the crawl crept up from 0.5 calls/s (a call every 2-4 s for 15 s on).
+    def server_of(t: FakeTime) -> Refusing:
+        server = Refusing(HiddenLimit(t, 150.0, 15.0), 0.0)
+        server.down = (15.0, 15.0 + outage_s)  # every call refused
+        return server
+
+    end = 15.0 + outage_s
+    answers = crawl_local(places, server_of, end + 10.0)
+    sent_in_outage = [at for at, _ in answers if 20.0 <= at < end]
+    assert len(sent_in_outage) <= end - 20.0  # backed off to about min_rate (0.5/s), not 150/s
+    assert accepted_rate(answers, end + 3.0, end + 10.0) >= 0.9 * 150.0  # within seconds

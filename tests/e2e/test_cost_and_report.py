@@ -140,13 +140,15 @@ def test_cost_equals_a_hand_calculation_to_the_cent(tiny_run) -> None:
         + 18 * Decimal("1.201") * 512 / 1024  # 1200.4 ms bills as 1201 ms
     )
     assert gb_s == Decimal("0.003") + Decimal("1.125") + Decimal("10.809")
-    # S3: per task 1 GET + the done PUT; listing tasks LIST twice (done marker, plan) and PUT a
-    # plan and their children; leaf tasks LIST once (done marker: a first attempt does not ask
-    # whether its file exists) and PUT their files; the seed's upload; compaction GETs each
-    # input twice and PUTs a plan, one output, current.json and the Athena manifest.
-    lists = 2 * (3 + 9) + 18
+    # S3: per task 1 GET + the done PUT; listing tasks HEAD twice (done marker, plan) and PUT
+    # a plan and their children; leaf tasks HEAD once (done marker: a first attempt does not
+    # ask whether its file exists) and PUT their files; the seed's upload; compaction GETs
+    # each input twice and PUTs a plan, one output, current.json and the Athena manifest.
+    # A HEAD is billed as a GET; no task LISTs.
+    heads = 2 * (3 + 9) + 18
+    lists = 0
     puts = invocations + (3 + 9) + children["warriors"] + children["troops"] + files + 1 + (1 + 1 + 2)
-    gets = invocations + 2 * 18
+    gets = invocations + heads + 2 * 18
     secrets = min(3, 2) + min(9, 4) + min(18, 6)  # a cold start per concurrent instance
     stored = counts.stored_bytes
     assert stored == sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file())  # every object

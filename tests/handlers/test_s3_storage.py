@@ -310,7 +310,7 @@ CALLS: dict[str, tuple[str, Callable[[S3Storage], object]]] = {
     "get": ("get_object", lambda s: s.get("k")),
     "put": ("put_object", lambda s: s.put("k", b"x")),
     "put_if_absent": ("put_object", lambda s: s.put_if_absent("k", b"x")),
-    "exists": ("list_objects_v2", lambda s: s.exists("k")),
+    "exists": ("head_object", lambda s: s.exists("k")),
     "delete": ("delete_object", lambda s: s.delete("k")),
     "list": ("list_objects_v2", lambda s: list(s.list("p/"))),
 }
@@ -330,7 +330,6 @@ ERROR_TABLE = [
     ("get", "TooManyRequests", 429, TransientError),
     ("get", "AccessDenied", 403, PermanentError),
     ("put", "AccessDenied", 403, PermanentError),
-    ("exists", "403", 403, PermanentError),
     ("list", "AccessDenied", 403, PermanentError),
     ("put_if_absent", "NoSuchBucket", 404, PermanentError),
     ("delete", "NoSuchBucket", 404, PermanentError),
@@ -366,8 +365,62 @@ def test_get_maps_no_such_key_to_the_cores_no_such_key() -> None:
         storage.get("k")
 
 
-def test_exists_lists_with_the_key_as_prefix_so_a_prefix_scoped_grant_covers_it() -> None:
+def test_exists_is_one_head_of_the_exact_key() -> None:
+    """A HEAD is billed as a GET, a listing as a PUT: every task checks its done marker."""
     storage, stubber = _stubbed()
+    stubber.add_client_error(
+        "head_object",
+        service_error_code="404",
+        http_status_code=404,
+        expected_params={"Bucket": BUCKET, "Key": "done/troops/k.json"},
+    )
+    stubber.add_response("head_object", {"ETag": '"e"'}, {"Bucket": BUCKET, "Key": "done/troops/k.json"})
+    with stubber:
+        assert storage.exists("done/troops/k.json") is False
+        assert storage.exists("done/troops/k.json") is True
+    stubber.assert_no_pending_responses()
+
+
+def test_a_head_answered_200_without_an_etag_or_date_is_not_taken_for_s3() -> None:
+    """An endpoint that is not S3 (one answering 200 to anything) would otherwise say every
+    key exists: a HEAD's answer has no body whose parsing would fail."""
+    storage, stubber = _stubbed()
+    stubber.add_response("head_object", {})
+    with stubber, pytest.raises(TransientError, match="is the endpoint S3"):
+        storage.exists("done/troops/k.json")
+
+
+def _head_denied(stubber: Stubber) -> None:
+    stubber.add_client_error("head_object", service_error_code="403", http_status_code=403)
+
+
+def test_a_head_answered_403_is_settled_by_listing_the_key_itself() -> None:
+    """S3 answers a HEAD of a missing key 403 to a role that may list only under an
+    ``s3:prefix`` condition; a listing with the key as prefix is covered by that grant."""
+    storage, stubber = _stubbed()
+    _head_denied(stubber)
+    expected = {"Bucket": BUCKET, "Prefix": "done/troops/k.json", "MaxKeys": 1}
+    stubber.add_response("list_objects_v2", {"KeyCount": 0}, expected)
+    _head_denied(stubber)
+    stubber.add_response("list_objects_v2", {"KeyCount": 1, "Contents": [{"Key": "done/troops/k.json"}]})
+    with stubber:
+        assert storage.exists("done/troops/k.json") is False
+        assert storage.exists("done/troops/k.json") is True
+    stubber.assert_no_pending_responses()
+
+
+def test_exists_is_false_when_only_a_longer_key_shares_the_prefix() -> None:
+    storage, stubber = _stubbed()
+    _head_denied(stubber)
+    stubber.add_response("list_objects_v2", {"KeyCount": 1, "Contents": [{"Key": "k.json.bak"}]})
+    with stubber:
+        assert storage.exists("k.json") is False
+
+
+def test_a_storage_told_its_role_lists_only_under_prefixes_checks_by_listing_alone() -> None:
+    """The dead-letter recorder's: no HEAD that S3 would answer 403 first."""
+    client = make_client(region=REGION)
+    storage, stubber = S3Storage(BUCKET, client=client, exists_by_head=False), Stubber(client)
     expected = {"Bucket": BUCKET, "Prefix": "done/troops/k.json", "MaxKeys": 1}
     stubber.add_response("list_objects_v2", {"KeyCount": 0}, expected)
     with stubber:
@@ -375,11 +428,12 @@ def test_exists_lists_with_the_key_as_prefix_so_a_prefix_scoped_grant_covers_it(
     stubber.assert_no_pending_responses()
 
 
-def test_exists_is_false_when_only_a_longer_key_shares_the_prefix() -> None:
+def test_a_head_and_a_listing_both_denied_is_permanent() -> None:
     storage, stubber = _stubbed()
-    stubber.add_response("list_objects_v2", {"KeyCount": 1, "Contents": [{"Key": "k.json.bak"}]})
-    with stubber:
-        assert storage.exists("k.json") is False
+    _head_denied(stubber)
+    stubber.add_client_error("list_objects_v2", service_error_code="AccessDenied", http_status_code=403)
+    with stubber, pytest.raises(PermanentError, match="AccessDenied"):
+        storage.exists("k")
 
 
 def test_a_body_cut_short_mid_read_is_transient() -> None:

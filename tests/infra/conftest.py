@@ -29,6 +29,34 @@ from stacks.nag import AcknowledgedFinding, acknowledged_findings  # noqa: E402
 
 DEPLOYED_ENVIRONMENTS = ("dev", "prod")
 SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
+DESCRIBED_ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    # Test-only environments (passed as context, not in cdk.json) whose API is not Hermes:
+    # each engine over the test descriptions, stage settings keyed by their stage names.
+    "shops": {
+        "api": "tests/fixtures/apis/two_level.yaml",
+        "hermes_url": "https://shops.example.com",
+        "removal_policy": "destroy",
+        "stages": {"shops": {"reserved_concurrency": 3, "memory_mb": 512, "units_per_task": 7}},
+    },
+    "shops-queue": {
+        "api": "tests/fixtures/apis/two_level.yaml",
+        "engine": "queue",
+        "pacing": "shared",
+        "hermes_url": "https://shops.example.com",
+    },
+    "builds": {
+        "api": "tests/fixtures/apis/five_level.yaml",
+        "hermes_url": "https://builds.example.com",
+        "stages": {"builds": {"reserved_concurrency": 6, "timeout_s": 600}},
+    },
+    "builds-sfn": {
+        "api": "tests/fixtures/apis/five_level.yaml",
+        "engine": "stepfunctions",
+        "pacing": "shared",
+        "hermes_url": "https://builds.example.com",
+    },
+}
+"""Environments (name -> raw settings) whose stacks are made from a test description."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +105,11 @@ def synth_env(tmp_path_factory: pytest.TempPathFactory):
 
     def get(env: str) -> Synth:
         if env not in _CACHE:
-            _CACHE[env] = synthesize(env, tmp_path_factory.mktemp(f"cdk-{env}"))
+            context = None
+            if env in DESCRIBED_ENVIRONMENTS:
+                environments = cdk_json_context()["environments"]
+                context = {"environments": {**environments, env: DESCRIBED_ENVIRONMENTS[env]}}
+            _CACHE[env] = synthesize(env, tmp_path_factory.mktemp(f"cdk-{env}"), context=context)
         return _CACHE[env]
 
     return get

@@ -22,6 +22,7 @@ import boto3
 import pytest
 
 from fanout_aws import config as lambda_env
+from fanout_core.api_description import from_json
 from fanout_core.settings import environment_to_json, parse_environment
 from fanout_core.stages import STAGES, stage_for_key
 from stacks import bundling
@@ -72,9 +73,10 @@ DRIVER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> bundling.BundleReport:
-    # Sources only, like the arm64 bundle built on a machine without python3.14.
+    # Sources only, like the arm64 bundle built on a machine without python3.14; carrying
+    # the product's description, as the stack's asset does.
     return bundling.build_bundle(
-        tmp_path_factory.mktemp("bundle") / "host", platform_arch="host", bytecode=False
+        tmp_path_factory.mktemp("bundle") / "host", platform_arch="host", bytecode=False, api=STAGES.api
     )
 
 
@@ -99,6 +101,12 @@ def test_bundle_holds_the_code_and_its_dependencies_but_not_the_runtimes(
     assert not list(root.glob("*.dist-info/RECORD"))
     assert bundle.size_unzipped < 250 * 1024 * 1024
     assert bundle.packages["python-dateutil"].startswith("2.")
+
+
+def test_bundle_carries_its_description_as_json_and_stays_under_100_mb(bundle: bundling.BundleReport) -> None:
+    carried = bundle.path / bundling.bundled_api_path(STAGES.api)
+    assert from_json(carried.read_bytes()).to_json() == STAGES.api.to_json()
+    assert bundle.size_unzipped <= 100 * 1024 * 1024
 
 
 def test_bundle_holds_exactly_the_locked_versions(bundle: bundling.BundleReport) -> None:
@@ -147,12 +155,14 @@ def test_cdk_runs_the_local_bundler_instead_of_docker(
         "Fn",
         runtime=lambda_.Runtime.PYTHON_3_14,
         handler="marker.handler",
-        code=bundling.lambda_code(),
+        code=bundling.lambda_code(api=STAGES.api),
     )
     app.synth()
     version = bundling.LAMBDA_PYTHON_VERSION
     bytecode = bundling.bytecode_interpreter(version) is not None
-    assert calls == [{"platform_arch": "aarch64", "python_version": version, "bytecode": bytecode}]
+    assert calls == [
+        {"platform_arch": "aarch64", "python_version": version, "bytecode": bytecode, "api": STAGES.api}
+    ]
     # CDK staged what the local bundler wrote (no image was pulled: there is no Docker).
     staged = list((tmp_path / "cdk.out").glob("asset.*/marker.py"))
     assert len(staged) == 1
@@ -216,6 +226,7 @@ def world() -> Iterator[World]:
             lambda_env.ENV_SETTINGS: environment_to_json(settings),
             lambda_env.ENV_BUCKET: BUCKET,
             lambda_env.ENV_TOKEN: TOKEN,
+            lambda_env.ENV_API: bundling.bundled_api_path(STAGES.api),  # as the stack sets it
         }
         yield World(s3=s3, env=env, universe=sim.universe)
     finally:

@@ -47,7 +47,13 @@ def test_the_recorder_consumes_the_queue_engines_dead_letter_queues(synth_env: A
 def test_the_recorder_runs_the_recorder_handler_without_the_secret(synth: Synth) -> None:
     fn = synth.doc["Resources"][_recorder_id(synth)]["Properties"]
     assert fn["Handler"] == HANDLER
-    assert set(fn["Environment"]["Variables"]) == {"FANOUT_ENV_NAME", "FANOUT_BUCKET", "FANOUT_MAX_ATTEMPTS"}
+    # FANOUT_API: the description whose stage table names the dead letters' tasks.
+    assert set(fn["Environment"]["Variables"]) == {
+        "FANOUT_ENV_NAME",
+        "FANOUT_BUCKET",
+        "FANOUT_MAX_ATTEMPTS",
+        "FANOUT_API",
+    }
 
 
 @pytest.mark.parametrize("env", ["dev", "prod", "dev-queue"])

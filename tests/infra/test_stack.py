@@ -259,7 +259,7 @@ def _resources(statement: dict[str, Any]) -> list[str]:
 def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
     bucket = f"<{_bucket_id(synth)}.Arn>"
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         s3_statements = [
             s for s in _policy_statements(synth, stage) if any(a.startswith("s3:") for a in _actions(s))
         ]
@@ -272,8 +272,16 @@ def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
         assert by_action["s3:GetObject"] == {f"{bucket}/{p}" for p in access.read}
         assert by_action["s3:PutObject"] == {f"{bucket}/{p}" for p in access.write}
         assert by_action["s3:ListBucket"] == {bucket}
-        (listing,) = [s for s in s3_statements if "s3:ListBucket" in _actions(s)]
-        assert listing["Condition"] == {"StringLike": {"s3:prefix": list(access.list)}}
+
+
+def test_stage_functions_may_list_the_bucket_without_a_prefix_condition(synth: Synth) -> None:
+    """A HEAD of a missing key answers 404 only to a caller that may ListBucket for a request
+    without ``s3:prefix``: with a prefix-conditioned grant every done-marker check of a new
+    task would be a 403, settled by a listing billed at 12x the HEAD."""
+    bucket = f"<{_bucket_id(synth)}.Arn>"
+    for stage in STAGES:
+        listing = [s for s in _policy_statements(synth, stage) if "s3:ListBucket" in _actions(s)]
+        assert [(_resources(s), s.get("Condition")) for s in listing] == [([bucket], None)], stage.name
 
 
 def test_prefix_grants_follow_the_stage_table() -> None:
@@ -281,7 +289,7 @@ def test_prefix_grants_follow_the_stage_table() -> None:
     of another stage; warriors alone writes manifest parts back to its own prefix; the
     listing stages alone keep plans, each only its own."""
     for stage in STAGES:
-        access = stage_access(stage)
+        access = stage_access(stage, STAGES)
         output = STAGES.output_prefix_of(stage)
         assert f"{stage.input_prefix}*" in access.read
         assert {
@@ -290,7 +298,7 @@ def test_prefix_grants_follow_the_stage_table() -> None:
             f"failed/{stage.input_prefix}*",
         } <= set(access.write)
         others = [s for s in STAGES if s is not stage]
-        for prefix in (*access.read, *access.write, *access.list):
+        for prefix in (*access.read, *access.write):
             assert prefix.endswith("*")
             for other in others:
                 if prefix.startswith(other.input_prefix):
@@ -308,23 +316,22 @@ def test_prefix_grants_follow_the_stage_table() -> None:
         else:
             assert extra == plans
         if plans:
-            assert plans <= set(access.read) and plans <= set(access.list)
-        # Existence checks: its done markers and its own failure records, nothing else's.
-        assert {f"done/{stage.input_prefix}*", f"failed/{stage.input_prefix}*"} <= set(access.list)
+            assert plans <= set(access.read)
         if output == DATA_PREFIX:
             assert f"{DATA_PREFIX}*" in access.read
         else:
             assert not any(p.startswith(DATA_PREFIX) for p in access.read + access.write)
 
 
-def test_done_markers_are_checked_for_never_read_and_task_objects_are_listable() -> None:
-    """Only ``exists`` touches done/ (a listing); a missing task object must be told from
-    a denied one by listing its key (GetObject answers 403 for both)."""
+def test_what_a_stage_checks_for_existence_it_may_head() -> None:
+    """``S3Storage.exists`` is a HeadObject, which needs ``s3:GetObject`` on the key: its
+    own done markers, failure records and task objects, nothing of another stage's."""
     for stage in STAGES:
-        access = stage_access(stage)
-        assert not any(p.startswith("done/") for p in access.read), stage.name
+        access = stage_access(stage, STAGES)
         for prefix in (stage.input_prefix, f"done/{stage.input_prefix}", f"failed/{stage.input_prefix}"):
-            assert f"{prefix}*" in access.list, (stage.name, prefix)
+            assert f"{prefix}*" in access.read, (stage.name, prefix)
+        others = [f"done/{o.input_prefix}*" for o in STAGES if o is not stage]
+        assert not set(others) & set(access.read), stage.name
 
 
 def test_each_function_reads_only_its_own_secret(synth: Synth) -> None:

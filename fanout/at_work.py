@@ -1,0 +1,86 @@
+"""A local leaf stage's concurrency counts the tasks at work, not those waiting out a retry.
+
+A refused call waits its Retry-After (Hermes says 1 s) before it is sent again, and its
+task's thread waits with it. With C threads, a server that refuses a share p of the calls
+whatever the rate lets through at most C (1 - p) / p calls/s: 64/s for the ``local``
+settings' 16 data_groups workers at p = 20 %, under half of a 150 calls/s limit. So the
+local runtime runs ``THREADS_PER_PLACE`` threads per place of the leaf stage's concurrency,
+and at most C of them are at work: a task gives its place up while its Hermes client sleeps
+before a retry, and takes one again, before any task not yet started, once the wait is
+over. The Retry-After is honoured as before; the calls in flight and the tasks encoding
+Parquet stay at most C. The bound becomes (THREADS_PER_PLACE - 1) C (1 - p) / p.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+THREADS_PER_PLACE = 4
+"""Leaf threads per place at work: the rest wait out retries (192 calls/s at p = 20 %
+for 16 places, 5 for one in 20 refused)."""
+
+
+class AtWork:
+    """At most ``places`` tasks at work at once; a task asleep before a retry is not."""
+
+    def __init__(
+        self,
+        places: int,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        condition: threading.Condition | None = None,
+    ) -> None:
+        if places < 1:
+            raise ValueError("places must be at least 1")
+        self.places = places
+        self._sleep = sleep
+        self._cond = condition or threading.Condition()
+        self._free = places
+        self._resuming = 0
+        self._mine = threading.local()
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Hold a place for one task (waiting for one, after any task resuming)."""
+        self._take(resuming=False)
+        self._mine.held = True
+        try:
+            yield
+        finally:
+            self._mine.held = False
+            self._give()
+
+    def sleep(self, seconds: float) -> None:
+        """A retry's wait: the place is given up for it (if this thread holds one)."""
+        if not getattr(self._mine, "held", False):
+            self._sleep(seconds)
+            return
+        self._mine.held = False
+        self._give()
+        try:
+            self._sleep(seconds)
+        finally:
+            self._take(resuming=True)
+            self._mine.held = True
+
+    def _take(self, *, resuming: bool) -> None:
+        with self._cond:
+            if resuming:
+                self._resuming += 1
+                try:
+                    while self._free == 0:
+                        self._cond.wait()
+                finally:
+                    self._resuming -= 1
+            else:
+                while self._free == 0 or self._resuming:
+                    self._cond.wait()
+            self._free -= 1
+
+    def _give(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
