@@ -234,6 +234,8 @@ def summary_rows(outcome: RunOutcome, where: str) -> list[tuple[str, str]]:
         ("rows written", str(records)),
         ("output", where),
     ]
+    if outcome.limit is not None:
+        rows.insert(3, ("rate limit", outcome.limit.line()))
     if outcome.resumed:
         rows.insert(-1, ("resumed", f"{outcome.resumed} unfinished task(s) picked up from a previous run"))
     return rows

@@ -23,6 +23,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from fanout import learned_limit
 from fanout.cost import api_calls, cents, count_run, estimate, prices_for
 from fanout_core import keys
 from fanout_core.settings import EnvironmentSettings
@@ -189,6 +190,7 @@ def render_report(
             "estimated Lambda bill",
             f"${bill['total']:.4f} (prices as of {bill['prices_as_of']}, {bill['region']})",
         ),
+        *(("rate limit", learned.line()) for learned in learned_limit.kept(storage)),
         (
             f"same crawl on {server['instance']}",
             f"on demand ${float(server['on_demand_crawl']):.4f}, Spot ${float(server['spot_crawl']):.4f}; "

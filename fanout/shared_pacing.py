@@ -21,7 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fanout_core.adaptive_rate import STATE_SIZE, Controller, Tuning, reset
+from fanout_core.adaptive_rate import (
+    CUT_AT,
+    STATE_SIZE,
+    W_MAX,
+    Controller,
+    Tuning,
+    known_limit_state,
+    new_state,
+)
 from fanout_core.pacing import ControlledPacer
 
 
@@ -30,6 +38,8 @@ class SharedBudget:
 
     ``rate`` is the bound R; ``start`` the rate to begin at (None: R). Adaptive pacing
     never goes above R; with R told exactly it paces at R and backs off only on a 429.
+    With ``known``, ``start`` is a limit an earlier run learned: the budget starts as right
+    after a cut there (just below it, probing past it slowly) instead of doubling until a 429.
     """
 
     def __init__(
@@ -40,6 +50,7 @@ class SharedBudget:
         *,
         start: float | None = None,
         tuning: Tuning | None = None,
+        known: bool = False,
     ):
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -49,7 +60,17 @@ class SharedBudget:
         self.tuning = tuning or Tuning()
         self.lock = ctx.Lock()
         self.state = ctx.RawArray("d", STATE_SIZE)
-        reset(self.state, min(self.target, start) if start else self.target, time.monotonic())
+        first = min(self.target, start) if start else self.target
+        now = time.monotonic()
+        fresh = known_limit_state(first, now, self.tuning) if known else new_state(first, now)
+        self.state[:] = fresh
+        self._first_cut = fresh[CUT_AT]
+
+    def learned(self) -> float | None:
+        """The rate at which 429s began (the last cut's), once a 429 of this run cut the rate."""
+        with self.lock:
+            cut, limit = self.state[CUT_AT], self.state[W_MAX]
+        return limit if cut != self._first_cut and limit > 0 else None
 
     def pacer(self) -> SharedPacer:
         return SharedPacer(self)

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from fanout import learned_limit
 from fanout.api_choice import Client, api_client, check_recorded_api, record_api
 from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
+from fanout.learned_limit import LearnedLimit, start_rate
 from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
@@ -43,6 +45,8 @@ class RunOutcome:
     """Every task of the run with a failure record in the bucket, whoever wrote it."""
     compaction: Any = None
     """With ``compact``, the ``fanout_core.compaction.CompactionResult`` of the finished run."""
+    limit: LearnedLimit | None = None
+    """The limit kept for this API (learned by this run, or the one it started from)."""
 
     @property
     def ok(self) -> bool:
@@ -123,12 +127,16 @@ def make_clients(
     return factory, stats
 
 
-def make_budget(settings: EnvironmentSettings, concurrency: dict[str, int]) -> SharedBudget:
-    """The run's one adaptive rate budget: bounded by R, starting at ``hermes_rate_start``
-    (R if not given), a burst of one call per worker."""
-    start = settings.hermes_rate_start or settings.hermes_rate_limit
+def make_budget(
+    settings: EnvironmentSettings, concurrency: dict[str, int], learned: LearnedLimit | None = None
+) -> SharedBudget:
+    """The run's one adaptive rate budget: bounded by R, starting at a limit an earlier run
+    learned (as a rate known safe), else at ``hermes_rate_start`` (R if not given); a burst
+    of one call per worker."""
+    kept = start_rate(learned, settings.hermes_rate_limit)
+    start = kept or settings.hermes_rate_start or settings.hermes_rate_limit
     burst = max(1.0, min(float(sum(concurrency.values())), min(start, settings.hermes_rate_limit) / 20))
-    return SharedBudget(settings.hermes_rate_limit, burst, start=start)
+    return SharedBudget(settings.hermes_rate_limit, burst, start=start, known=kept is not None)
 
 
 def start_run(
@@ -160,7 +168,9 @@ def start_run(
         table.seed(run_id)  # a bad run id is refused before anything is built
     check_recorded_api(storage, table, run_id)  # a run crawled with another description: refused
     caps = stage_concurrency(settings, table, concurrency)
-    budget = make_budget(settings, caps) if pacing else None
+    remember = pacing and settings.remember_limit
+    kept = learned_limit.read(storage, hermes_url) if remember else None
+    budget = make_budget(settings, caps, kept) if pacing else None
     # The leaf stage runs THREADS_PER_PLACE threads per place, at most its concurrency at
     # work (fanout.at_work): here, or in each worker process for its share.
     at_work = AtWork(caps[table.leaf.name]) if processes <= 1 else None
@@ -227,6 +237,14 @@ def start_run(
     finally:
         if pool:
             pool.close()
+    began = budget.learned() if budget is not None and remember else None
+    if began is not None and report.elapsed_s > 0:
+        # What the server let through, averaged over the whole run (ramp-up and tail
+        # included): a rate below its limit, which the next run starts under and probes past.
+        calls = sum(s.calls for s in stats.values())
+        throttled = sum(s.throttled for s in stats.values())
+        held = (calls - throttled) / report.elapsed_s
+        kept = learned_limit.write(storage, hermes_url, began, held)
     failed = run_status(storage, run_id, table=table).failed_keys
     if compact:
         from fanout.compact import compact_finished_run
@@ -240,6 +258,7 @@ def start_run(
         prepared=prepared,
         failure_records=failed,
         compaction=compaction if compact else None,
+        limit=kept,
     )
 
 

@@ -24,6 +24,7 @@ from fanout.cli import (
     failures_command,
     hermes_command,
     local_run_command,
+    plan_command,
     redrive_command,
     report_command,
     runs_command,
@@ -56,6 +57,7 @@ COMMANDS = (
     compact_command,
     cost_command,
     report_command,
+    plan_command,
 )
 
 

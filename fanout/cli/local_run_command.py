@@ -79,6 +79,11 @@ def register(sub: Any) -> None:
         help="skip the preflight (Hermes reachable, token taken, bucket writable) before seeding",
     )
 
+    run.add_argument(
+        "--plan",
+        action="store_true",
+        help="first print fanout plan's one line (about N calls, ~T at R): a sample of up to 200 more calls",
+    )
     run.set_defaults(run=_local_run, resumable=True)
 
 
@@ -116,6 +121,10 @@ def _local_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if not args.no_check and not _preflight(api, hermes_url, token, spec):
         return EXIT_USAGE
+    if args.plan:
+        from fanout.cli.plan_command import summary_before_run
+
+        print(f"fanout: plan: {summary_before_run(body, settings, hermes_url, token)}", file=sys.stderr)
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
     wrap = None

@@ -67,6 +67,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--records-per-group", type=non_negative_int, default=None, help="records of each data group"
     )
+    g.add_argument(
+        "--heavy-first-warrior",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="the first warrior lists K times the troops of the others (a skewed tree)",
+    )
+    g.add_argument(
+        "--heavy-tailed-records",
+        action="store_true",
+        default=None,
+        help="data-group sizes drawn from a heavy-tailed (Pareto) distribution",
+    )
     g.add_argument("--page-size", type=positive_int, default=None, help="default page size")
     g.add_argument("--awkward-ids", action="store_true", default=None, help="hostile ids")
     g.add_argument(
@@ -218,6 +231,8 @@ def config_from_args(args: argparse.Namespace, api: ApiDescription | None = None
         "troops_per_warrior": "troops_per_warrior",
         "groups_per_troop": "groups_per_troop",
         "records_per_group": "records_per_group",
+        "heavy_first_warrior": "heavy_first_warrior",
+        "heavy_tailed_records": "heavy_tailed_records",
         "page_size": "default_page_size",
         "awkward_ids": "awkward_ids",
         "rate_limit": "rate_limit",

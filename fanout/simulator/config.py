@@ -43,6 +43,13 @@ class SimConfig:
     vary_records: bool = False
     """Each group gets a deterministic 0..2*records_per_group records instead of exactly n."""
     empty_group_every: int = 0
+    heavy_first_warrior: int = 0
+    """When k > 0, the first warrior lists k times ``troops_per_warrior`` troops (a skewed
+    tree: 50 gives one warrior 50x the troops of the others). Hermes' universe only."""
+    heavy_tailed_records: bool = False
+    """Each group's record count is drawn (deterministically) from a Pareto distribution of
+    shape 1.5 and mean about ``records_per_group``, capped at 100x it: most groups are small,
+    a few take many pages. Hermes' universe only."""
     """When k > 0, every k-th data group (in crawl order, 1-based) has no records."""
     max_page_size: int = 1000
     default_page_size: int = 100
@@ -154,6 +161,8 @@ class SimConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.empty_group_every < 0:
             raise ValueError("empty_group_every must be >= 0")
+        if self.heavy_first_warrior < 0:
+            raise ValueError("heavy_first_warrior must be >= 0")
         if not 1 <= self.default_page_size <= self.max_page_size:
             raise ValueError(
                 f"default_page_size must be in 1..max_page_size ({self.max_page_size}), "

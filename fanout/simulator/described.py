@@ -57,8 +57,8 @@ _EXTRAS: tuple[tuple[str, Any], ...] = (
     ("x_score", 12),
     ("x_flags", {"beta": True, "since": None}),
 )
-HERMES_ONLY = ("duplicate_ids", "changing_listings")
-"""Hostile modes only Hermes' universe simulates; a described API refuses them (one line)."""
+HERMES_ONLY = ("duplicate_ids", "changing_listings", "heavy_first_warrior", "heavy_tailed_records")
+"""Hostile modes and tree shapes only Hermes' universe simulates; a described API refuses them (one line)."""
 TOKEN_STYLES = ("cursor", "next_url", "link_header")
 """Pagination styles whose next page is a token the server makes, so a list can loop."""
 BAD_ROW_KINDS = {

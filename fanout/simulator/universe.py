@@ -8,6 +8,7 @@ module decides.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -105,7 +106,7 @@ class Universe:
                     "troop_id": self._troop_id(w, t),
                     "service": _SERVICES[_stable_int(seed, "service", w, t) % len(_SERVICES)],
                 }
-                for t in range(self.config.troops_per_warrior)
+                for t in range(self.troop_count(w))
             ]
             cached = (items, {item["troop_id"]: t for t, item in enumerate(items)})
             self._troops[w] = cached
@@ -131,9 +132,22 @@ class Universe:
                 self._extra[(w, t)] = every[n]
         return cached
 
+    def troop_count(self, w: int) -> int:
+        """How many troops warrior ``w`` lists (``heavy_first_warrior`` skews the first)."""
+        c = self.config
+        if w == 0 and c.heavy_first_warrior:
+            return c.heavy_first_warrior * c.troops_per_warrior
+        return c.troops_per_warrior
+
     def record_count(self, w: int, t: int, g: int) -> int:
         """How many records group (w, t, g) holds, without generating them."""
         c = self.config
+        if c.heavy_tailed_records:
+            # Inverse of the Pareto CDF at a uniform draw u in (0, 1]: x_m / u ** (1 / a),
+            # with x_m = mean * (a - 1) / a so that the mean is records_per_group.
+            u = (_stable_int(c.seed, "tail", w, t, g) % 2**53 + 1) / 2**53
+            drawn = c.records_per_group / 3 / u ** (1 / 1.5)
+            return min(100 * c.records_per_group, math.floor(drawn))
         if c.empty_group_every:
             ordinal = (w * c.troops_per_warrior + t) * c.groups_per_troop + g
             if ordinal % c.empty_group_every == c.empty_group_every - 1:
@@ -350,6 +364,7 @@ class Universe:
             raise ValueError(f"page_size must be in 1..{c.max_page_size}, got {ps}")
         stop = c.not_found_ids | self.loop_ids()
         dup = c.duplicate_ids
+        tail = c.heavy_tailed_records
 
         def pages(n: int, duplicated: bool = False) -> int:
             if duplicated and n > 0:
@@ -367,7 +382,7 @@ class Universe:
                 if troop["troop_id"] in stop:
                     calls += 1
                     continue
-                if not stop and not dup and not c.vary_records and not c.empty_group_every:
+                if not stop and not dup and not c.vary_records and not c.empty_group_every and not tail:
                     # Fast path for the big presets: every group has the same count.
                     calls += pages(c.groups_per_troop)
                     calls += c.groups_per_troop * pages(c.records_per_group)

@@ -166,6 +166,15 @@ def new_state(rate: float, now: float, *, probe_from: Tuning | None = None) -> l
     return s
 
 
+def known_limit_state(limit: float, now: float, tuning: Tuning) -> list[float]:
+    """A fresh state as right after a cut at ``limit`` (a limit an earlier run learned): pacing
+    at ``beta * limit`` and growing back towards it, then probing past it, as after any cut."""
+    s = new_state(tuning.beta * limit, now)
+    s[W_MAX] = limit
+    s[CUT_AT] = s[GROWN_AT] = now
+    return s
+
+
 def reset(s: MutableSequence[float], rate: float, now: float) -> None:
     for i, value in enumerate(new_state(rate, now)):
         s[i] = value

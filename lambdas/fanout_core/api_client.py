@@ -346,7 +346,7 @@ class ApiClient:
                     found = next_url_in_body(page, pag, shown)
                 elif style == "link_header":
                     found = link_next(headers.get("Link"))
-                total = total_of(page, headers, pag, shown) if style in ("offset", "page_number") else None
+                total = total_of(page, headers, pag, shown)
                 check_size(items, size, shown)
                 if level.is_leaf:
                     items = self._rows.check(items, shown, pages, self._preview)
@@ -380,18 +380,27 @@ class ApiClient:
                 yield from items
                 if style in ("cursor", "next_url", "link_header"):
                     if found is None:
-                        return
+                        break
                     if style != "cursor":
                         next_url = found
                 elif style == "single_page":
-                    return
+                    break
                 else:
                     short = not items or (size is not None and len(items) < size)
                     offset += len(items)
                     page_no += 1
                     counted = offset if style == "offset" else (page_no - pag.first_page) * (size or 0)
                     if short or (total is not None and counted >= total):
-                        return
+                        break
+            if total is not None and items_seen != total:
+                # The list said how many it holds and ended with another count: items were
+                # lost or doubled between pages (a list changing while read, a broken pager).
+                raise PermanentError(
+                    f"{url}: the list ended with {items_seen} items after {pages} pages, but "
+                    f"reported a total of {total}",
+                    status=200,
+                    kind="incomplete_list",
+                )
         except Exception as exc:
             # Every error leaves through here: none may carry the secret.
             scrubbed = self._scrub(exc)

@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "bad_response": "Hermes answered with something the contract does not allow",
     "bad_record": "a record breaks the contract (the message names the field)",
     "too_large": "a list or task goes past a bound (pages, items, bytes, records)",
+    "incomplete_list": "a list ended with fewer or more items than the total it reported",
     "bad_task": "the task object is missing or not a task of its stage",
     "bad_manifest": "the seed manifest is not what the contract describes",
     "configuration": "a setting or secret is missing or wrong",
@@ -61,6 +62,8 @@ HINTS: dict[str, str] = {
     "configuration": "fix the setting or secret named in the message, then redrive",
     "storage": "fix the bucket (space, permissions), then redrive",
     "crashed": "redrive; if it crashes again, raise the stage's memory or timeout",
+    "incomplete_list": "redrive (the list may have changed while it was read); if it recurs, the "
+    "API's paging or its total is wrong",
 }
 """What to do next, for the kinds where the fix is not "read the message"."""
 

@@ -88,6 +88,9 @@ class EnvironmentSettings:
     """Calls/s a local run's adaptive budget starts from when R is not known exactly
     (None: R itself); it climbs from there to the real limit in about a second."""
     pacing: str = "static"
+    remember_limit: bool = True
+    """Keep the limit adaptive pacing finds in the bucket (``limits/``, per API base URL)
+    and start the next run from it (``fanout.learned_limit``); R stays the upper bound."""
     """One of ``PACINGS``: how each Lambda instance paces (``shared``: one budget for the
     whole fleet, in the stack's budget table; ``fanout_core.fleet_budget``)."""
     hermes_page_size: int = 100
@@ -296,6 +299,9 @@ def parse_environment(name: str, raw: Any, stage_names: tuple[str, ...] = STAGE_
             f"(at most {SHARED_MAX_RATE:g} calls/s); "
             "use pacing adaptive"
         )
+    remember_limit = raw.get("remember_limit", d.remember_limit)
+    if not isinstance(remember_limit, bool):
+        raise SettingsError(f"{where}.remember_limit must be true or false, got {remember_limit!r}")
     rate_start = raw.get("hermes_rate_start")
     if rate_start is not None:
         rate_start = _num(f"{where}.hermes_rate_start", rate_start, 0.1, 1e6)
@@ -320,6 +326,7 @@ def parse_environment(name: str, raw: Any, stage_names: tuple[str, ...] = STAGE_
         hermes_rate_limit=rate_limit,
         hermes_rate_start=rate_start,
         pacing=pacing,
+        remember_limit=remember_limit,
         hermes_page_size=_int(
             f"{where}.hermes_page_size", raw.get("hermes_page_size", d.hermes_page_size), 1, 1000
         ),
