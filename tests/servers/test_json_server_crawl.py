@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +20,7 @@ from fanout_core.output import read_parquet_bytes
 from fanout_core.stages import table_for
 from fanout_core.storage import LocalDirStorage
 
-from .conftest import start_json_server
+from .conftest import JsonServer, start_json_server
 from .json_db import Db, children
 from .processes import ROOT
 
@@ -87,3 +88,14 @@ def test_a_list_cut_short_of_its_total_fails_its_unit_and_the_other_rows_are_exa
     failed = [(unit["unit_id"], unit["error_kind"]) for task in tasks for unit in task["units"]]
     assert failed == [(str(post), "incomplete_list")]
     assert _found(bucket, "r1") == _expected(json_db, post)
+
+
+def test_local_run_with_plan_samples_the_described_api(json_server: JsonServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "r2.json"
+    manifest.write_text('{"users": "all"}')
+    code, said = _cli(
+        "local", "run", str(manifest), "--api", str(API_FILE), "--api-url", json_server.url,
+        "--bucket-dir", str(tmp_path / "bucket"), "--plan", "--quiet", "--no-compact",
+    )  # fmt: skip
+    assert code == 0, said
+    assert re.search(r"^fanout: plan: about [\d,]+ calls \([\d,]+-[\d,]+\), ~", said, re.MULTILINE), said
