@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.local_runtime import RunReport
@@ -24,6 +25,10 @@ class ProgressPrinter:
     line with calls/s, 429s, failures and the run's ETA, fitted to the terminal's width.
     Whatever else is written to stderr meanwhile is printed above it, not through it.
     Elsewhere (a pipe, a log file), one plain line every 2 s.
+
+    ``estimated_calls`` (``local run --plan``'s forecast) gives an ETA from the first second,
+    shown with "~", while listings still add tasks; once every task is known, or the run
+    outgrows the estimate, the ETA is the leaf stage's tasks left at its recent pace.
     """
 
     def __init__(
@@ -33,16 +38,20 @@ class ProgressPrinter:
         table: StageTable = STAGES,
         *,
         rate_limit: float | None = None,
+        estimated_calls: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.stream = stream
         self.stats = stats
         self.table = table
         self.rate_limit = rate_limit
+        self.estimated_calls = estimated_calls
+        self._clock = clock
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self._report: RunReport | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._t0 = time.monotonic()
+        self._t0 = clock()
         self._calls: deque[tuple[float, int]] = deque(maxlen=64)
         self._leaf: deque[tuple[float, int]] = deque(maxlen=64)
         self._live: Any = None
@@ -51,7 +60,7 @@ class ProgressPrinter:
         self._report = report
 
     def start(self) -> None:
-        self._t0 = time.monotonic()
+        self._t0 = self._clock()
         if self.tty:
             from rich.console import Console
             from rich.live import Live
@@ -84,7 +93,7 @@ class ProgressPrinter:
     # -- what is shown ----------------------------------------------------------------
     def _figures(self) -> dict[str, Any]:
         """Calls, their recent rate, 429s, failures and the ETA, measured now."""
-        now = time.monotonic()
+        now = self._clock()
         report = self._report
         calls = sum(s.calls for s in self.stats.values())
         leaf = report.stages.get(self.table.leaf.name) if report else None
@@ -97,7 +106,13 @@ class ProgressPrinter:
             if name != self.table.leaf.name
         )
         eta = None
-        if leaf is not None and leaf.known:
+        estimate = self.estimated_calls
+        # The plan counts the tasks not yet listed; once all are known, the tasks left are exact.
+        estimated = estimate is not None and (upstream_busy or report is None) and calls < estimate
+        if estimate is not None and estimated:
+            pace = _rate(self._calls) or self.rate_limit or 0.0
+            eta = (estimate - calls) / pace if pace > 0 else None
+        elif leaf is not None and leaf.known:
             left = leaf.known - self._leaf[-1][1]
             rate = _rate(self._leaf)
             eta = 0.0 if left == 0 else (left / rate if rate > 0 else None)
@@ -108,7 +123,7 @@ class ProgressPrinter:
             "throttled": sum(s.throttled for s in self.stats.values()),
             "failures": failures,
             "eta": eta,
-            "growing": upstream_busy,
+            "eta_text": _eta(eta, upstream_busy and not estimated, estimated),
         }
 
     def renderable(self) -> Any:
@@ -142,7 +157,7 @@ class ProgressPrinter:
         line = (
             f"{_clock(f['elapsed'])}  {f['calls']:,} calls  {f['rate']:.0f}/s"
             + (f" of R {self.rate_limit:g}" if self.rate_limit else "")
-            + f"  429s {f['throttled']}  failures {f['failures']}  ETA {_eta(f['eta'], f['growing'])}"
+            + f"  429s {f['throttled']}  failures {f['failures']}  ETA {f['eta_text']}"
         )
         outer = Table.grid(expand=True)
         outer.add_column(no_wrap=True, overflow="ellipsis")
@@ -166,7 +181,7 @@ class ProgressPrinter:
             f"[{f['elapsed']:6.1f}s] "
             + " | ".join(parts)
             + f" | {f['calls']} calls ({f['rate']:.0f}/s) 429s {f['throttled']}"
-            + f" failures {f['failures']} ETA {_eta(f['eta'], f['growing'])}"
+            + f" failures {f['failures']} ETA {f['eta_text']}"
         )
 
     def _emit(self) -> None:
@@ -188,11 +203,12 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def _eta(seconds: float | None, growing: bool) -> str:
-    """The run's time left from the leaf stage's recent pace; "+" while listings still add tasks."""
+def _eta(seconds: float | None, growing: bool, estimated: bool = False) -> str:
+    """The run's time left: "~" from the plan's estimate of calls; else from the leaf stage's
+    recent pace, "+" while listings still add tasks."""
     if seconds is None:
         return "-"
-    return _clock(seconds) + ("+" if growing else "")
+    return ("~" if estimated else "") + _clock(seconds) + ("+" if growing else "")
 
 
 STAGE_COLUMNS = ("done", "failed", "units", "retried", "dups", "calls", "429s")

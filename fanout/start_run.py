@@ -152,6 +152,7 @@ def start_run(
     duplicate_rate: float = 0.0,
     seed: int | None = None,
     progress: TextIO | None = None,
+    estimated_calls: float | None = None,
     wrap_storage: Callable[[Storage], Storage] | None = None,
     prepare: Callable[[Storage], Any] | None = None,
     processes: int = 1,
@@ -160,7 +161,8 @@ def start_run(
     compact: bool = False,
 ) -> RunOutcome:
     """Seed (if ``manifest`` is given) and run ``run_id`` to the end, resuming what is unfinished;
-    with ``compact``, then compact its output if no task failed (``fanout.compact``)."""
+    with ``compact``, then compact its output if no task failed (``fanout.compact``).
+    ``estimated_calls`` (a plan's) gives the live display its ETA from the first second."""
     if table.api.auth.type != "none":
         check_token(token)  # refused (SettingsError, never showing it) before any worker starts
     if manifest is not None:
@@ -180,7 +182,13 @@ def start_run(
     # Built before any worker process starts: a client that cannot be built is one line here.
     clients = {s.name: factory(s) for s in table}
     printer = (
-        ProgressPrinter(progress, stats, table, rate_limit=settings.hermes_rate_limit if pacing else None)
+        ProgressPrinter(
+            progress,
+            stats,
+            table,
+            rate_limit=settings.hermes_rate_limit if pacing else None,
+            estimated_calls=estimated_calls,
+        )
         if progress is not None
         else None
     )

@@ -121,10 +121,12 @@ def _local_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if not args.no_check and not _preflight(api, hermes_url, token, spec):
         return EXIT_USAGE
+    estimated_calls = None
     if args.plan:
         from fanout.cli.plan_command import summary_before_run
 
-        print(f"fanout: plan: {summary_before_run(body, settings, hermes_url, token)}", file=sys.stderr)
+        line, estimated_calls = summary_before_run(api, body, settings, hermes_url, token)
+        print(f"fanout: plan: {line}", file=sys.stderr)
     # The seed is written without injected faults; the runtime and its workers get them.
     storage, where = storage_from_args(args, faults=False)
     wrap = None
@@ -145,6 +147,7 @@ def _local_run(args: argparse.Namespace) -> int:
             concurrency=concurrency_from_args(args, table),
             pacing=not args.no_pacing,
             progress=None if args.quiet else sys.stderr,
+            estimated_calls=estimated_calls,
             duplicate_rate=args.duplicate_rate,
             seed=args.fault_seed,
             processes=processes_from_args(args),

@@ -109,24 +109,26 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def summary_before_run(manifest: bytes, settings: Any, url: str, token: str) -> str:
-    """``local run --plan``: the plan's one line (or why there is none; the run goes on)."""
+def summary_before_run(
+    api: Any, manifest: bytes, settings: Any, url: str, token: str
+) -> tuple[str, float | None]:
+    """``local run --plan``: the plan's one line (or why there is none; the run goes on) and
+    its estimate of the calls, which the live display's ETA starts from."""
     import random
 
     from fanout import plan
-    from fanout_core import api_description
     from fanout_core.bodies import parse_manifest
     from fanout_core.errors import FanoutError
 
-    api = api_description.builtin()
     ids = parse_manifest(manifest, api).ids
     client = _client(api, settings, url, token)
     first = None if ids is None else [str(i) for i in ids]
     try:
         sample = plan.take_sample(api, client, first, max_calls=plan.DEFAULT_MAX_CALLS, rng=random.Random(0))
     except FanoutError as exc:
-        return f"none: the sample failed ({one_line(exc)})"
-    return plan.summary_line(plan.forecast_of(api, sample), settings.hermes_rate_limit)
+        return f"none: the sample failed ({one_line(exc)})", None
+    fc = plan.forecast_of(api, sample)
+    return plan.summary_line(fc, settings.hermes_rate_limit), fc.calls.estimate
 
 
 def _learned(args: argparse.Namespace, url: str) -> Any:

@@ -70,12 +70,21 @@ def write_db(db: Db, path: Path) -> Path:
 
 @contextlib.contextmanager
 def start_json_server(
-    db_path: Path, log: Path, basic: str | None = None, api_key: str | None = None
+    db_path: Path,
+    log: Path,
+    basic: str | None = None,
+    api_key: str | None = None,
+    short: str | None = None,
 ) -> Iterator[NodeServer]:
     """json-server serving ``db_path`` read-only (see json_server.js); ``basic`` is
-    ``user:password``. The credentials travel in the environment, not on the command line."""
+    ``user:password``. The credentials travel in the environment, not on the command line.
+    ``short`` is a list path (``/posts/3/comments``) served one item short of its total."""
     node_tool("json-server")
-    env = {"JSON_SERVER_BASIC": basic or "", "JSON_SERVER_API_KEY": api_key or ""}
+    env = {
+        "JSON_SERVER_BASIC": basic or "",
+        "JSON_SERVER_API_KEY": api_key or "",
+        "JSON_SERVER_SHORT": short or "",
+    }
     script = Path(__file__).with_name("json_server.js")
     with run_server(["node", script, db_path], log, _JSON_SERVER_READY, env=env) as server:
         yield server

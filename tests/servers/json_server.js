@@ -6,6 +6,8 @@
 //   JSON_SERVER_BASIC="user:password"  accepts  Authorization: Basic base64(user:password)
 //   JSON_SERVER_API_KEY="key"          accepts  ?api_key=key  or the header  X-API-Key: key
 // With either set, a request carrying none that matches gets 401 {"error": "unauthorized"}.
+//   JSON_SERVER_SHORT="/posts/3/comments"  serves every page of that list one item short
+//                                          (its first), while X-Total-Count still counts it all
 // Prints "json-server listening on http://127.0.0.1:PORT" once it accepts connections.
 const crypto = require('crypto');
 const fs = require('fs');
@@ -14,6 +16,7 @@ const jsonServer = require('json-server');
 const db = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const basic = process.env.JSON_SERVER_BASIC || '';
 const apiKey = process.env.JSON_SERVER_API_KEY || '';
+const short = process.env.JSON_SERVER_SHORT || '';
 
 function same(given, secret) {
   const a = Buffer.from(String(given), 'utf8');
@@ -49,7 +52,17 @@ if (basic || apiKey) {
     return res.status(401).json({ error: 'unauthorized' });
   });
 }
-app.use(jsonServer.router(db));
+const router = jsonServer.router(db);
+if (short) {
+  // A list that loses an item between the server's count and its pages: what a client that
+  // checks the total must catch. originalUrl, since the nested route rewrites req.url.
+  router.render = (req, res) => {
+    const data = res.locals.data;
+    const path = req.originalUrl.split('?')[0];
+    res.jsonp(path === short && Array.isArray(data) ? data.slice(1) : data);
+  };
+}
+app.use(router);
 
 const server = app.listen(0, '127.0.0.1', () => {
   console.log(`json-server listening on http://127.0.0.1:${server.address().port}`);
