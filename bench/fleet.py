@@ -64,9 +64,9 @@ from typing import Any
 
 from bench.common import TOKEN, machine, print_table
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
+from fanout_core.api_client import CallStats
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.fleet_budget import MemoryBudgetStore
-from fanout_core.hermes import CallStats
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, GaveUp, RetryLater, attempt_task
 from fanout_core.settings import EnvironmentSettings, load_environment

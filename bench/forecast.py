@@ -25,9 +25,8 @@ from typing import Any
 
 from fanout import plan
 from fanout.simulator import HermesSimulator, SimConfig, Universe
-from fanout_core.api_client import ApiClient
+from fanout_core.api_client import ApiClient, CallStats
 from fanout_core.api_description import builtin
-from fanout_core.hermes import CallStats
 
 TREES: dict[str, dict[str, Any]] = {
     "uniform": {},

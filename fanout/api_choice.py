@@ -23,7 +23,7 @@ from typing import Protocol
 
 from fanout_core import keys, strict_json
 from fanout_core.api_client import CallStats, PacerLike
-from fanout_core.api_description import ApiDescription, ApiDescriptionError, builtin, load
+from fanout_core.api_description import ApiDescription, ApiDescriptionError, builtin, is_builtin, load
 from fanout_core.assembly import hermes_client
 from fanout_core.errors import SettingsError
 from fanout_core.settings import EnvironmentSettings
@@ -59,12 +59,6 @@ def load_api(path: str | Path | None) -> ApiDescription:
         return load(path)
     except ApiDescriptionError as exc:
         raise SettingsError(f"bad API description: {exc}") from None
-
-
-def is_builtin(api: ApiDescription) -> bool:
-    """Whether ``api`` is Hermes' own description, wherever it was read from and whatever its
-    base URL (the simulator's rule too)."""
-    return api is builtin() or fingerprint(api) == fingerprint(builtin())
 
 
 def table_of(api: ApiDescription) -> StageTable:

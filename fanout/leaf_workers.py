@@ -33,9 +33,9 @@ from fanout.bucket import StorageSpec
 from fanout.settings_files import parse_for
 from fanout.shared_pacing import SharedBudget
 from fanout_core import strict_json
+from fanout_core.api_client import CallStats
 from fanout_core.deadlines import task_deadline
 from fanout_core.errors import SettingsError, TransientError
-from fanout_core.hermes import CallStats
 from fanout_core.pacing import NoPacer
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.settings import EnvironmentSettings, environment_to_json

@@ -30,8 +30,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from fanout.learned_limit import LearnedLimit
+from fanout_core.api_client import CallStats
 from fanout_core.api_description import ApiDescription, Level
-from fanout_core.hermes import CallStats
 from fanout_core.settings import EnvironmentSettings
 
 PILOT_UNITS = 2

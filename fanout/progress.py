@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.local_runtime import RunReport
-from fanout_core.hermes import CallStats
+from fanout_core.api_client import CallStats
 from fanout_core.stages import STAGES, StageTable
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
+from fanout_core.api_client import CallStats, check_token
 from fanout_core.assembly import stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
-from fanout_core.hermes import CallStats, check_token
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable

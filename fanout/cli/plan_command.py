@@ -145,8 +145,8 @@ def _learned(args: argparse.Namespace, url: str) -> Any:
 
 def _client(api: Any, settings: Any, url: str, secret: str) -> Any:
     """The run's own client for ``api``, paced never faster than the environment's R."""
+    from fanout_core.api_client import CallStats
     from fanout_core.assembly import hermes_client
-    from fanout_core.hermes import CallStats
     from fanout_core.pacing import Pacer
 
     pacer = Pacer(settings.hermes_rate_limit)

@@ -33,7 +33,6 @@ import functools
 import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -115,10 +114,7 @@ def id_text(value: Any) -> str:
 def is_hermes(api: ApiDescription) -> bool:
     """Whether ``api`` is Hermes' own description (wherever it was read from, whatever its
     base URL): then the simulator serves today's Hermes universe, byte for byte."""
-    builtin = api_description.builtin()
-    return api is builtin or replace(api, base_url=None, source="") == replace(
-        builtin, base_url=None, source=""
-    )
+    return api_description.is_builtin(api)
 
 
 class DescribedUniverse:

@@ -47,7 +47,7 @@ from fanout_aws.log_fields import bounded, log_fields
 from fanout_aws.retry_queue import SqsRetryQueue
 from fanout_aws.secrets import read_secret
 from fanout_core import keys
-from fanout_core.api_client import ApiClient
+from fanout_core.api_client import ApiClient, CallStats
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.deadlines import task_deadline
 from fanout_core.error_kinds import kind_of
@@ -59,7 +59,6 @@ from fanout_core.failures import (
     record_unless_settled,
     write_failure,
 )
-from fanout_core.hermes import CallStats
 from fanout_core.pipeline import TaskContext, TaskResult, run_task
 from fanout_core.retry import Attempt, Finished, GaveUp, RetryLater, RetryPolicy, attempt_task
 from fanout_core.secrets import check_token, redact

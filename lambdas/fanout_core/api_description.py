@@ -350,6 +350,17 @@ def builtin() -> ApiDescription:
     return _builtin
 
 
+def is_builtin(api: ApiDescription) -> bool:
+    """Whether ``api`` is Hermes' own description, wherever it was read from and whatever its
+    base URL: the one rule the runtimes, the CLI and the simulator apply."""
+    from dataclasses import replace
+
+    hermes = builtin()
+    return api is hermes or replace(api, base_url=None, source="") == replace(
+        hermes, base_url=None, source=""
+    )
+
+
 def _yaml_with_lines(text: str, source: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     """Plain data from YAML, and the line of every value by its path. YAML's own
     conveniences that surprise in a config (repeated keys, anchors' merges, tags) are refused."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from fanout_core.adaptive_rate import Tuning
 from fanout_core.api_client import ApiClient, CallStats, PacerLike
-from fanout_core.api_description import ApiDescription, builtin
+from fanout_core.api_description import ApiDescription, builtin, is_builtin
 from fanout_core.errors import SettingsError
 from fanout_core.fleet_budget import BudgetStore, FleetPacer
 from fanout_core.pacing import AdaptivePacer, Pacer
@@ -43,7 +43,7 @@ def hermes_client(
         api,
         url,
         token,
-        page_size=settings.hermes_page_size if api.levels == builtin().levels else None,
+        page_size=settings.hermes_page_size if is_builtin(api) else None,
         read_timeout=settings.hermes_timeout_s,
         request_deadline_s=settings.hermes_request_deadline_s,
         max_pages=settings.hermes_max_pages,
