@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -353,8 +353,6 @@ def builtin() -> ApiDescription:
 def is_builtin(api: ApiDescription) -> bool:
     """Whether ``api`` is Hermes' own description, wherever it was read from and whatever its
     base URL: the one rule the runtimes, the CLI and the simulator apply."""
-    from dataclasses import replace
-
     hermes = builtin()
     return api is hermes or replace(api, base_url=None, source="") == replace(
         hermes, base_url=None, source=""
@@ -566,30 +564,22 @@ def _pagination(ck: _Check, raw: Any, path: tuple[str | int, ...]) -> Pagination
         max_items=ck.integer(doc.get("max_items", 1_000_000), (*path, "max_items"), 1, 100_000_000),
     )
     if kind == "cursor":
-        return _replace(
+        return replace(
             pag,
             cursor_path=ck.dotted(doc.get("cursor_path"), (*path, "cursor_path")),
             cursor_param=ck.text(doc.get("cursor_param"), (*path, "cursor_param"), _PARAM_RE),
         )
     if kind == "next_url":
-        return _replace(pag, next_url_path=ck.dotted(doc.get("next_url_path"), (*path, "next_url_path")))
+        return replace(pag, next_url_path=ck.dotted(doc.get("next_url_path"), (*path, "next_url_path")))
     if kind == "offset":
-        return _replace(
-            pag, offset_param=ck.text(doc.get("offset_param"), (*path, "offset_param"), _PARAM_RE)
-        )
+        return replace(pag, offset_param=ck.text(doc.get("offset_param"), (*path, "offset_param"), _PARAM_RE))
     if kind == "page_number":
-        return _replace(
+        return replace(
             pag,
             page_param=ck.text(doc.get("page_param"), (*path, "page_param"), _PARAM_RE),
             first_page=ck.integer(doc.get("first_page", 1), (*path, "first_page"), 0, 1),
         )
     return pag
-
-
-def _replace(p: Pagination, **changes: Any) -> Pagination:
-    from dataclasses import replace
-
-    return replace(p, **changes)
 
 
 _LEVEL_FIELDS = {"name", "path", "query", "items", "pagination", "description"}
@@ -660,7 +650,7 @@ def _level(ck: _Check, raw: Any, i: int, leaf: bool, default_pag: Any, above: li
         id_doc = {"field": id_doc}
     id_doc = ck.mapping(id_doc, (*path, "id"), {"field", "name", "type"})
     id_field = ck.text(id_doc.get("field"), (*path, "id", "field"), _FIELD_RE)
-    return _replace_level(
+    return replace(
         level,
         prefix=prefix,
         folder=ck.text(doc.get("folder", name), (*path, "folder"), _NAME_RE),
@@ -682,12 +672,6 @@ def _list(ck: _Check, raw: Any, path: tuple[str | int, ...]) -> list[Any]:
     if not isinstance(raw, list):
         raise ck.fail(path, f"must be a list, got {_kind(raw)}")
     return raw
-
-
-def _replace_level(level: Level, **changes: Any) -> Level:
-    from dataclasses import replace
-
-    return replace(level, **changes)
 
 
 def _rows(ck: _Check, raw: Any) -> Rows:

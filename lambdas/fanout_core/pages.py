@@ -148,21 +148,6 @@ def check_listing(level: Level, items: list[Any], url: str, preview: Callable[[A
 _BAD_ID_CHAR = re.compile("[/\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
 
 
-def validate_page(
-    page: Any, kind: str, url: str, page_size: int, page_no: int, preview: Callable[[Any], str]
-) -> tuple[list[Any], str | None]:
-    """A first page of the built-in API's top listing checked whole, for the preflight (which
-    reads one page before any client exists): its items and next cursor."""
-    from fanout_core.api_description import builtin
-
-    level = next(lv for lv in builtin().levels if lv.folder == kind)
-    items = page_items(page, level, url)
-    token = next_cursor(page, level.pagination, url)
-    check_size(items, page_size, url)
-    check_listing(level, items, url, preview)
-    return items, token
-
-
 class NonJSONConstant:
     """What the page parser makes of NaN, Infinity and -Infinity, which JSON does not allow
     (Python's json reads them as floats by default): a marker the checks refuse."""
