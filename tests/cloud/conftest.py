@@ -18,18 +18,8 @@ from infra.conftest import (  # type: ignore[import-not-found]
 from .wiring import Wiring, read_wiring
 
 _CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
-TEXT_IDS_API = "tests/cloud/apis/shops_text_ids.yaml"
-CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = {
-    **DESCRIBED_ENVIRONMENTS,
-    # The 2-level test API with text ids, in both engines the emulation runs.
-    "shops-text": {"api": TEXT_IDS_API, "hermes_url": "https://shops.example.com"},
-    "shops-text-queue": {
-        "api": TEXT_IDS_API,
-        "engine": "queue",
-        "pacing": "shared",
-        "hermes_url": "https://shops.example.com",
-    },
-}
+TWO_LEVEL_API = "tests/fixtures/apis/two_level.yaml"
+CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = dict(DESCRIBED_ENVIRONMENTS)
 """Environments (name -> raw settings) of a description other than Hermes'."""
 
 

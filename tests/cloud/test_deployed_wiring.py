@@ -36,13 +36,13 @@ from fanout_core.output import read_parquet_bytes
 from fanout_core.stages import STAGES, TASK_SUFFIX, StageTable
 from stacks.bundling import write_api
 
-from .conftest import TEXT_IDS_API
+from .conftest import TWO_LEVEL_API
 from .emulation import Emulation, Faults, Figures, install_clock
 from .wiring import Wiring
 
 ENVIRONMENTS = {"dev": "s3_events", "dev-queue": "queue"}
 """The environments every scenario runs in, and their engines."""
-DESCRIBED = {"shops-text": "s3_events", "shops-text-queue": "queue"}
+DESCRIBED = {"shops": "s3_events", "shops-queue": "queue"}
 """Environments of a 2-level test description (``conftest.CLOUD_ENVIRONMENTS``)."""
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fanout-emulated"
@@ -387,10 +387,10 @@ def test_a_described_api_is_row_exact_through_the_deployed_wiring(
     emulate: Any, env: str, tmp_path: Path
 ) -> None:
     """A 2-level API that is not Hermes (one stage that seeds and writes Parquet; offset
-    pages, its key in the query, nested, JSON and extra columns), its stack
+    pages, its key in the query, integer ids, nested, JSON and extra columns), its stack
     synthesized from the description, its functions reading the description's JSON where
     the bundle carries it: every row the simulator's truth holds, once, under 5xx and 429s."""
-    api = load(ROOT / TEXT_IDS_API)
+    api = load(ROOT / TWO_LEVEL_API)
     write_api(tmp_path, api)  # what the bundle carries beside the code
     config = simulator_config(api, "tiny", token=TOKEN, error_rate_5xx=0.2, error_rate_429=0.05, fault_seed=5)
     outcome = emulate(env, config, api=api, bundle_root=tmp_path, task_s={"shops": 20.0})
