@@ -9,7 +9,8 @@ A seed manifest under the first stage's prefix notifies a small starter function
 2. then, stage after stage (the barrier: a stage's children are all written before the
    next stage's listing), a ``DISTRIBUTED`` Map whose ``ItemReader`` lists the run's
    prefix of that stage (``s3:listObjectsV2``), batches the task keys
-   (``ItemBatcher``), runs at most the stage's cap of children at once
+   (``ItemBatcher``: one per child for a stage that fans out, ``items_per_batch`` for the
+   leaf; ``fanout_aws.sfn_starter.batch_size``), runs at most the stage's cap of children at once
    (``MaxConcurrency`` = ``reserved_concurrency``) and tolerates
    ``tolerated_failure_percentage`` of them failing.
 
@@ -43,7 +44,7 @@ from constructs import Construct
 
 from fanout_aws import config as lambda_env
 from fanout_aws.events import SFN_MARKER
-from fanout_aws.sfn_starter import RUN_PREFIXES, SEED_ITEMS
+from fanout_aws.sfn_starter import RUN_PREFIXES, SEED_ITEMS, stage_batch_size
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
 from stacks.constructs.function_role import function_role
@@ -156,7 +157,7 @@ def map_state(stage: Stage, settings: EnvironmentSettings, next_state: str | Non
             "Parameters": {"Bucket": f"${{{BUCKET_VAR}}}", "Prefix.$": f"$.{RUN_PREFIXES}.{stage.name}"},
         },
         "ItemSelector": {"Key.$": "$$.Map.Item.Value.Key"},
-        "ItemBatcher": {"MaxItemsPerBatch": settings.items_per_batch},
+        "ItemBatcher": {"MaxItemsPerBatch": stage_batch_size(settings, stage)},
         "MaxConcurrency": settings.stage(stage.name).reserved_concurrency,
         "ToleratedFailurePercentage": float(settings.tolerated_failure_percentage),
         "ItemProcessor": {
