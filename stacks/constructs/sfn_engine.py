@@ -24,6 +24,11 @@ records ``crashed`` for each task that has no outcome yet; the child then fails,
 counts against the tolerance. No retry queues, no asynchronous invoke configuration and
 no S3 notifications to the stage functions exist in this mode.
 
+The barrier stays: a Map nested in each child (over its own batch's children) would start
+the next stage sooner, but ``MaxConcurrency`` is per Map Run, so a stage's cap would be
+split among its parents' Map Runs and the last parent's tail would run at its share
+(docs/engines.md, "Nested maps"); one Map per stage keeps the whole cap for its children.
+
 Children are Standard workflows: an Express child lives at most 5 minutes, less than one
 try of a stage whose timeout is 600-900 s, let alone its retries' backoff (docs/engines.md
 gives the figures).
