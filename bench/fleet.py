@@ -778,6 +778,36 @@ def print_report(result: dict[str, Any]) -> None:
         [[t["target"], t["value"], t["met"]] for t in result["targets"]],
         digits=3,
     )
+    print_map_timelines(result["runs"])
+
+
+def print_map_timelines(runs: list[dict[str, Any]]) -> None:
+    """Engine ``stepfunctions``: each Map's timeline, where such a run loses its time."""
+    timed = [r for r in runs if r.get("map_timeline")]
+    if not timed:
+        return
+    print()
+    print_table(
+        ["run", "map", "start s", "1st child s", "tail from s", "end s", "children", "batch", "max", "most"],
+        [
+            [
+                r["run"],
+                name,
+                t["map_start_s"],
+                t.get("first_child_s", "-"),
+                t.get("tail_from_s", "-"),
+                t["end_s"],
+                t["children"],
+                t["batch"],
+                t["max_concurrency"],
+                t["most_at_once"],
+            ]
+            for r in timed
+            for name, t in r["map_timeline"].items()
+        ],
+        stream=sys.stdout,  # the one in use now (print_table's default is bound at import)
+        digits=3,
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -36,3 +36,12 @@ def test_fleet_runs_a_tiny_tree_through_the_map_engine(capsys) -> None:
     assert run["map_timeline"]["data_groups"]["batch"] == min(per_batch, tasks[2])
     assert run["state_transitions"] >= 1 + 3 + run["child_workflows"]
     assert all(run["instances"][s] <= run["reserved"][s] for s in run["reserved"])
+
+
+def test_the_text_report_prints_each_maps_timeline(capsys) -> None:
+    argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
+    assert fleet.main([*argv, "--runs", "dev-sfn:shared"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["run", "map", "start"])
+    maps = [line.split()[1] for line in lines[header + 2 : header + 6]]
+    assert maps == ["seed", "warriors", "troops", "data_groups"]
