@@ -30,10 +30,12 @@ starts at 5 concurrent invocations and grows by 300 a minute up to the reservati
 requests are counted (3 per queued task, 3 per retry in either engine). Weights are the
 environments'; the retry delays are the local ones (0.05-1 s) instead of minutes.
 An environment whose ``engine`` is ``stepfunctions`` (``dev-sfn``, ``prod-sfn``) is
-dispatched as its state machine would (``MapFleet``): stage barriers, batches of
-``items_per_batch`` keys, ``MaxConcurrency`` children, whole-batch retries, a modelled
-Map start (``MAP_START_S``) and child start (``CHILD_START_S``); it reports its Standard
-state transitions and child workflows. An override ``stage=N`` sets a scaled reservation.
+dispatched as its state machine would (``MapFleet``): stage barriers, batches of the
+definition's size (``fanout_aws.sfn_starter.stage_batch_size``), ``MaxConcurrency``
+children, whole-batch retries, a modelled Map start (``MAP_START_S``) and child start
+(``CHILD_START_S``); it reports its Standard state transitions, child workflows and each
+Map's timeline (``map_timeline``: start, first child, tail, end, most children at once).
+An override ``stage=N`` sets a scaled reservation.
 
 ``--server-rate`` limits the simulator below the R the fleet is told (a limit told too
 high): the figures are then against the server's limit, what the pacing has to find.
@@ -64,6 +66,7 @@ from typing import Any
 
 from bench.common import TOKEN, machine, print_table
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
+from fanout_aws.sfn_starter import stage_batch_size
 from fanout_core.api_client import CallStats
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.fleet_budget import MemoryBudgetStore
@@ -369,7 +372,8 @@ CHILD_START_S = (0.05, 0.25)
 class MapFleet(Fleet):
     """Engine ``stepfunctions``, dispatched as its state machine would: the seed task, then
     stage after stage (a barrier: a stage's Map lists its tasks only when the stage above
-    has finished), the keys in batches of ``items_per_batch``, at most ``MaxConcurrency``
+    has finished), the keys in batches of the definition's ``MaxItemsPerBatch``
+    (``stage_batch_size``: one for a stage that fans out), at most ``MaxConcurrency``
     (the stage's reservation) children at once, each child's Lambda running its batch's
     tasks one after another and the whole batch retried (after the largest backoff its
     transient tasks asked for) until no task asks for another try. Instances stay warm
@@ -381,6 +385,11 @@ class MapFleet(Fleet):
         self.child_workflows = 0
         self._seed: str | None = None
         self._warm: dict[str, list[TaskContext]] = {name: [] for name in self.stages}
+        self._t0 = time.monotonic()
+        self.timeline: dict[str, dict[str, Any]] = {}
+        """Per Map (and the seed task): when it started, its first child started, a slot
+        first went idle for good (its tail), it ended (s from the run's start); children,
+        batch size, MaxConcurrency and the most children at once."""
 
     def event(self, key: str) -> None:
         """A created task object: nothing happens until its stage's Map lists it."""
@@ -400,6 +409,7 @@ class MapFleet(Fleet):
 
     def _drive(self) -> None:
         assert self._seed is not None
+        self._t0 = time.monotonic()
         self.transitions += 1  # the seed task
         self._run_map(STAGES.first, [[self._seed]], child_workflows=False)
         for stage in STAGES:
@@ -408,8 +418,11 @@ class MapFleet(Fleet):
             listed = sorted(
                 k for k in self.storage.inner.list(stage.run_prefix(RUN_ID)) if k.endswith(".json")
             )
-            n = self.settings.items_per_batch
+            n = stage_batch_size(self.settings, stage)  # the definition's ItemBatcher
             self._run_map(stage, [listed[i : i + n] for i in range(0, len(listed), n)])
+
+    def _since(self) -> float:
+        return round(time.monotonic() - self._t0, 2)
 
     def _context(self, f: StageFleet) -> TaskContext:
         """A warm instance of the stage, or a cold start (billed as init)."""
@@ -422,6 +435,10 @@ class MapFleet(Fleet):
     def _run_map(self, stage: Stage, batches: list[list[str]], *, child_workflows: bool = True) -> None:
         f = self.stages[stage.name]
         pending = deque(batches)
+        name = stage.name if child_workflows else "seed"
+        line = self.timeline.setdefault(name, {"map_start_s": self._since(), "children": len(batches)})
+        line.update(batch=max((len(b) for b in batches), default=0), max_concurrency=f.reserved)
+        active = [0, 0]  # children running now, the most at once
 
         def child() -> None:
             while True:
@@ -432,13 +449,22 @@ class MapFleet(Fleet):
                     self.child_workflows += child_workflows
                 if child_workflows:
                     time.sleep(self._rng.uniform(*CHILD_START_S))
+                with self.cv:
+                    line.setdefault("first_child_s", self._since())
+                    active[0] += 1
+                    active[1] = max(active)
                 self._child(f, batch)
+                with self.cv:
+                    active[0] -= 1
+                    if not pending and active[0] < min(f.reserved, len(batches)):
+                        line.setdefault("tail_from_s", self._since())  # a slot idle for good
 
         workers = [threading.Thread(target=child, daemon=True) for _ in range(min(f.reserved, len(batches)))]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
+        line.update(end_s=self._since(), most_at_once=active[1])
 
     def _child(self, f: StageFleet, batch: list[str]) -> None:
         """One child: its Lambda task on the batch, retried whole while a task asks."""
@@ -578,6 +604,7 @@ def run_once(
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),
         "state_transitions": getattr(fleet, "transitions", 0),
         "child_workflows": getattr(fleet, "child_workflows", 0),
+        "map_timeline": getattr(fleet, "timeline", None),
         "per_stage": {
             name: {
                 "calls": int(f.stats.calls),
@@ -749,6 +776,36 @@ def print_report(result: dict[str, Any]) -> None:
     print_table(
         ["target", "this run", "met"],
         [[t["target"], t["value"], t["met"]] for t in result["targets"]],
+        digits=3,
+    )
+    print_map_timelines(result["runs"])
+
+
+def print_map_timelines(runs: list[dict[str, Any]]) -> None:
+    """Engine ``stepfunctions``: each Map's timeline, where such a run loses its time."""
+    timed = [r for r in runs if r.get("map_timeline")]
+    if not timed:
+        return
+    print()
+    print_table(
+        ["run", "map", "start s", "1st child s", "tail from s", "end s", "children", "batch", "max", "most"],
+        [
+            [
+                r["run"],
+                name,
+                t["map_start_s"],
+                t.get("first_child_s", "-"),
+                t.get("tail_from_s", "-"),
+                t["end_s"],
+                t["children"],
+                t["batch"],
+                t["max_concurrency"],
+                t["most_at_once"],
+            ]
+            for r in timed
+            for name, t in r["map_timeline"].items()
+        ],
+        stream=sys.stdout,  # the one in use now (print_table's default is bound at import)
         digits=3,
     )
 

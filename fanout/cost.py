@@ -35,8 +35,8 @@ estimated the same way:
 - **Engine ``stepfunctions``** (``--env`` of that engine): the run's Standard state
   transitions (``stepfunctions_transitions``: the seed task and one per Map in the
   parent, one per child workflow's task and one per retry of it); Lambda is invoked once
-  per batch try instead of once per task try (``items_per_batch`` tasks a child), and no
-  retry passes through SQS.
+  per batch try instead of once per task try (``items_per_batch`` leaf tasks a child, one
+  task a child in the stages above), and no retry passes through SQS.
 - **A server instead**: the crawl cannot be faster than ``N / R`` (calls over the rate
   limit), billed per second with a 60-second minimum, on demand and on Spot; and the same
   instance running all day.
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from fanout_aws.sfn_starter import batch_size
 from fanout_core import keys
 from fanout_core.bodies import parse_manifest
 from fanout_core.compaction import PLAN, current_files, generation_prefix, read_current
@@ -355,9 +356,13 @@ class Line:
 
 def sfn_children(counts: RunCounts, items_per_batch: int) -> int:
     """Child workflows of a run on engine ``stepfunctions``: each stage's tasks in batches
-    (the seed is the parent's own task, not a child)."""
+    of the definition's size (``batch_size``: one task per child above the leaf, the last
+    stage; the seed is the parent's own task, not a child)."""
+    last = len(counts.stages) - 1
     seedless = [s.tasks - (1 if i == 0 else 0) for i, s in enumerate(counts.stages)]
-    return sum(math.ceil(max(n, 0) / items_per_batch) for n in seedless)
+    return sum(
+        math.ceil(max(n, 0) / batch_size(items_per_batch, fans_out=i < last)) for i, n in enumerate(seedless)
+    )
 
 
 def stepfunctions_transitions(counts: RunCounts, items_per_batch: int) -> int:

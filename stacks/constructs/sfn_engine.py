@@ -9,7 +9,8 @@ A seed manifest under the first stage's prefix notifies a small starter function
 2. then, stage after stage (the barrier: a stage's children are all written before the
    next stage's listing), a ``DISTRIBUTED`` Map whose ``ItemReader`` lists the run's
    prefix of that stage (``s3:listObjectsV2``), batches the task keys
-   (``ItemBatcher``), runs at most the stage's cap of children at once
+   (``ItemBatcher``: one per child for a stage that fans out, ``items_per_batch`` for the
+   leaf; ``fanout_aws.sfn_starter.batch_size``), runs at most the stage's cap of children at once
    (``MaxConcurrency`` = ``reserved_concurrency``) and tolerates
    ``tolerated_failure_percentage`` of them failing.
 
@@ -22,6 +23,11 @@ timeout, the process dying) is caught and handed back to the function once more,
 records ``crashed`` for each task that has no outcome yet; the child then fails, and
 counts against the tolerance. No retry queues, no asynchronous invoke configuration and
 no S3 notifications to the stage functions exist in this mode.
+
+The barrier stays: a Map nested in each child (over its own batch's children) would start
+the next stage sooner, but ``MaxConcurrency`` is per Map Run, so a stage's cap would be
+split among its parents' Map Runs and the last parent's tail would run at its share
+(docs/engines.md, "Nested maps"); one Map per stage keeps the whole cap for its children.
 
 Children are Standard workflows: an Express child lives at most 5 minutes, less than one
 try of a stage whose timeout is 600-900 s, let alone its retries' backoff (docs/engines.md
@@ -43,7 +49,7 @@ from constructs import Construct
 
 from fanout_aws import config as lambda_env
 from fanout_aws.events import SFN_MARKER
-from fanout_aws.sfn_starter import RUN_PREFIXES, SEED_ITEMS
+from fanout_aws.sfn_starter import RUN_PREFIXES, SEED_ITEMS, stage_batch_size
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
 from stacks.constructs.function_role import function_role
@@ -156,7 +162,7 @@ def map_state(stage: Stage, settings: EnvironmentSettings, next_state: str | Non
             "Parameters": {"Bucket": f"${{{BUCKET_VAR}}}", "Prefix.$": f"$.{RUN_PREFIXES}.{stage.name}"},
         },
         "ItemSelector": {"Key.$": "$$.Map.Item.Value.Key"},
-        "ItemBatcher": {"MaxItemsPerBatch": settings.items_per_batch},
+        "ItemBatcher": {"MaxItemsPerBatch": stage_batch_size(settings, stage)},
         "MaxConcurrency": settings.stage(stage.name).reserved_concurrency,
         "ToleratedFailurePercentage": float(settings.tolerated_failure_percentage),
         "ItemProcessor": {

@@ -28,8 +28,20 @@ def test_fleet_runs_a_tiny_tree_through_the_map_engine(capsys) -> None:
     units = [settings.stage(s).units_per_task for s in ("warriors", "troops", "data_groups")]
     # every task but the seed runs in a child; the tiny tree (3 warriors x 3 troops x 4
     # groups) in the environment's task sizes: the seed's parts, one warrior's troops a
-    # task at most, one troop's groups a task at most
+    # task at most, one troop's groups a task at most; a task a child above the leaf, as
+    # the definition's ItemBatcher says
     tasks = (math.ceil(3 / units[0]), 3 * math.ceil(3 / units[1]), 9 * math.ceil(4 / units[2]))
-    assert run["child_workflows"] == sum(math.ceil(n / per_batch) for n in tasks)
+    assert run["child_workflows"] == tasks[0] + tasks[1] + math.ceil(tasks[2] / per_batch)
+    assert [run["map_timeline"][s]["batch"] for s in ("warriors", "troops")] == [1, 1]
+    assert run["map_timeline"]["data_groups"]["batch"] == min(per_batch, tasks[2])
     assert run["state_transitions"] >= 1 + 3 + run["child_workflows"]
     assert all(run["instances"][s] <= run["reserved"][s] for s in run["reserved"])
+
+
+def test_the_text_report_prints_each_maps_timeline(capsys) -> None:
+    argv = ["--size", "tiny", "--rate", "100", "--cold-start-s", "0.01", "--latency-ms", "1", "5"]
+    assert fleet.main([*argv, "--runs", "dev-sfn:shared"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["run", "map", "start"])
+    maps = [line.split()[1] for line in lines[header + 2 : header + 6]]
+    assert maps == ["seed", "warriors", "troops", "data_groups"]

@@ -26,8 +26,9 @@ def _counts() -> RunCounts:
 
 
 def test_transitions_are_the_parents_steps_each_childs_task_and_each_retry() -> None:
-    # batches of 4: warriors 2 parts -> 1 child, troops 9 -> 3, data_groups 18 -> 5
-    assert stepfunctions_transitions(_counts(), 4) == (1 + 3) + (1 + 3 + 5) + 2
+    # a task a child above the leaf: warriors 2 parts -> 2 children, troops 9 -> 9; the
+    # leaf in batches of 4: data_groups 18 -> 5
+    assert stepfunctions_transitions(_counts(), 4) == (1 + 3) + (2 + 9 + 5) + 2
 
 
 def test_the_engine_adds_its_transitions_and_invokes_per_batch_without_sqs() -> None:
@@ -35,9 +36,9 @@ def test_the_engine_adds_its_transitions_and_invokes_per_batch_without_sqs() -> 
     plain = estimate(_counts(), prices, 50, pacing="static")
     sfn = estimate(_counts(), prices, 50, pacing="static", engine="stepfunctions", items_per_batch=4)
     lines = {li.component: li for li in sfn["lines"]}
-    assert lines["Step Functions (est.)"].quantity == 15
-    assert lines["Step Functions (est.)"].cost == 15 * Decimal("0.025") / 1000
-    assert lines["Lambda requests"].quantity == 1 + 9 + 2  # the seed, 9 children, 2 retries
+    assert lines["Step Functions (est.)"].quantity == 22
+    assert lines["Step Functions (est.)"].cost == 22 * Decimal("0.025") / 1000
+    assert lines["Lambda requests"].quantity == 1 + 16 + 2  # the seed, 16 children, 2 retries
     assert lines["SQS retries"].quantity == 0
     assert not [li for li in plain["lines"] if li.component.startswith("Step Functions")]
     assert {li.component: li.quantity for li in plain["lines"]}["SQS retries"] == 3 * 2
@@ -45,9 +46,19 @@ def test_the_engine_adds_its_transitions_and_invokes_per_batch_without_sqs() -> 
 
 def test_the_talks_run_priced_as_standard_and_as_express_children() -> None:
     """The figures of docs/engines.md: 51,051 calls, 50 warrior parts (and the seed), 1,000 troop
-    tasks, 5,000 leaf tasks, batches of 4, ~8,200 s of Lambda time, no retries."""
+    tasks, 5,000 leaf tasks, a task a child above the leaf and leaf batches of 4, ~8,200 s
+    of Lambda time, no retries."""
     costs = child_workflow_costs([1 + 50, 1000, 5000], 4, Decimal(8200), 0, prices_for("us-east-1"))
-    assert (costs["children"], costs["transitions"]) == (1513, 1517)
-    assert round(costs["standard"], 4) == Decimal("0.0379")
-    assert round(costs["express"], 3) == Decimal("0.010")
+    assert (costs["children"], costs["transitions"]) == (50 + 1000 + 1250, 2304)
+    assert round(costs["standard"], 4) == Decimal("0.0576")
+    assert round(costs["express"], 3) == Decimal("0.011")
     assert costs["express"] < costs["standard"]
+
+
+def test_this_versions_task_sizes_priced_as_standard_and_as_express_children() -> None:
+    """docs/engines.md's figures at ``units_per_task`` 10, 20, 50: 5 warrior parts (and the
+    seed), 50 troop tasks, 1,000 leaf tasks; Standard is the cheaper one."""
+    costs = child_workflow_costs([1 + 5, 50, 1000], 4, Decimal(8200), 0, prices_for("us-east-1"))
+    assert (costs["children"], costs["transitions"]) == (5 + 50 + 250, 309)
+    assert round(costs["standard"], 4) == Decimal("0.0077")
+    assert round(costs["express"], 4) == Decimal("0.0088")

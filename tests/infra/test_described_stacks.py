@@ -222,6 +222,16 @@ def test_stepfunctions_engine_maps_the_described_stages_in_order(synth_env: Any)
     assert rules["prefix"] == table.first.input_prefix == "orgs/"
 
 
+def test_stepfunctions_engine_runs_a_task_per_child_above_the_described_leaf(synth_env: Any) -> None:
+    synth = synth_env("builds-sfn")
+    (machine,) = synth.resources("AWS::StepFunctions::StateMachine").values()
+    states = json.loads(machine["Properties"]["DefinitionString"])["States"]
+    batches = {s.name: states[s.function_id]["ItemBatcher"]["MaxItemsPerBatch"] for s in _table(synth)}
+    leaf = [s.name for s in _table(synth) if s.writes_parquet]
+    assert leaf == [_table(synth).stages[-1].name] and len(batches) > 1
+    assert batches == {name: synth.settings.items_per_batch if name in leaf else 1 for name in batches}
+
+
 @pytest.mark.parametrize("env", DESCRIBED)
 def test_s3_grants_are_the_described_stages_prefixes(env: str, synth_env: Any) -> None:
     synth = synth_env(env)

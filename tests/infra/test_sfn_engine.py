@@ -133,7 +133,8 @@ def test_batches_concurrency_and_tolerance_come_from_the_settings(ssynth: Synth)
     settings = ssynth.settings
     for stage in STAGES:
         state = states[stage.function_id]
-        assert state["ItemBatcher"] == {"MaxItemsPerBatch": settings.items_per_batch}
+        per_batch = settings.items_per_batch if stage.writes_parquet else 1
+        assert state["ItemBatcher"] == {"MaxItemsPerBatch": per_batch}
         assert state["MaxConcurrency"] == settings.stage(stage.name).reserved_concurrency
         assert state["ToleratedFailurePercentage"] == settings.tolerated_failure_percentage
         assert isinstance(state["ToleratedFailurePercentage"], float)
