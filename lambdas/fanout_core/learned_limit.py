@@ -20,11 +20,12 @@ call this module through the core's ``Storage``:
   (``fanout_core.fleet_budget``), so the fleet's one rate starts there. Written by
   ``LimitKeeper``: at most once per instance (cold start), by an instance whose pacing saw
   a cut since its cold start and then a whole window without another one (the pace
-  climbed back and held ``recover_s + hold_s`` 429-free); the record is the cut's fleet
-  rate and the rate held after it (``hold`` of it), a function of the cut alone, so the
-  instances that write after the same cut write the same bytes, and the last write of
-  a replace wins harmlessly. At most one PUT per instance lifetime (tens per run) against
-  tens of thousands of API calls and their budget writes: negligible in a request count.
+  climbed back and held ``recover_s + hold_s`` with no 429 of its own and no new cut);
+  the record is the cut's fleet rate and the rate held after it (``hold`` of it), a
+  function of the cut alone, so the instances that write after the same cut write the
+  same bytes, and the last write of a replace wins harmlessly. At most one PUT per
+  instance lifetime (tens per run) against tens of thousands of API calls and their
+  budget writes: negligible in a request count.
 """
 
 from __future__ import annotations
@@ -178,9 +179,10 @@ class Finding:
 
 
 class LimitKeeper:
-    """Writes one instance's finding once: after a cut, when ``quiet_s`` passed without
-    another (the pace climbed back below the limit and held there 429-free). A write that
-    fails is logged once and not tried again (the next cold start may)."""
+    """Writes one instance's finding once: the first time ``quiet_s`` passed after a cut
+    without another cut or a 429 of this instance (the pace climbed back below the limit
+    and held there 429-free). A write that fails is logged once and not tried again (the
+    next cold start may)."""
 
     def __init__(
         self,
@@ -196,9 +198,17 @@ class LimitKeeper:
         self._lock = threading.Lock()
         self.written: LearnedLimit | None = None
         self.done = False
+        self.refused_at = -math.inf
+        """When this instance last met a 429 (its pacer's clock)."""
+
+    def refused(self) -> None:
+        self.refused_at = self._clock()
 
     def offer(self, finding: Finding | None) -> None:
-        if self.done or finding is None or self._clock() - finding.cut_at < self.quiet_s:
+        """Write ``finding`` if ``quiet_s`` passed since its cut and since this instance's last 429."""
+        if self.done or finding is None:
+            return
+        if self._clock() - max(finding.cut_at, self.refused_at) < self.quiet_s:
             return
         with self._lock:
             if self.done:
@@ -230,6 +240,7 @@ class RememberingPacer:
 
     def on_throttled(self, retry_after: float | None) -> None:
         self.inner.on_throttled(retry_after)
+        self.keeper.refused()
 
     def on_success(self) -> None:
         self.inner.on_success()
