@@ -19,6 +19,8 @@ from .wiring import Wiring, read_wiring
 
 _CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
 TEXT_IDS_API = "tests/cloud/apis/shops_text_ids.yaml"
+FORGETFUL = "dev-forgetful"
+"""dev with ``remember_limit: false``: its stack grants no ``limits/*``."""
 CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = {
     **DESCRIBED_ENVIRONMENTS,
     # The 2-level test API with text ids, in both engines the emulation runs.
@@ -29,8 +31,10 @@ CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = {
         "pacing": "shared",
         "hermes_url": "https://shops.example.com",
     },
+    FORGETFUL: {**cdk_json_context()["environments"]["dev"], "remember_limit": False},
 }
-"""Environments (name -> raw settings) of a description other than Hermes'."""
+"""Environments (name -> raw settings) of a description other than Hermes', and variants of
+Hermes' own."""
 
 
 @pytest.fixture(scope="session")
