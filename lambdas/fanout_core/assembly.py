@@ -144,10 +144,11 @@ def instance_pacer(
 
 
 def _finding(w_max: float, cut_at: float, part: float, bound: float, tuning: Tuning) -> learned_limit.Finding:
-    """A cut as the fleet's rates: where 429s began, and the rate the pace holds after it
-    (``hold`` of it; the bound itself after a 429 at the bound, a clump)."""
+    """A cut (of a pacer pacing ``part`` of the fleet's rate) as the fleet's rates: where
+    429s began, and the rate the pace holds after it (``hold`` of it; after a 429 at the
+    pacer's bound R, a clump, it climbs straight back to R). Never above R."""
     limit = min(bound, w_max / part)
-    held = limit if w_max / part >= bound else tuning.hold * limit
+    held = limit if w_max >= bound else tuning.hold * limit
     return learned_limit.Finding(limit=limit, held=held, cut_at=cut_at)
 
 
