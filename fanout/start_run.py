@@ -12,20 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from fanout import learned_limit
 from fanout.api_choice import Client, api_client, check_recorded_api, record_api
 from fanout.at_work import THREADS_PER_PLACE, AtWork
 from fanout.bucket import StorageSpec
 from fanout.leaf_workers import LeafPool, make_worker_spec
-from fanout.learned_limit import LearnedLimit, start_rate
 from fanout.local_runtime import LocalRuntime, RunReport
 from fanout.progress import ProgressPrinter
 from fanout.shared_pacing import SharedBudget
 from fanout.status import run_status
+from fanout_core import learned_limit
 from fanout_core.api_client import CallStats, check_token
 from fanout_core.assembly import stage_concurrency
 from fanout_core.bodies import parse_manifest
 from fanout_core.errors import BadManifest
+from fanout_core.learned_limit import LearnedLimit, start_rate
 from fanout_core.pacing import NoPacer
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable

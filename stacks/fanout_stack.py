@@ -23,6 +23,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from fanout_aws import config as lambda_env
+from fanout_core.learned_limit import PREFIX as LIMITS_PREFIX
+from fanout_core.learned_limit import kept_on_aws
 from fanout_core.settings import EnvironmentSettings, environment_to_json
 from fanout_core.stages import (
     ARCHIVE_PREFIX,
@@ -94,9 +96,11 @@ class StageAccess:
 
     read: tuple[str, ...]
     write: tuple[str, ...]
+    limits: tuple[str, ...] = ()
+    """Read and written: the learned rate limit's records (``fanout_core.learned_limit``)."""
 
 
-def stage_access(stage: Stage, table: StageTable) -> StageAccess:
+def stage_access(stage: Stage, table: StageTable, *, limits: bool = False) -> StageAccess:
     """What ``fanout_core.pipeline.run_task`` and the retry wrapper touch for ``stage``.
 
     - read its task objects (``<input>*``);
@@ -115,7 +119,10 @@ def stage_access(stage: Stage, table: StageTable) -> StageAccess:
       shows key names, never contents, and only of this bucket, whose keys hold run ids
       and Hermes ids that the function reads from its task objects anyway. It also
       covers a listing stage listing its children's folders when it reuses a plan
-      (``fanout_core.fan_out``) and a missing task object's GetObject (404, not 403).
+      (``fanout_core.fan_out``) and a missing task object's GetObject (404, not 403);
+    - with ``limits`` (the fleet keeps the learned limit: ``learned_limit.kept_on_aws``),
+      ``s3:GetObject`` and ``s3:PutObject`` on ``limits/*``, the records every instance's
+      pacer reads at its cold start and writes once it found the limit: nothing else there.
     """
     done = f"{DONE_PREFIX}{stage.input_prefix}*"
     failed = f"{FAILED_PREFIX}{stage.input_prefix}*"
@@ -137,7 +144,8 @@ def stage_access(stage: Stage, table: StageTable) -> StageAccess:
     else:
         read.append(plans)
         write.append(plans)
-    return StageAccess(read=tuple(read), write=tuple(write))
+    learned = (f"{LIMITS_PREFIX}*",) if limits else ()
+    return StageAccess(read=tuple(read), write=tuple(write), limits=learned)
 
 
 class FanoutStack(Stack):
@@ -453,7 +461,7 @@ class FanoutStack(Stack):
         return stage_fn.failure_queue
 
     def _grant_s3(self, stage: Stage, fn: lambda_.Function) -> None:
-        access = stage_access(stage, self.table)
+        access = stage_access(stage, self.table, limits=kept_on_aws(self.settings))
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="ReadOwnPrefixes",
@@ -468,6 +476,14 @@ class FanoutStack(Stack):
                 resources=[self.bucket.arn_for_objects(p) for p in access.write],
             )
         )
+        if access.limits:
+            fn.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="KeepLearnedLimit",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[self.bucket.arn_for_objects(p) for p in access.limits],
+                )
+            )
         # Unconditioned: a HEAD of a missing key answers 404, not 403, only so (stage_access).
         fn.add_to_role_policy(
             iam.PolicyStatement(
@@ -485,6 +501,13 @@ class FanoutStack(Stack):
                 resource_finding("IAM5", f"{bucket_arn}/{prefix}"),
                 f"{prefix} is a key prefix owned by the {stage.name} stage's work; its "
                 "task keys are created at run time, so the prefix is the narrowest grant.",
+            )
+        for prefix in access.limits:
+            acknowledge(
+                role,
+                resource_finding("IAM5", f"{bucket_arn}/{prefix}"),
+                f"{prefix} holds one learned rate-limit record per API base URL, keyed by a "
+                "hash of that URL; the prefix is the narrowest grant that names it.",
             )
 
     def _acknowledge_cdk_helpers(self) -> None:

@@ -108,6 +108,7 @@ class StageRuntime:
         if token is None:
             token = cls.secret(config)
         stats = CallStats()
+        storage = S3Storage(config.bucket)
         budget = None
         if config.budget_table:
             from botocore.config import Config
@@ -122,14 +123,15 @@ class StageRuntime:
             api=config.table.api,
             url=settings.hermes_url,
             token=token,
-            pacer=instance_pacer(settings, config.stage.name, budget=budget),
+            # The bucket also keeps the limit pacing learned (read here once, written once).
+            pacer=instance_pacer(settings, config.stage.name, budget=budget, limits=storage),
             stats=stats,
             pool_size=4,
         )
         queue = SqsRetryQueue(config.retry_queue_url, boto3.client("sqs")) if config.retry_queue_url else None
         return cls(
             config=config,
-            storage=S3Storage(config.bucket),
+            storage=storage,
             hermes=hermes,
             retry_queue=queue,
             policy=retry_policy(settings),

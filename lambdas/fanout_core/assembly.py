@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from fanout_core.adaptive_rate import Tuning
+from fanout_core import learned_limit
+from fanout_core.adaptive_rate import CUT_AT, W_MAX, Tuning
 from fanout_core.api_client import ApiClient, CallStats, PacerLike
 from fanout_core.api_description import ApiDescription, builtin, is_builtin
 from fanout_core.errors import SettingsError
@@ -19,6 +20,7 @@ from fanout_core.pacing import AdaptivePacer, Pacer
 from fanout_core.retry import RetryPolicy
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import StageTable
+from fanout_core.storage import Storage
 
 
 def hermes_client(
@@ -66,8 +68,14 @@ A 429 at the told R (R right) climbs straight back to R either way."""
 
 
 def instance_pacer(
-    settings: EnvironmentSettings, stage_name: str, *, budget: BudgetStore | None = None
-) -> Pacer | AdaptivePacer | FleetPacer:
+    settings: EnvironmentSettings,
+    stage_name: str,
+    *,
+    budget: BudgetStore | None = None,
+    limits: Storage | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PacerLike:
     """The pacer one Lambda instance of a stage builds at its cold start.
 
     ``static`` and ``adaptive`` start at the instance's share, ``R x weight /
@@ -76,23 +84,87 @@ def instance_pacer(
     ``adaptive`` probes above it up to R and backs off on 429s. ``shared`` reserves its
     calls from the fleet's one budget (``budget``, the stack's table) and falls back to
     the static share only while that store fails.
+
+    ``limits`` (the bucket), when the fleet keeps the learned limit
+    (``learned_limit.kept_on_aws``): the record is read once here; ``adaptive`` starts at
+    its share of the rate held (as right after a cut there), ``shared`` seeds the budget
+    item with it; the pacer returned writes what it finds (``learned_limit.LimitKeeper``).
+    ``clock`` and ``sleep``: the pacer's (None: its own default), for fake-clock tests.
     """
     share = settings.instance_rate(stage_name)
+    bound = settings.hermes_rate_limit
+    keep = limits is not None and learned_limit.kept_on_aws(settings)
+    learned = learned_limit.load(limits, settings.hermes_url) if keep and limits is not None else None
+    start = learned_limit.start_rate(learned, bound)
     if settings.pacing == "shared":
         if budget is None:
             raise SettingsError("pacing 'shared' needs the budget table (FANOUT_BUDGET_TABLE)")
-        return FleetPacer(
+        fleet = FleetPacer(
             budget,
-            settings.hermes_rate_limit,
+            bound,
             fallback_rate=share,
             tuning=SHARED_TUNING,
             fleet_size=sum(s.instances for s in settings.stages.values()),
+            learned=start,
+            clock=clock or time.time,  # the budget item's times are wall-clock epoch seconds
+            sleep=sleep,
         )
+        if not keep or limits is None:
+            return fleet
+
+        def fleet_found() -> learned_limit.Finding | None:
+            found = fleet.found()
+            return None if found is None else _finding(found[0], found[1], 1.0, bound, SHARED_TUNING)
+
+        return _remembering(fleet, fleet_found, limits, settings, SHARED_TUNING, clock or time.time)
     if settings.pacing == "adaptive":
-        return AdaptivePacer(
-            settings.hermes_rate_limit, start=share, tuning=FLEET_TUNING, probe_from_start=True
+        # The instance's part of the fleet's rate: a learned fleet rate scales like R.
+        part = share / bound
+        pacer = AdaptivePacer(
+            bound,
+            start=share if start is None else start * part,
+            tuning=FLEET_TUNING,
+            probe_from_start=start is None,
+            known=start is not None,
+            clock=clock or time.monotonic,
+            sleep=sleep,
         )
+        if not keep or limits is None:
+            return pacer
+        first_cut = pacer.state[CUT_AT]
+
+        def instance_found() -> learned_limit.Finding | None:
+            s = pacer.state  # a few floats read without the lock: a torn read is one early look
+            if s[CUT_AT] == first_cut or not s[W_MAX]:
+                return None
+            return _finding(s[W_MAX], s[CUT_AT], part, bound, FLEET_TUNING)
+
+        return _remembering(pacer, instance_found, limits, settings, FLEET_TUNING, clock or time.monotonic)
     return Pacer(share)
+
+
+def _finding(w_max: float, cut_at: float, part: float, bound: float, tuning: Tuning) -> learned_limit.Finding:
+    """A cut (of a pacer pacing ``part`` of the fleet's rate) as the fleet's rates: where
+    429s began, and the rate the pace holds after it (``hold`` of it; after a 429 at the
+    pacer's bound R, a clump, it climbs straight back to R). Never above R."""
+    limit = min(bound, w_max / part)
+    held = limit if w_max >= bound else tuning.hold * limit
+    return learned_limit.Finding(limit=limit, held=held, cut_at=cut_at)
+
+
+def _remembering(
+    pacer: PacerLike,
+    found: Callable[[], learned_limit.Finding | None],
+    limits: Storage,
+    settings: EnvironmentSettings,
+    tuning: Tuning,
+    clock: Callable[[], float],
+) -> learned_limit.RememberingPacer:
+    """The pacer, writing what it found once the pace held ``recover_s + hold_s`` after a cut."""
+    keeper = learned_limit.LimitKeeper(
+        limits, settings.hermes_url, quiet_s=tuning.recover_s + tuning.hold_s, clock=clock
+    )
+    return learned_limit.RememberingPacer(pacer, found, keeper)
 
 
 def retry_policy(settings: EnvironmentSettings) -> RetryPolicy:

@@ -109,6 +109,13 @@ LATE_S = 0.45
 the instance's pace plus the idle budget's credit (0.1 s of R), so the fleet's bound is
 ``R x (W + LATE_S) + 1`` calls in any W seconds."""
 TAT_EPS = 1e-6
+SEED_AFTER_S = 600.0
+"""A cold start with a learned limit (``fanout_core.learned_limit``) seeds the item with a cut
+there only if the item saw no cut in this long: a new run's fleet (the item idle since the
+last run, its old cut long past) starts at the learned rate, while a running fleet that
+cut lately keeps what it found. Mid-run, a cold start after this long without a 429 seeds
+again, once for the fleet (the cut's condition): the pace dips to the learned rate and
+climbs back within seconds, at most once per this long."""
 """Two ``tat`` values closer than this are the same write (a lease moves it by at least
 1/R >= 2 ms); the store's numbers have nanoseconds, floats of epoch seconds ~0.2 us."""
 
@@ -261,9 +268,12 @@ class FleetPacer:
         tuning: Tuning | None = None,
         burst: float | None = None,
         fleet_size: int = 1,
+        learned: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``learned``: the rate an earlier run held (``fanout_core.learned_limit.start_rate``):
+        the cold start seeds the item with a cut there (see ``SEED_AFTER_S``)."""
         if bound <= 0 or fallback_rate <= 0:
             raise ValueError("rate must be positive")
         self.store = store
@@ -295,6 +305,12 @@ class FleetPacer:
         """This instance's view of the answers (the refused share, the floor): the same
         controller as a local run decides from it whether a 429 is ours; the item holds
         only what the fleet must agree on (``w_max``, ``cut_at``, ``hold_until``)."""
+        self._born = clock()
+        self._seed = min(self.bound, learned) if learned else 0.0
+        if self._seed:
+            # A cut at the learned rate, unless the item saw one lately: one conditional
+            # write per cold start (two for the one that seeds: the cut and its push).
+            self._record_cut(self._born, self._born - SEED_AFTER_S, self._seed, 0.0)
 
     # -- the rate everyone derives from the item ---------------------------------------------
     def rate_at(self, now: float, item: BudgetItem | None = None) -> float:
@@ -311,6 +327,15 @@ class FleetPacer:
     @property
     def rate(self) -> float:
         return self.rate_at(self._clock())
+
+    def found(self) -> tuple[float, float] | None:
+        """The fleet's rate at which 429s began and when (the item's last cut as this
+        instance last saw it), if that cut came after this instance's cold start and is no
+        seed of a learned limit (else a run would learn back what it was told)."""
+        it = self._item
+        if not it.w_max or it.cut_at < self._born or abs(it.w_max - self._seed) <= TAT_EPS:
+            return None
+        return it.w_max, it.cut_at
 
     # -- PacerLike ---------------------------------------------------------------------------
     def acquire(self, max_wait: float = math.inf) -> float:

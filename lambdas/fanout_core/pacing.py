@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, MutableSequence
 from contextlib import contextmanager
 
-from fanout_core.adaptive_rate import RATE, Controller, Tuning, new_state
+from fanout_core.adaptive_rate import RATE, Controller, Tuning, known_limit_state, new_state
 from fanout_core.errors import PacerBeyondDeadline
 
 RECHECKS = 8
@@ -189,9 +189,12 @@ class AdaptivePacer(ControlledPacer):
         burst: float | None = None,
         tuning: Tuning | None = None,
         probe_from_start: bool = False,
+        known: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """With ``known``, ``start`` is a limit an earlier run learned (``fanout_core.learned_limit``):
+        the pacer starts as right after a cut there, as a local run's shared budget does."""
         if bound <= 0:
             raise ValueError("rate must be positive")
         first = min(bound, start) if start else bound
@@ -199,7 +202,10 @@ class AdaptivePacer(ControlledPacer):
             raise ValueError("start rate must be positive")
         size = burst if burst is not None else min(first * 0.1, 10.0)
         controller = Controller(bound, size, tuning)
-        state = new_state(first, clock(), probe_from=controller.t if probe_from_start else None)
+        if known:
+            state = known_limit_state(first, clock(), controller.t)
+        else:
+            state = new_state(first, clock(), probe_from=controller.t if probe_from_start else None)
         super().__init__(controller, state, clock=clock, sleep=sleep)
         self._lock = threading.Lock()
 

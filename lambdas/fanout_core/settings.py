@@ -88,11 +88,12 @@ class EnvironmentSettings:
     """Calls/s a local run's adaptive budget starts from when R is not known exactly
     (None: R itself); it climbs from there to the real limit in about a second."""
     pacing: str = "static"
-    remember_limit: bool = True
-    """Keep the limit adaptive pacing finds in the bucket (``limits/``, per API base URL)
-    and start the next run from it (``fanout.learned_limit``); R stays the upper bound."""
     """One of ``PACINGS``: how each Lambda instance paces (``shared``: one budget for the
     whole fleet, in the stack's budget table; ``fanout_core.fleet_budget``)."""
+    remember_limit: bool = True
+    """Keep the limit adaptive pacing finds in the bucket (``limits/``, per API base URL)
+    and start the next run from it (``fanout_core.learned_limit``, both runtimes); R stays the
+    upper bound."""
     hermes_page_size: int = 100
     hermes_timeout_s: float = 20.0
     """Read timeout of one Hermes call; a call past it is a transient failure."""

@@ -19,8 +19,14 @@ from .wiring import Wiring, read_wiring
 
 _CACHE: dict[str, tuple[dict[str, Any], Wiring]] = {}
 TWO_LEVEL_API = "tests/fixtures/apis/two_level.yaml"
-CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = dict(DESCRIBED_ENVIRONMENTS)
-"""Environments (name -> raw settings) of a description other than Hermes'."""
+FORGETFUL = "dev-forgetful"
+"""dev with ``remember_limit: false``: its stack grants no ``limits/*``."""
+CLOUD_ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    **DESCRIBED_ENVIRONMENTS,
+    FORGETFUL: {**cdk_json_context()["environments"]["dev"], "remember_limit": False},
+}
+"""Environments (name -> raw settings) of a description other than Hermes', and variants of
+Hermes' own."""
 
 
 @pytest.fixture(scope="session")

@@ -294,8 +294,18 @@ def test_a_stage_held_at_its_reserved_concurrency_still_runs_its_retries_when_du
 
 def _listing_only_under_prefixes(wiring: Wiring) -> Wiring:
     """The stage roles' whole-bucket listing narrowed to the prefixes they check (the grant
-    before existence checks were HEADs)."""
-    prefixes = ["amazon_warriors/*", "troops/*", "data_groups/*", "done/*", "failed/*", "plans/*", "data/*"]
+    before existence checks were HEADs), ``limits/*`` among them (each cold start reads the
+    learned limit, missing on a first run)."""
+    prefixes = [
+        "amazon_warriors/*",
+        "troops/*",
+        "data_groups/*",
+        "done/*",
+        "failed/*",
+        "plans/*",
+        "data/*",
+        "limits/*",
+    ]
 
     def narrowed(st: dict[str, Any]) -> dict[str, Any]:
         if st.get("Sid") != "ListPipelineBucket":

@@ -11,6 +11,7 @@ from aws_cdk.assertions import Match
 
 from fanout_aws import config as lambda_env
 from fanout_aws import metrics
+from fanout_core.learned_limit import kept_on_aws
 from fanout_core.settings import environment_to_json
 from fanout_core.stages import DATA_PREFIX, STAGES, Stage
 from stacks.bundling import LAMBDA_PYTHON_VERSION
@@ -259,7 +260,7 @@ def _resources(statement: dict[str, Any]) -> list[str]:
 def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
     bucket = f"<{_bucket_id(synth)}.Arn>"
     for stage in STAGES:
-        access = stage_access(stage, STAGES)
+        access = stage_access(stage, STAGES, limits=kept_on_aws(synth.settings))
         s3_statements = [
             s for s in _policy_statements(synth, stage) if any(a.startswith("s3:") for a in _actions(s))
         ]
@@ -269,8 +270,8 @@ def test_s3_access_is_scoped_to_the_stages_prefixes(synth: Synth) -> None:
             for action in _actions(s):
                 by_action.setdefault(action, set()).update(_resources(s))
         assert set(by_action) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}, stage.name
-        assert by_action["s3:GetObject"] == {f"{bucket}/{p}" for p in access.read}
-        assert by_action["s3:PutObject"] == {f"{bucket}/{p}" for p in access.write}
+        assert by_action["s3:GetObject"] == {f"{bucket}/{p}" for p in access.read + access.limits}
+        assert by_action["s3:PutObject"] == {f"{bucket}/{p}" for p in access.write + access.limits}
         assert by_action["s3:ListBucket"] == {bucket}
 
 
