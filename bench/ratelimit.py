@@ -16,10 +16,13 @@ pacing buys. Issue 25's servers, R not told as in ``untold``: ``refused5`` and
 ``outage``, every call refused for ``--outage-s`` seconds from a third of the ideal time
 in (``--outage-at``), judged on the seconds from the server's recovery to the first 2 s
 of progress at 0.8 R or more (the progress lines' resolution, 2 s). A refused call waits
-its Retry-After (1 s); a leaf task gives its place up meanwhile (``fanout.at_work``: 4
-threads per place), so C places accept at most 3 C (1 - p) / p calls/s (192/s for the local
+its Retry-After (1 s); a leaf task gives its place up meanwhile (``fanout.at_work``: 8
+threads per place), so C places accept at most 7 C (1 - p) / p calls/s (448/s for the local
 settings' 16 data-group places at p = 20 %): to measure the pacer, not that bound, keep R
-below it or raise ``--concurrency``.
+below it or raise ``--concurrency``. A task's calls are sent one after another, each
+refusal adding a second to it: a short run's last tasks (the tail) weigh on its figure
+(``--calls 4000`` at p = 20 %: 80 tasks of 50 calls, 0.76 (1 - p) R on the fake clock even
+with R told).
 
 Figures per run: accepted calls/s (answered with anything but 429) over R, for the whole
 run and for its middle 80 % (the steady state, without ramp-up and tail), the share of

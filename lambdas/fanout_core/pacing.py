@@ -137,8 +137,11 @@ class ControlledPacer:
     def acquire(self, max_wait: float = math.inf) -> float:
         """Wait for this call's slot; a slot taken before a cut is re-taken at the new pace.
         Raises ``PacerBeyondDeadline``, taking no slot, if the wait would pass ``max_wait``."""
-        now = self._clock()
+        # The clock is read once the lock is held: a caller late to it (queued behind other
+        # threads and processes, or descheduled) would otherwise take a slot against a time
+        # already past and wait again for what it lost on the way.
         with self.locked() as ok:
+            now = self._clock()
             paced = self.state[RATE]
             if ok:
                 wait = self.controller.reserve(self.state, now, max_wait=max_wait)
@@ -151,9 +154,9 @@ class ControlledPacer:
                 break
             self._sleep(wait)
             waited += wait
-            now = self._clock()
             left = max_wait - waited
             with self.locked() as ok:
+                now = self._clock()
                 again = self.state[RATE]
                 wait = self.controller.recheck(self.state, now, reserved, max_wait=left) if ok else 0.0
             beyond_deadline(waited + wait, max_wait)
