@@ -92,7 +92,20 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
     settings = parse_for(spec.env_name, strict_json.loads(spec.settings_json), spec.table.names)
     storage = spec.storage.build(process_index=index)
     stats = CallStats()
-    at_work = AtWork(spec.places)
+    threads: list[threading.Thread] = []
+    idle = 0
+    closing = False
+    hands = threading.Lock()
+
+    def more_hands() -> None:
+        """A task gave its place up to wait out a retry: start one more thread, up to
+        ``spec.threads``, if none is idle. A crawl that meets no 429 keeps one per place."""
+        with hands:
+            if not closing and idle == 0 and len(threads) < spec.threads:
+                threads.append(threading.Thread(target=loop, daemon=True))
+                threads[-1].start()
+
+    at_work = AtWork(spec.places, on_sleep=lambda: more_hands())
     client = api_client(
         settings,
         spec.table.api,
@@ -127,8 +140,18 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
             except (OSError, ValueError):  # the runtime has gone or closed the pipe
                 return
 
+    def next_job() -> tuple[int, str, int, str] | None:
+        nonlocal idle
+        with hands:
+            idle += 1
+        try:
+            return jobs.get()
+        finally:
+            with hands:
+                idle -= 1
+
     def loop() -> None:
-        while (job := jobs.get()) is not None:
+        while (job := next_job()) is not None:
             job_id, key, attempts, first = job
             result: TaskResult | None = None
             error: BaseException | None = None
@@ -144,9 +167,10 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
                     error = TransientError(f"{type(exc).__name__}: {exc}")
             reply(job_id, result, error)
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(spec.threads)]
-    for t in threads:
-        t.start()
+    with hands:
+        for _ in range(min(spec.places, spec.threads)):
+            threads.append(threading.Thread(target=loop, daemon=True))
+            threads[-1].start()
     threading.Thread(target=send_counts, daemon=True).start()
     while True:  # the pipe is ours alone, so a killed sibling can hold no lock we need
         try:
@@ -154,6 +178,8 @@ def _worker_main(spec: WorkerSpec, index: int, conn: Connection) -> None:
         except (EOFError, OSError):
             job = None
         if job is None:
+            with hands:
+                closing = True
             for _ in threads:
                 jobs.put(None)
             break

@@ -156,7 +156,12 @@ class LocalRuntime:
         self._leaf_threads = leaf_threads
         self._at_work = at_work
         self.report = RunReport(stages={s.name: StageCounts() for s in table})
-        self._lock = threading.Condition()
+        lock = threading.RLock()
+        self._lock = threading.Condition(lock)
+        """The runtime's state; the run and the retry timer wait on it."""
+        self._work = {s.name: threading.Condition(lock) for s in table}
+        """A stage's workers wait on their own condition, so an event wakes one of them,
+        not every thread of every stage (the leaf alone has 8 per place: fanout.at_work)."""
         self._ready: dict[str, deque[_Event]] = {s.name: deque() for s in table}
         self._delayed: list[_Event] = []
         self._seq = itertools.count()
@@ -186,10 +191,11 @@ class LocalRuntime:
             if event.due > time.monotonic():
                 heapq.heappush(self._delayed, event)
                 self.report.stages[stage.name].delayed += 1
+                self._lock.notify_all()  # the timer
             else:
                 self._ready[stage.name].append(event)
                 self.report.stages[stage.name].queued += 1
-            self._lock.notify_all()
+                self._work[stage.name].notify()
 
     def resume(self, run_id: str) -> int:
         """Queue every task of ``run_id`` that has neither a done marker nor a failure record."""
@@ -226,7 +232,7 @@ class LocalRuntime:
             while self._outstanding > 0 and self.fault is None:
                 self._lock.wait(timeout=0.5)
             self._stopping = True
-            self._lock.notify_all()
+            self._wake_all()
         # A halted run does not wait for tasks still in flight: all they write is atomic.
         give_up_at = time.monotonic() + (1 if self.fault is not None else 5)
         for t in [*self._threads, timer]:
@@ -244,13 +250,19 @@ class LocalRuntime:
             if self.fault is None:
                 self.fault = fault
             self._stopping = True
-            self._lock.notify_all()
+            self._wake_all()
 
     def stop(self) -> None:
         """Take no further task (Ctrl-C); tasks already running are left to the process's end."""
         with self._lock:
             self._stopping = True
-            self._lock.notify_all()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        """Every waiting thread (the lock held): the run is stopping."""
+        self._lock.notify_all()
+        for condition in self._work.values():
+            condition.notify_all()
 
     def _timer(self) -> None:
         with self._lock:
@@ -263,7 +275,7 @@ class LocalRuntime:
                     self._ready[stage.name].append(event)
                     self.report.stages[stage.name].delayed -= 1
                     self.report.stages[stage.name].queued += 1
-                    self._lock.notify_all()
+                    self._work[stage.name].notify()
                 wait = self._delayed[0].due - now if self._delayed else 0.5
                 self._lock.wait(timeout=min(max(wait, 0.001), 0.5))
 
@@ -273,7 +285,7 @@ class LocalRuntime:
         while True:
             with self._lock:
                 while not ready and not self._stopping:
-                    self._lock.wait(timeout=0.5)
+                    self._work[stage.name].wait(timeout=0.5)
                 if self._stopping:
                     return
                 event = ready.popleft()

@@ -384,7 +384,7 @@ def crawl_local(
     t = FakeTime()
     threads = VirtualThreads(t)
     pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
-    at_work = AtWork(places, sleep=threads.sleep, condition=threads.condition())
+    at_work = AtWork(places, sleep=threads.sleep, conditions=(threads.condition(), threads.condition()))
     server = server_of(t)
     rng = random.Random(seed)
     answers: list[tuple[float, bool]] = []
@@ -464,7 +464,7 @@ def crawl_local_tasks(
     t = FakeTime()
     threads = VirtualThreads(t)
     pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
-    at_work = AtWork(places, sleep=threads.sleep, condition=threads.condition())
+    at_work = AtWork(places, sleep=threads.sleep, conditions=(threads.condition(), threads.condition()))
     server = server_of(t)
     rng = random.Random(seed)
     answers: list[tuple[float, bool]] = []

@@ -119,3 +119,7 @@ class _Condition(threading.Condition):
 
     def notify_all(self) -> None:
         self._threads._wake_blocked()
+
+    def notify(self, n: int = 1) -> None:
+        """Wakes every waiter: each re-checks what it waits for, as after ``notify_all``."""
+        self._threads._wake_blocked()

@@ -80,8 +80,9 @@ def test_a_task_done_sleeping_takes_a_place_before_a_task_not_yet_started() -> N
     assert holder_in.wait(WAIT_S)
     sleep.wake.set()  # the sleeper now waits for the place...
     threads.append(start(newcomer))  # ...and so does a task not yet started
-    for _ in range(int(WAIT_S / 0.001)):  # both wait on the place (the Condition's waiters)
-        if places._resuming == 1 and len(places._cond._waiters) == 2:  # type: ignore[attr-defined]
+    for _ in range(int(WAIT_S / 0.001)):  # both wait on the place (the Conditions' waiters)
+        waiting = len(places._resume_cond._waiters) + len(places._start_cond._waiters)  # type: ignore[attr-defined]
+        if places._resuming == 1 and waiting == 2:
             break
         threading.Event().wait(0.001)
     holder_out.set()
@@ -121,3 +122,43 @@ def test_a_sleep_outside_a_task_holds_no_place_and_gives_none() -> None:
 def test_fewer_than_one_place_is_refused(places: int) -> None:
     with pytest.raises(ValueError, match="places"):
         AtWork(places)
+
+
+def test_a_freed_place_wakes_one_waiter_not_every_thread() -> None:
+    """8 threads per place wait on few places: a place given back wakes one of them (the
+    rest stay parked), so the waiting costs no CPU per task."""
+    places = AtWork(1, sleep=lambda s: None)
+    release = threading.Event()
+    woken = [0]
+    real_wait = places._start_cond.wait
+
+    def counting_wait(timeout: float | None = None) -> bool:
+        result = real_wait(timeout)
+        woken[0] += 1
+        return result
+
+    places._start_cond.wait = counting_wait  # type: ignore[method-assign]
+
+    def holder() -> None:
+        with places.working():
+            assert release.wait(WAIT_S)
+
+    def waiter() -> None:
+        with places.working():
+            pass
+
+    first = start(holder)
+    for _ in range(int(WAIT_S / 0.001)):
+        if places._free == 0:
+            break
+        threading.Event().wait(0.001)
+    waiters = [start(waiter) for _ in range(20)]
+    for _ in range(int(WAIT_S / 0.001)):
+        if len(places._start_cond._waiters) == 20:  # type: ignore[attr-defined]
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    for t in [first, *waiters]:
+        t.join(WAIT_S)
+    assert not any(t.is_alive() for t in [first, *waiters])
+    assert woken[0] == 20  # each waiter woken once, when its turn came (notify_all: 20+19+...)
