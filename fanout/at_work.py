@@ -9,6 +9,8 @@ and at most C of them are at work: a task gives its place up while its Hermes cl
 before a retry, and takes one again, before any task not yet started, once the wait is
 over. The Retry-After is honoured as before; the calls in flight and the tasks encoding
 Parquet stay at most C. The bound becomes (THREADS_PER_PLACE - 1) C (1 - p) / p.
+A worker process starts one thread per place and adds one (``on_sleep``) only when a task
+gives its place up, so a crawl that meets no 429 runs no idle threads.
 
 The share refused is not only the server's p: a pace a little past the limit adds its own
 429s (a third of the calls refused at p = 20 % on the fake clock, not a fifth), and each
