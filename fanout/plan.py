@@ -234,6 +234,21 @@ def _unseen(units: float, sample: Sequence[int], census: bool) -> float:
     return units * min(1.0, 3 / len(sample)) * max(sample)
 
 
+def _unseen_subtrees(units: list[float], per: list[tuple[list[int], list[int], list[int], bool]]) -> float:
+    """Calls the children no sample could show may bring with them: at each level that was
+    sampled, not listed whole, the unseen children (``_unseen`` of its children counts) times
+    the calls of one child's whole subtree, as sampled. One top unit with ten times the others'
+    children, missed by a sample of 2 of 10, brings its children's lists and theirs."""
+    extra = 0.0
+    below = 0.0  # calls of one unit of the level below, its subtree included
+    for k in reversed(range(len(per))):
+        children, pages, _item_bytes, census = per[k]
+        if k < len(per) - 1:
+            extra += _unseen(units[k], children, census) * below
+        below = _mean(pages) + (_mean(children) * below if k < len(per) - 1 else 0.0)
+    return extra
+
+
 def forecast_of(
     api: ApiDescription, sample: Sample, *, replicates: int = BOOTSTRAP, seed: int = 0
 ) -> Forecast:
@@ -289,7 +304,9 @@ def forecast_of(
         first_units=sample.first_units,
         first_calls=sample.first_calls,
         levels=levels,
-        calls=_interval(boot_total, sample.first_calls + sum(calls), sum(unseen)),
+        calls=_interval(
+            boot_total, sample.first_calls + sum(calls), sum(unseen) + _unseen_subtrees(units, per)
+        ),
         rows=_interval(boot_rows, rows, _unseen(leaf_units, leaf.children, per[-1][3])),
         json_bytes=_interval(boot_bytes, size, _unseen(leaf_units, leaf.item_bytes, per[-1][3])),
         sample_calls=sample.calls,

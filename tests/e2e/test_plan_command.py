@@ -140,3 +140,16 @@ def test_local_run_with_plan_prints_the_plans_line_before_it_runs(
     _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "fanout: plan: about 4,221 calls (4,221-" in err
+
+
+def test_plan_range_holds_a_skewed_tree_whose_heavy_unit_the_sample_missed(
+    simulator: Callable[[SimConfig], str], tmp_path: Path
+) -> None:
+    """The demo tree with one warrior of 10 troops times 10: a 1 % budget samples 2 of the
+    10 warriors, and where the heavy one is not among them the range's top still holds the
+    crawl (the subtrees its unseen troops bring), not only the point estimate's tree."""
+    config = SimConfig.from_size("demo", token=TOKEN, heavy_first_warrior=10)
+    _code, doc, err = _plan(_manifest(tmp_path), simulator(config))
+    actual = Universe(config).expected_calls(100)
+    assert doc["levels"][0]["sampled"] < 10, err  # a sample, not a census
+    assert doc["calls"]["low"] <= actual <= doc["calls"]["high"]
