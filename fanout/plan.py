@@ -188,7 +188,10 @@ def take_sample(
             break
         per_unit = max(1.0, _mean(levels[k].pages))
         share = left * weights[k] / sum(weights[k:])
-        if len(levels[k].pool) * per_unit <= left / (len(levels) - k):
+        # The top's census may take half of what is left: a heavy top unit hides its whole
+        # subtree, the costliest miss.
+        even = left / 2 if k == 0 else left / (len(levels) - k)
+        if len(levels[k].pool) * per_unit <= even:
             share = len(levels[k].pool) * per_unit
         list_some(k, int(share // per_unit), budget)
     return Sample(len(top), first_calls, levels, used(), budget)

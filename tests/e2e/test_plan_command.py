@@ -145,11 +145,30 @@ def test_local_run_with_plan_prints_the_plans_line_before_it_runs(
 def test_plan_range_holds_a_skewed_tree_whose_heavy_unit_the_sample_missed(
     simulator: Callable[[SimConfig], str], tmp_path: Path
 ) -> None:
-    """The demo tree with one warrior of 10 troops times 10: a 1 % budget samples 2 of the
-    10 warriors, and where the heavy one is not among them the range's top still holds the
-    crawl (the subtrees its unseen troops bring), not only the point estimate's tree."""
-    config = SimConfig.from_size("demo", token=TOKEN, heavy_first_warrior=10)
+    """25 warriors, one with 10x the troops of the others: a 1 % budget samples a few of
+    them, and where the heavy one is not among them the range's top still holds the crawl
+    (the subtrees its unseen troops bring), not only the point estimate's tree."""
+    config = SimConfig(
+        token=TOKEN,
+        warriors=25,
+        troops_per_warrior=4,
+        groups_per_troop=25,
+        records_per_group=2,
+        heavy_first_warrior=10,
+    )
     _code, doc, err = _plan(_manifest(tmp_path), simulator(config))
     actual = Universe(config).expected_calls(100)
-    assert doc["levels"][0]["sampled"] < 10, err  # a sample, not a census
-    assert doc["calls"]["low"] <= actual <= doc["calls"]["high"]
+    assert doc["levels"][0]["sampled"] < 25, err  # a sample, not a census
+    assert doc["calls"]["estimate"] < actual  # the heavy warrior was missed...
+    assert doc["calls"]["low"] <= actual <= doc["calls"]["high"]  # ...and the range allows for it
+
+
+def test_plan_lists_a_small_top_level_whole_so_a_heavy_unit_is_never_missed(
+    simulator: Callable[[SimConfig], str], tmp_path: Path
+) -> None:
+    """The demo tree (10 warriors) with one warrior of 50x troops: the top's 10 lists fit in
+    half the 1 % budget, so all are listed and the estimate is the crawl."""
+    config = SimConfig.from_size("demo", token=TOKEN, heavy_first_warrior=50)
+    _code, doc, err = _plan(_manifest(tmp_path), simulator(config))
+    assert doc["levels"][0]["sampled"] == 10 and doc["levels"][0]["census"], err
+    assert doc["calls"]["estimate"] == Universe(config).expected_calls(100)
