@@ -5,7 +5,8 @@ Distributed Map child hands them, and the starter on real S3 notifications, on m
 ``ItemBatcher`` (keys listed by ``ListObjectsV2``, cut into batches; here of one size in
 every stage, so that batches of several keys reach every stage's function, whereas the
 definition gives a stage that fans out one task a child: ``sfn_starter.batch_size``) and
-the child's ``Retry`` (``$$.State.RetryCount`` counting up, the same batch each time). Whole runs on the synthesized state machine are ``tests/cloud``'s.
+the child's ``Retry`` (``$$.State.RetryCount`` counting up, the same batch each time).
+Whole runs on the synthesized state machine are ``tests/cloud``'s.
 """
 
 from __future__ import annotations
