@@ -36,7 +36,7 @@ def batch_size(items_per_batch: int, *, fans_out: bool) -> int:
     """Task keys per child of a stage's Map (its ``ItemBatcher``). A stage that fans out
     runs one task per child: its tasks are few, each one's children are the next stage's
     work, and the next Map waits for the slowest child, so batching them would run
-    siblings one after another while the stage's cap stays idle (10 troop tasks in
+    siblings one after another while the stage's cap stays idle (10 middle-stage tasks in
     batches of 4 kept 3 of 16 slots busy for 9 s in the fleet bench). The leaf stage,
     nearly all the tasks and nothing after it, takes ``items_per_batch`` (fewer children
     and transitions; its children pull batches as slots free, so only its last batches

@@ -381,36 +381,7 @@ def crawl_local(
     the Hermes client does; (send time, accepted). Unlike ``crawl``, answers to calls sent
     before a cut arrive after it, and the calls queued on the pacer send at the pace they
     were given."""
-    t = FakeTime()
-    threads = VirtualThreads(t)
-    pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
-    at_work = AtWork(places, sleep=threads.sleep, conditions=(threads.condition(), threads.condition()))
-    server = server_of(t)
-    rng = random.Random(seed)
-    answers: list[tuple[float, bool]] = []
-
-    def call() -> None:
-        while True:
-            pacer.acquire()
-            sent, ok = t.now, server.take()
-            threads.sleep(rng.uniform(0.005, 0.05))
-            answers.append((sent, ok))
-            if ok:
-                pacer.on_success()
-                return
-            pacer.on_throttled(1.0)
-            at_work.sleep(1.0)
-
-    def worker() -> None:
-        while t.now < seconds:
-            with at_work.working():
-                for _ in range(TASK_CALLS):
-                    call()
-                    if t.now >= seconds:
-                        break
-
-    threads.run([worker] * (places * THREADS_PER_PLACE))
-    return answers
+    return _crawl_leaf(places, server_of, seed=seed, until=lambda t: t.now >= seconds)
 
 
 @pytest.mark.parametrize("places", [16, 64])  # the local settings' and --concurrency 64
@@ -461,6 +432,27 @@ def crawl_local_tasks(
 ) -> list[tuple[float, bool]]:
     """``crawl_local``'s leaf stage crawling a run of ``tasks`` tasks to its end, as
     bench/ratelimit.py measures it (its tail included); (send time, accepted)."""
+    todo = list(range(tasks))
+
+    def next_task(_t: FakeTime) -> bool:
+        if not todo:
+            return True
+        todo.pop()
+        return False
+
+    return _crawl_leaf(places, server_of, seed=seed, until=next_task, stop_mid_task=False)
+
+
+def _crawl_leaf(
+    places: int,
+    server_of: Callable[[FakeTime], HiddenLimit | Refusing],
+    *,
+    seed: int,
+    until: Callable[[FakeTime], bool],
+    stop_mid_task: bool = True,
+) -> list[tuple[float, bool]]:
+    """The leaf stage both crawls share: each worker takes tasks until ``until`` says the
+    run is over (a time, or no task left); with ``stop_mid_task`` a task stops there too."""
     t = FakeTime()
     threads = VirtualThreads(t)
     pacer = AdaptivePacer(100_000.0, start=100.0, burst=5.0, clock=t.clock, sleep=threads.sleep)
@@ -468,7 +460,6 @@ def crawl_local_tasks(
     server = server_of(t)
     rng = random.Random(seed)
     answers: list[tuple[float, bool]] = []
-    todo = list(range(tasks))
 
     def call() -> None:
         while True:
@@ -483,11 +474,12 @@ def crawl_local_tasks(
             at_work.sleep(1.0)
 
     def worker() -> None:
-        while todo:
-            todo.pop()
+        while not until(t):
             with at_work.working():
                 for _ in range(TASK_CALLS):
                     call()
+                    if stop_mid_task and until(t):
+                        break
 
     threads.run([worker] * (places * THREADS_PER_PLACE))
     return answers
