@@ -599,6 +599,7 @@ def run_once(
         "engine": settings.engine,
         "budget_writes": fleet.budget.writes if fleet.budget else 0,
         "budget_writes_per_call": round(fleet.budget.writes / max(calls, 1), 3) if fleet.budget else None,
+        "budget_writes_by_kind": dict(sorted(fleet.budget.by_kind.items())) if fleet.budget else {},
         "tasks": fleet.tasks,
         "sqs_requests": fleet.sqs_requests,
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),

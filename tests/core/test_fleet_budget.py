@@ -92,7 +92,13 @@ def most_in_a_window(sent: list[float], window_s: float) -> int:
 @pytest.mark.parametrize("window_s", [0.1, 1.0, 5.0])
 @pytest.mark.parametrize(
     ("instances", "threads", "bound", "stall"),
-    [(8, 1, 100.0, None), (8, 2, 100.0, None), (56, 1, 200.0, None), (56, 1, 200.0, (5.0, 6.0))],
+    [
+        (14, 1, 50.0, None),
+        (8, 1, 100.0, None),
+        (8, 2, 100.0, None),
+        (56, 1, 200.0, None),
+        (56, 1, 200.0, (5.0, 6.0)),
+    ],
 )
 def test_a_fleet_leasing_slices_never_exceeds_r_times_the_window_plus_late_s_plus_one(
     instances: int, threads: int, bound: float, stall: tuple[float, float] | None, window_s: float
@@ -121,15 +127,43 @@ def test_threads_of_one_instance_share_its_slice() -> None:
     assert shared.writes < 0.7 * alone.writes
 
 
-def test_a_fresh_instance_leases_one_slot_then_what_its_pace_uses_in_lease_s() -> None:
+def test_a_fresh_instance_leases_one_slot() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    fleet(1, 100.0, store, t)[0].acquire()
+    assert store.writes == 1 and store.item.tat == pytest.approx(START - 0.09 + 0.01)
+
+
+def steady_pacer(gap_s: float, calls: int = 100) -> FleetPacer:
+    """One instance at R = 100 sending a call every ``gap_s``: its budget idles between slices."""
     t, store = FakeTime(START), MemoryBudgetStore()
     pacer = fleet(1, 100.0, store, t)[0]
-    pacer.acquire()
-    assert store.writes == 1
-    t.now += 0.05  # one call answered in 50 ms: 1 + 0.35 / 0.05 slots a lease
-    pacer.acquire()
-    assert pacer.slice_size(100.0) == 8
-    assert len(pacer._slots) == 7 and store.writes == 2
+    for _ in range(calls):
+        pacer.acquire()
+        t.now += gap_s
+    return pacer
+
+
+def test_a_slice_holds_what_the_pace_sends_before_its_last_slot_is_late_s_less_the_credit_late() -> None:
+    pacer = steady_pacer(0.05)  # each slot 50 - 10 ms later than the last: 0.35 s / 40 ms
+    assert not pacer._busy
+    assert pacer.slice_size(100.0) == 1 + 8
+
+
+def test_a_slice_leased_on_a_busy_budget_may_spend_all_of_late_s() -> None:
+    pacer = steady_pacer(0.05)
+    pacer._busy = True  # its first slot was not due yet: no idle credit made it late
+    assert pacer.slice_size(100.0) == 1 + 11  # 0.45 s / 40 ms
+
+
+def test_a_pace_that_strays_leases_fewer_slots_than_a_steady_one() -> None:
+    steady = steady_pacer(0.05)
+    t, store = FakeTime(START), MemoryBudgetStore()
+    strays = fleet(1, 100.0, store, t)[0]
+    for i in range(100):
+        strays.acquire()
+        t.now += (0.03, 0.07)[i % 2]  # the same 50 ms on average
+    assert strays._cycle == pytest.approx(steady._cycle, abs=0.002)
+    assert strays.slice_size(100.0) < steady.slice_size(100.0)
 
 
 def test_a_slot_too_late_to_send_within_late_s_is_void_not_sent() -> None:
