@@ -570,8 +570,12 @@ class FleetPacer:
                 self._mirror(now)
                 # The next slot comes one new interval after the cut (or the hold), so the
                 # fleet resumes one call at a time, not all at once; slots handed out
-                # before it stay valid (tat only moves forward).
-                self.store.push(tat=max(now, hold) + 1.0 / max(self.controller.min_rate, t.beta * w_max))
+                # before it stay valid (tat only moves forward). The cut's answer holds
+                # tat: a fleet whose slices reach past that already needs no push (a
+                # write that would only fail its condition, billed all the same).
+                tat = max(now, hold) + 1.0 / max(self.controller.min_rate, t.beta * w_max)
+                if item.tat < tat:
+                    self.store.push(tat=tat)
         except BudgetUnavailable as exc:
             self._fall_back(exc)
 

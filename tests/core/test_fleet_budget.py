@@ -306,6 +306,19 @@ def test_a_cut_never_hands_out_a_reserved_slot_again() -> None:
     assert min(gaps) >= 0.01 - 1e-9
 
 
+def test_a_cut_on_a_budget_leased_past_its_resume_point_writes_no_push() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    pacers = fleet(10, 100.0, store, t)
+    for p in pacers:
+        for _ in range(5):
+            p._next_slot(t.now)  # 0.5 s of slices queued: beyond one new interval after now
+    pacers[0]._sent.at = t.now
+    t.now += 0.001
+    writes = store.writes
+    pacers[0].on_throttled(None)
+    assert store.writes == writes + 1 and store.by_kind["cut"] == 1  # the cut alone
+
+
 def test_slots_reserved_during_a_hold_queue_after_it_one_interval_apart() -> None:
     t, store = FakeTime(START), MemoryBudgetStore()
     pacers = fleet(10, 100.0, store, t)
