@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 import random
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from fanout_core.errors import PacerBeyondDeadline
 from fanout_core.fleet_budget import (
     LATE_S,
+    LEASE_S,
     BudgetItem,
     BudgetUnavailable,
     FleetPacer,
@@ -153,6 +155,16 @@ def test_a_slice_leased_on_a_busy_budget_may_spend_all_of_late_s() -> None:
     pacer = steady_pacer(0.05)
     pacer._busy = True  # its first slot was not due yet: no idle credit made it late
     assert pacer.slice_size(100.0) == 1 + 11  # 0.45 s / 40 ms
+
+
+def test_an_erratic_pace_still_leases_what_it_sends_in_lease_s() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    erratic = fleet(1, 100.0, store, t)[0]
+    for i in range(100):
+        erratic.acquire()
+        t.now += (0.01, 0.19)[i % 2]  # a loaded host: its spread alone would leave one slot
+    assert erratic._cycle is not None
+    assert erratic.slice_size(100.0) == 1 + math.floor(LEASE_S / erratic._cycle) >= 4
 
 
 def test_a_pace_that_strays_leases_fewer_slots_than_a_steady_one() -> None:
