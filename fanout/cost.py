@@ -123,7 +123,7 @@ BUDGET_WRITES_PER_CALL = (
     BudgetShape(
         "dev",
         50.0,
-        Decimal("0.153"),
+        Decimal("0.148"),
         50.0,
         14,
         "python -m bench.fleet --rate 50 --runs dev:shared --warriors 4 --records-per-group 8",
@@ -134,7 +134,8 @@ BUDGET_WRITES_PER_CALL = (
 a lease of a slice of slots is one conditional write, two when the fleet's demand turned
 the budget busy or idle since the instance's last lease; cuts and give-backs are rare),
 per environment shape, measured (docs/cost.md: the runs, the machine's load). dev at its
-own R and reservations, the mean of two runs on a machine at load 9-11 (0.149, 0.156),
+own R and reservations, the mean of four runs on a machine loaded by other work (0.149,
+0.156, 0.122, 0.166 at load 4-12),
 whose slow threads make smaller slices than a quiet one. prod scaled to R 200 (at 500 one
 machine is the bottleneck; 1/R is 5 ms or 2 ms against Hermes' 30-80 ms, so the slices
 differ little): 10,211 calls on a quiet machine with the lease before slices were sized
