@@ -9,7 +9,8 @@ the pacer and Hermes client a Lambda cold start builds (``assembly.instance_pace
 ``assembly.hermes_client``), and nothing shared between instances, except with pacing
 ``shared`` the fleet's one budget item (an in-process store with a modelled 5 ms
 UpdateItem, the same conditional writes as the table: leases of slices, give-backs,
-repairs; the JSON reports them as ``budget_writes`` and the table as writes per call). Task objects are
+repairs; the JSON reports them as ``budget_writes``, split by kind in
+``budget_writes_by_kind``, and the table as writes per call). Task objects are
 dispatched as S3 events would be: every object created under a stage's prefix is an
 event for that stage; an idle warm instance takes it, else a new instance starts (after
 ``--cold-start-s``, billed as init) while the stage is under its reservation, else the
@@ -599,6 +600,7 @@ def run_once(
         "engine": settings.engine,
         "budget_writes": fleet.budget.writes if fleet.budget else 0,
         "budget_writes_per_call": round(fleet.budget.writes / max(calls, 1), 3) if fleet.budget else None,
+        "budget_writes_by_kind": dict(sorted(fleet.budget.by_kind.items())) if fleet.budget else {},
         "tasks": fleet.tasks,
         "sqs_requests": fleet.sqs_requests,
         "sqs_requests_per_task": round(fleet.sqs_requests / max(fleet.tasks, 1), 2),

@@ -27,8 +27,8 @@ estimated the same way:
 - **Secrets Manager**: one ``GetSecretValue`` per cold start, at most one per concurrent
   instance of a stage (``min(invocations, reserved_concurrency)``).
 - **DynamoDB**, with ``pacing: shared`` only: the budget item's conditional writes,
-  ``BUDGET_WRITES_PER_CALL`` per Hermes call (measured by ``bench/fleet.py``; the bucket
-  records no writes), on demand.
+  ``budget_writes_per_call`` per Hermes call for the environment's R (measured by
+  ``bench/fleet.py``; the bucket records no writes), on demand.
 - **API calls** (for the server comparison): one list call per unit of every task, and a
   leaf task's pages beyond one per unit from its records (``ceil(records / page_size)``);
   the seed of ``"all"`` lists the first level, ``ceil(its units / page_size)`` calls.
@@ -101,13 +101,55 @@ PRICES: dict[str, dict[str, str]] = {
 """Spot prices move by the hour; the figure is a typical one for the instance then."""
 DEFAULT_REGION = "us-east-1"
 SERVER_MINIMUM_S = 60
-BUDGET_WRITES_PER_CALL = Decimal("0.2")
-"""Write request units per Hermes call of the shared budget, which leases slices of about
-six slots in one write each (``fanout_core.fleet_budget``): 0.15-0.16 for busy dev- and
-prod-shaped fleets on a fake clock (tests/core/test_fleet_budget.py's model), 0.20-0.23
-in ``bench/fleet.py``'s dev- and prod-shaped fleets of 4,100 calls on a loaded machine,
-whose slow threads make smaller slices (docs/rate-limiting.md). It was 1.9 when every
-call reserved its own slot."""
+
+
+@dataclass(frozen=True)
+class BudgetShape:
+    """What the shared budget's leases cost per Hermes call for a fleet shaped like an
+    environment, as ``bench/fleet.py`` measured it (``command``)."""
+
+    env: str
+    rate: float
+    """The environment's R: a slice's size turns on 1/R against Hermes' latency."""
+    writes_per_call: Decimal
+    bench_rate: float
+    """The R the bench ran the shape at (its reservations scaled with it)."""
+    bench_instances: int
+    """The fleet the bench ran: the stages' reserved concurrency at ``bench_rate``."""
+    command: str
+
+
+BUDGET_WRITES_PER_CALL = (
+    BudgetShape(
+        "dev",
+        50.0,
+        Decimal("0.148"),
+        50.0,
+        14,
+        "python -m bench.fleet --rate 50 --runs dev:shared --warriors 4 --records-per-group 8",
+    ),
+    BudgetShape("prod", 500.0, Decimal("0.174"), 200.0, 50, "python -m bench.fleet --runs prod:shared"),
+)
+"""Write request units per Hermes call of the shared budget (``fanout_core.fleet_budget``:
+a lease of a slice of slots is one conditional write, two when the fleet's demand turned
+the budget busy or idle since the instance's last lease; cuts and give-backs are rare),
+per environment shape, measured (docs/cost.md: the runs, the machine's load). dev at its
+own R and reservations, the mean of four runs on a machine loaded by other work (0.149,
+0.156, 0.122, 0.166 at load 4-12),
+whose slow threads make smaller slices than a quiet one. prod scaled to R 200 (at 500 one
+machine is the bottleneck; 1/R is 5 ms or 2 ms against Hermes' 30-80 ms, so the slices
+differ little): 10,211 calls on a quiet machine with the lease before slices were sized
+on the pace's drift, which the fake clock finds 5 % cheaper there, so an upper bound
+until measured again. ``tests/e2e/test_cost_and_report.py`` ties each row to a
+fake-clock fleet of the bench's shape. It was 1.9 when every call reserved its own slot."""
+
+
+def budget_writes_per_call(rate_limit: float) -> Decimal:
+    """The measured shape whose R is nearest the run's (by ratio)."""
+    rate = max(rate_limit, 1e-9)  # settings refuse R <= 0; a hand-made call gets the lowest shape
+    return min(BUDGET_WRITES_PER_CALL, key=lambda s: abs(math.log(rate / s.rate))).writes_per_call
+
+
 CENT = Decimal("0.01")
 
 
@@ -436,7 +478,7 @@ def estimate(
         Line("Secrets Manager", Decimal(secrets), "calls", p["secrets_per_10000_calls"] / 10_000, Decimal(0)),
     ]
     if pacing == "shared":
-        writes = Decimal(counts.api_calls) * BUDGET_WRITES_PER_CALL
+        writes = Decimal(counts.api_calls) * budget_writes_per_call(rate_limit)
         price = p["dynamodb_write_per_million"] / 1_000_000
         lines.append(Line("DynamoDB budget (est.)", writes, "write units", price, Decimal(0)))
     if sfn:

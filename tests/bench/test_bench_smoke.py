@@ -141,6 +141,8 @@ def test_fleet_with_a_limit_told_too_high_measures_against_the_servers(capsys):
     # the shared budget's writes (on 50 calls with cuts, no figure to hold), per call and judged
     assert r["budget_writes"] > 0
     assert r["budget_writes_per_call"] == round(r["budget_writes"] / r["calls"], 3)
+    assert sum(r["budget_writes_by_kind"].values()) == r["budget_writes"]  # every write has its kind
+    assert r["budget_writes_by_kind"]["lease"] > 0
     assert any(t["target"].startswith("budget writes <= 0.2 per call") for t in result["targets"])
 
 

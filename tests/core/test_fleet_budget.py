@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 import random
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from fanout_core.errors import PacerBeyondDeadline
 from fanout_core.fleet_budget import (
     LATE_S,
+    LEASE_S,
     BudgetItem,
     BudgetUnavailable,
     FleetPacer,
@@ -92,7 +94,13 @@ def most_in_a_window(sent: list[float], window_s: float) -> int:
 @pytest.mark.parametrize("window_s", [0.1, 1.0, 5.0])
 @pytest.mark.parametrize(
     ("instances", "threads", "bound", "stall"),
-    [(8, 1, 100.0, None), (8, 2, 100.0, None), (56, 1, 200.0, None), (56, 1, 200.0, (5.0, 6.0))],
+    [
+        (14, 1, 50.0, None),
+        (8, 1, 100.0, None),
+        (8, 2, 100.0, None),
+        (56, 1, 200.0, None),
+        (56, 1, 200.0, (5.0, 6.0)),
+    ],
 )
 def test_a_fleet_leasing_slices_never_exceeds_r_times_the_window_plus_late_s_plus_one(
     instances: int, threads: int, bound: float, stall: tuple[float, float] | None, window_s: float
@@ -121,15 +129,53 @@ def test_threads_of_one_instance_share_its_slice() -> None:
     assert shared.writes < 0.7 * alone.writes
 
 
-def test_a_fresh_instance_leases_one_slot_then_what_its_pace_uses_in_lease_s() -> None:
+def test_a_fresh_instance_leases_one_slot() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    fleet(1, 100.0, store, t)[0].acquire()
+    assert store.writes == 1 and store.item.tat == pytest.approx(START - 0.09 + 0.01)
+
+
+def steady_pacer(gap_s: float, calls: int = 100) -> FleetPacer:
+    """One instance at R = 100 sending a call every ``gap_s``: its budget idles between slices."""
     t, store = FakeTime(START), MemoryBudgetStore()
     pacer = fleet(1, 100.0, store, t)[0]
-    pacer.acquire()
-    assert store.writes == 1
-    t.now += 0.05  # one call answered in 50 ms: 1 + 0.35 / 0.05 slots a lease
-    pacer.acquire()
-    assert pacer.slice_size(100.0) == 8
-    assert len(pacer._slots) == 7 and store.writes == 2
+    for _ in range(calls):
+        pacer.acquire()
+        t.now += gap_s
+    return pacer
+
+
+def test_a_slice_holds_what_the_pace_sends_before_its_last_slot_is_late_s_less_the_credit_late() -> None:
+    pacer = steady_pacer(0.05)  # each slot 50 - 10 ms later than the last: 0.35 s / 40 ms
+    assert not pacer._busy
+    assert pacer.slice_size(100.0) == 1 + 8
+
+
+def test_a_slice_leased_on_a_busy_budget_may_spend_all_of_late_s() -> None:
+    pacer = steady_pacer(0.05)
+    pacer._busy = True  # its first slot was not due yet: no idle credit made it late
+    assert pacer.slice_size(100.0) == 1 + 11  # 0.45 s / 40 ms
+
+
+def test_an_erratic_pace_still_leases_what_it_sends_in_lease_s() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    erratic = fleet(1, 100.0, store, t)[0]
+    for i in range(100):
+        erratic.acquire()
+        t.now += (0.01, 0.19)[i % 2]  # a loaded host: its spread alone would leave one slot
+    assert erratic._cycle is not None
+    assert erratic.slice_size(100.0) == 1 + math.floor(LEASE_S / erratic._cycle) >= 4
+
+
+def test_a_pace_that_strays_leases_fewer_slots_than_a_steady_one() -> None:
+    steady = steady_pacer(0.05)
+    t, store = FakeTime(START), MemoryBudgetStore()
+    strays = fleet(1, 100.0, store, t)[0]
+    for i in range(100):
+        strays.acquire()
+        t.now += (0.03, 0.07)[i % 2]  # the same 50 ms on average
+    assert strays._cycle == pytest.approx(steady._cycle, abs=0.002)
+    assert strays.slice_size(100.0) < steady.slice_size(100.0)
 
 
 def test_a_slot_too_late_to_send_within_late_s_is_void_not_sent() -> None:
@@ -270,6 +316,19 @@ def test_a_cut_never_hands_out_a_reserved_slot_again() -> None:
     slots += [p._next_slot(t.now) for p in pacers]
     gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
     assert min(gaps) >= 0.01 - 1e-9
+
+
+def test_a_cut_on_a_budget_leased_past_its_resume_point_writes_no_push() -> None:
+    t, store = FakeTime(START), MemoryBudgetStore()
+    pacers = fleet(10, 100.0, store, t)
+    for p in pacers:
+        for _ in range(5):
+            p._next_slot(t.now)  # 0.5 s of slices queued: beyond one new interval after now
+    pacers[0]._sent.at = t.now
+    t.now += 0.001
+    writes = store.writes
+    pacers[0].on_throttled(None)
+    assert store.writes == writes + 1 and store.by_kind["cut"] == 1  # the cut alone
 
 
 def test_slots_reserved_during_a_hold_queue_after_it_one_interval_apart() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fanout.audit import compare, normalize, output_rows
-from fanout.cost import BUDGET_WRITES_PER_CALL, count_run, estimate, prices_for
+from fanout.cost import BUDGET_WRITES_PER_CALL, budget_writes_per_call, count_run, estimate, prices_for
 from fanout.simulator import SimConfig, Universe
 from fanout.start_run import start_run
 from fanout_core import keys
@@ -27,6 +27,7 @@ from fanout_core.bodies import manifest_body
 from fanout_core.compaction import current_files, read_current
 from fanout_core.stages import STAGES
 from fanout_core.storage import LocalDirStorage
+from tests.core.test_fleet_budget import concurrent
 
 from .conftest import ROOT, TOKEN, fast_settings
 
@@ -186,9 +187,26 @@ def test_cost_with_pacing_shared_adds_the_budget_tables_writes(tiny_run) -> None
     shared = estimate(counts, prices, rate_limit=50, pacing="shared")
     (budget,) = [li for li in shared["lines"] if li.component.startswith("DynamoDB")]
     assert not [li for li in static["lines"] if li.component.startswith("DynamoDB")]
-    assert budget.quantity == counts.api_calls * BUDGET_WRITES_PER_CALL > 0
+    assert budget.quantity == counts.api_calls * Decimal("0.148") > 0  # R 50: dev's measured shape
     assert budget.cost == budget.quantity * Decimal("0.625") / 1_000_000
     assert shared["total"] == static["total"] + budget.cost
+
+
+def test_the_budget_writes_per_call_are_those_of_the_measured_shape_nearest_the_runs_r() -> None:
+    assert budget_writes_per_call(50.0) == Decimal("0.148")  # dev, dev-queue, dev-sfn
+    assert budget_writes_per_call(500.0) == Decimal("0.174")  # prod, prod-sfn
+    assert budget_writes_per_call(100.0) == Decimal("0.148")  # nearer 50 than 500 by ratio
+
+
+@pytest.mark.parametrize("shape", BUDGET_WRITES_PER_CALL, ids=lambda s: s.env)
+def test_the_cost_models_budget_writes_hold_a_fake_clock_fleet_of_their_shape(shape) -> None:
+    """The figure the bill uses is no lower than what a fleet of the shape leasing on the
+    fake clock writes (Hermes 30-80 ms plus 5 ms of work a call): a lease that got
+    costlier fails here. Nor more than 1.5 times it (the bench's threads on one machine,
+    its failed guesses and cuts): a lease that got cheaper must be measured again."""
+    sent, store = concurrent(shape.bench_instances, shape.bench_rate, 4_000, latency=(0.035, 0.085))
+    fake = Decimal(store.writes) / len(sent)
+    assert fake <= shape.writes_per_call <= Decimal("1.5") * fake
 
 
 def test_cost_with_the_queue_engine_adds_three_sqs_requests_per_invocation(tiny_run) -> None:
