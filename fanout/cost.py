@@ -123,24 +123,22 @@ BUDGET_WRITES_PER_CALL = (
     BudgetShape(
         "dev",
         50.0,
-        Decimal("0.148"),
+        Decimal("0.122"),
         50.0,
         14,
         "python -m bench.fleet --rate 50 --runs dev:shared --warriors 4 --records-per-group 8",
     ),
-    BudgetShape("prod", 500.0, Decimal("0.174"), 200.0, 50, "python -m bench.fleet --runs prod:shared"),
+    BudgetShape("prod", 500.0, Decimal("0.169"), 200.0, 50, "python -m bench.fleet --runs prod:shared"),
 )
 """Write request units per Hermes call of the shared budget (``fanout_core.fleet_budget``:
 a lease of a slice of slots is one conditional write, two when the fleet's demand turned
 the budget busy or idle since the instance's last lease; cuts and give-backs are rare),
-per environment shape, measured (docs/cost.md: the runs, the machine's load). dev at its
-own R and reservations, the mean of four runs on a machine loaded by other work (0.149,
-0.156, 0.122, 0.166 at load 4-12),
-whose slow threads make smaller slices than a quiet one. prod scaled to R 200 (at 500 one
-machine is the bottleneck; 1/R is 5 ms or 2 ms against Hermes' 30-80 ms, so the slices
-differ little): 10,211 calls on a quiet machine with the lease before slices were sized
-on the pace's drift, which the fake clock finds 5 % cheaper there, so an upper bound
-until measured again. ``tests/e2e/test_cost_and_report.py`` ties each row to a
+per environment shape, measured on a quiet machine (docs/cost.md: the runs, the
+machine's load; a loaded one's slow threads make smaller slices, 0.122-0.166 for dev at
+load 4-12). dev at its own R and reservations: 0.122 and 0.121 in two runs at load 0.5
+and 0.3. prod scaled to R 200 (at 500 one machine is the bottleneck; 1/R is 5 ms or 2 ms
+against Hermes' 30-80 ms, so the slices differ little): 0.169 over 10,211 calls at load
+0.7. ``tests/e2e/test_cost_and_report.py`` ties each row to a
 fake-clock fleet of the bench's shape. It was 1.9 when every call reserved its own slot."""
 
 
