@@ -67,7 +67,7 @@ from typing import Any
 
 from bench.common import TOKEN, machine, print_table
 from fanout.simulator import SimConfig, Universe, run_in_subprocess
-from fanout_aws.sfn_starter import stage_batch_size
+from fanout_aws.sfn_starter import SIZING_TRANSITIONS, stage_batch_size
 from fanout_core.api_client import CallStats
 from fanout_core.assembly import hermes_client, instance_pacer, retry_policy
 from fanout_core.fleet_budget import MemoryBudgetStore
@@ -419,7 +419,9 @@ class MapFleet(Fleet):
             listed = sorted(
                 k for k in self.storage.inner.list(stage.run_prefix(RUN_ID)) if k.endswith(".json")
             )
-            n = stage_batch_size(self.settings, stage)  # the definition's ItemBatcher
+            if stage.writes_parquet:
+                self.transitions += SIZING_TRANSITIONS  # count, choose, size
+            n = stage_batch_size(self.settings, stage, len(listed))  # the definition's ItemBatcher
             self._run_map(stage, [listed[i : i + n] for i in range(0, len(listed), n)])
 
     def _since(self) -> float:

@@ -33,10 +33,11 @@ estimated the same way:
   leaf task's pages beyond one per unit from its records (``ceil(records / page_size)``);
   the seed of ``"all"`` lists the first level, ``ceil(its units / page_size)`` calls.
 - **Engine ``stepfunctions``** (``--env`` of that engine): the run's Standard state
-  transitions (``stepfunctions_transitions``: the seed task and one per Map in the
-  parent, one per child workflow's task and one per retry of it); Lambda is invoked once
-  per batch try instead of once per task try (``items_per_batch`` leaf tasks a child, one
-  task a child in the stages above), and no retry passes through SQS.
+  transitions (``stepfunctions_transitions``: the seed task, one per Map and the leaf's
+  sizing in the parent, one per child workflow's task and one per retry of it); Lambda
+  is invoked once per batch try instead of once per task try (``Batching``: the leaf's
+  tasks in as many children as its cap, at most ``items_per_batch`` a child; one task a
+  child in the stages above), and no retry passes through SQS.
 - **A server instead**: the crawl cannot be faster than ``N / R`` (calls over the rate
   limit), billed per second with a 60-second minimum, on demand and on Spot; and the same
   instance running all day.
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from fanout_aws.sfn_starter import batch_size
+from fanout_aws.sfn_starter import SIZING_TRANSITIONS, Batching
 from fanout_core import keys
 from fanout_core.bodies import parse_manifest
 from fanout_core.compaction import PLAN, current_files, generation_prefix, read_current
@@ -394,22 +395,22 @@ class Line:
     cost: Decimal
 
 
-def sfn_children(counts: RunCounts, items_per_batch: int) -> int:
+def sfn_children(counts: RunCounts, batching: Batching) -> int:
     """Child workflows of a run on engine ``stepfunctions``: each stage's tasks in batches
     of the definition's size (``batch_size``: one task per child above the leaf, the last
     stage; the seed is the parent's own task, not a child)."""
     last = len(counts.stages) - 1
-    seedless = [s.tasks - (1 if i == 0 else 0) for i, s in enumerate(counts.stages)]
-    return sum(
-        math.ceil(max(n, 0) / batch_size(items_per_batch, fans_out=i < last)) for i, n in enumerate(seedless)
+    seedless = [max(s.tasks - (1 if i == 0 else 0), 0) for i, s in enumerate(counts.stages)]
+    return sum(math.ceil(n / batching.size(n, fans_out=i < last)) for i, n in enumerate(seedless))
+
+
+def stepfunctions_transitions(counts: RunCounts, batching: Batching) -> int:
+    """Standard state transitions of one run: in the parent the seed task, one per Map
+    and the leaf's sizing; per child its task, and one per retry (a retry re-runs the
+    child's batch: counting each task's retries is the upper bound)."""
+    return (
+        1 + len(counts.stages) + SIZING_TRANSITIONS + sfn_children(counts, batching) + counts.total("retries")
     )
-
-
-def stepfunctions_transitions(counts: RunCounts, items_per_batch: int) -> int:
-    """Standard state transitions of one run: in the parent the seed task and one per Map;
-    per child its task, and one per retry (a retry re-runs the child's batch: counting
-    each task's retries is the upper bound)."""
-    return 1 + len(counts.stages) + sfn_children(counts, items_per_batch) + counts.total("retries")
 
 
 EXPRESS_MIN_GB = Decimal("0.0625")
@@ -417,7 +418,7 @@ EXPRESS_MIN_GB = Decimal("0.0625")
 
 
 def child_workflow_costs(
-    tasks: list[int], items_per_batch: int, lambda_s: Decimal, retries: int, prices: dict[str, Any]
+    tasks: list[int], batching: Batching, lambda_s: Decimal, retries: int, prices: dict[str, Any]
 ) -> dict[str, Decimal]:
     """Engine ``stepfunctions``: one run's child workflows priced as Standard (state
     transitions, as ``stepfunctions_transitions``) and as Express (a request per child
@@ -425,8 +426,8 @@ def child_workflow_costs(
     count (the first stage's seed included) and the run's Lambda seconds."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k.startswith("sfn_")}
     counts = RunCounts("", [StageCounts(str(i), 0, 0, tasks=n) for i, n in enumerate(tasks)])
-    children = sfn_children(counts, items_per_batch)
-    transitions = 1 + len(tasks) + children + retries
+    children = sfn_children(counts, batching)
+    transitions = 1 + len(tasks) + SIZING_TRANSITIONS + children + retries
     return {
         "children": Decimal(children),
         "transitions": Decimal(transitions),
@@ -443,7 +444,7 @@ def estimate(
     *,
     pacing: str,
     engine: str = "s3_events",
-    items_per_batch: int = 1,
+    batching: Batching | None = None,
 ) -> dict[str, Any]:
     """The bill: one line per component, the total, and the server beside it; ``pacing``
     ``shared`` adds the budget table's writes, ``engine`` ``queue`` a message per task,
@@ -451,8 +452,9 @@ def estimate(
     p = {k: Decimal(str(v)) for k, v in prices.items() if k not in NOT_PRICES}
     invocations = counts.total("invocations")
     sfn = engine == "stepfunctions"
+    batching = batching or Batching()
     if sfn:  # one invocation per batch try: the seed, each child, each retry
-        invocations = 1 + sfn_children(counts, items_per_batch) + counts.total("retries")
+        invocations = 1 + sfn_children(counts, batching) + counts.total("retries")
     gb_s = sum((s.gb_seconds for s in counts.stages), Decimal(0))
     puts = counts.total("s3_put") + counts.seed_puts + counts.compaction_put
     lists = counts.total("s3_list")
@@ -480,7 +482,7 @@ def estimate(
         price = p["dynamodb_write_per_million"] / 1_000_000
         lines.append(Line("DynamoDB budget (est.)", writes, "write units", price, Decimal(0)))
     if sfn:
-        transitions = Decimal(stepfunctions_transitions(counts, items_per_batch))
+        transitions = Decimal(stepfunctions_transitions(counts, batching))
         price = p["sfn_transition_per_1000"] / 1000
         lines.append(Line("Step Functions (est.)", transitions, "transitions", price, Decimal(0)))
     lines = [

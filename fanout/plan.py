@@ -348,6 +348,7 @@ def costs(
     does not name (a described API's) is priced at the default stage settings, with an
     equal share of R."""
     from fanout.cost import RunCounts, StageCounts, estimate
+    from fanout_aws.sfn_starter import Batching
     from fanout_core.settings import StageSettings
 
     named = all(stage.name in settings.stages for stage in table)
@@ -391,7 +392,7 @@ def costs(
             settings.hermes_rate_limit,
             pacing=settings.pacing,
             engine=engine,
-            items_per_batch=settings.items_per_batch,
+            batching=Batching(settings.items_per_batch, stage_settings(table.leaf.name).reserved_concurrency),
         )
         out[engine] = bill
     return out

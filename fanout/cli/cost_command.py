@@ -35,6 +35,7 @@ def register(sub: Any) -> None:
 def _cost(args: argparse.Namespace) -> int:
     from fanout.cost import count_run, estimate, prices_for, render_text, to_json
     from fanout.settings_files import find_settings
+    from fanout_aws.sfn_starter import Batching
 
     storage, _where = open_run(args, args.run_id)
     settings = find_settings(args.env, args.config)
@@ -59,7 +60,7 @@ def _cost(args: argparse.Namespace) -> int:
         settings.hermes_rate_limit,
         pacing=settings.pacing,
         engine=settings.engine,
-        items_per_batch=settings.items_per_batch,
+        batching=Batching.of(settings),
     )
     print(json.dumps(to_json(bill), indent=2) if args.json else render_text(bill))
     return EXIT_OK

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fanout_aws.events import Scope, decode_event
@@ -32,22 +33,52 @@ RUN_PREFIXES = "run_prefixes"
 RUN_ID = "run_id"
 
 
-def batch_size(items_per_batch: int, *, fans_out: bool) -> int:
+COUNTED_TASKS = 1000
+"""The leaf's tasks the definition counts before its Map: one ``ListObjectsV2`` page."""
+SIZING_TRANSITIONS = 3
+"""States a run passes through to size the leaf's batches: the count, the choice, the
+size (``stacks.constructs.sfn_engine.sizing_states``); a state transition each."""
+
+
+def batch_size(items_per_batch: int, *, fans_out: bool, tasks: int = 0, max_concurrency: int = 1) -> int:
     """Task keys per child of a stage's Map (its ``ItemBatcher``). A stage that fans out
     runs one task per child: its tasks are few, each one's children are the next stage's
     work, and the next Map waits for the slowest child, so batching them would run
     siblings one after another while the stage's cap stays idle (10 middle-stage tasks in
     batches of 4 kept 3 of 16 slots busy for 9 s in the fleet bench). The leaf stage,
-    nearly all the tasks and nothing after it, takes ``items_per_batch`` (fewer children
-    and transitions; its children pull batches as slots free, so only its last batches
-    run below the cap)."""
-    return items_per_batch if not fans_out else 1
+    nearly all the tasks and nothing after it, takes as many of its ``tasks`` as fill
+    ``max_concurrency`` children once (one wave), at most ``items_per_batch``: a child's
+    end idles its instance and voids the rest of its budget slice, and a last wave of a
+    few children runs below R (docs/engines.md, "Sizing the leaf's batches"). Beyond
+    ``COUNTED_TASKS`` the count stops, so the batch is smaller than one wave needs: more
+    waves, never fewer children than slots."""
+    if fans_out:
+        return 1
+    counted = min(max(tasks, 0), COUNTED_TASKS)
+    return max(1, min(items_per_batch, -(-counted // max(max_concurrency, 1))))
 
 
-def stage_batch_size(settings: EnvironmentSettings, stage: Stage) -> int:
-    """``batch_size`` of ``stage`` in ``settings``' definition (the stack's and the fleet
-    bench's one source)."""
-    return batch_size(settings.items_per_batch, fans_out=not stage.writes_parquet)
+@dataclass(frozen=True)
+class Batching:
+    """What sizes a run's children (``batch_size``): the most keys a leaf child takes and
+    the leaf's cap (its Map's ``MaxConcurrency``)."""
+
+    items_per_batch: int = 1
+    leaf_cap: int = 1
+
+    @classmethod
+    def of(cls, settings: EnvironmentSettings, table: StageTable = STAGES) -> Batching:
+        return cls(settings.items_per_batch, settings.stage(table.leaf.name).reserved_concurrency)
+
+    def size(self, tasks: int, *, fans_out: bool) -> int:
+        return batch_size(self.items_per_batch, fans_out=fans_out, tasks=tasks, max_concurrency=self.leaf_cap)
+
+
+def stage_batch_size(settings: EnvironmentSettings, stage: Stage, tasks: int) -> int:
+    """``batch_size`` of ``stage`` in ``settings``' definition for ``tasks`` listed tasks
+    (the stack's, the fleet bench's and the cost model's one source)."""
+    batching = Batching(settings.items_per_batch, settings.stage(stage.name).reserved_concurrency)
+    return batching.size(tasks, fans_out=not stage.writes_parquet)
 
 
 def execution_input(run_id: str, table: StageTable = STAGES) -> dict[str, Any]:

@@ -122,8 +122,11 @@ class EnvironmentSettings:
     """An address the alarm topic mails (after the address confirms); None: subscribe
     whatever you like to the ``AlarmTopicArn`` output yourself."""
     items_per_batch: int = 4
-    """Engine ``stepfunctions``: task keys per child workflow (``ItemBatcher``); the
-    function runs them one after another within its timeout."""
+    """Engine ``stepfunctions``: the most task keys a leaf child workflow takes
+    (``ItemBatcher``; the definition gives each as many as fill the leaf's cap once, up
+    to this). The function runs them one after another, so this many tasks should fit
+    the leaf's timeout at an instance's share of R; a batch out of time retries its
+    unfinished tasks."""
     tolerated_failure_percentage: float = 5.0
     """Engine ``stepfunctions``: the share of a stage's child workflows that may fail
     (each one's tasks recorded under ``failed/``) before its Map, and the run, fails."""

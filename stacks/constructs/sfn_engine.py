@@ -9,8 +9,9 @@ A seed manifest under the first stage's prefix notifies a small starter function
 2. then, stage after stage (the barrier: a stage's children are all written before the
    next stage's listing), a ``DISTRIBUTED`` Map whose ``ItemReader`` lists the run's
    prefix of that stage (``s3:listObjectsV2``), batches the task keys
-   (``ItemBatcher``: one per child for a stage that fans out, ``items_per_batch`` for the
-   leaf; ``fanout_aws.sfn_starter.batch_size``), runs at most the stage's cap of children at once
+   (``ItemBatcher``: one per child for a stage that fans out; for the leaf, the size its
+   ``sizing_states`` chose from a count of its tasks, ``fanout_aws.sfn_starter.batch_size``),
+   runs at most the stage's cap of children at once
    (``MaxConcurrency`` = ``reserved_concurrency``) and tolerates
    ``tolerated_failure_percentage`` of them failing.
 
@@ -49,7 +50,7 @@ from constructs import Construct
 
 from fanout_aws import config as lambda_env
 from fanout_aws.events import SFN_MARKER
-from fanout_aws.sfn_starter import RUN_PREFIXES, SEED_ITEMS, stage_batch_size
+from fanout_aws.sfn_starter import COUNTED_TASKS, RUN_PREFIXES, SEED_ITEMS
 from fanout_core.settings import EnvironmentSettings
 from fanout_core.stages import STAGES, Stage, StageTable
 from stacks.constructs.function_role import function_role
@@ -59,6 +60,11 @@ from stacks.nag import acknowledge, resource_finding
 STATES_PRINCIPAL = "states.amazonaws.com"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
+COUNT_OBJECTS = "arn:aws:states:::aws-sdk:s3:listObjectsV2"
+LEAF_TASKS = "leaf_tasks"
+BATCH = "batch"
+"""Where the sizing states put the leaf's task count and its batch size in the
+execution's state (beside ``run_prefixes``)."""
 BUCKET_VAR = "Bucket"
 RUN_TIMEOUT = Duration.days(7)
 """The longest a run may take before its execution times out (and alarms): far beyond a
@@ -151,9 +157,63 @@ def _batch_steps(stage: Stage, settings: EnvironmentSettings, items: str, prefix
     return {f"{prefix}Run": run, f"{prefix}RecordCrash": record, f"{prefix}Crashed": crashed}
 
 
+def sizing_states(stage: Stage, settings: EnvironmentSettings) -> dict[str, Any]:
+    """The states before the leaf's Map that size its batches as ``batch_size`` does:
+    count the stage's tasks (one listing page, ``COUNTED_TASKS`` at most), then
+    ``ceil(tasks / MaxConcurrency)`` (``States.ArrayPartition`` of a range counts it),
+    between 1 and ``items_per_batch``; ``items_per_batch`` if the count fails."""
+    fid, most = stage.function_id, settings.items_per_batch
+    cap = settings.stage(stage.name).reserved_concurrency
+    tasks = f"$.{LEAF_TASKS}.n"
+
+    def size(result: dict[str, Any]) -> dict[str, Any]:
+        return {"Type": "Pass", **result, "ResultPath": f"$.{BATCH}", "Next": fid}
+
+    count = {
+        "Type": "Task",
+        "Resource": COUNT_OBJECTS,
+        "Parameters": {
+            "Bucket": f"${{{BUCKET_VAR}}}",
+            "Prefix.$": f"$.{RUN_PREFIXES}.{stage.name}",
+            "MaxKeys": COUNTED_TASKS,
+        },
+        "ResultSelector": {"n.$": "$.KeyCount"},
+        "ResultPath": f"$.{LEAF_TASKS}",
+        "Retry": [
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2, "JitterStrategy": "FULL"}
+        ],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": f"{fid}MostPerChild"}],
+        "Next": f"{fid}BatchSize",
+    }
+    choose = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": tasks, "NumericLessThanEquals": cap, "Next": f"{fid}OnePerChild"},
+            {"Variable": tasks, "NumericGreaterThan": cap * (most - 1), "Next": f"{fid}MostPerChild"},
+        ],
+        "Default": f"{fid}OneWave",
+    }
+    wave = f"States.ArrayLength(States.ArrayPartition(States.ArrayRange(1, {tasks}, 1), {cap}))"
+    return {
+        f"{fid}Count": count,
+        f"{fid}BatchSize": choose,
+        f"{fid}OnePerChild": size({"Result": {"n": 1}}),
+        f"{fid}MostPerChild": size({"Result": {"n": most}}),
+        f"{fid}OneWave": size({"Parameters": {"n.$": wave}}),
+    }
+
+
+def _entry(stage: Stage) -> str:
+    """The first state of a stage's part of the run: its Map, or the leaf's sizing."""
+    return f"{stage.function_id}Count" if stage.writes_parquet else stage.function_id
+
+
 def map_state(stage: Stage, settings: EnvironmentSettings, next_state: str | None) -> dict[str, Any]:
-    """A stage's Distributed Map over the run's task objects of that stage."""
+    """A stage's Distributed Map over the run's task objects of that stage: one task a
+    child in a stage that fans out, the size ``sizing_states`` chose in the leaf."""
     steps = _batch_steps(stage, settings, "$.Items", "")
+    fans_out = not stage.writes_parquet
+    batcher = {"MaxItemsPerBatch": 1} if fans_out else {"MaxItemsPerBatchPath": f"$.{BATCH}.n"}
     state: dict[str, Any] = {
         "Type": "Map",
         "Label": stage.function_id,
@@ -162,7 +222,7 @@ def map_state(stage: Stage, settings: EnvironmentSettings, next_state: str | Non
             "Parameters": {"Bucket": f"${{{BUCKET_VAR}}}", "Prefix.$": f"$.{RUN_PREFIXES}.{stage.name}"},
         },
         "ItemSelector": {"Key.$": "$$.Map.Item.Value.Key"},
-        "ItemBatcher": {"MaxItemsPerBatch": stage_batch_size(settings, stage)},
+        "ItemBatcher": batcher,
         "MaxConcurrency": settings.stage(stage.name).reserved_concurrency,
         "ToleratedFailurePercentage": float(settings.tolerated_failure_percentage),
         "ItemProcessor": {
@@ -187,11 +247,13 @@ def run_definition(settings: EnvironmentSettings, table: StageTable = STAGES) ->
     seed_steps = _batch_steps(first, settings, f"$.{SEED_ITEMS}", seed)
     seed_steps[f"{seed}Run"].pop("End")
     seed_steps[f"{seed}Run"].pop("OutputPath")
-    seed_steps[f"{seed}Run"]["Next"] = first.function_id
+    seed_steps[f"{seed}Run"]["Next"] = _entry(first)
     states.update(seed_steps)
     for index, stage in enumerate(table):
-        following = table[index + 1].function_id if index + 1 < len(table) else None
+        following = _entry(table[index + 1]) if index + 1 < len(table) else None
         states[stage.function_id] = map_state(stage, settings, following)
+        if stage.writes_parquet:
+            states.update(sizing_states(stage, settings))
     return {
         "Comment": f"fanout {settings.name}: one run, stage after stage ({', '.join(table.names)})",
         "StartAt": f"{seed}Run",

@@ -14,7 +14,9 @@ Where moto differs from AWS (``to_moto``), and what stands in for AWS instead:
 
 - ``ItemBatcher`` is a parse error in moto: it is removed, and the ``ItemSelector``
   wraps each listed object in a batch of one (``{"Items": [object]}``), the shape AWS
-  gives a child. Batches of several keys are exercised by ``tests/handlers/test_sfn_engine.py``
+  gives a child. The states that size the leaf's batches run as they are
+  (``test_sfn_batch_sizing.py`` checks what they choose). Batches of several keys are
+  exercised by ``tests/handlers/test_sfn_engine.py``
   (``run_batches``, the model of AWS's batching and the child's retries).
 - ``ToleratedFailurePercentage`` is ignored by moto (any failed child fails its Map):
   it is removed, and a child's final ``Fail`` (after its crash was recorded) becomes a
@@ -82,7 +84,7 @@ def to_moto(definition: dict[str, Any]) -> dict[str, Any]:
                 retry["IntervalSeconds"] = RETRY_WAIT_S
                 retry["MaxDelaySeconds"] = RETRY_WAIT_S
             if state["Type"] == "Map":
-                assert state.pop("ItemBatcher")["MaxItemsPerBatch"] >= 1
+                assert set(state.pop("ItemBatcher")) & {"MaxItemsPerBatch", "MaxItemsPerBatchPath"}
                 assert state["ItemSelector"] == {"Key.$": "$$.Map.Item.Value.Key"}
                 state["ItemSelector"] = {"Items.$": "States.Array($$.Map.Item.Value)"}
                 state.pop("ToleratedFailurePercentage")

@@ -215,7 +215,8 @@ def test_stepfunctions_engine_maps_the_described_stages_in_order(synth_env: Any)
     for stage, following in zip(table, [*table.stages[1:], None], strict=True):
         state = definition["States"][stage.function_id]
         assert state["ItemReader"]["Parameters"]["Prefix.$"] == f"$.run_prefixes.{stage.name}"
-        assert state.get("Next") == (following.function_id if following else None)
+        entry = None if following is None else following.function_id
+        assert state.get("Next") == (f"{entry}Count" if following and following.writes_parquet else entry)
     (notif,) = synth.resources("Custom::S3BucketNotifications").values()
     (cfg,) = notif["Properties"]["NotificationConfiguration"]["LambdaFunctionConfigurations"]
     rules = {r["Name"]: r["Value"] for r in cfg["Filter"]["Key"]["FilterRules"]}
@@ -226,10 +227,16 @@ def test_stepfunctions_engine_runs_a_task_per_child_above_the_described_leaf(syn
     synth = synth_env("builds-sfn")
     (machine,) = synth.resources("AWS::StepFunctions::StateMachine").values()
     states = json.loads(machine["Properties"]["DefinitionString"])["States"]
-    batches = {s.name: states[s.function_id]["ItemBatcher"]["MaxItemsPerBatch"] for s in _table(synth)}
-    leaf = [s.name for s in _table(synth) if s.writes_parquet]
-    assert leaf == [_table(synth).stages[-1].name] and len(batches) > 1
-    assert batches == {name: synth.settings.items_per_batch if name in leaf else 1 for name in batches}
+    batches = {s.name: states[s.function_id]["ItemBatcher"] for s in _table(synth)}
+    leaf = _table(synth).leaf
+    assert [s.name for s in _table(synth) if s.writes_parquet] == [leaf.name] and len(batches) > 1
+    assert batches == {
+        name: {"MaxItemsPerBatchPath": "$.batch.n"} if name == leaf.name else {"MaxItemsPerBatch": 1}
+        for name in batches
+    }
+    cap = synth.settings.stage(leaf.name).reserved_concurrency
+    assert f", {cap}))" in states[f"{leaf.function_id}OneWave"]["Parameters"]["n.$"]
+    assert states[f"{leaf.function_id}Count"]["Parameters"]["Prefix.$"] == f"$.run_prefixes.{leaf.name}"
 
 
 @pytest.mark.parametrize("env", DESCRIBED)

@@ -12,11 +12,12 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from fanout_aws.events import SFN_MARKER
+from fanout_aws.sfn_starter import COUNTED_TASKS
 from fanout_core.errors import SettingsError
 from fanout_core.settings import ENGINES, environment_from_json, environment_to_json, parse_environment
 from fanout_core.stages import STAGES, Stage
 from stacks import build_app, cdk_json_context
-from stacks.constructs.sfn_engine import LIST_OBJECTS, STARTER_HANDLER, function_var
+from stacks.constructs.sfn_engine import COUNT_OBJECTS, LIST_OBJECTS, STARTER_HANDLER, function_var
 
 from .conftest import SKIP_BUNDLING, Synth, render, synthesize
 from .test_policy_checks import CFN_LINT_IGNORED, LINT_REGIONS, _plugin
@@ -101,7 +102,9 @@ def test_cdk_json_has_stepfunctions_environments_shaped_like_dev_and_prod() -> N
         for raw in (plain, sfn):
             raw.pop("token_secret_name")
         assert sfn.pop("engine") == "stepfunctions"
-        assert sfn.pop("items_per_batch") == 4
+        # at most this many leaf tasks a child: 32 and 25 fit the leaf's timeout (600 s,
+        # 900 s) at an instance's share of R with Hermes' 50 calls a task (~270 s)
+        assert sfn.pop("items_per_batch") == {"dev": 32, "prod": 25}[base]
         assert sfn.pop("tolerated_failure_percentage") == {"dev": 5.0, "prod": 1.0}[base]
         assert sfn == plain
 
@@ -122,8 +125,12 @@ def test_each_stage_is_a_distributed_map_listing_the_runs_prefix_in_table_order(
             "Resource": LIST_OBJECTS,
             "Parameters": {"Bucket": "${Bucket}", "Prefix.$": f"$.run_prefixes.{stage.name}"},
         }
-        following = STAGES[index + 1].function_id if index + 1 < len(STAGES) else None
-        assert state.get("Next") == following and state.get("End", False) == (following is None)
+        following = STAGES[index + 1] if index + 1 < len(STAGES) else None
+        entry = None if following is None else following.function_id
+        if following is STAGES.leaf:  # the leaf's batch is sized first
+            assert states[f"{entry}Count"]["Next"] == f"{entry}BatchSize"
+            entry = f"{entry}Count"
+        assert state.get("Next") == entry and state.get("End", False) == (following is None)
         assert state["ResultPath"] is None
     assert len([s for s in states.values() if s["Type"] == "Map"]) == len(STAGES)
 
@@ -133,11 +140,31 @@ def test_batches_concurrency_and_tolerance_come_from_the_settings(ssynth: Synth)
     settings = ssynth.settings
     for stage in STAGES:
         state = states[stage.function_id]
-        per_batch = settings.items_per_batch if stage.writes_parquet else 1
-        assert state["ItemBatcher"] == {"MaxItemsPerBatch": per_batch}
+        batcher = {"MaxItemsPerBatchPath": "$.batch.n"} if stage.writes_parquet else {"MaxItemsPerBatch": 1}
+        assert state["ItemBatcher"] == batcher
         assert state["MaxConcurrency"] == settings.stage(stage.name).reserved_concurrency
         assert state["ToleratedFailurePercentage"] == settings.tolerated_failure_percentage
         assert isinstance(state["ToleratedFailurePercentage"], float)
+
+
+def test_the_leafs_batch_is_sized_from_one_count_of_its_tasks_its_cap_and_the_settings(ssynth: Synth) -> None:
+    states = _definition(ssynth)["States"]
+    leaf, settings = STAGES.leaf.function_id, ssynth.settings
+    cap = settings.stage(STAGES.leaf.name).reserved_concurrency
+    count = states[f"{leaf}Count"]
+    assert count["Resource"] == COUNT_OBJECTS
+    assert count["Parameters"] == {
+        "Bucket": "${Bucket}",
+        "Prefix.$": f"$.run_prefixes.{STAGES.leaf.name}",
+        "MaxKeys": COUNTED_TASKS,
+    }
+    assert count["Catch"][0]["Next"] == f"{leaf}MostPerChild"  # a failed count: the most
+    choices = {c["Next"]: c for c in states[f"{leaf}BatchSize"]["Choices"]}
+    assert choices[f"{leaf}OnePerChild"]["NumericLessThanEquals"] == cap
+    assert choices[f"{leaf}MostPerChild"]["NumericGreaterThan"] == cap * (settings.items_per_batch - 1)
+    assert states[f"{leaf}MostPerChild"]["Result"] == {"n": settings.items_per_batch}
+    assert f", {cap}))" in states[f"{leaf}OneWave"]["Parameters"]["n.$"]
+    assert all(states[f"{leaf}{n}"]["Next"] == leaf for n in ("OnePerChild", "MostPerChild", "OneWave"))
 
 
 def test_each_child_invokes_its_stages_function_with_retries_from_the_settings(ssynth: Synth) -> None:
