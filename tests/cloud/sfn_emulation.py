@@ -282,9 +282,11 @@ class SfnEmulation:
             checked[who] = checked.get(who, 0) + 1
             if not policy.allows(action, resource, context):
                 emulation.figures.denied_calls.append(f"{who}: {action} {resource} {context or ''}")
-                raise ClientError(
-                    {"Error": {"Code": "AccessDenied", "Message": "emulated IAM"}, "ResponseMetadata": {}}, op
-                )
+                denied = {"Code": "AccessDenied", "Message": "emulated IAM"}
+                # the status AWS answers with (moto's aws-sdk task reads it to make the
+                # States error a Catch sees)
+                meta = {"HTTPStatusCode": 403, "RequestId": "emulated", "HTTPHeaders": {}}
+                raise ClientError({"Error": denied, "ResponseMetadata": meta}, op)
             if op == "GetObject" and params.get("Key") in emulation.crash_keys and current is not None:
                 raise ProcessDied(params["Key"])
             return original(client, op, params)

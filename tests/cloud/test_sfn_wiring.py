@@ -173,6 +173,14 @@ def test_an_awkward_tree_under_5xx_and_429_is_row_exact_from_one_execution(sfn_r
     assert checked["state machine"] > 0 and checked["starter"] > 0
     assert all(checked[fid] > 0 for fid in outcome.emulation.handlers)
     assert _rows(outcome.storage) == _truth(config)
+    # the leaf's count ran under the machine's role and was used (a failed count's Catch
+    # goes straight to the most per child, past the choice)
+    history = outcome.emulation.sfn.get_execution_history(
+        executionArn=outcome.execution["executionArn"], maxResults=1000
+    )["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    leaf = STAGES.leaf.function_id
+    assert entered[entered.index(f"{leaf}Count") + 1] == f"{leaf}BatchSize", entered
     assert _unfinished(outcome.storage) == [] and list(outcome.storage.list("failed/")) == []
     assert outcome.sim.stats.injected_5xx > 0 and outcome.sim.stats.injected_429 > 0
     runs = outcome.emulation.figures.map_runs
