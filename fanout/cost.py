@@ -425,9 +425,9 @@ def child_workflow_costs(
     and its duration, the Lambda time it waits for, at 64 MB), from each stage's task
     count (the first stage's seed included) and the run's Lambda seconds."""
     p = {k: Decimal(str(v)) for k, v in prices.items() if k.startswith("sfn_")}
-    counts = RunCounts("", [StageCounts(str(i), 0, 0, tasks=n) for i, n in enumerate(tasks)])
+    counts = RunCounts("", [StageCounts(str(i), 0, 0, tasks=n, invocations=n) for i, n in enumerate(tasks)])
     children = sfn_children(counts, batching)
-    transitions = 1 + len(tasks) + SIZING_TRANSITIONS + children + retries
+    transitions = stepfunctions_transitions(counts, batching) + retries
     return {
         "children": Decimal(children),
         "transitions": Decimal(transitions),

@@ -40,7 +40,7 @@ SIZING_TRANSITIONS = 3
 size (``stacks.constructs.sfn_engine.sizing_states``); a state transition each."""
 
 
-def batch_size(items_per_batch: int, *, fans_out: bool, tasks: int = 0, max_concurrency: int = 1) -> int:
+def batch_size(items_per_batch: int, *, fans_out: bool, tasks: int, max_concurrency: int) -> int:
     """Task keys per child of a stage's Map (its ``ItemBatcher``). A stage that fans out
     runs one task per child: its tasks are few, each one's children are the next stage's
     work, and the next Map waits for the slowest child, so batching them would run
